@@ -1,0 +1,239 @@
+"""Where to branch: token entropy, likelihood gain Omega, Branching Score, branch-point selection.
+
+Implements DESIGN section 1 step 2-3 (APPO) and ARPO's branch probability. Pure tensor functions.
+Token positions are response positions; ``mask`` marks the tokens that may be branched on (model-
+sampled tokens; the caller also clears whitespace-only tokens, which needs the tokenizer).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal, Sequence, overload
+
+import torch
+
+from appo.core.ops import DiscountOver, _check_same_shape, discounted_suffix_sum, zscore_masked
+
+TopkTail = Literal["lump", "renormalize", "drop"]
+
+
+def token_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Exact entropy of ``softmax(logits)`` over the last dim: ``H = -sum_v p_v log p_v``.
+
+    Math in float32 via ``log_softmax`` (stable for large logits); vocabulary entries at ``-inf``
+    (masked out) contribute 0 instead of NaN. Returns float32 ``logits.shape[:-1]``. Leaves out:
+    temperature (divide the logits first) and chunking over the vocabulary (the caller's concern).
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    p = logp.exp()
+    return -torch.where(p > 0, p * logp, torch.zeros_like(p)).sum(-1)
+
+
+def topk_entropy(topk_logprobs: torch.Tensor, *, tail: TopkTail = "lump") -> torch.Tensor:
+    """Entropy estimate from the top-k log-probs an engine returns (vLLM ``logprobs=k``).
+
+    ``topk_logprobs`` [..., k] are log-probs under the FULL distribution (so ``sum exp <= 1``),
+    entries may be ``-inf`` (padding). With ``p_i = exp(lp_i)`` and tail mass ``r = 1 - sum_i p_i``:
+
+    - ``"lump"`` (default): ``H = -sum_i p_i log p_i - r log r``, the exact entropy of the coarsened
+      distribution (top-k tokens + one "other" outcome). A lower bound on the true entropy; exact
+      when the tail is empty or a single token.
+    - ``"renormalize"``: entropy of ``q_i = p_i / sum_j p_j``, the top-k distribution renormalised.
+    - ``"drop"``: ``-sum_i p_i log p_i``, the partial sum (what ARPO's reference computes); the
+      smallest of the three.
+
+    ``r`` is computed as ``-expm1(logsumexp(lp))`` and clamped at 0. Raises when the top-k mass
+    exceeds 1 by more than 1% (the input is then not log-probs of a distribution). Leaves out: any
+    model of how the tail mass spreads (an upper bound would need the vocabulary size).
+    """
+    lp = topk_logprobs.float()
+    if lp.numel() and torch.isnan(lp).any():
+        raise ValueError("topk_logprobs contains NaN; pass -inf for missing entries")
+    lse = torch.logsumexp(lp, dim=-1)
+    if lse.numel() and float(lse.max()) > math.log(1.01):
+        raise ValueError(
+            f"topk_logprobs sum to {float(lse.exp().max()):.4f} > 1: pass log-probs of the full "
+            "distribution (not logits)"
+        )
+    p = lp.exp()
+    plogp = torch.where(p > 0, p * lp, torch.zeros_like(p)).sum(-1)
+    if tail == "drop":
+        return -plogp
+    if tail == "renormalize":
+        q_lp = lp - lse.unsqueeze(-1)
+        q = q_lp.exp()
+        return -torch.where(q > 0, q * q_lp, torch.zeros_like(q)).sum(-1)
+    if tail == "lump":
+        r = (-torch.expm1(lse)).clamp_min(0.0)
+        rlogr = torch.where(r > 0, r * torch.log(r.clamp_min(1e-38)), torch.zeros_like(r))
+        return -plogp - rlogr
+    raise ValueError(f"tail={tail!r} must be one of 'lump', 'renormalize', 'drop'")
+
+
+def likelihood_gain(
+    logp_current: torch.Tensor,
+    logp_anchor: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 1.0,
+    clip_eps: float = 0.2,
+    *,
+    max_exponent: float = 20.0,
+    discount_over: DiscountOver = "valid",
+) -> torch.Tensor:
+    """Accumulated likelihood gain of the continuation after each token (APPO's Omega).
+
+    ``delta_k = logp_current_k - logp_anchor_k`` on valid tokens (mask 1; invalid tokens contribute
+    0), ``S_t = sum_{k >= t, valid} gamma^{d(t,k)} delta_k`` with ``d`` counting valid tokens only
+    (DESIGN: "over valid tokens"; ``discount_over="all"`` counts every position instead; with the
+    default ``gamma = 1`` the two agree), ``Omega_t = clip(exp(clamp(S_t, +-max_exponent)),
+    1 - clip_eps, 1 + clip_eps)``.
+
+    Shapes ``[..., T]``; returns float32 ``[..., T]``, detached, with Omega = 1.0 (no gain) at invalid
+    positions. Leaves out: which anchor policy to use (the caller passes its log-probs).
+    """
+    _check_same_shape(logp_current=logp_current, logp_anchor=logp_anchor, mask=mask)
+    if not clip_eps >= 0:
+        raise ValueError(f"clip_eps={clip_eps} must be >= 0")
+    delta = logp_current.detach().double() - logp_anchor.detach().double()
+    valid = mask != 0
+    if valid.any() and not torch.isfinite(delta[valid]).all():
+        raise ValueError("likelihood_gain: log-probs are NaN/inf at valid positions; mask them out")
+    S = discounted_suffix_sum(delta, mask, gamma, discount_over=discount_over)
+    omega = S.clamp(-max_exponent, max_exponent).exp().clamp(1.0 - clip_eps, 1.0 + clip_eps)
+    return torch.where(valid, omega, torch.ones_like(omega)).to(torch.float32)
+
+
+@dataclass(frozen=True)
+class BranchingScore:
+    """Branching Score of every token and the pieces it is made of (shapes ``[..., T]`` / ``[...]``)."""
+
+    score: torch.Tensor
+    """BS_t = Z(H_t) * Z(Omega_t) (or its fallback, see ``branching_score``), float32; -inf where invalid."""
+    z_entropy: torch.Tensor
+    """Z(H_t) within the row over valid tokens, float32; 0 where invalid or the row is degenerate."""
+    z_omega: torch.Tensor
+    """Z(Omega_t) within the row over valid tokens, float32; 0 where invalid or the row is degenerate."""
+    strict: torch.Tensor
+    """Strict candidates, bool: valid, Z(H) > 0 and Z(Omega) > 0 (a degenerate factor's test is dropped)."""
+    entropy_degenerate: torch.Tensor
+    """Per row, bool: entropy has (near) zero variance over the row's valid tokens."""
+    omega_degenerate: torch.Tensor
+    """Per row, bool: Omega has (near) zero variance (first step, identical policies, all clipped)."""
+
+
+def branching_score(
+    entropy: torch.Tensor, omega: torch.Tensor, mask: torch.Tensor, *, tol: float = 1e-6
+) -> BranchingScore:
+    """APPO Branching Score ``BS_t = Z(H_t) * Z(Omega_t)``, Z = z-score within one rollout.
+
+    Rows are the last-dim slices: a single ``[T]`` rollout or a batch ``[N, T]`` (any ``[..., T]``).
+    Z uses the population std over the row's valid tokens (mask != 0). Zero-variance handling
+    (std <= ``tol``): a factor with no variation carries no ranking information and is dropped from
+    the product, so ``BS = Z(H)`` when Omega is degenerate (DESIGN's fallback), ``BS = Z(Omega)`` when
+    entropy is degenerate, and ``BS = 0`` when both are. Strict candidates need a positive z on
+    every non-degenerate factor (none when both are degenerate). Invalid positions score ``-inf``.
+    Leaves out: the whitespace-token exclusion (clear those tokens in ``mask``).
+    """
+    _check_same_shape(entropy=entropy, omega=omega, mask=mask)
+    valid = mask != 0
+    z_h, deg_h = zscore_masked(entropy, mask, tol=tol)
+    z_o, deg_o = zscore_masked(omega, mask, tol=tol)
+    dh, do = deg_h.unsqueeze(-1), deg_o.unsqueeze(-1)
+    one = torch.ones_like(z_h)
+    score = torch.where(dh, one, z_h) * torch.where(do, one, z_o)
+    score = torch.where(dh & do, torch.zeros_like(score), score)
+    score = torch.where(valid, score, torch.full_like(score, -math.inf))
+    strict = valid & (dh | (z_h > 0)) & (do | (z_o > 0)) & ~(dh & do)
+    return BranchingScore(score, z_h, z_o, strict, deg_h, deg_o)
+
+
+def _as_rows(x: torch.Tensor | Sequence[torch.Tensor], name: str) -> list[torch.Tensor]:
+    if isinstance(x, torch.Tensor):
+        if x.dim() == 1:
+            return [x]
+        if x.dim() == 2:
+            return list(x.unbind(0))
+        raise ValueError(f"{name} must be [T], [N, T] or a list of 1-D tensors; got shape {tuple(x.shape)}")
+    rows = list(x)
+    for i, r in enumerate(rows):
+        if not isinstance(r, torch.Tensor) or r.dim() != 1:
+            raise ValueError(f"{name}[{i}] must be a 1-D tensor")
+    return rows
+
+
+def _pad(rows: list[torch.Tensor], T: int, fill: float, dtype: torch.dtype) -> torch.Tensor:
+    out = torch.full((len(rows), T), fill, dtype=dtype)
+    for i, r in enumerate(rows):
+        out[i, : r.shape[0]] = r.detach().cpu().to(dtype)
+    return out
+
+
+def select_branch_points(
+    scores: torch.Tensor | Sequence[torch.Tensor],
+    masks: torch.Tensor | Sequence[torch.Tensor],
+    k: int,
+    strict_masks: torch.Tensor | Sequence[torch.Tensor] | None = None,
+) -> list[tuple[int, int]]:
+    """Pick exactly ``k`` branch points ``(rollout_index, position)`` for ONE prompt (DESIGN 1.3).
+
+    Candidates are pooled over the prompt's rollouts and ranked by score (higher first), ties broken
+    by lower rollout index, then lower position. Order of filling: (1) strict candidates
+    (``strict_masks``; when None, every valid position is strict), (2) the remaining valid positions,
+    (3) when fewer than ``k`` valid positions exist, the chosen points repeated cyclically in their
+    chosen order. Several points may come from the same rollout. Returns ``[]`` when ``k == 0`` or no
+    position is valid (e.g. every rollout fully masked). Valid means ``mask != 0``; invalid positions
+    and fully masked rollouts are never selected, whatever their score.
+
+    ``scores``/``masks`` (and ``strict_masks``) are a padded ``[N, T]`` tensor, one ``[T]`` rollout,
+    or a list of 1-D tensors of different lengths. Leaves out: any per-rollout quota or diversity
+    rule (the paper has none).
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
+        raise ValueError(f"k={k!r} must be a non-negative int")
+    s_rows, m_rows = _as_rows(scores, "scores"), _as_rows(masks, "masks")
+    if len(s_rows) != len(m_rows):
+        raise ValueError(f"scores has {len(s_rows)} rollouts but masks has {len(m_rows)}")
+    st_rows = None if strict_masks is None else _as_rows(strict_masks, "strict_masks")
+    if st_rows is not None and len(st_rows) != len(s_rows):
+        raise ValueError(f"strict_masks has {len(st_rows)} rollouts but scores has {len(s_rows)}")
+    for i, (s, m) in enumerate(zip(s_rows, m_rows)):
+        if s.shape != m.shape or (st_rows is not None and st_rows[i].shape != s.shape):
+            raise ValueError(f"rollout {i}: scores, masks (and strict_masks) must have the same length")
+    if k == 0 or not s_rows:
+        return []
+    T = max(r.shape[0] for r in s_rows)
+    score_NT = _pad(s_rows, T, -math.inf, torch.float64)
+    valid_NT = _pad(m_rows, T, 0.0, torch.float64) != 0
+    if torch.isnan(score_NT[valid_NT]).any():
+        raise ValueError("scores has NaN at valid positions; give those positions a number or mask them")
+    strict_NT = valid_NT if st_rows is None else valid_NT & (_pad(st_rows, T, 0.0, torch.float64) != 0)
+    # Row-major flat order is (rollout, position) ascending, so a stable sort by descending score
+    # breaks ties by lower rollout index, then lower position.
+    flat_s = score_NT.flatten()
+    order = torch.sort(flat_s, descending=True, stable=True).indices
+    v, st = valid_NT.flatten()[order], strict_NT.flatten()[order]
+    picked = torch.cat([order[st], order[v & ~st]])[:k].tolist()
+    if not picked:
+        return []
+    points = [(idx // T, idx % T) for idx in picked]
+    n = len(points)
+    return points + [points[i % n] for i in range(k - n)]
+
+
+@overload
+def arpo_branch_probability(delta_entropy: float, tau: float = 0.5, beta: float = 0.2) -> float: ...
+@overload
+def arpo_branch_probability(delta_entropy: torch.Tensor, tau: float = 0.5, beta: float = 0.2) -> torch.Tensor: ...
+def arpo_branch_probability(delta_entropy, tau=0.5, beta=0.2):
+    """ARPO's fork probability after a tool result: ``P = clip(tau + beta * dH, 0, 1)``.
+
+    ``dH`` is the normalised entropy change (the caller computes it); works on floats and tensors.
+    Leaves out: the sampling itself and the row budget.
+    """
+    if isinstance(delta_entropy, torch.Tensor):
+        return (tau + beta * delta_entropy).clamp(0.0, 1.0)
+    x = float(delta_entropy)
+    if math.isnan(x):
+        raise ValueError("delta_entropy is NaN")
+    return min(max(tau + beta * x, 0.0), 1.0)
