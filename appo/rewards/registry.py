@@ -1,0 +1,46 @@
+"""The registry of named reward functions, and :func:`get_reward` that resolves a config string.
+
+A reward spec is either a registered name (``default``, ``arpo``, ``answer``, ``math``, ``qa_f1``,
+``qa_em``, ``format``) or ``path/to/file.py:function`` for a user's own function (see
+:mod:`appo.rewards.custom` for the signatures accepted).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from appo.rewards.base import RewardFn
+
+REWARDS: dict[str, RewardFn] = {}
+"""Named reward functions; every value implements :class:`~appo.rewards.base.RewardFn`."""
+
+
+def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
+    """Decorator adding a batch reward function to :data:`REWARDS` under ``name``; refuses duplicates."""
+
+    def decorator(fn: RewardFn) -> RewardFn:
+        if name in REWARDS:
+            raise ValueError(
+                f"reward {name!r} is already registered ({REWARDS[name]!r}); pick another name "
+                "or remove the first registration"
+            )
+        REWARDS[name] = fn
+        return fn
+
+    return decorator
+
+
+def get_reward(spec: str) -> RewardFn:
+    """Resolve ``spec``: a name in :data:`REWARDS`, or ``path/to/file.py:function`` (imported on each call)."""
+    import appo.rewards.builtin  # noqa: F401 - registers the built-ins
+
+    if spec in REWARDS:
+        return REWARDS[spec]
+    if ":" in spec or spec.endswith(".py"):
+        from appo.rewards.custom import load_custom_reward
+
+        return load_custom_reward(spec)
+    raise KeyError(
+        f"unknown reward {spec!r}; use one of {sorted(REWARDS)} or a custom function as "
+        "'path/to/file.py:function'"
+    )
