@@ -1,0 +1,61 @@
+"""Where appo finds its data files.
+
+Search order for a relative data path such as ``benchmarks/gsm8k.jsonl``:
+
+1. the ``data_dir`` argument of the loader, when given;
+2. the directory in the ``APPO_DATA_DIR`` environment variable, when set;
+3. the bundled ``data/`` folder of a source checkout: the repository root is the parent of the
+   ``appo`` package, which holds for ``pip install -e .`` and for running from the checkout.
+
+The first directory that holds the file wins, so a user can keep only the files they add (say the
+full MATH test set) in their own folder and still reach the bundled ones. A regular (non-editable)
+``pip install`` copies only the ``appo`` package, not ``data/`` (4 MB of third-party datasets with their
+own licences); such an install finds no bundled data and the error says to set ``APPO_DATA_DIR`` to a
+checkout's ``data/`` folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_VAR = "APPO_DATA_DIR"
+"""Environment variable naming a data directory searched before the bundled one."""
+
+
+def bundled_data_dir() -> Path | None:
+    """The repository's ``data/`` folder next to the ``appo`` package, or None when not present."""
+    candidate = Path(__file__).resolve().parents[2] / "data"
+    return candidate if candidate.is_dir() else None
+
+
+def data_roots(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Directories searched for data files, in order (see the module docstring)."""
+    roots: list[Path] = []
+    if data_dir is not None:
+        roots.append(Path(data_dir).expanduser())
+    if os.environ.get(ENV_VAR):
+        roots.append(Path(os.environ[ENV_VAR]).expanduser())
+    bundled = bundled_data_dir()
+    if bundled is not None:
+        roots.append(bundled)
+    return roots
+
+
+def find_data_file(relative: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The first existing ``<root>/<relative>`` over :func:`data_roots`, or None."""
+    for root in data_roots(data_dir):
+        path = root / relative
+        if path.is_file():
+            return path
+    return None
+
+
+def describe_roots(data_dir: str | os.PathLike | None = None) -> str:
+    """Human-readable list of the searched directories, for error messages."""
+    roots = data_roots(data_dir)
+    where = ", ".join(str(r) for r in roots) if roots else "nowhere (no data_dir, no $APPO_DATA_DIR, no bundled data/)"
+    return (
+        f"searched {where}; pass data_dir=..., or set {ENV_VAR} to a folder holding it "
+        "(a non-editable install has no bundled data: point it at a checkout's data/)"
+    )
