@@ -1,0 +1,203 @@
+"""Procedural tasks: determinism, disjoint splits, demonstration shape, verification, BM25 retrieval, budget."""
+
+import json
+import re
+
+import bm25s
+import pytest
+
+from appo.data.procedural import TASKS, ArithTask, MultihopTask, Task, build_kb, get_task, register_task, split_of
+from appo.data.procedural.multihop import TEMPLATES, walk
+
+NAMES = ("arith", "multihop", "combo", "mix")
+
+
+def test_registry():
+    assert set(NAMES) <= set(TASKS)
+    with pytest.raises(ValueError, match="already registered"):
+        register_task(type("Dup", (ArithTask,), {"name": "arith"}))
+    with pytest.raises(KeyError, match="unknown procedural task"):
+        get_task("sudoku")
+
+
+def test_split_rule_is_a_stable_hash():
+    # SHA-256("abc")[:12 hex] / 16**12 = 0xba7816bf8f01 / 16**12 = 0.728... -> train at held_out 0.1
+    assert split_of("abc", 0.1) == "train" and split_of("abc", 0.8) == "test"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_seed_same_examples(name):
+    task = get_task(name)
+    a, b = task.generate(40, seed=3), get_task(name).generate(40, seed=3)
+    assert a == b
+    assert [e.question for e in task.generate(40, seed=4)] != [e.question for e in a]
+    assert len({e.id for e in a}) == 40 and a[0].id == f"{name}/3/0"
+    assert get_task(name).generate(3, seed=3, split="test")[0].id == f"{name}-test/3/0"
+
+
+def _split_key(example):
+    return example.extra_info.get("anchor") or example.extra_info["expression"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_train_and_test_never_overlap(name):
+    task = get_task(name)
+    train = {_split_key(e) for seed in (0, 1) for e in task.generate(600, seed=seed)}
+    test = {_split_key(e) for seed in (0, 1, 2) for e in task.generate(150, seed=seed, split="test")}
+    assert train and test and not train & test
+
+
+def test_held_out_anchors_agree_across_tasks():
+    # a company held out of multihop is held out of combo (same key, same rule)
+    mh_test = {e.extra_info["anchor"] for e in get_task("multihop").generate(200, seed=0, split="test")}
+    combo_train = {e.extra_info["anchor"] for e in get_task("combo").generate(600, seed=0)}
+    assert mh_test and not mh_test & combo_train
+
+
+def test_arith_knobs_and_values():
+    task = ArithTask(n_operands=(3, 3), digits=(3, 3), ops=("*",))
+    for e in task.generate(30, seed=0):
+        numbers = re.findall(r"\d+", e.question)
+        assert len(numbers) == 3 and all(len(n) == 3 for n in numbers)
+        a, b, c = map(int, numbers)
+        assert e.answers == (str(a * b * c),)
+    with pytest.raises(ValueError, match="ops"):
+        ArithTask(ops=("/",))
+    with pytest.raises(ValueError, match="n_operands"):
+        ArithTask(n_operands=(1, 2))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_demonstration_shape(name):
+    task = get_task(name)
+    for e in task.generate(30, seed=0):
+        turns = task.demonstration(e)
+        assert len(turns) >= 2
+        for turn in turns:
+            assert turn.startswith("<think>") and turn.count("</think>") == 1
+            assert "<result>" not in turn
+        for turn in turns[:-1]:
+            assert re.search(r"<(python|search)>[^<]+</\1>$", turn), turn
+        assert re.search(r"<answer>\\boxed\{[^{}]+\}</answer>$", turns[-1])
+        if e.data_source == "proc_multihop":
+            assert len(turns) == len(e.extra_info["hops"]) + 1
+
+
+class Bm25:
+    """A stand-in for the search tool: bm25s over the corpus, top-k texts one per line."""
+
+    def __init__(self, docs, with_title=False, stopwords="en"):
+        self.docs, self.stopwords = docs, stopwords
+        texts = [f"{d['title']}\n{d['text']}" if with_title else d["text"] for d in docs]
+        self.bm25 = bm25s.BM25()
+        self.bm25.index(bm25s.tokenize(texts, stopwords=stopwords, show_progress=False), show_progress=False)
+
+    def top(self, queries, k=2):
+        tokens = bm25s.tokenize(queries, stopwords=self.stopwords, show_progress=False)
+        ids, scores = self.bm25.retrieve(tokens, k=k, show_progress=False)
+        return ids, scores
+
+
+def run_demo(task, example, search, k=2):
+    """The full response the agent loop would produce: turns with tool results between them."""
+    turns = task.demonstration(example)
+    parts = []
+    for turn in turns[:-1]:
+        parts.append(turn)
+        if turn.endswith("</python>"):
+            code = turn.split("<python>")[1][: -len("</python>")]
+            assert code.startswith("print(")
+            value = eval(code[len("print("):-1], {"__builtins__": {}})  # digits and + - * only
+            parts.append(f"\n<result>\n{value}\n</result>\n")
+        else:
+            query = turn.split("<search>")[1][: -len("</search>")]
+            ids, _ = search.top([query], k=k)
+            parts.append("\n<result>\n" + "\n".join(search.docs[i]["text"] for i in ids[0]) + "\n</result>\n")
+    return "".join(parts) + turns[-1]
+
+
+@pytest.fixture(scope="module")
+def mix_search():
+    return Bm25(get_task("mix").corpus())
+
+
+def test_verifier_accepts_demonstrated_answers(mix_search):
+    task = get_task("mix")
+    examples = task.generate(60, seed=0) + task.generate(20, seed=0, split="test")
+    responses = [run_demo(task, e, mix_search) for e in examples]
+    scores = task.verify(examples, responses)
+    for e, r, s in zip(examples, responses, scores):
+        expected = 1.1 if e.data_source == "proc_combo" else 1.0  # combo uses both tools: +0.1
+        assert s.score == pytest.approx(expected), (e.question, r, s)
+        assert s.metrics["format_ok"] == 1.0 and s.metrics["acc"] == 1.0
+    assert {e.data_source for e in examples} == {"proc_arith", "proc_multihop", "proc_combo"}
+    wrong = task.verify(examples[:1], [responses[0].replace("\\boxed{", "\\boxed{9")])
+    assert wrong[0].score < 1.0
+
+
+def _all_hops(kb):
+    for kind, anchor in kb.anchors:
+        for template in TEMPLATES:
+            if template.anchor == kind:
+                yield from walk(kb, anchor, template.chain)
+    for company in kb.companies:
+        fact = kb.fact("founding year", company)
+        yield {"query": f"founding year of {company}", "doc_id": fact.doc_id}
+
+
+@pytest.mark.parametrize(
+    "knobs, with_title, stopwords",
+    [
+        ({}, False, "en"),
+        ({}, True, "en"),
+        ({}, False, None),
+        ({"kb_seed": 5, "distractors": 3, "shared_surname_p": 0.7, "kb_size": 120}, False, "en"),
+        ({"kb_seed": 6, "distractors": 2, "shared_surname_p": 0.9, "kb_size": 120}, True, "en"),
+    ],
+)
+def test_every_demonstrated_query_retrieves_its_fact_first(knobs, with_title, stopwords):
+    task = MultihopTask(hops=(2, 3), **knobs)
+    docs = task.corpus()
+    search = Bm25(docs, with_title=with_title, stopwords=stopwords)
+    hops = list(_all_hops(task.kb()))
+    ids, scores = search.top([h["query"] for h in hops], k=2)
+    misses = [(h["query"], docs[i[0]]["text"]) for h, i, s in zip(hops, ids, scores)
+              if docs[i[0]]["id"] != h["doc_id"] or s[0] <= s[1]]  # strictly first, no tie
+    assert not misses, misses[:5]
+
+
+def test_kb_is_deterministic_and_well_formed(tmp_path):
+    kb = build_kb(0)
+    assert kb == build_kb.__wrapped__(0)
+    assert len(kb.films) == len(kb.companies) == 100
+    docs = kb.docs()
+    assert len({d["id"] for d in docs}) == len(docs)
+    assert len({(f.relation, f.subject) for f in kb.facts}) == len(kb.facts)  # one value per relation
+    heads = {kb.fact("director", f).value for f in kb.films} | {kb.fact("founder", c).value for c in kb.companies}
+    mothers = {f.value for f in kb.facts if f.relation == "mother"}
+    assert not heads & mothers  # "mother of X" has one matching document
+    path = get_task("multihop").write_corpus(tmp_path / "kb.jsonl")
+    assert [json.loads(line) for line in path.read_text().splitlines()] == docs
+    assert get_task("arith").corpus() == []
+    with pytest.raises(ValueError, match="distractors"):
+        build_kb(0, distractors=4)
+    with pytest.raises(ValueError, match="hops"):
+        MultihopTask(hops=(4,))
+
+
+def test_token_budget(mix_search):
+    from appo.models.tiny import train_tokenizer
+
+    task = get_task("mix")
+    examples = task.generate(300, seed=0)
+    responses = [run_demo(task, e, mix_search, k=2) for e in examples]
+    tok = train_tokenizer([e.question for e in examples] + responses, vocab_size=512)
+    prompt_tokens = max(len(tok(e.question)["input_ids"]) for e in examples)
+    demo_tokens = max(len(tok(r)["input_ids"]) for r in responses)
+    assert prompt_tokens < 120 and demo_tokens < 200, (prompt_tokens, demo_tokens)
+
+
+def test_task_contract_rejects_bad_held_out():
+    with pytest.raises(ValueError, match="held_out"):
+        ArithTask(held_out=0.0)
+    assert isinstance(get_task("mix"), Task)
