@@ -12,6 +12,11 @@ that got a result. Differences from the reference code: the math branch uses mat
 answer instead of a string-normalising ``is_equiv``; QA normalisation also strips Unicode punctuation and
 splits CJK characters (see :mod:`appo.rewards.qa`); a tool counts as used only when its call got a result.
 
+Protocols: tag-protocol calls (``<python>``, ``<search>``, user tools) and Hermes ``<tool_call>`` blocks
+are both read; the format gate still wants ``<think>`` and one ``<answer>`` block with a box, so with a
+Hermes model whose final message is free text use ``answer`` (no gate) or a system prompt that asks for
+the reference tags.
+
 Metrics per row: ``acc`` (math equivalence, or EM for QA), ``answered`` (a box was found),
 ``format_ok`` and ``both_tools`` (format-checked rewards), and ``f1`` / ``em`` on QA rows only.
 A key a row lacks is undefined for it, not zero. Answer metrics are computed even when the format

@@ -7,6 +7,8 @@ A response is well-formed when (reference: ARPO's ``validate_format``):
 3. every tool call (``<python>...</python>``, ``<search>...</search>``, other tool tags, or a Hermes
    ``<tool_call>...</tool_call>``) is closed and followed by its own result block
    (``<result>...</result>`` or ``<tool_response>...</tool_response>``) before the next call or the answer;
+   a result block right after any other ``</name>`` counts as the result of a call to tool ``name``
+   (user tools), though only the tags in ``tool_tags`` are checked for being closed;
 4. the answer block holds a complete ``\\boxed{...}``.
 
 Stricter than the reference in two places, both about traces the reference lets through by counting
@@ -51,6 +53,16 @@ def _hermes_name(body: str) -> str:
     return match.group(1) if match else "tool_call"
 
 
+_CLOSE_BEFORE_RE = re.compile(r"</([A-Za-z_][\w.-]*)>\s*$")
+_NOT_CALLS = frozenset(("think", "answer", *RESULT_TAGS))
+
+
+def _untracked_call(before: str) -> str | None:
+    """The tag of a ``</name>`` right before a result block (a user tool's call), or None."""
+    match = _CLOSE_BEFORE_RE.search(before)
+    return match.group(1) if match and match.group(1) not in _NOT_CALLS else None
+
+
 def check_format(response: str, tool_tags: tuple[str, ...] = DEFAULT_TOOL_TAGS) -> FormatCheck:
     """Check ``response`` against the rules in the module docstring; see :class:`FormatCheck`."""
     text = strip_tool_results(response)
@@ -73,6 +85,8 @@ def check_format(response: str, tool_tags: tuple[str, ...] = DEFAULT_TOOL_TAGS) 
             continue
         if tag in RESULT_TAGS:
             if not closing:
+                if awaiting is None and call is None:
+                    awaiting = _untracked_call(text[:start])
                 if awaiting is None:
                     return FormatCheck(False, "result_without_call", tuple(used))
                 used.append(awaiting)

@@ -104,8 +104,12 @@ def test_hermes_calls_need_responses_and_report_names():
     assert check_format(f"<think>a</think>{call}<answer>\\boxed{{1}}</answer>").reason == "call_without_result"
 
 
-def test_custom_tool_tags():
+def test_user_tool_tags():
     response = "<think>a</think><calc>1+1</calc><result>2</result><answer>\\boxed{2}</answer>"
     assert check_format(response, tool_tags=("calc",)).tools_used == ("calc",)
-    # unknown to the default check: the tags are plain text and the result has no call
-    assert check_format(response).reason == "result_without_call"
+    # not configured: still read as a call because a result block follows its closing tag
+    assert check_format(response).tools_used == ("calc",)
+    # configured tags are also checked for being closed
+    unclosed = "<think>a</think><calc>1+1<answer>\\boxed{2}</answer>"
+    assert check_format(unclosed, tool_tags=("calc",)).reason == "calc_unclosed"
+    assert check_format("<think>a</think>\n<result>x</result><answer>\\boxed{2}</answer>").reason == "result_without_call"
