@@ -69,7 +69,8 @@ def answers_from_value(path: str, row_index: int, field: str, value) -> tuple[st
     elif isinstance(value, list) and value and all(isinstance(a, (str, int, float)) for a in value):
         answers = tuple(str(a).strip() for a in value)
     else:
-        raise DataError(path, row_index, f"field {field!r} is {value!r:.80}", "use a string, a number or a non-empty list of them")
+        raise DataError(path, row_index, f"field {field!r} is {value!r:.80}",
+                        "use a string, a number or a non-empty list of them")
     if not all(answers):
         raise EmptyAnswerError(path, row_index, f"field {field!r} holds a blank answer", "give the reference answer")
     return answers
@@ -113,11 +114,14 @@ def normalise_gsm8k(row: dict, path: str, row_index: int, spec: BenchmarkSpec) -
     """GSM8K: ``answer`` is the worked solution ending in ``#### N``; N (commas dropped) is the answer."""
     _, text = require_field(path, row_index, row, ("answer",), "answer")
     if not isinstance(text, str) or "####" not in text:
-        raise DataError(path, row_index, "GSM8K field 'answer' has no '#### <number>' line", "give the final answer after ####")
+        raise DataError(path, row_index, "GSM8K field 'answer' has no '#### <number>' line",
+                        "give the final answer after ####")
     final = text.rsplit("####", 1)[1].strip().replace(",", "")
     if not final:
-        raise EmptyAnswerError(path, row_index, "GSM8K answer is blank after '####'", "give the final answer after ####")
-    example = row_to_example(row, path, row_index, spec.name, spec.kind, spec.metric, answers=(final,), used=("answer",))
+        raise EmptyAnswerError(path, row_index, "GSM8K answer is blank after '####'",
+                               "give the final answer after ####")
+    example = row_to_example(row, path, row_index, spec.name, spec.kind, spec.metric,
+                             answers=(final,), used=("answer",))
     return replace(example, extra_info={**example.extra_info, "solution": text})
 
 
@@ -135,7 +139,8 @@ def normalise_math(row: dict, path: str, row_index: int, spec: BenchmarkSpec) ->
     if row.get("answer") is None and isinstance(row.get("solution"), str):
         boxed = _last_boxed(row["solution"])
         if boxed is None:
-            raise DataError(path, row_index, "no 'answer' field and no \\boxed{} in 'solution'", "add an 'answer' field")
+            raise DataError(path, row_index, "no 'answer' field and no \\boxed{} in 'solution'",
+                            "add an 'answer' field")
         return row_to_example(row, path, row_index, spec.name, spec.kind, spec.metric, answers=(boxed.strip(),))
     return row_to_example(row, path, row_index, spec.name, spec.kind, spec.metric)
 

@@ -60,7 +60,10 @@ def load_dataset(
     if spec_text in BENCHMARKS:
         examples = load_benchmark(spec_text, limit=limit, data_dir=data_dir)
         if kind is not None or metric is not None:
-            examples = [replace(e, kind=kind or e.kind, metric=metric or (default_metric(kind) if kind else e.metric)) for e in examples]
+            examples = [
+                replace(e, kind=kind or e.kind, metric=metric or (default_metric(kind) if kind else e.metric))
+                for e in examples
+            ]
         return examples
     path = resolve_path(spec, data_dir)
     if path is None:

@@ -100,7 +100,8 @@ def read_rows(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise DataError(path, row_index, f"line {line_no} is not valid JSON ({exc.msg})", "fix or remove the line") from exc
+                raise DataError(path, row_index, f"line {line_no} is not valid JSON ({exc.msg})",
+                                "fix or remove the line") from exc
             if not isinstance(row, dict):
                 raise DataError(path, row_index, f"line {line_no} is a JSON {type(row).__name__}, not an object")
             yield row_index, row
@@ -115,10 +116,13 @@ def first_field(row: dict, names: tuple[str, ...]) -> tuple[str, Any] | None:
     return None
 
 
-def require_field(path: str | os.PathLike, row_index: int, row: dict, names: tuple[str, ...], what: str) -> tuple[str, Any]:
+def require_field(
+    path: str | os.PathLike, row_index: int, row: dict, names: tuple[str, ...], what: str
+) -> tuple[str, Any]:
     """Like :func:`first_field`, raising a :class:`DataError` naming the missing field when none is there."""
     found = first_field(row, names)
     if found is None:
         expected = " or ".join(repr(n) for n in names)
-        raise DataError(path, row_index, f"missing {what} field {expected} (row has {sorted(row)})", "add the field or fix the row")
+        raise DataError(path, row_index, f"missing {what} field {expected} (row has {sorted(row)})",
+                        "add the field or fix the row")
     return found

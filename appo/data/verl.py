@@ -76,9 +76,12 @@ def verl_row_to_example(
     prefix, ``kind`` is used when ``ability`` is null, ``metric`` overrides the kind's default."""
     for name in ("prompt", "reward_model"):
         if name not in row or row[name] is None:
-            raise DataError(path, row_index, f"missing verl field {name!r} (row has {sorted(row)})", "is this a verl file?")
+            raise DataError(path, row_index, f"missing verl field {name!r} (row has {sorted(row)})",
+                            "is this a verl file?")
     messages = row["prompt"]
-    if not isinstance(messages, list) or not all(isinstance(m, dict) and "role" in m and "content" in m for m in messages):
+    if not isinstance(messages, list) or not all(
+        isinstance(m, dict) and "role" in m and "content" in m for m in messages
+    ):
         raise DataError(path, row_index, "prompt is not a list of {role, content} messages", "fix the prompt column")
     reward_model = row["reward_model"]
     if "ground_truth" not in reward_model or reward_model["ground_truth"] is None:
