@@ -1,0 +1,483 @@
+"""Child side of the Python sandbox: a stdlib-only script run as ``python -I -S -u _sandbox_runner.py``.
+
+Never imported by appo. The parent (:mod:`appo.tools.sandbox_process`) starts it in a fresh session
+with a scrubbed environment, stdin on /dev/null and only stdout, stderr and one status pipe open. It
+reads the job (a :mod:`marshal` file the parent wrote in its working directory, deleted at once) and then, depending on the
+isolation level:
+
+``namespaces`` (the parent is root) and ``userns`` (unprivileged, user namespaces):
+
+1. ``unshare`` new mount, PID, network, IPC and UTS namespaces (``userns`` adds a user namespace that
+   maps only the caller's own uid and gid). The network namespace has only a loopback interface,
+   left down: nothing outside is reachable.
+2. ``fork`` the *init* of the new PID namespace. When it exits, or is killed, the kernel kills every
+   process left in the namespace, so a detached (``setsid``, double-forked) child cannot outlive the
+   call. It holds ``PR_SET_PDEATHSIG = SIGKILL`` towards this script, so killing this script (which
+   the parent does on timeout) takes the whole namespace down.
+3. The init builds a new root on a size-limited tmpfs: read-only bind mounts of ``/usr``, ``/lib*``,
+   ``/bin``, ``/sbin``, ``/etc`` and the Python installation, a few device nodes, a fresh ``/proc`` of
+   the new PID namespace, and writable ``/tmp`` and working directory inside the tmpfs (the tmpfs size
+   is the disk quota). Then ``chroot`` into it. Everything else (the trainer's files, its data with
+   the answers, /root, other users' /tmp) is simply not there.
+4. Resource limits (``RLIMIT_AS``, ``CPU``, ``FSIZE``, ``NPROC``, ``NOFILE``, ``CORE = 0``), then
+   privileges dropped: as root, to the unprivileged uid/gid the parent leased for this call (one uid per
+   concurrent call, so ``RLIMIT_NPROC``, which the kernel does not enforce for root and counts per
+   uid, is a per-call bound); in a user namespace, all capabilities cleared. ``no_new_privs`` is set
+   so no set-uid binary can win them back.
+5. Fork once more: the model's code runs in PID 2; the init only reaps and reports how PID 2 ended.
+
+``rlimits`` (no namespaces; the parent allows it only when told to): resource limits, a dropped uid
+when root, the process group, a scrubbed environment and a temporary directory. No network or
+filesystem isolation.
+
+The model's code is parsed with :mod:`ast`; when its last statement is a bare expression, that
+expression is evaluated separately and its ``repr`` printed unless it is None (as a notebook cell).
+Tracebacks show the model's own frames only (file ``<code>``).
+"""
+
+from __future__ import annotations
+
+import _signal
+import marshal
+import os
+import sys
+
+# Linux constants (from <sched.h>, <sys/mount.h>, <linux/prctl.h>); stable ABI.
+CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
+CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = 0x10000000, 0x20000000, 0x40000000
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
+MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
+MS_NOATIME, MS_NODIRATIME, MS_RELATIME = 1024, 2048, 1 << 21
+PR_SET_PDEATHSIG, PR_SET_DUMPABLE, PR_SET_NO_NEW_PRIVS = 1, 4, 38
+PR_CAPBSET_DROP, PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL = 24, 47, 4
+
+EXIT_SETUP = 70
+"""Exit status of this script when the sandbox could not be set up (reported on the status pipe)."""
+
+_libc = None
+
+
+def _c():
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc
+
+
+def _check(ret: int, what: str) -> None:
+    if ret != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def _mount(src, dst, fstype, flags, data=None) -> None:
+    enc = lambda s: None if s is None else s.encode()  # noqa: E731
+    _check(_c().mount(enc(src), enc(dst), enc(fstype), flags, enc(data)), f"mount {src} -> {dst}")
+
+
+def _prctl(option: int, arg: int) -> None:
+    _check(_c().prctl(option, arg, 0, 0, 0), f"prctl({option})")
+
+
+def _write(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _mount_flags(path: str) -> int:
+    """Flags of the mount holding ``path`` that a remount must keep (locked in a user namespace)."""
+    f = os.statvfs(path).f_flag
+    out = 0
+    for st, ms in ((1, MS_RDONLY), (2, MS_NOSUID), (4, MS_NODEV), (8, MS_NOEXEC), (1024, MS_NOATIME),
+                   (2048, MS_NODIRATIME), (4096, MS_RELATIME)):
+        if f & st:
+            out |= ms
+    return out
+
+
+def _bind_ro(src: str, root: str) -> None:
+    """Bind ``src`` read-only at the same path under ``root`` (a symlink is recreated as a symlink)."""
+    dst = root + src
+    parent = os.path.dirname(dst)
+    os.makedirs(parent, mode=0o755, exist_ok=True)
+    if os.path.islink(src):
+        if not os.path.lexists(dst):
+            os.symlink(os.readlink(src), dst)
+        return
+    if os.path.isdir(src):
+        os.makedirs(dst, mode=0o755, exist_ok=True)
+    else:
+        open(dst, "a").close()
+    try:
+        _mount(src, dst, None, MS_BIND)
+    except OSError:  # locked child mounts under src (user namespaces): bind the whole subtree
+        _mount(src, dst, None, MS_BIND | MS_REC)
+    flags = _mount_flags(src) | MS_RDONLY | MS_NOSUID
+    _mount(None, dst, None, MS_REMOUNT | MS_BIND | flags)
+
+
+def _build_root(job: dict, warnings: list) -> None:
+    """Steps 3 of the module docstring, run as root (real or of the user namespace) in the new namespaces."""
+    root = job["mount_point"]
+    _mount(None, "/", None, MS_REC | MS_PRIVATE)
+    _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, f"size={job['disk_bytes']},mode=755")
+    seen = set()
+    for path in job["ro_paths"]:
+        if path in seen or not os.path.lexists(path):
+            continue
+        seen.add(path)
+        _bind_ro(path, root)
+    dev = root + "/dev"
+    os.makedirs(dev, mode=0o755, exist_ok=True)
+    for name in ("null", "zero", "full", "random", "urandom"):
+        if os.path.exists("/dev/" + name):
+            open(f"{dev}/{name}", "a").close()
+            _mount("/dev/" + name, f"{dev}/{name}", None, MS_BIND)
+    for name, target in (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
+                         ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")):
+        os.symlink(target, f"{dev}/{name}")
+    for d in (dev + "/shm", root + "/tmp"):
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, 0o1777)
+    os.makedirs(root + "/proc", exist_ok=True)
+    try:
+        _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    except OSError as exc:  # e.g. a container that masks parts of /proc forbids it in a user namespace
+        warnings.append(f"no /proc in the sandbox ({exc.strerror})")
+    work = root + job["workdir"]
+    os.makedirs(work, mode=0o700, exist_ok=True)
+    os.chown(work, job["uid"], job["gid"])
+    os.chdir(root)
+    os.chroot(".")
+    os.chdir(job["workdir"])
+    try:
+        import socket
+
+        socket.sethostname("sandbox")
+    except OSError:
+        pass
+
+
+def _set_limits(job: dict) -> None:
+    import resource
+
+    lim = job["limits"]
+    for name, value in (("RLIMIT_AS", lim["memory_bytes"]), ("RLIMIT_FSIZE", lim["file_bytes"]),
+                        ("RLIMIT_NOFILE", lim["open_files"]), ("RLIMIT_CORE", 0),
+                        ("RLIMIT_NPROC", lim["processes"])):
+        resource.setrlimit(getattr(resource, name), (value, value))
+    cpu = lim["cpu_seconds"]
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
+
+
+def _drop_privileges(job: dict) -> None:
+    """Root: switch to the leased uid/gid (which clears every capability). User namespace: clear them."""
+    if os.geteuid() == 0 and job["mode"] != "userns":
+        os.setgroups([])
+        os.setresgid(job["gid"], job["gid"], job["gid"])
+        os.setresuid(job["uid"], job["uid"], job["uid"])
+    else:
+        import ctypes
+
+        for cap in range(64):  # bounding set: needs CAP_SETPCAP, held only in the user namespace
+            _c().prctl(PR_CAPBSET_DROP, cap, 0, 0, 0)
+        _c().prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+
+        class Header(ctypes.Structure):
+            _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+        data = (ctypes.c_uint32 * 6)()
+        _check(_c().capset(ctypes.byref(Header(0x20080522, 0)), data), "capset")
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _run_code(job: dict) -> int:
+    """Run the model's code in this process; returns the exit status.
+
+    ``compile(..., PyCF_ONLY_AST)`` and the builtin ``_ast`` give the syntax tree without importing
+    :mod:`ast` (and :mod:`re` through it): interpreter start-up is most of a call's cost.
+    """
+    import _ast
+    import builtins
+    import types
+
+    code = job["code"]
+    # Changing uid made this process non-dumpable, which hides /proc/self from itself. The code's own
+    # process holds no secret, so make it dumpable again (the init above it stays non-dumpable, so the
+    # code cannot ptrace it). Core files stay off (RLIMIT_CORE = 0).
+    try:
+        _prctl(PR_SET_DUMPABLE, 1)
+    except OSError:
+        pass
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError):
+            pass
+    sys.path.extend(job["site_dirs"])
+    sys.argv = ["<code>"]
+    main = types.ModuleType("__main__")
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+
+    def report(exc: BaseException) -> None:
+        import linecache
+        import traceback
+
+        linecache.cache["<code>"] = (len(code), None, code.splitlines(True), "<code>")
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+            tb = tb.tb_next
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        sys.stderr.write(text)
+
+    try:
+        for name in job["preimports"]:
+            __import__(name)
+        tree = compile(code, "<code>", "exec", _ast.PyCF_ONLY_AST)
+        last = None
+        if tree.body and isinstance(tree.body[-1], _ast.Expr):
+            last = _ast.Expression(tree.body.pop().value)
+        exec(compile(tree, "<code>", "exec"), main.__dict__)
+        if last is not None:
+            value = eval(compile(last, "<code>", "eval"), main.__dict__)
+            if value is not None:
+                print(repr(value))
+        status = 0
+    except SystemExit as exc:
+        code_ = exc.code
+        if code_ is None or isinstance(code_, int):
+            status = int(code_ or 0) & 0xFF
+        else:
+            sys.stderr.write(f"{code_}\n")
+            status = 1
+    except BaseException as exc:  # noqa: BLE001 - the model's error is the result
+        report(exc)
+        status = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:  # noqa: BLE001
+        pass
+    return status
+
+
+def _wait_main(pid: int) -> dict:
+    """As the namespace's init: reap every child until ``pid`` ends; return how it ended."""
+    while True:
+        try:
+            got, status = os.waitpid(-1, 0)
+        except ChildProcessError:
+            return {"exit": None, "signal": None}
+        if got == pid:
+            if os.WIFSIGNALED(status):
+                return {"exit": None, "signal": os.WTERMSIG(status)}
+            return {"exit": os.WEXITSTATUS(status), "signal": None}
+
+
+def _init_main(job: dict, report_w: int, life_r: int, warnings: list) -> None:
+    """PID 1 of the new namespace: build the root, limit, drop privileges, run the code as PID 2."""
+    status = {"exit": None, "signal": None}
+    try:
+        _prctl(PR_SET_PDEATHSIG, 9)
+        _build_root(job, warnings)
+        _set_limits(job)
+        _drop_privileges(job)
+        _prctl(PR_SET_PDEATHSIG, 9)  # cleared by the uid change; set again, then check the parent lives
+        os.set_blocking(life_r, False)
+        try:
+            if os.read(life_r, 1) == b"":
+                os._exit(EXIT_SETUP)
+        except BlockingIOError:
+            pass
+        if job["nice"]:
+            os.nice(job["nice"])
+    except BaseException as exc:  # noqa: BLE001
+        os.write(report_w, _line("setup_error", f"{type(exc).__name__}: {exc}"))
+        os._exit(EXIT_SETUP)
+    pid = os.fork()
+    if pid == 0:
+        os.close(report_w)
+        os.close(life_r)
+        os._exit(_run_code(job))
+    status = _wait_main(pid)
+    out = b"".join(_line("warning", w) for w in warnings)
+    out += b"".join(_line(k, str(v)) for k, v in status.items() if v is not None)
+    os.write(report_w, out)
+    os._exit(0)
+
+
+def _line(key: str, value: str) -> bytes:
+    """One ``key<TAB>value`` line of the init's report (newlines in the value escaped)."""
+    return (key + "\t" + value.replace("\\", "\\\\").replace("\n", "\\n") + "\n").encode("utf-8", "replace")
+
+
+def _parse_lines(raw: bytes) -> dict:
+    """Read the init's report back: ``exit``/``signal`` as int, ``setup_error``, ``warnings`` list."""
+    report = {"warnings": []}
+    for line in raw.decode("utf-8", "replace").splitlines():
+        key, _, value = line.partition("\t")
+        value = value.replace("\\n", "\n").replace("\\\\", "\\")
+        if key == "warning":
+            report["warnings"].append(value)
+        elif key in ("exit", "signal"):
+            try:
+                report[key] = int(value)
+            except ValueError:
+                pass
+        elif key == "setup_error":
+            report[key] = value
+    return report
+
+
+def _namespaces(job: dict, status_fd: int) -> int:
+    uid, gid = os.getuid(), os.getgid()
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+    if job["mode"] == "userns":
+        flags |= CLONE_NEWUSER
+    _check(_c().unshare(flags), "unshare")
+    if job["mode"] == "userns":
+        _write("/proc/self/setgroups", "deny")
+        _write("/proc/self/uid_map", f"{uid} {uid} 1")
+        _write("/proc/self/gid_map", f"{gid} {gid} 1")
+        job["uid"], job["gid"] = uid, gid
+    warnings: list = []
+    report_r, report_w = os.pipe()
+    life_r, life_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+        os.close(report_r)
+        os.close(life_w)
+        os.close(status_fd)
+        _init_main(job, report_w, life_r, warnings)
+    _CHILD[0] = pid
+    os.close(report_w)
+    os.close(life_r)
+    chunks = []
+    while True:
+        chunk = os.read(report_r, 65536)
+        if not chunk:
+            break
+        if sum(map(len, chunks)) < 1 << 20:
+            chunks.append(chunk)
+    _, wstatus = os.waitpid(pid, 0)
+    report = _parse_lines(b"".join(chunks))
+    if os.WIFSIGNALED(wstatus) and "setup_error" not in report and "exit" not in report:
+        report.setdefault("signal", os.WTERMSIG(wstatus))
+    report["isolation"] = job["mode"]
+    _send(status_fd, report)
+    return 0
+
+
+def _send(fd: int, report: dict) -> None:
+    """Give the parent the report as a Python literal (it reads it back with ``ast.literal_eval``)."""
+    os.write(fd, repr(report).encode("utf-8", "backslashreplace"))
+
+
+def _rlimits_only(job: dict, status_fd: int) -> int:
+    """Weakest level: limits and (when root) the leased uid; the code runs in a child of this script."""
+    warnings = []
+    try:
+        os.chdir(job["workdir_host"])
+        _c()  # load ctypes before any uid change: the interpreter may not be readable by that uid
+        drop = os.geteuid() == 0 and _world_readable(os.path.dirname(os.__file__))
+        if os.geteuid() == 0 and not drop:
+            warnings.append("the interpreter is not readable by an unprivileged uid: the code runs as root")
+        if drop:
+            os.chown(".", job["uid"], job["gid"])
+    except OSError as exc:
+        _send(status_fd, {"setup_error": str(exc)})
+        return EXIT_SETUP
+    setup_r, setup_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        _signal.signal(_signal.SIGTERM, _signal.SIG_DFL)
+        os.close(status_fd)
+        os.close(setup_r)
+        try:
+            _set_limits(job)
+            if drop:
+                os.setgroups([])
+                os.setresgid(job["gid"], job["gid"], job["gid"])
+                os.setresuid(job["uid"], job["uid"], job["uid"])
+            _prctl(PR_SET_NO_NEW_PRIVS, 1)
+            if job["nice"]:
+                os.nice(job["nice"])
+        except BaseException as exc:  # noqa: BLE001
+            os.write(setup_w, f"{type(exc).__name__}: {exc}".encode())
+            os._exit(EXIT_SETUP)
+        os.close(setup_w)
+        os._exit(_run_code(job))
+    _CHILD[0] = pid
+    os.close(setup_w)
+    failure = os.read(setup_r, 4096)
+    os.close(setup_r)
+    _, wstatus = os.waitpid(pid, 0)
+    report = {"isolation": "rlimits", "exit": None, "signal": None, "warnings": warnings}
+    if failure:
+        report["setup_error"] = failure.decode("utf-8", "replace")
+    elif os.WIFSIGNALED(wstatus):
+        report["signal"] = os.WTERMSIG(wstatus)
+    else:
+        report["exit"] = os.WEXITSTATUS(wstatus)
+    _send(status_fd, report)
+    return 0
+
+
+def _world_readable(path: str) -> bool:
+    """Whether every directory on the way to ``path`` lets others in (so a dropped uid can import from it)."""
+    import stat
+
+    path = os.path.realpath(path)
+    while True:
+        if not os.stat(path).st_mode & stat.S_IXOTH:
+            return False
+        if path == "/":
+            return True
+        path = os.path.dirname(path)
+
+
+_CHILD = [0]
+"""Pid of the child this script forked (the namespace's init, or the code at the rlimits level)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    """The parent's timeout: kill the child (and with it the namespace), then reap it as usual.
+
+    Killing from here rather than having the parent SIGKILL this script means the init is reaped by
+    this script instead of becoming a zombie of the machine's init.
+    """
+    if _CHILD[0]:
+        try:
+            os.kill(_CHILD[0], 9)
+        except OSError:
+            pass
+    else:
+        os._exit(EXIT_SETUP)
+
+
+def main() -> int:
+    job_path, status_fd = sys.argv[1], int(sys.argv[2])
+    _signal.signal(_signal.SIGTERM, _on_sigterm)
+    try:
+        with open(job_path, "rb") as f:
+            job = marshal.load(f)
+        os.unlink(job_path)
+        if job["mode"] in ("namespaces", "userns"):
+            return _namespaces(job, status_fd)
+        return _rlimits_only(job, status_fd)
+    except BaseException as exc:  # noqa: BLE001
+        _send(status_fd, {"setup_error": f"{type(exc).__name__}: {exc}"})
+        return EXIT_SETUP
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,548 @@
+"""Parent side of the Python sandbox: start one isolated child per call, read its output with a cap,
+enforce the wall-clock limit, kill and reap everything it started, clean up.
+
+What protects the trainer (the parent) from the code it runs:
+
+- The child runs ``python -I -S -u _sandbox_runner.py`` in a **new session** (its own process group,
+  never the trainer's), with stdin on /dev/null, ``close_fds`` (only stdout, stderr and one status pipe
+  are inherited) and a **scrubbed environment** (a fixed PATH, HOME, locale and thread caps; nothing
+  of the trainer's environment, so no token or key leaks).
+- Output is read by a ``selectors`` loop that keeps at most a head and a tail of each stream; past
+  :attr:`SandboxConfig.max_drain_bytes` the call is stopped, so a flood of output costs bounded memory
+  and bounded time.
+- On timeout (wall clock) the parent sends the runner SIGTERM; the runner SIGKILLs the PID namespace's
+  init, whose death makes the kernel kill everything left in the namespace, detached or not, and reaps
+  it. After a one-second grace the parent ``killpg``s the runner's group with SIGKILL regardless; if the
+  runner dies first, its init still dies (``PR_SET_PDEATHSIG``). At the ``rlimits`` level, as root,
+  every process of the call's leased uid is killed as well. The runner is always reaped.
+- The isolation itself (namespaces, chroot, resource limits, dropped uid) is done by the child:
+  see :mod:`appo.tools._sandbox_runner`.
+
+Isolation levels, best first (``auto`` picks the first whose probe run succeeds):
+
+- ``namespaces``: the trainer runs as root. Full isolation, and the code runs as a per-call uid.
+- ``userns``: unprivileged, with user namespaces. Same namespaces and root; the code keeps the
+  trainer's uid (without capabilities), so file permissions do not protect the few read-only system
+  paths that are visible, and ``RLIMIT_NPROC`` is counted within the namespace (Linux >= 5.14).
+- ``rlimits``: neither is available. Limits, process group and temporary directory only: **no network
+  isolation and no filesystem isolation**, and when not root the code can signal the trainer. Refused
+  unless :attr:`SandboxConfig.allow_unisolated` is set; a warning is logged when used.
+
+Left out: seccomp syscall filtering; cgroups (an aggregate memory/pids cap for a whole call; today the
+bound is ``processes x memory_mb`` per call); a fork server with pre-imported modules (each call pays
+an interpreter start, ~15-25 ms).
+"""
+
+from __future__ import annotations
+
+import ast
+import logging
+import marshal
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+logger = logging.getLogger(__name__)
+
+IsolationLevel = Literal["namespaces", "userns", "rlimits"]
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_runner.py")
+WORKDIR = "/workdir"
+"""Working directory (and HOME) of the code inside the namespace levels' new root."""
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """Limits and options of the Python sandbox. Defaults suit math/QA agent code on a laptop."""
+
+    timeout_s: float = 10.0
+    """Wall-clock limit of one call, seconds; past it everything the call started is killed."""
+    cpu_seconds: int | None = None
+    """CPU-time limit per process (``RLIMIT_CPU``); None means ``ceil(timeout_s)``."""
+    memory_mb: int = 1024
+    """Address-space limit per process (``RLIMIT_AS``), MiB. ``import numpy`` needs ~300."""
+    file_mb: int = 16
+    """Largest file the code may write (``RLIMIT_FSIZE``), MiB."""
+    disk_mb: int = 64
+    """Size of the tmpfs holding the working directory and /tmp (namespace levels), MiB: the quota."""
+    processes: int = 32
+    """Processes and threads the call may hold at once (``RLIMIT_NPROC`` on its own uid)."""
+    open_files: int = 256
+    """Open file descriptors per process (``RLIMIT_NOFILE``)."""
+    max_output_chars: int = 4000
+    """Characters of output the agent sees per call (stdout, then stderr); the middle is cut."""
+    max_drain_bytes: int = 16 << 20
+    """Bytes of output read (and discarded past the cap) before the call is stopped as a flood."""
+    isolation: Literal["auto", "namespaces", "userns", "rlimits"] = "auto"
+    """Isolation level; ``auto`` probes ``namespaces`` (root only), then ``userns``."""
+    allow_unisolated: bool = False
+    """Permit the ``rlimits`` level (no network or filesystem isolation) when nothing better works."""
+    python: str = sys.executable
+    """Interpreter that runs the code (its installation is made visible read-only)."""
+    site_packages: bool = True
+    """Put this interpreter's site-packages on the code's ``sys.path`` (``.pth`` files are not run)."""
+    preimports: tuple[str, ...] = ()
+    """Modules imported before the code runs (their cost is paid by every call)."""
+    extra_ro_paths: tuple[str, ...] = ()
+    """More host paths to show read-only inside the sandbox (namespace levels)."""
+    env: tuple[tuple[str, str], ...] = ()
+    """Extra environment variables for the code (on top of the scrubbed base)."""
+    uid_base: int = 1_990_000_000
+    """First uid of the pool leased to calls when root (one uid per concurrent call; no passwd entry)."""
+    uid_count: int = 256
+    """Size of the uid pool, i.e. the most calls that can run at once."""
+    nice: int = 5
+    """Niceness added to the code's processes, so a busy sandbox yields the CPU to the trainer."""
+
+    def __post_init__(self) -> None:
+        for name in ("timeout_s", "memory_mb", "file_mb", "disk_mb", "processes", "open_files",
+                     "max_output_chars", "max_drain_bytes", "uid_count"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"SandboxConfig.{name} must be positive, got {getattr(self, name)!r}")
+        if self.isolation not in ("auto", "namespaces", "userns", "rlimits"):
+            raise ValueError(f"SandboxConfig.isolation={self.isolation!r}; use auto, namespaces, userns or rlimits")
+
+    @property
+    def cpu_limit(self) -> int:
+        """The effective ``RLIMIT_CPU`` in seconds."""
+        return int(self.cpu_seconds if self.cpu_seconds is not None else max(1, -(-self.timeout_s // 1)))
+
+
+@dataclass(frozen=True)
+class SandboxRun:
+    """What one sandboxed run produced, before it is worded for the agent."""
+
+    stdout: str
+    """Decoded stdout, head and tail kept when long (undecodable bytes replaced)."""
+    stderr: str
+    """Decoded stderr, likewise."""
+    exit_code: int | None
+    """Exit status of the code's process; None when it was killed or never ran."""
+    signal: int | None
+    """Signal that killed the code's process (SIGXCPU: CPU limit, SIGSEGV: crash); None otherwise."""
+    timed_out: bool
+    """The wall-clock limit was hit and the call was killed."""
+    flooded: bool
+    """The output passed ``max_drain_bytes`` and the call was stopped."""
+    setup_error: str | None
+    """Why the sandbox could not be built; None when it was."""
+    isolation: str
+    """Isolation level that ran the code."""
+    wall_s: float
+    """Seconds from start to cleanup."""
+    stdout_bytes: int = 0
+    """Bytes the code wrote to stdout (all of them, including those dropped)."""
+    stderr_bytes: int = 0
+    """Bytes the code wrote to stderr."""
+    warnings: tuple[str, ...] = ()
+    """Non-fatal set-up notes (e.g. no /proc inside)."""
+
+
+class CappedBuffer:
+    """Keeps the first ``cap`` and the last ``cap`` bytes of a stream and counts the rest: O(cap) memory."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def feed(self, data: bytes) -> None:
+        """Add one chunk."""
+        self.total += len(data)
+        room = self.cap - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        if data:
+            self.tail += data[-self.cap:]
+            if len(self.tail) > self.cap:
+                del self.tail[: len(self.tail) - self.cap]
+
+    def text(self, max_chars: int) -> str:
+        """Decoded text of at most about ``max_chars`` characters: head and tail, the middle cut and marked."""
+        dropped = self.total - len(self.head) - len(self.tail)
+        keep_head = max_chars * 2 // 3
+        keep_tail = max_chars - keep_head
+        if dropped == 0:
+            full = _clean((self.head + self.tail).decode("utf-8", errors="replace"))
+            if len(full) <= max_chars:
+                return full
+            omitted = len(full) - keep_head - keep_tail
+            return f"{full[:keep_head]}\n... [{omitted} characters omitted] ...\n{full[len(full) - keep_tail:]}"
+        head = _clean(self.head.decode("utf-8", errors="replace"))[:keep_head]
+        tail = _clean(self.tail.decode("utf-8", errors="replace"))
+        tail = tail[len(tail) - keep_tail:] if keep_tail else ""
+        omitted = self.total - len(head.encode()) - len(tail.encode())
+        return f"{head}\n... [about {max(omitted, 0)} bytes of output omitted] ...\n{tail}"
+
+
+_CONTROL = {c: "\ufffd" for c in range(32) if chr(c) not in "\n\t\r"}
+_CONTROL[0x7F] = "\ufffd"
+
+
+def _clean(text: str) -> str:
+    """Replace control characters (NUL, escape sequences) that tokenizers and terminals mishandle."""
+    return text.translate(_CONTROL)
+
+
+class UidPool:
+    """Leases distinct uids so concurrent calls never share one (``RLIMIT_NPROC`` counts per uid)."""
+
+    def __init__(self, base: int, count: int) -> None:
+        self._free = list(range(base + count - 1, base - 1, -1))
+        self._cond = threading.Condition()
+
+    def lease(self, timeout: float) -> int | None:
+        """A free uid, waiting up to ``timeout`` seconds; None when none freed up in time."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._free, timeout=timeout):
+                return None
+            return self._free.pop()
+
+    def release(self, uid: int) -> None:
+        """Give a uid back once no process of it is left."""
+        with self._cond:
+            self._free.append(uid)
+            self._cond.notify()
+
+
+_POOLS: dict[tuple[int, int], UidPool] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def uid_pool(config: SandboxConfig) -> UidPool:
+    """The process-wide pool for ``config``'s uid range (shared by every tool using that range)."""
+    key = (config.uid_base, config.uid_count)
+    with _POOLS_LOCK:
+        if key not in _POOLS:
+            _POOLS[key] = UidPool(*key)
+        return _POOLS[key]
+
+
+def visible_paths(config: SandboxConfig) -> list[str]:
+    """Host paths shown read-only in the new root: system directories and the interpreter's installation.
+
+    System directories are kept as given (a symlink such as ``/lib -> usr/lib`` is recreated as a
+    symlink); installation paths are resolved. A path inside another listed directory is dropped.
+    The trainer's own tree (an editable install's source, its data) is not listed.
+    """
+    system = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc"]
+    py = os.path.realpath(config.python)
+    install = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, os.path.dirname(os.path.dirname(py))}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        install.add(sysconfig.get_paths().get(key, ""))
+    install.update(site_dirs(config))
+    install.update(config.extra_ro_paths)
+    # The interpreter path as written (a venv symlink) must resolve inside too.
+    install.add(os.path.dirname(os.path.abspath(config.python)))
+    resolved = sorted({os.path.realpath(p) for p in install if p and os.path.exists(p)} - {"/"})
+    dirs = [p for p in system if os.path.isdir(p) and not os.path.islink(p)]
+    out = [p for p in system if os.path.lexists(p)]
+    for p in resolved:
+        if any(p == d or p.startswith(d.rstrip("/") + "/") for d in dirs):
+            continue
+        out.append(p)
+        dirs.append(p)
+    # The unresolved venv directory (e.g. /repo/.venv) when its bin/python is a symlink elsewhere.
+    for p in sorted({os.path.abspath(p) for p in (sys.prefix, os.path.dirname(os.path.dirname(os.path.abspath(config.python))))}):
+        if os.path.isdir(p) and p not in out and not any(p.startswith(d.rstrip("/") + "/") for d in dirs):
+            out.append(p)
+            dirs.append(p)
+    return out
+
+
+def site_dirs(config: SandboxConfig) -> list[str]:
+    """This interpreter's site-packages directories (empty when ``site_packages`` is off)."""
+    if not config.site_packages:
+        return []
+    return [p for p in sys.path if p.rstrip("/").endswith(("site-packages", "dist-packages")) and os.path.isdir(p)]
+
+
+def base_env(config: SandboxConfig, level: str, workdir_host: str) -> dict[str, str]:
+    """The scrubbed environment of the child: nothing inherited from the trainer."""
+    inside = level != "rlimits"
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": WORKDIR if inside else workdir_host,
+        "TMPDIR": "/tmp" if inside else workdir_host,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+        "NUMEXPR_NUM_THREADS": "1",
+        "MPLBACKEND": "Agg",
+    }
+    env.update(dict(config.env))
+    return env
+
+
+def _kill_uid(uid: int) -> int:
+    """SIGKILL every live process whose real uid is ``uid`` (root only), until none is left. Returns kills.
+
+    Zombies are skipped: they are dead already, and their parent (or the machine's init) reaps them.
+    """
+    killed = 0
+    for _ in range(50):
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/status", "rb") as f:
+                    zombie = False
+                    for line in f:
+                        if line.startswith(b"State:"):
+                            zombie = line.split()[1] in (b"Z", b"X")
+                        elif line.startswith(b"Uid:"):
+                            if int(line.split()[1]) == uid and not zombie:
+                                found.append(int(name))
+                            break
+            except (OSError, ValueError, IndexError):
+                continue
+        if not found:
+            return killed
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+        time.sleep(0.01)
+    return killed
+
+
+def _rmtree(path: str) -> None:
+    def fix(func, p, _exc):
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+            func(p)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=fix)
+
+
+def run_sandboxed(code: str, config: SandboxConfig, level: IsolationLevel) -> SandboxRun:
+    """Run ``code`` once at isolation ``level``; never raises for anything the code does."""
+    start = time.monotonic()
+    root = os.geteuid() == 0
+    pool = uid_pool(config)
+    uid = pool.lease(timeout=config.timeout_s)
+    if uid is None:
+        return _failed("every sandbox uid is in use (too many concurrent calls)", level, start)
+    workdir = tempfile.mkdtemp(prefix="appo-sbx-")
+    try:
+        return _run(code, config, level, uid, workdir, start)
+    finally:
+        if root and level in ("namespaces", "rlimits"):
+            _kill_uid(uid)  # no-op after a normal namespace run: the kernel already killed the rest
+        _rmtree(workdir)
+        pool.release(uid)
+
+
+def _failed(reason: str, level: str, start: float) -> SandboxRun:
+    return SandboxRun("", "", None, None, False, False, reason, level, time.monotonic() - start)
+
+
+def _run(code: str, config: SandboxConfig, level: str, uid: int, workdir: str, start: float) -> SandboxRun:
+    lim = {
+        "memory_bytes": config.memory_mb << 20,
+        "file_bytes": config.file_mb << 20,
+        "open_files": config.open_files,
+        "processes": config.processes + 1,  # + the namespace's init
+        "cpu_seconds": config.cpu_limit,
+    }
+    job = {
+        "mode": level, "code": code, "uid": uid, "gid": uid, "limits": lim, "nice": config.nice,
+        "mount_point": workdir, "workdir": WORKDIR, "workdir_host": workdir, "disk_bytes": config.disk_mb << 20,
+        "ro_paths": visible_paths(config), "site_dirs": site_dirs(config), "preimports": list(config.preimports),
+    }
+    job_path = os.path.join(workdir, ".job")
+    fd = os.open(job_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        marshal.dump(job, f)
+    status_r, status_w = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [config.python, "-I", "-S", "-u", RUNNER, job_path, str(status_w)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir,
+            env=base_env(config, level, workdir), pass_fds=(status_w,), start_new_session=True, close_fds=True,
+        )
+    except OSError as exc:
+        os.close(status_r)
+        return _failed(f"could not start {config.python}: {exc}", level, start)
+    finally:
+        os.close(status_w)
+    cap = config.max_output_chars * 4
+    out, err, status = CappedBuffer(cap), CappedBuffer(cap), CappedBuffer(1 << 20)
+    sinks = {proc.stdout.fileno(): out, proc.stderr.fileno(): err, status_r: status}
+    timed_out = flooded = False
+    deadline = start + config.timeout_s
+    status_done_at = None
+    with selectors.DefaultSelector() as sel:
+        for fd_ in sinks:
+            sel.register(fd_, selectors.EVENT_READ)
+        while sel.get_map():
+            now = time.monotonic()
+            if status_done_at is not None and now > status_done_at + 0.5:
+                break  # the runner is done; a stray writer holding the pipes open is not waited for
+            if now >= deadline:
+                timed_out = True
+                break
+            for key, _ in sel.select(timeout=min(deadline - now, 0.25)):
+                data = os.read(key.fd, 65536)
+                if not data:
+                    sel.unregister(key.fd)
+                    if key.fd == status_r:
+                        status_done_at = time.monotonic()
+                    continue
+                sinks[key.fd].feed(data)
+            if out.total + err.total > config.max_drain_bytes:
+                flooded = True
+                break
+        if timed_out or flooded:
+            # SIGTERM asks the runner to kill its child (the namespace dies with it) and reap it; pipes
+            # close as the processes die. Whatever is still alive after the grace period gets SIGKILL.
+            _signal_runner(proc, signal.SIGTERM)
+            grace = time.monotonic() + 1.0
+            while sel.get_map() and time.monotonic() < grace:
+                for key, _ in sel.select(timeout=0.1):
+                    data = os.read(key.fd, 65536)
+                    if not data:
+                        sel.unregister(key.fd)
+                    elif key.fd != status_r:
+                        sinks[key.fd].feed(data)
+            try:
+                proc.wait(timeout=max(0.0, grace - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            _kill_group(proc)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # unkillable (D state); leave it rather than hang the trainer
+            logger.error("sandbox runner %d did not die after SIGKILL", proc.pid)
+    for f in (proc.stdout, proc.stderr):
+        f.close()
+    os.close(status_r)
+    report = _parse_status(bytes(status.head))
+    text_cap = config.max_output_chars
+    return SandboxRun(
+        stdout=out.text(text_cap), stderr=err.text(text_cap),
+        exit_code=None if timed_out or flooded else report.get("exit"),
+        signal=None if timed_out or flooded else report.get("signal"),
+        timed_out=timed_out, flooded=flooded,
+        setup_error=None if timed_out or flooded else _setup_error(report, proc.returncode, err),
+        isolation=level, wall_s=time.monotonic() - start,
+        stdout_bytes=out.total, stderr_bytes=err.total,
+        warnings=tuple(str(w) for w in report.get("warnings", ()) if isinstance(w, str)),
+    )
+
+
+def _signal_runner(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        proc.send_signal(sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _parse_status(raw: bytes) -> dict:
+    try:
+        report = ast.literal_eval(raw.decode("utf-8", "replace") or "{}")
+    except (ValueError, SyntaxError, MemoryError, RecursionError, TypeError):
+        return {}
+    if not isinstance(report, dict):
+        return {}
+    for key in ("exit", "signal"):
+        if not isinstance(report.get(key), int) or isinstance(report.get(key), bool):
+            report[key] = None
+    return report
+
+
+def _setup_error(report: dict, returncode: int | None, err: CappedBuffer) -> str | None:
+    if report.get("setup_error"):
+        return str(report["setup_error"])
+    if report.get("exit") is None and report.get("signal") is None:
+        tail = _clean(bytes(err.head[-400:]).decode("utf-8", "replace")).strip()
+        return f"the sandbox runner ended without a report (status {returncode}){': ' + tail if tail else ''}"
+    return None
+
+
+@dataclass
+class _Detection:
+    level: IsolationLevel | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+_DETECTED: dict[tuple, _Detection] = {}
+_DETECT_LOCK = threading.Lock()
+
+
+def probe(config: SandboxConfig, level: IsolationLevel) -> str | None:
+    """Run a tiny program at ``level``; None when it worked, else why not."""
+    run = run_sandboxed("print(6 * 7)", config, level)
+    if run.setup_error:
+        return run.setup_error
+    if run.timed_out:
+        return "the probe timed out"
+    if run.stdout.strip() != "42":
+        return f"the probe printed {run.stdout[:200]!r} (stderr {run.stderr[-300:]!r})"
+    return None
+
+
+def detect_isolation(config: SandboxConfig, probe_fn=None) -> tuple[IsolationLevel | None, list[str]]:
+    """Pick the isolation level for ``config`` (cached per configuration and probe function).
+
+    Returns ``(level, notes)``: ``level`` is None when only ``rlimits`` would work and
+    ``allow_unisolated`` is off; ``notes`` say why each better level failed. ``probe_fn(config,
+    level)`` (default :func:`probe`, looked up at call time) returns None when ``level`` works.
+    """
+    probe_fn = probe_fn or probe
+    key = (config.python, config.isolation, config.allow_unisolated, config.disk_mb, config.uid_base, probe_fn)
+    with _DETECT_LOCK:
+        if key in _DETECTED:
+            d = _DETECTED[key]
+            return d.level, list(d.notes)
+        d = _Detection()
+        if config.isolation != "auto":
+            candidates: list[IsolationLevel] = [config.isolation]
+        else:
+            candidates = (["namespaces"] if os.geteuid() == 0 else []) + ["userns"]
+        for level in candidates:
+            if level == "rlimits":
+                break
+            why = probe_fn(config, level)
+            if why is None:
+                d.level = level
+                break
+            d.notes.append(f"{level}: {why}")
+        if d.level is None and (config.isolation in ("auto", "rlimits")):
+            if config.allow_unisolated or config.isolation == "rlimits":
+                d.level = "rlimits"
+                logger.warning(
+                    "Python sandbox runs WITHOUT network or filesystem isolation (level 'rlimits'): %s",
+                    "; ".join(d.notes) or "requested",
+                )
+        _DETECTED[key] = d
+        return d.level, list(d.notes)
