@@ -35,6 +35,7 @@ class ScriptedEngine:
     tokenizer: object
     policy: Callable[[tuple[int, ...], str | None, random.Random], list[int]]
     score: Callable[[int, int], tuple[float, float]] = default_score
+    keyed_score: Callable[[str | None, int, int], tuple[float, float]] | None = None
     eos_ids: frozenset[int] = frozenset()
     honour_stops: bool = True
     calls: list[tuple[list[GenerationRequest], SamplingParams]] = field(default_factory=list)
@@ -64,7 +65,10 @@ class ScriptedEngine:
                     if hit:
                         finish, stop = "stop", hit
                         break
-            scores = [self.score(len(req.prefix_ids) + i, t) for i, t in enumerate(ids)]
+            if self.keyed_score is not None:
+                scores = [self.keyed_score(req.cache_key, len(req.prefix_ids) + i, t) for i, t in enumerate(ids)]
+            else:
+                scores = [self.score(len(req.prefix_ids) + i, t) for i, t in enumerate(ids)]
             out.append(Generation(tuple(ids), tuple(s[0] for s in scores), tuple(s[1] for s in scores), finish, stop))
         return out
 

@@ -1,0 +1,54 @@
+"""The agent layer: tool-call protocols, the multi-turn token-in/token-out loop, rollout strategies.
+
+Typical use (what a trainer does each step)::
+
+    ctx = RolloutContext.create(engine, tokenizer, "tags", tools, params, LoopLimits(...), seed=step,
+                                current_logp_fn=..., anchor_logp_fn=...)
+    prompts = [PromptSpec(g, tuple(ctx.protocol.build_prompt_ids(ex, tokenizer, ctx.tools)), ex_index)
+               for g, (ex_index, ex) in enumerate(batch)]
+    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=16, n_initial=8))
+"""
+
+from appo.agent.context import (
+    ROLLOUT_STRATEGIES,
+    PromptSpec,
+    RolloutContext,
+    RolloutOutput,
+    StrategyConfig,
+    check_tree,
+    engine_logprobs,
+    get_strategy,
+    register_strategy,
+    rollout_metrics,
+)
+from appo.agent.loop import (
+    AgentLoop,
+    LoopLimits,
+    LoopStart,
+    TokenAlignmentError,
+    TurnEvent,
+    fork_start,
+    verify_token_alignment,
+)
+from appo.agent.protocols import (
+    PROTOCOLS,
+    HermesProtocol,
+    TagsProtocol,
+    ToolProtocol,
+    TurnAction,
+    build_prompt_ids,
+    end_of_turn_ids,
+    get_protocol,
+    register_protocol,
+    render_demonstration,
+    turn_end_id,
+)
+from appo.agent.strategies import run_strategy
+
+__all__ = [
+    "AgentLoop", "HermesProtocol", "LoopLimits", "LoopStart", "PROTOCOLS", "PromptSpec", "ROLLOUT_STRATEGIES",
+    "RolloutContext", "RolloutOutput", "StrategyConfig", "TagsProtocol", "TokenAlignmentError", "ToolProtocol",
+    "TurnAction", "TurnEvent", "build_prompt_ids", "check_tree", "end_of_turn_ids", "engine_logprobs",
+    "fork_start", "get_protocol", "get_strategy", "register_protocol", "register_strategy", "render_demonstration",
+    "rollout_metrics", "run_strategy", "turn_end_id", "verify_token_alignment",
+]

@@ -1,0 +1,259 @@
+"""Rollout strategies: independent (GRPO), arpo, appo, tree (Tree-GRPO). Registry in ``context``.
+
+All four share the agent loop (one :class:`~appo.agent.loop.AgentLoop` per call, so forks reuse the
+KV their parents left under their cache keys; every key is released when the strategy returns) and
+return exactly ``cfg.n_total`` rows per prompt. Row uids are given in creation order: initial rows
+``0 .. n_initial-1``, then forks/fills.
+
+Choices where DESIGN is silent (also in each function's docstring):
+
+- ARPO's normalised entropy is the mean entropy of a window of tokens divided by ``log |V|`` (the
+  maximum entropy), so ``dH`` lies in [-1, 1]. The copy forks at the tool result (it shares the
+  response up to the result's last token and samples its own next turn); a copy does not fork again
+  at the result it was forked at. Budget left at the end is filled with independent rows.
+- APPO excludes, besides tool/prompt and whitespace-only tokens, each row's last token and tokens
+  with no response budget after them: a fork there can only reproduce its parent.
+- Tree nodes are step boundaries (the last token of a tool result) owned by the row that produced
+  them; a prompt whose rows have no tool call has no node, and that round adds independent rows.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+
+from appo.agent.context import (
+    ROLLOUT_STRATEGIES,
+    PromptSpec,
+    RolloutContext,
+    RolloutOutput,
+    StrategyConfig,
+    check_prompts,
+    engine_logprobs,
+    finish,
+    get_strategy,
+    register_strategy,
+    rollout_metrics,
+)
+from appo.agent.loop import AgentLoop, LoopStart, TurnEvent, fork_start
+from appo.core import arpo_branch_probability, branching_score, likelihood_gain, select_branch_points
+from appo.types import Rollout
+
+__all__ = [
+    "ROLLOUT_STRATEGIES", "PromptSpec", "RolloutContext", "RolloutOutput", "StrategyConfig", "engine_logprobs",
+    "get_strategy", "register_strategy", "rollout_metrics", "run_strategy",
+]
+
+
+def run_strategy(name: str, ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) -> RolloutOutput:
+    """Look up ``name`` in :data:`ROLLOUT_STRATEGIES` and run it."""
+    return get_strategy(name)(ctx, prompts, cfg)
+
+
+def _initial(loop: AgentLoop, prompts: list[PromptSpec], n: int, first_uid: int = 0) -> None:
+    for p in prompts:
+        for u in range(first_uid, first_uid + n):
+            loop.add(LoopStart(group=p.group, uid=u, prompt_ids=tuple(p.prompt_ids), data_index=p.data_index))
+
+
+@register_strategy("independent")
+def independent(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) -> RolloutOutput:
+    """GRPO: ``n_total`` independent rows per prompt (``n_initial`` is ignored)."""
+    check_prompts(prompts)
+    loop = ctx.loop()
+    try:
+        _initial(loop, prompts, cfg.n_total)
+        rows = loop.run()
+    finally:
+        loop.release()
+    return finish(rows, prompts, cfg.n_total)
+
+
+def _mean_norm_entropy(ent: list[float], log_v: float) -> float:
+    return (sum(ent) / len(ent)) / log_v if ent else 0.0
+
+
+@register_strategy("arpo")
+def arpo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) -> RolloutOutput:
+    """ARPO's entropy-based adaptive rollout.
+
+    ``n_initial`` rows per prompt. Whenever a row samples the first tokens of a turn that follows a
+    tool result it produced, ``dH = Hn(first <= w tokens after the result) - Hn(first <= w tokens of
+    the row's first turn)`` with ``Hn = mean entropy / log |V|`` (w = ``arpo_entropy_window``), and
+    with probability ``arpo_branch_probability(dH, tau, beta)`` one copy forks at the result's last
+    token (it shares the response up to there and samples its own next turn), while the prompt has
+    fewer than ``n_total`` rows. At the end, missing rows are filled with independent rows
+    (``origin="initial"``), so the budget is always met. Leaves out: ARPO's top-k entropy (the
+    engine's entropies are used as they come) and its per-step beam cap.
+    """
+    check_prompts(prompts)
+    log_v = math.log(max(len(ctx.tokenizer), 2))
+    w = cfg.arpo_entropy_window
+    count = {p.group: cfg.n_initial for p in prompts}
+    stats = {"forks": 0, "checks": 0, "p_sum": 0.0}
+
+    def on_round(loop: AgentLoop, events: list[TurnEvent]) -> None:
+        for ev in events:
+            st = loop.state(ev.index)
+            if ev.turn_start == 0 or ev.new_from != ev.turn_start:
+                continue  # not the first call of a turn that follows a tool result
+            if st.split is not None and ev.turn_start <= st.split + 1:
+                continue  # the result was inherited from the parent, which already decided at it
+            first_end = st.tool_spans[0].call_end
+            first = [e for e, m in zip(st.entropies[:first_end], st.loss_mask[:first_end]) if m == 1][:w]
+            after = list(st.entropies[ev.turn_start: min(ev.new_to, ev.turn_start + w)])
+            d_h = _mean_norm_entropy(after, log_v) - _mean_norm_entropy(first, log_v)
+            p = arpo_branch_probability(d_h, cfg.arpo_tau, cfg.arpo_beta)
+            stats["checks"] += 1
+            stats["p_sum"] += p
+            if count[st.group] < cfg.n_total and ctx.rng.random() < p:
+                loop.add(fork_start(st, ev.turn_start - 1, uid=count[st.group]))
+                count[st.group] += 1
+                stats["forks"] += 1
+
+    loop = ctx.loop()
+    try:
+        _initial(loop, prompts, cfg.n_initial)
+        loop.run(on_round)
+        fill = 0
+        for p in prompts:
+            for u in range(count[p.group], cfg.n_total):
+                loop.add(LoopStart(group=p.group, uid=u, prompt_ids=tuple(p.prompt_ids), data_index=p.data_index))
+                fill += 1
+        rows = loop.run()
+    finally:
+        loop.release()
+    extra = {"arpo/forks": float(stats["forks"]), "arpo/fill_rows": float(fill),
+             "arpo/mean_fork_probability": stats["p_sum"] / max(stats["checks"], 1)}
+    return finish(rows, prompts, cfg.n_total, extra)
+
+
+def _valid_mask(ctx: RolloutContext, row: Rollout) -> torch.Tensor:
+    """Model tokens that are not whitespace-only, minus the last token and tokens without budget after."""
+    T = len(row.response_ids)
+    ws = ctx.whitespace_ids(row.response_ids)
+    last_ok = ctx.limits.max_response_tokens - 1  # a fork at t needs t + 1 < max_response_tokens
+    valid = [m == 1 and not w and t < T - 1 and t < last_ok
+             for t, (m, w) in enumerate(zip(row.loss_mask, ws))]
+    return torch.tensor(valid, dtype=torch.bool)
+
+
+def _logps(fn, rows: list[Rollout], name: str) -> list[torch.Tensor]:
+    out = list(fn(rows))
+    if len(out) != len(rows):
+        raise ValueError(f"{name} returned {len(out)} tensors for {len(rows)} rows")
+    for r, x in zip(rows, out):
+        if x.dim() != 1 or x.shape[0] != len(r.response_ids):
+            raise ValueError(f"{name}: row (group {r.group}, uid {r.uid}) needs a [{len(r.response_ids)}] tensor of "
+                             f"response-aligned log-probs, got shape {tuple(x.shape)}")
+    return [x.detach().float().cpu() for x in out]
+
+
+@register_strategy("appo")
+def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) -> RolloutOutput:
+    """APPO: Branching-Score forks from the initial rows (DESIGN 1, steps 1-4; depth 1).
+
+    Per initial row: ``H`` = the engine's entropies; ``Omega = likelihood_gain(logp_current,
+    logp_anchor, valid, omega_gamma, omega_clip_eps)`` from ``ctx.current_logp_fn`` /
+    ``ctx.anchor_logp_fn``; ``BS = branching_score(H, Omega, valid)`` (Z(H) * Z(Omega), falling back
+    to Z(H) when Omega has zero variance; without the two fns Omega is 1 everywhere, hence BS = Z(H)).
+    Valid tokens are model tokens (loss_mask 1), not whitespace-only, and not the row's last token nor
+    a token with no response budget after it. Per prompt, ``select_branch_points`` pools the initial
+    rows' strict candidates (Z(H) > 0 and Z(Omega) > 0) and takes ``k = n_total - n_initial`` points;
+    each point (row i, position t) forks ``prompt + response[: t + 1]`` through the same loop (KV of
+    the parent reused via its cache key). Initial rows get ``omega`` and ``scores`` for reports.
+    Leaves out: depth > 1 (branches never fork again).
+    """
+    check_prompts(prompts)
+    k = cfg.n_total - cfg.n_initial
+    loop = ctx.loop()
+    extra: dict[str, float] = {}
+    try:
+        _initial(loop, prompts, cfg.n_initial)
+        initial = loop.run()
+        use_omega = ctx.current_logp_fn is not None and ctx.anchor_logp_fn is not None
+        cur = _logps(ctx.current_logp_fn, initial, "current_logp_fn") if use_omega else None
+        anc = _logps(ctx.anchor_logp_fn, initial, "anchor_logp_fn") if use_omega else None
+        annotated: list[Rollout] = []
+        by_group: dict[int, list[tuple[int, Rollout, object, torch.Tensor]]] = {}
+        n_deg = n_strict = n_points = 0
+        for i, row in enumerate(initial):
+            valid = _valid_mask(ctx, row)
+            ent = torch.tensor(row.entropies, dtype=torch.float32)
+            omega = (likelihood_gain(cur[i], anc[i], valid, cfg.omega_gamma, cfg.omega_clip_eps) if use_omega
+                     else torch.ones_like(ent))
+            bs = branching_score(ent, omega, valid)
+            n_deg += int(bs.omega_degenerate)
+            annotated.append(replace(row, omega=tuple(omega.tolist()), scores=tuple(bs.score.tolist())))
+            by_group.setdefault(row.group, []).append((i, annotated[-1], bs, valid))
+        for g, items in by_group.items():
+            points = select_branch_points([b.score for _, _, b, _ in items], [v for *_, v in items], k,
+                                          [b.strict for _, _, b, _ in items])
+            for j, (ri, t) in enumerate(points):
+                _, parent, bs, _ = items[ri]
+                n_points += 1
+                n_strict += bool(bs.strict[t])
+                loop.add(fork_start(parent, t, uid=cfg.n_initial + j, branch_score=float(bs.score[t])))
+            if len(points) < k:  # no valid token anywhere (e.g. every row empty): independent rows fill up
+                for u in range(cfg.n_initial + len(points), cfg.n_total):
+                    p = next(p for p in prompts if p.group == g)
+                    loop.add(LoopStart(group=g, uid=u, prompt_ids=tuple(p.prompt_ids), data_index=p.data_index))
+        rows = loop.run()
+        extra = {"appo/omega_degenerate_rate": n_deg / max(len(initial), 1),
+                 "appo/strict_point_rate": n_strict / max(n_points, 1),
+                 "appo/branch_points": float(n_points)}
+    finally:
+        loop.release()
+    by_key = {(r.group, r.uid): r for r in annotated}
+    rows = [by_key.get((r.group, r.uid), r) for r in rows]
+    return finish(rows, prompts, cfg.n_total, extra)
+
+
+@register_strategy("tree")
+def tree(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) -> RolloutOutput:
+    """Tree-GRPO's rollout: trees whose nodes are whole agent steps (a model turn plus its tool result).
+
+    Starts from ``n_initial`` rows (one tree each). Each round, per prompt, draws up to
+    ``tree_expand_per_round`` (default ``n_initial``) distinct nodes uniformly at random among the
+    existing ones (with replacement only when there are fewer nodes) and forks each at its step
+    boundary, continuing to the end; rounds repeat until ``n_total`` rows. A node is the last token of a
+    tool result, owned by the row that produced it (so a shared node is counted once) and with budget
+    left after it. A prompt with no node in a round gets that round's rows as new independent trees
+    instead (``origin="initial"``; they may bring nodes for the next round). Leaves out: Tree-GRPO's
+    per-tree expansion schedule (M trees x N nodes x L rounds); the budget is per prompt here.
+    """
+    check_prompts(prompts)
+    per_round = cfg.tree_expand_per_round or cfg.n_initial
+    count = {p.group: cfg.n_initial for p in prompts}
+    loop = ctx.loop()
+    rounds = fill = 0
+    try:
+        _initial(loop, prompts, cfg.n_initial)
+        rows = loop.run()
+        while any(count[p.group] < cfg.n_total for p in prompts):
+            rounds += 1
+            for p in prompts:
+                need = cfg.n_total - count[p.group]
+                if need <= 0:
+                    continue
+                nodes = [(r, s.result_end - 1) for r in rows if r.group == p.group for s in r.tool_spans
+                         if s.result_end - 1 > (r.split if r.split is not None else -1)
+                         and s.result_end < ctx.limits.max_response_tokens]
+                n = min(need, per_round)
+                if not nodes:  # no step to expand yet: new trees this round (they may bring nodes)
+                    for u in range(count[p.group], count[p.group] + n):
+                        loop.add(LoopStart(group=p.group, uid=u, prompt_ids=tuple(p.prompt_ids),
+                                           data_index=p.data_index))
+                    fill += n
+                    count[p.group] += n
+                    continue
+                pick = (ctx.rng.sample(nodes, n) if len(nodes) >= n else [ctx.rng.choice(nodes) for _ in range(n)])
+                for row, t in pick:
+                    loop.add(fork_start(row, t, uid=count[p.group]))
+                    count[p.group] += 1
+            rows = loop.run()
+    finally:
+        loop.release()
+    return finish(rows, prompts, cfg.n_total, {"tree/rounds": float(rounds), "tree/fill_rows": float(fill)})
