@@ -219,7 +219,7 @@ class AgentLoop:
         self.tools = tool_map(tools)
         self.protocol_stops = self.protocol.stop_strings(self.tools)
         self.stops = tuple(dict.fromkeys((*self.protocol_stops, *params.stop)))
-        self.eos_ids = end_of_turn_ids(tokenizer)
+        self.eos_ids = end_of_turn_ids(tokenizer) | frozenset(getattr(engine, "eos_token_ids", None) or ())
         self.key_prefix = key_prefix
         self.rows: list[_Row] = []
         self.keys: list[str] = []

@@ -27,8 +27,8 @@ into the token ids appended after the call (``loss_mask`` 0). Two are registered
 ``</tool_call>`` (one call per turn; parallel calls are not used). The result is rendered by the
 tokenizer's own chat template as a ``tool`` message; the appended ids are the text that closes the
 assistant turn (e.g. ``<|im_end|>\\n``), the tool message, and the next generation prompt
-(``<|im_start|>assistant\\n``), all with ``loss_mask`` 0. They are found by rendering a probe
-conversation with and without the tool message (see :meth:`HermesProtocol.result_text`). A turn
+(``<|im_start|>assistant\\n``), all with ``loss_mask`` 0. They are read off a probe conversation
+(user, assistant, tool) rendered by the template (see :meth:`HermesProtocol._template_pieces`). A turn
 that ends without a tool call is the final answer.
 
 Malformed calls (unknown tool, empty body, a close without an open, an unclosed call, bad JSON)
@@ -283,7 +283,7 @@ class HermesProtocol(ToolProtocol):
     _PROBE_RESULT = "appo-probe-result"
 
     def __init__(self) -> None:
-        self._pieces: dict[int, tuple[str, str, str]] = {}
+        self._pieces: dict[tuple[int, str], tuple[str, str]] = {}
 
     def stop_strings(self, tools):
         return (self.close_tag,)
@@ -333,38 +333,39 @@ class HermesProtocol(ToolProtocol):
                        "unknown_tool", name)
         return TurnAction("call", name=name, call_start=start, call=ToolCall(name, args, raw))
 
-    def _template_pieces(self, tokenizer) -> tuple[str, str, str]:
-        """(closer, before, after): the tool suffix is ``closer + before + result + after``.
+    def _template_pieces(self, tokenizer) -> tuple[str, str]:
+        """(before, after): the text appended after a call is ``before + result + after``.
 
-        ``closer`` is what the template writes after an assistant message's content (end of turn);
-        ``before``/``after`` frame the tool message plus the next generation prompt: the difference
-        between the probe conversation rendered with the tool message (and a generation prompt) and
-        rendered without it.
+        A probe conversation (user, assistant, tool) is rendered with a generation prompt; ``before``
+        is everything between the assistant message's content and the tool content (the end of the
+        assistant turn, the tool message's opening), ``after`` everything after the tool content
+        (its closing and the next generation prompt). This equals the difference between the
+        conversation rendered with and without the tool message, plus the assistant turn's closer,
+        but also holds for templates (Qwen3) that render the last assistant message differently
+        (with an empty ``<think>`` block) once it is no longer last.
         """
-        key = id(tokenizer)
+        key = (id(tokenizer), str(getattr(tokenizer, "chat_template", "")))
         if key not in self._pieces:
-            base = [{"role": "user", "content": self._PROBE_USER},
-                    {"role": "assistant", "content": self._PROBE_ASSISTANT}]
-            without = tokenizer.apply_chat_template(base, tokenize=False)
-            with_tool = tokenizer.apply_chat_template(
-                base + [{"role": "tool", "content": self._PROBE_RESULT}], tokenize=False,
-                add_generation_prompt=True)
-            if not with_tool.startswith(without) or with_tool.count(self._PROBE_RESULT) != 1:
+            msgs = [{"role": "user", "content": self._PROBE_USER},
+                    {"role": "assistant", "content": self._PROBE_ASSISTANT},
+                    {"role": "tool", "content": self._PROBE_RESULT}]
+            text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+            if text.count(self._PROBE_ASSISTANT) != 1 or text.count(self._PROBE_RESULT) != 1:
                 raise ValueError(
-                    "hermes protocol: the tokenizer's chat template renders a conversation differently once a "
-                    "tool message follows it, so the tool suffix cannot be computed; use a ChatML/Qwen-style "
+                    "hermes protocol: the tokenizer's chat template does not render an assistant message followed by "
+                    "a tool message verbatim, so the tool suffix cannot be computed; use a ChatML/Qwen-style "
                     "template or the 'tags' protocol")
-            closer = without[without.rindex(self._PROBE_ASSISTANT) + len(self._PROBE_ASSISTANT):]
-            before, after = with_tool[len(without):].split(self._PROBE_RESULT)
-            self._pieces[key] = (closer, before, after)
+            tail = text[text.index(self._PROBE_ASSISTANT) + len(self._PROBE_ASSISTANT):]
+            before, after = tail.split(self._PROBE_RESULT)
+            self._pieces[key] = (before, after)
         return self._pieces[key]
 
     def result_text(self, tokenizer, result, after_eos):
-        closer, before, after = self._template_pieces(tokenizer)
+        before, after = self._template_pieces(tokenizer)
         eos = tokenizer.eos_token or ""
-        if after_eos and eos and closer.startswith(eos):
-            closer = closer[len(eos):]
-        return closer + before + result.text + after
+        if after_eos and eos and before.startswith(eos):
+            before = before[len(eos):]
+        return before + result.text + after
 
     def default_system_prompt(self, tools):
         return ("You are a helpful assistant. Solve the problem step by step, calling the tools when they help. "

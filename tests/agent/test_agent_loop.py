@@ -318,3 +318,15 @@ def test_loop_start_validates(tiny_tokenizer):
     with pytest.raises(ValueError):
         LoopLimits(on_tool_limit="ignore")
     assert ToolResult("x").ok
+
+
+def test_real_python_tool_in_the_loop(tiny_tokenizer):
+    from appo.tools.python_sandbox import PythonTool
+
+    tool = PythonTool()
+    try:
+        rows, *_ = run_loop(tiny_tokenizer, lambda k: [CALL_PY, ANSWER], tools={"python": tool}, n=2)
+    finally:
+        tool.close()
+    for row in rows:
+        assert "</python>\n<result>\n5\n</result>\n<think>" in row.response_text and row.tool_spans[0].ok

@@ -217,3 +217,21 @@ def test_fuzz_parse_never_raises(text, finish):
 @given(_TEXT, st.sampled_from(["stop", "eos"]))
 def test_fuzz_parse_never_raises_long(text, finish):
     _never_raises(text, finish)
+
+
+def test_hermes_suffix_with_template_that_rewrites_the_last_assistant_turn(tiny_tokenizer):
+    """Qwen3-style templates add an empty think block to the last assistant message only."""
+    import copy
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.chat_template = (
+        "{% for m in messages %}{% if m['role'] == 'assistant' %}<|im_start|>assistant\n"
+        "{% if loop.last %}<think>\n\n</think>\n\n{% endif %}{{ m['content'] }}<|im_end|>\n"
+        "{% elif m['role'] == 'tool' %}<|im_start|>user\n<tool_response>\n{{ m['content'] }}\n"
+        "</tool_response><|im_end|>\n{% else %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    assert HermesProtocol().result_text(tok, ToolResult("R"), after_eos=False) == (
+        "<|im_end|>\n<|im_start|>user\n<tool_response>\nR\n</tool_response><|im_end|>\n<|im_start|>assistant\n")
+    tok.chat_template = "{% for m in messages %}{% if m['role'] != 'tool' %}{{ m['content'] }}{% endif %}{% endfor %}"
+    with pytest.raises(ValueError, match="hermes protocol"):
+        HermesProtocol().result_text(tok, ToolResult("R"), after_eos=False)
