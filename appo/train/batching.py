@@ -1,0 +1,247 @@
+"""Rollouts -> one collated :class:`~appo.types.Batch` (verl layout), and length-grouped micro-batches.
+
+Layout (verl's): ``input_ids_BL = cat(prompt_BP, response_BR)``, prompts left-padded to the longest
+prompt P, responses right-padded to the longest response R, so every response starts at column P and
+``logits[:, P - 1 : P + R - 1]`` predict the response. Position ids count real tokens only
+(``cumsum(attention_mask) - 1``, clamped at 0 on the left padding).
+
+Micro-batches (:func:`split_micro_batches`) group rows of similar length (sorted by real length,
+packed greedily under a padded-token and/or row budget) and re-trim the padding of each group, which
+cuts the wasted compute that a plain split of a length-mixed batch pays. :func:`padding_stats` reports
+real tokens / padded tokens for benchmarks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from appo.types import AdvantageInputs, Batch, Rollout
+
+
+def collate(
+    rollouts: Sequence[Rollout],
+    pad_id: int,
+    train_on_branches: bool = False,
+    advantages_NT: torch.Tensor | None = None,
+) -> Batch:
+    """Collate rows in order into a :class:`Batch` (B = N = len(rollouts)).
+
+    ``loss_mask_BR = rollout.loss_mask * trained_row``, where a row is trained if it is an initial row or
+    ``train_on_branches`` (a trained branch row is trained on its whole response, shared prefix included,
+    with its own advantage: ARPO's convention). ``old_logp_BR`` is filled with the behaviour log-probs
+    the engine returned (recompute it with :func:`appo.train.logprobs.compute_logprobs` when the trainer's
+    numerics differ). ``advantages_NT`` (float [N, T >= R], e.g. from an advantage estimator) is cut to
+    R columns and zeroed outside the response; None gives zeros. ``extras`` carries per-row
+    ``group_B``, ``uid_B``, ``is_branch_B``, ``data_index_B``, ``num_tool_calls_B``, ``prompt_len_B``,
+    ``response_len_B`` and the behaviour ``rollout_logp_BR`` / ``rollout_entropy_BR``.
+    """
+    if not rollouts:
+        raise ValueError("collate needs at least one rollout")
+    B = len(rollouts)
+    P = max(len(r.prompt_ids) for r in rollouts)
+    R = max(1, max(len(r.response_ids) for r in rollouts))
+    if P == 0:
+        raise ValueError("every rollout has an empty prompt; a prompt needs at least one token")
+    input_ids = torch.full((B, P + R), pad_id, dtype=torch.long)
+    attention = torch.zeros((B, P + R), dtype=torch.long)
+    response_mask = torch.zeros((B, R))
+    loss_mask = torch.zeros((B, R))
+    logp = torch.zeros((B, R))
+    entropy = torch.zeros((B, R))
+    for i, r in enumerate(rollouts):
+        p, n = len(r.prompt_ids), len(r.response_ids)
+        input_ids[i, P - p : P] = torch.tensor(r.prompt_ids, dtype=torch.long)
+        attention[i, P - p : P] = 1
+        if n:
+            input_ids[i, P : P + n] = torch.tensor(r.response_ids, dtype=torch.long)
+            attention[i, P : P + n] = 1
+            response_mask[i, :n] = 1
+            trained = r.origin == "initial" or train_on_branches
+            loss_mask[i, :n] = torch.tensor(r.loss_mask, dtype=torch.float32) * float(trained)
+            logp[i, :n] = torch.tensor(r.logprobs, dtype=torch.float32)
+            entropy[i, :n] = torch.tensor(r.entropies, dtype=torch.float32)
+    if advantages_NT is None:
+        adv = torch.zeros((B, R))
+    else:
+        if advantages_NT.dim() != 2 or advantages_NT.shape[0] != B or advantages_NT.shape[1] < R:
+            raise ValueError(f"advantages_NT has shape {tuple(advantages_NT.shape)}; expected [N={B}, T>={R}] "
+                             "(one row per rollout, in the same order)")
+        adv = advantages_NT[:, :R].to(torch.float32) * response_mask
+    extras = {
+        "group_B": torch.tensor([r.group for r in rollouts]),
+        "uid_B": torch.tensor([r.uid for r in rollouts]),
+        "is_branch_B": torch.tensor([r.origin == "branch" for r in rollouts]),
+        "data_index_B": torch.tensor([r.data_index for r in rollouts]),
+        "num_tool_calls_B": torch.tensor([r.num_tool_calls for r in rollouts]),
+        "prompt_len_B": torch.tensor([len(r.prompt_ids) for r in rollouts]),
+        "response_len_B": torch.tensor([len(r.response_ids) for r in rollouts]),
+        "rollout_logp_BR": logp.clone(),
+        "rollout_entropy_BR": entropy,
+    }
+    return Batch(
+        input_ids_BL=input_ids,
+        attention_mask_BL=attention,
+        position_ids_BL=(attention.cumsum(1) - 1).clamp(min=0),
+        responses_BR=input_ids[:, P:].clone(),
+        response_mask_BR=response_mask,
+        loss_mask_BR=loss_mask,
+        old_logp_BR=logp,
+        advantages_BR=adv,
+        extras=extras,
+    )
+
+
+def advantage_inputs(rollouts: Sequence[Rollout], rewards_N: torch.Tensor | Sequence[float]) -> AdvantageInputs:
+    """The :class:`AdvantageInputs` for ``rollouts`` (rows in the same order as :func:`collate`'s):
+    parents and tree roots are resolved from ``(group, uid)`` to row indices; ``mask_NT`` marks real
+    response tokens (T = the longest response)."""
+    N = len(rollouts)
+    T = max(1, max((len(r.response_ids) for r in rollouts), default=1))
+    row = {(r.group, r.uid): i for i, r in enumerate(rollouts)}
+    if len(row) != N:
+        raise ValueError("two rollouts share a (group, uid); uids must be unique within a group")
+
+    def find(group: int, uid: int, what: str, i: int) -> int:
+        if (group, uid) not in row:
+            raise ValueError(f"rollout {i} (group {group}) names {what} uid {uid}, which is not among the rows")
+        return row[(group, uid)]
+
+    mask = torch.zeros((N, T))
+    for i, r in enumerate(rollouts):
+        mask[i, : len(r.response_ids)] = 1
+    parent = [find(r.group, r.parent, "parent", i) if r.parent is not None else -1 for i, r in enumerate(rollouts)]
+    tree = [find(r.group, r.tree, "root", i) for i, r in enumerate(rollouts)]
+    nan = float("nan")
+    return AdvantageInputs(
+        rewards_N=torch.as_tensor(rewards_N, dtype=torch.float32).reshape(N),
+        group_N=torch.tensor([r.group for r in rollouts], dtype=torch.long),
+        mask_NT=mask,
+        is_branch_N=torch.tensor([r.parent is not None for r in rollouts]),
+        parent_N=torch.tensor(parent, dtype=torch.long),
+        split_N=torch.tensor([-1 if r.split is None else r.split for r in rollouts], dtype=torch.long),
+        tree_N=torch.tensor(tree, dtype=torch.long),
+        branch_score_N=torch.tensor([nan if r.branch_score is None else r.branch_score for r in rollouts]),
+    )
+
+
+# ------------------------------------------------------------------------------------- micro-batches
+@dataclass(frozen=True)
+class MicroBatch:
+    """A slice of a batch's rows with its padding re-trimmed."""
+
+    batch: Batch
+    """The rows, collated with the smallest P' and R' that hold them."""
+    rows: torch.Tensor
+    """Row indices into the full batch, long [b]."""
+    prompt_offset: int
+    """P - P': columns of prompt padding dropped on the left."""
+
+
+def select_rows(batch: Batch, rows: torch.Tensor | Sequence[int]) -> MicroBatch:
+    """Rows ``rows`` of ``batch``, with all-padding prompt columns (left) and response columns (right)
+    dropped. Per-row ``extras`` (first dim B) are sliced; other extras are passed through."""
+    rows = torch.as_tensor(rows, dtype=torch.long)
+    B, R = batch.responses_BR.shape
+    P = batch.input_ids_BL.shape[1] - R
+    attn = batch.attention_mask_BL[rows]
+    prompt_real = attn[:, :P].sum(1)
+    P2 = int(prompt_real.max()) if len(rows) else 0
+    R2 = max(1, int(batch.response_mask_BR[rows].sum(1).max())) if len(rows) else 1
+    cols = slice(P - P2, P + R2)
+
+    def take(t: torch.Tensor | None, two_d_cols: slice | None) -> torch.Tensor | None:
+        if t is None:
+            return None
+        t = t[rows]
+        return t[:, two_d_cols] if two_d_cols is not None else t
+
+    extras = {}
+    for k, v in batch.extras.items():
+        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == B:
+            v = v[rows]
+            if v.dim() == 2 and k.endswith("_BR"):
+                v = v[:, :R2]
+        extras[k] = v
+    sub = Batch(
+        input_ids_BL=take(batch.input_ids_BL, cols),
+        attention_mask_BL=attn[:, cols],
+        position_ids_BL=take(batch.position_ids_BL, cols),
+        responses_BR=take(batch.responses_BR, slice(0, R2)),
+        response_mask_BR=take(batch.response_mask_BR, slice(0, R2)),
+        loss_mask_BR=take(batch.loss_mask_BR, slice(0, R2)),
+        old_logp_BR=take(batch.old_logp_BR, slice(0, R2)),
+        advantages_BR=take(batch.advantages_BR, slice(0, R2)),
+        ref_logp_BR=take(batch.ref_logp_BR, slice(0, R2)),
+        extras=extras,
+    )
+    return MicroBatch(batch=sub, rows=rows, prompt_offset=P - P2)
+
+
+def split_micro_batches(
+    batch: Batch,
+    max_tokens: int | None = None,
+    max_rows: int | None = None,
+    sort_by_length: bool = True,
+) -> list[MicroBatch]:
+    """Split ``batch`` into micro-batches of at most ``max_rows`` rows whose padded size
+    ``rows * (P' + R')`` stays within ``max_tokens`` (a single row longer than that gets its own).
+
+    With ``sort_by_length`` rows are ordered by real length (stable), so each micro-batch holds rows of
+    similar length and is trimmed tightly; without it rows keep their order (a plain split). Neither
+    budget given: one micro-batch. Gradient accumulation over micro-batches must weight each by its
+    share of the loss tokens to reproduce the full-batch token mean (the trainer's job).
+    """
+    if max_tokens is not None and max_tokens < 1 or max_rows is not None and max_rows < 1:
+        raise ValueError(f"max_tokens={max_tokens} and max_rows={max_rows} must be >= 1 (or None)")
+    B, R = batch.responses_BR.shape
+    P = batch.input_ids_BL.shape[1] - R
+    prompt_len = batch.attention_mask_BL[:, :P].sum(1)
+    resp_len = batch.response_mask_BR.sum(1).long()
+    order = torch.argsort(prompt_len + resp_len, stable=True) if sort_by_length else torch.arange(B)
+    groups: list[list[int]] = []
+    cur: list[int] = []
+    cur_p = cur_r = 0
+    for i in order.tolist():
+        p, r = int(prompt_len[i]), max(1, int(resp_len[i]))
+        new_p, new_r = max(cur_p, p), max(cur_r, r)
+        fits_rows = max_rows is None or len(cur) < max_rows
+        fits_tokens = max_tokens is None or (len(cur) + 1) * (new_p + new_r) <= max_tokens
+        if cur and not (fits_rows and fits_tokens):
+            groups.append(cur)
+            cur, new_p, new_r = [], p, r
+        cur.append(i)
+        cur_p, cur_r = new_p, new_r
+    if cur:
+        groups.append(cur)
+    return [select_rows(batch, g) for g in groups]
+
+
+def merge_micro_outputs(parts: Sequence[torch.Tensor], micro: Sequence[MicroBatch], like_BR: torch.Tensor) -> torch.Tensor:
+    """Scatter per-micro-batch response tensors ([b, R'] each) back into a zero tensor shaped like
+    ``like_BR`` ([B, R]), rows in the full batch's order."""
+    out = torch.zeros_like(like_BR, dtype=parts[0].dtype if parts else like_BR.dtype)
+    for t, m in zip(parts, micro):
+        out[m.rows.to(out.device), : t.shape[1]] = t.to(out.device)
+    return out
+
+
+def padding_stats(batches: Batch | Sequence[Batch | MicroBatch]) -> dict[str, float]:
+    """Real tokens, padded tokens (the compute actually paid) and their ratio ``efficiency`` over one
+    batch or a list of (micro-)batches."""
+    items = [batches] if isinstance(batches, Batch) else list(batches)
+    real = padded = 0
+    for b in items:
+        b = b.batch if isinstance(b, MicroBatch) else b
+        real += int(b.attention_mask_BL.sum())
+        padded += b.attention_mask_BL.numel()
+    return {"real_tokens": float(real), "padded_tokens": float(padded),
+            "efficiency": real / padded if padded else 1.0}
+
+
+def with_fields(batch: Batch, **fields) -> Batch:
+    """A copy of ``batch`` with some fields replaced (e.g. recomputed ``old_logp_BR``, ``advantages_BR``)."""
+    return dataclasses.replace(batch, **fields)

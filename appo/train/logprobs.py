@@ -1,0 +1,94 @@
+"""Per-token log-probs (and entropies) of response tokens under a causal LM, from a collated batch.
+
+``logp[b, t] = log softmax(z[b, P - 1 + t] / temperature)[responses[b, t]]`` where z are the logits and
+P the batch's prompt width (responses start at column P, verl layout); ``H[b, t] = logsumexp(z') -
+sum softmax(z') * z'`` with ``z' = z / temperature`` is the entropy of the same next-token distribution.
+
+Memory: the model is asked for the logits of the last R + 1 positions only (``logits_to_keep``, when its
+forward accepts it), so prompt positions never reach the LM head; log-softmax is taken in fp32 as
+``gather(z') - logsumexp(z')`` without materialising a full log-prob tensor beyond logsumexp's own
+temporary. The entropy is computed without gradient unless ``entropy_grad`` (an entropy bonus).
+Left out: chunking the vocabulary projection over the sequence (liger/verl's fused kernels); for long
+responses with big vocabularies, use smaller micro-batches (:func:`appo.train.batching.split_micro_batches`).
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+
+from appo.train.batching import MicroBatch, merge_micro_outputs, split_micro_batches
+from appo.types import Batch
+
+_ACCEPTS_LOGITS_TO_KEEP: dict[type, bool] = {}
+
+
+def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    cls = type(base)
+    if cls not in _ACCEPTS_LOGITS_TO_KEEP:
+        try:
+            _ACCEPTS_LOGITS_TO_KEEP[cls] = "logits_to_keep" in inspect.signature(base.forward).parameters
+        except (TypeError, ValueError):
+            _ACCEPTS_LOGITS_TO_KEEP[cls] = False
+    return _ACCEPTS_LOGITS_TO_KEEP[cls]
+
+
+def compute_logprobs(
+    model: torch.nn.Module,
+    batch: Batch | MicroBatch,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    entropy_grad: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(logp_BR, entropy_BR or None)``, float32 on the model's device, 0 at response padding.
+
+    Differentiable w.r.t. the model when called with grad enabled (the update), or wrap the call in
+    ``torch.no_grad()`` for old/reference log-probs (see :func:`compute_logprobs_batched`). The model's
+    train/eval mode is left as it is (dropout stays on in train mode).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature={temperature} must be > 0 (log-probs of greedy decoding are undefined)")
+    b = batch.batch if isinstance(batch, MicroBatch) else batch
+    device = next(model.parameters()).device
+    R = b.responses_BR.shape[1]
+    kwargs = {"input_ids": b.input_ids_BL.to(device), "attention_mask": b.attention_mask_BL.to(device),
+              "position_ids": b.position_ids_BL.to(device), "use_cache": False}
+    if _accepts_logits_to_keep(model):
+        kwargs["logits_to_keep"] = R + 1
+    logits = model(**kwargs).logits
+    z_BRV = logits[:, -(R + 1) : -1].float()  # position P - 1 + t predicts response token t
+    if temperature != 1.0:
+        z_BRV = z_BRV / temperature
+    targets = b.responses_BR.to(device)
+    mask = b.response_mask_BR.to(device)
+    lse_BR = torch.logsumexp(z_BRV, dim=-1)
+    logp_BR = (z_BRV.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse_BR) * mask
+    entropy_BR = None
+    if with_entropy:
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+            p_BRV = torch.exp(z_BRV - lse_BR.unsqueeze(-1))
+            entropy_BR = (lse_BR - (p_BRV * z_BRV).sum(-1)) * mask
+    return logp_BR, entropy_BR
+
+
+@torch.no_grad()
+def compute_logprobs_batched(
+    model: torch.nn.Module,
+    batch: Batch,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    max_tokens: int | None = None,
+    max_rows: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """No-grad log-probs (old / reference policy) of a whole batch, computed over length-grouped
+    micro-batches (``max_tokens`` padded tokens and/or ``max_rows`` rows each) and put back in row
+    order: ``(logp_BR, entropy_BR or None)`` on the model's device."""
+    micro = split_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
+    outs = [compute_logprobs(model, m, temperature, with_entropy) for m in micro]
+    device = next(model.parameters()).device
+    like = torch.zeros(batch.responses_BR.shape, device=device)
+    logp = merge_micro_outputs([o[0] for o in outs], micro, like)
+    ent = merge_micro_outputs([o[1] for o in outs], micro, like) if with_entropy else None
+    return logp, ent
