@@ -37,7 +37,8 @@ def collate(
     numerics differ). ``advantages_NT`` (float [N, T >= R], e.g. from an advantage estimator) is cut to
     R columns and zeroed outside the response; None gives zeros. ``extras`` carries per-row
     ``group_B``, ``uid_B``, ``is_branch_B``, ``data_index_B``, ``num_tool_calls_B``, ``prompt_len_B``,
-    ``response_len_B`` and the behaviour ``rollout_logp_BR`` / ``rollout_entropy_BR``.
+    ``response_len_B``, the behaviour ``rollout_logp_BR`` / ``rollout_entropy_BR``, and ``model_mask_BR``
+(the rollout's own loss mask: model-written tokens, whether or not the row is trained).
     """
     if not rollouts:
         raise ValueError("collate needs at least one rollout")
@@ -50,6 +51,7 @@ def collate(
     attention = torch.zeros((B, P + R), dtype=torch.long)
     response_mask = torch.zeros((B, R))
     loss_mask = torch.zeros((B, R))
+    model_mask = torch.zeros((B, R))
     logp = torch.zeros((B, R))
     entropy = torch.zeros((B, R))
     for i, r in enumerate(rollouts):
@@ -61,7 +63,8 @@ def collate(
             attention[i, P : P + n] = 1
             response_mask[i, :n] = 1
             trained = r.origin == "initial" or train_on_branches
-            loss_mask[i, :n] = torch.tensor(r.loss_mask, dtype=torch.float32) * float(trained)
+            model_mask[i, :n] = torch.tensor(r.loss_mask, dtype=torch.float32)
+            loss_mask[i, :n] = model_mask[i, :n] * float(trained)
             logp[i, :n] = torch.tensor(r.logprobs, dtype=torch.float32)
             entropy[i, :n] = torch.tensor(r.entropies, dtype=torch.float32)
     if advantages_NT is None:
@@ -81,6 +84,7 @@ def collate(
         "response_len_B": torch.tensor([len(r.response_ids) for r in rollouts]),
         "rollout_logp_BR": logp.clone(),
         "rollout_entropy_BR": entropy,
+        "model_mask_BR": model_mask,
     }
     return Batch(
         input_ids_BL=input_ids,
