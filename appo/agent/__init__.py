@@ -2,11 +2,14 @@
 
 Typical use (what a trainer does each step)::
 
-    ctx = RolloutContext.create(engine, tokenizer, "tags", tools, params, LoopLimits(...), seed=step,
-                                current_logp_fn=..., anchor_logp_fn=...)
-    prompts = [PromptSpec(g, tuple(ctx.protocol.build_prompt_ids(ex, tokenizer, ctx.tools)), ex_index)
-               for g, (ex_index, ex) in enumerate(batch)]
+    ctx = RolloutContext.create(engine, tokenizer, "tags", tools, SamplingParams(temperature=1.0),
+                                LoopLimits(max_tool_calls=3, max_response_tokens=4096), seed=step,
+                                current_logp_fn=teacher_forced_logp_fn(policy),
+                                anchor_logp_fn=teacher_forced_logp_fn(previous_policy),  # or engine_logprobs
+                                key_prefix=f"step{step}/")
+    prompts = prompt_specs(ctx, examples, data_indices)
     out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=16, n_initial=8))
+    out.rows  # n_total Rollouts per prompt, ordered by (group, uid); out.metrics for logging
 """
 
 from appo.agent.context import (
@@ -18,8 +21,10 @@ from appo.agent.context import (
     check_tree,
     engine_logprobs,
     get_strategy,
+    prompt_specs,
     register_strategy,
     rollout_metrics,
+    teacher_forced_logp_fn,
 )
 from appo.agent.loop import (
     AgentLoop,
@@ -49,6 +54,7 @@ __all__ = [
     "AgentLoop", "HermesProtocol", "LoopLimits", "LoopStart", "PROTOCOLS", "PromptSpec", "ROLLOUT_STRATEGIES",
     "RolloutContext", "RolloutOutput", "StrategyConfig", "TagsProtocol", "TokenAlignmentError", "ToolProtocol",
     "TurnAction", "TurnEvent", "build_prompt_ids", "check_tree", "end_of_turn_ids", "engine_logprobs",
-    "fork_start", "get_protocol", "get_strategy", "register_protocol", "register_strategy", "render_demonstration",
-    "rollout_metrics", "run_strategy", "turn_end_id", "verify_token_alignment",
+    "fork_start", "get_protocol", "get_strategy", "prompt_specs", "register_protocol", "register_strategy",
+    "render_demonstration", "rollout_metrics", "run_strategy", "teacher_forced_logp_fn", "turn_end_id",
+    "verify_token_alignment",
 ]

@@ -155,6 +155,34 @@ def engine_logprobs(rows: list[Rollout]) -> list[torch.Tensor]:
     return [torch.tensor(r.logprobs, dtype=torch.float32) for r in rows]
 
 
+def teacher_forced_logp_fn(model, temperature: float = 1.0, batch_size: int = 8) -> LogpFn:
+    """A ``LogpFn`` scoring rows under ``model`` by teacher forcing (``appo.engine.scoring``).
+
+    Use it for ``current_logp_fn`` (the policy) and, for the ``previous`` / ``reference`` anchors,
+    for ``anchor_logp_fn`` with that policy's model; the ``rollout`` anchor is :func:`engine_logprobs`.
+    Pass the sampling temperature so the log-probs are of the same distribution the engine reports.
+    """
+    from appo.engine.scoring import score_sequences
+
+    def fn(rows: list[Rollout]) -> list[torch.Tensor]:
+        scored = score_sequences(model, [tuple(r.prompt_ids) + tuple(r.response_ids) for r in rows],
+                                 [len(r.prompt_ids) for r in rows], temperature=temperature, batch_size=batch_size)
+        return [logp for logp, _ in scored]
+
+    return fn
+
+
+def prompt_specs(ctx: "RolloutContext", examples: Sequence, data_indices: Sequence[int] | None = None,
+                 system_prompt: str | None = None) -> list[PromptSpec]:
+    """One PromptSpec per example (group = position), prompts built by the context's protocol."""
+    idx = list(data_indices) if data_indices is not None else [-1] * len(examples)
+    if len(idx) != len(examples):
+        raise ValueError(f"data_indices has {len(idx)} entries for {len(examples)} examples")
+    return [PromptSpec(group=g, data_index=i, prompt_ids=tuple(
+        ctx.protocol.build_prompt_ids(ex, ctx.tokenizer, ctx.tools, system_prompt)))
+        for g, (ex, i) in enumerate(zip(examples, idx))]
+
+
 def check_prompts(prompts: Sequence[PromptSpec]) -> None:
     """Raise on duplicate groups or empty prompts."""
     groups = [p.group for p in prompts]

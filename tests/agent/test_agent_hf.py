@@ -15,13 +15,14 @@ from appo.agent import (
     AgentLoop,
     LoopLimits,
     LoopStart,
-    PromptSpec,
     RolloutContext,
     StrategyConfig,
     check_tree,
     engine_logprobs,
     fork_start,
+    prompt_specs,
     run_strategy,
+    teacher_forced_logp_fn,
 )
 from appo.agent.protocols import get_protocol
 from appo.data.records import Example
@@ -45,17 +46,14 @@ def test_hf_appo_rows_are_what_the_model_sampled(tiny_model, tiny_tokenizer):
     tok = tiny_tokenizer
     engine = HFEngine(tiny_model, tok, max_batch_size=8)
 
-    def current(rows):
-        scored = score_sequences(tiny_model, [r.prompt_ids + r.response_ids for r in rows],
-                                 [len(r.prompt_ids) for r in rows])
-        return [lp for lp, _ in scored]
-
     tools = [StubPython(), StubSearch()]
     ctx = RolloutContext.create(engine, tok, "tags", tools, SamplingParams(max_new_tokens=16),
-                                LoopLimits(max_response_tokens=14), seed=3, current_logp_fn=current,
-                                anchor_logp_fn=engine_logprobs)
-    prompt = tuple(ctx.protocol.build_prompt_ids(EX, tok, ctx.tools))
-    out = run_strategy("appo", ctx, [PromptSpec(0, prompt, data_index=0)], StrategyConfig(n_total=3, n_initial=2))
+                                LoopLimits(max_response_tokens=14), seed=3,
+                                current_logp_fn=teacher_forced_logp_fn(tiny_model), anchor_logp_fn=engine_logprobs)
+    prompts = prompt_specs(ctx, [EX], [7])
+    prompt = prompts[0].prompt_ids
+    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2))
+    assert all(r.data_index == 7 for r in out.rows)
     assert [r.uid for r in out.rows] == [0, 1, 2] and out.rows[2].origin == "branch"
     check_tree(out.rows)
     _assert_matches_teacher_forcing(tiny_model, out.rows)
