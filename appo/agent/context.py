@@ -53,15 +53,19 @@ class StrategyConfig:
     """ARPO: weight of the normalised entropy change."""
     arpo_entropy_window: int = 20
     """ARPO: tokens after a tool result (and of the first round) whose entropy is averaged."""
-    tree_expand_per_round: int = 0
-    """Tree: nodes expanded per prompt per round (0 = n_initial, about one per tree)."""
+    tree_expand_nodes: int = 2
+    """Tree: nodes expanded per tree per round (Tree-GRPO's N), chosen at random."""
+    tree_max_rounds: int = 0
+    """Tree: expansion rounds (Tree-GRPO's L) before the rest of the budget is filled with new trees
+    (0 = expand until the budget is used)."""
 
     def __post_init__(self) -> None:
         if self.n_total < 1 or not 1 <= self.n_initial <= self.n_total:
             raise ValueError(f"StrategyConfig: need n_total >= 1 and 1 <= n_initial <= n_total, got "
                              f"n_total={self.n_total}, n_initial={self.n_initial}")
-        if self.arpo_entropy_window < 1 or self.tree_expand_per_round < 0:
-            raise ValueError("StrategyConfig: arpo_entropy_window must be >= 1 and tree_expand_per_round >= 0")
+        if self.arpo_entropy_window < 1 or self.tree_expand_nodes < 1 or self.tree_max_rounds < 0:
+            raise ValueError("StrategyConfig: arpo_entropy_window and tree_expand_nodes must be >= 1, "
+                             "tree_max_rounds >= 0")
 
 
 @dataclass(frozen=True)

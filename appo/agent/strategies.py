@@ -14,7 +14,8 @@ Choices where DESIGN is silent (also in each function's docstring):
 - APPO excludes, besides tool/prompt and whitespace-only tokens, each row's last token and tokens
   with no response budget after them: a fork there can only reproduce its parent.
 - Tree nodes are step boundaries (the last token of a tool result) owned by the row that produced
-  them; a prompt whose rows have no tool call has no node, and that round adds independent rows.
+  them; each round every tree expands ``tree_expand_nodes`` nodes until the budget is used; a
+  prompt whose rows have no tool call has no node, and that round adds new independent trees.
 """
 
 from __future__ import annotations
@@ -215,20 +216,28 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
 def tree(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) -> RolloutOutput:
     """Tree-GRPO's rollout: trees whose nodes are whole agent steps (a model turn plus its tool result).
 
-    Starts from ``n_initial`` rows (one tree each). Each round, per prompt, draws up to
-    ``tree_expand_per_round`` (default ``n_initial``) distinct nodes uniformly at random among the
-    existing ones (with replacement only when there are fewer nodes) and forks each at its step
-    boundary, continuing to the end; rounds repeat until ``n_total`` rows. A node is the last token of a
-    tool result, owned by the row that produced it (so a shared node is counted once) and with budget
-    left after it. A prompt with no node in a round gets that round's rows as new independent trees
-    instead (``origin="initial"``; they may bring nodes for the next round). Leaves out: Tree-GRPO's
-    per-tree expansion schedule (M trees x N nodes x L rounds); the budget is per prompt here.
+    Starts from ``n_initial`` rows (one tree each). Each round, per prompt, every tree (in random
+    order) expands up to ``tree_expand_nodes`` of its nodes drawn uniformly without replacement:
+    each is forked at its step boundary and continued to the end. Rounds repeat until the prompt has
+    ``n_total`` rows (the last round takes only what the budget allows). A node is the last token of a
+    tool result, owned by the row that produced it (so a shared node is counted once), with budget
+    left after it. When a prompt has no node in a round, or after ``tree_max_rounds`` rounds, the
+    missing rows are new independent trees (``origin="initial"``; in a round without nodes at most
+    ``n_initial`` of them, since they may bring nodes). Leaves out: Tree-GRPO's advantage (in
+    ``appo.core.advantages``).
     """
     check_prompts(prompts)
-    per_round = cfg.tree_expand_per_round or cfg.n_initial
     count = {p.group: cfg.n_initial for p in prompts}
     loop = ctx.loop()
     rounds = fill = 0
+
+    def new_trees(p: PromptSpec, n: int) -> None:
+        nonlocal fill
+        for u in range(count[p.group], count[p.group] + n):
+            loop.add(LoopStart(group=p.group, uid=u, prompt_ids=tuple(p.prompt_ids), data_index=p.data_index))
+        count[p.group] += n
+        fill += n
+
     try:
         _initial(loop, prompts, cfg.n_initial)
         rows = loop.run()
@@ -238,19 +247,25 @@ def tree(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
                 need = cfg.n_total - count[p.group]
                 if need <= 0:
                     continue
-                nodes = [(r, s.result_end - 1) for r in rows if r.group == p.group for s in r.tool_spans
-                         if s.result_end - 1 > (r.split if r.split is not None else -1)
-                         and s.result_end < ctx.limits.max_response_tokens]
-                n = min(need, per_round)
-                if not nodes:  # no step to expand yet: new trees this round (they may bring nodes)
-                    for u in range(count[p.group], count[p.group] + n):
-                        loop.add(LoopStart(group=p.group, uid=u, prompt_ids=tuple(p.prompt_ids),
-                                           data_index=p.data_index))
-                    fill += n
-                    count[p.group] += n
+                if cfg.tree_max_rounds and rounds > cfg.tree_max_rounds:
+                    new_trees(p, need)
                     continue
-                pick = (ctx.rng.sample(nodes, n) if len(nodes) >= n else [ctx.rng.choice(nodes) for _ in range(n)])
-                for row, t in pick:
+                nodes: dict[int, list[tuple[Rollout, int]]] = {}
+                for r in rows:
+                    if r.group != p.group:
+                        continue
+                    for s in r.tool_spans:
+                        if s.result_end - 1 > (r.split if r.split is not None else -1) \
+                                and s.result_end < ctx.limits.max_response_tokens:
+                            nodes.setdefault(r.tree, []).append((r, s.result_end - 1))
+                if not nodes:  # no step to expand yet: new trees (they may bring nodes)
+                    new_trees(p, min(need, cfg.n_initial))
+                    continue
+                trees = sorted(nodes)
+                ctx.rng.shuffle(trees)
+                picks = [pick for t in trees
+                         for pick in ctx.rng.sample(nodes[t], min(cfg.tree_expand_nodes, len(nodes[t])))]
+                for row, t in picks[:need]:
                     loop.add(fork_start(row, t, uid=count[p.group]))
                     count[p.group] += 1
             rows = loop.run()

@@ -209,18 +209,25 @@ def test_arpo_with_probability_zero_fills_with_independent_rows(tiny_tokenizer):
 
 def test_tree_forks_at_step_boundaries_and_fills_without_tools(tiny_tokenizer):
     ctx = make_ctx(tiny_tokenizer, policy=random_tags_policy(tiny_tokenizer, p_call=0.8, max_calls=3))
-    out = run_strategy("tree", ctx, prompts_for(ctx), StrategyConfig(n_total=8, n_initial=2,
-                                                                     tree_expand_per_round=3))
+    out = run_strategy("tree", ctx, prompts_for(ctx), StrategyConfig(n_total=10, n_initial=2, tree_expand_nodes=1))
     by = {(r.group, r.uid): r for r in out.rows}
     for r in out.rows:
         if r.origin == "branch":
             parent = by[(r.group, r.parent)]
             assert any(s.result_end == r.split + 1 for s in parent.tool_spans)
+            assert r.split > (parent.split if parent.split is not None else -1)  # a node the parent owns
             assert r.root == parent.tree and len(r.tool_spans) >= 1
-    assert out.metrics["tree/rounds"] >= 2
+    assert out.metrics["tree/rounds"] >= 4  # at most 2 trees x 1 node per round for 8 expansions
     ctx = make_ctx(tiny_tokenizer, policy=random_tags_policy(tiny_tokenizer, p_call=0.0))
     out = run_strategy("tree", ctx, prompts_for(ctx), StrategyConfig(n_total=4, n_initial=2))
     assert all(r.origin == "initial" for r in out.rows) and out.metrics["tree/fill_rows"] == 6.0
+
+
+def test_tree_max_rounds_fills_the_rest_with_new_trees(tiny_tokenizer):
+    ctx = make_ctx(tiny_tokenizer, policy=random_tags_policy(tiny_tokenizer, p_call=1.0, max_calls=2))
+    cfg = StrategyConfig(n_total=9, n_initial=2, tree_expand_nodes=1, tree_max_rounds=1)
+    out = run_strategy("tree", ctx, prompts_for(ctx, ("a",)), cfg)
+    assert sum(r.origin == "branch" for r in out.rows) == 2 and out.metrics["tree/fill_rows"] == 5.0
 
 
 def test_registry_and_prompt_checks(tiny_tokenizer):
