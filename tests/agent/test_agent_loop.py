@@ -7,6 +7,8 @@ import random
 from dataclasses import replace
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from agent_doubles import (
     CrashingTool,
     LongTool,
@@ -330,3 +332,43 @@ def test_real_python_tool_in_the_loop(tiny_tokenizer):
         tool.close()
     for row in rows:
         assert "</python>\n<result>\n5\n</result>\n<think>" in row.response_text and row.tool_spans[0].ok
+
+
+def _fuzz_loop(tok, protocol, turns_ids, cap, budget):
+    """Run one row whose engine emits the given id lists turn after turn; check the invariants."""
+    state = {"n": 0}
+
+    def policy(prefix, key, rng):
+        ids = turns_ids[min(state["n"], len(turns_ids) - 1)]
+        state["n"] += 1
+        return ids
+
+    engine = ScriptedEngine(tok, policy)
+    loop = AgentLoop(engine, tok, protocol, _tools(), SamplingParams(max_new_tokens=cap),
+                     LoopLimits(max_tool_calls=2, max_response_tokens=budget), random.Random(0))
+    loop.add(LoopStart(group=0, uid=0, prompt_ids=(1, 5, 6)))
+    (row,) = loop.run()  # runs verify_token_alignment
+    assert len(row.response_ids) <= budget
+    assert row.num_tool_calls <= 2
+    expected = [1] * len(row.response_ids)
+    for s in row.tool_spans:
+        assert s.call_start <= s.call_end <= s.result_end
+        expected[s.call_end: s.result_end] = [0] * (s.result_end - s.call_end)
+    assert list(row.loss_mask) == expected
+    if row.stop_reason == "max_length":
+        assert len(row.response_ids) == budget or not row.response_ids or engine.calls
+
+
+_SNIPPETS = ["<python>", "</python>", "<search>", "</search>", "<answer>", "</answer>", "<tool_call>",
+             "</tool_call>", "<|im_end|>", '{"name": "python", "arguments": {"code": "1"}}', "print(1)", "\n"]
+_PIECE = st.one_of(st.integers(min_value=0, max_value=394), st.sampled_from(_SNIPPETS))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(["tags", "hermes"]), st.lists(st.lists(_PIECE, max_size=10), min_size=1, max_size=4),
+       st.integers(1, 6), st.integers(1, 60))
+def test_fuzz_loop_on_random_token_streams(tiny_tokenizer, protocol, turns, cap, budget):
+    tok = tiny_tokenizer
+    turns_ids = [[i for x in turn for i in ([x] if isinstance(x, int) else enc(tok, x))] for turn in turns]
+    _fuzz_loop(tok, protocol, turns_ids, cap, budget)
