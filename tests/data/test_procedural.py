@@ -156,8 +156,9 @@ def _all_hops(kb):
     ],
 )
 def test_every_demonstrated_query_retrieves_its_fact_first(knobs, with_title, stopwords):
-    task = MultihopTask(hops=(2, 3), **knobs)
+    task = MultihopTask(hops=(2, 3), doc_titles=with_title, **knobs)
     docs = task.corpus()
+    assert all(bool(d["title"]) == with_title for d in docs)
     search = Bm25(docs, with_title=with_title, stopwords=stopwords)
     hops = list(_all_hops(task.kb()))
     ids, scores = search.top([h["query"] for h in hops], k=2)

@@ -51,3 +51,37 @@ def test_rendered_demonstrations_score_full_marks(tiny_tokenizer):
     for example, response, score in zip(examples, responses, scores):
         expected = 1.1 if example.data_source == "proc_combo" else 1.0
         assert score.score == pytest.approx(expected), response
+
+
+@pytest.mark.parametrize("doc_titles", [False, True])
+def test_real_search_tool_ranks_each_demonstrated_fact_first(tmp_path, doc_titles):
+    search = pytest.importorskip("appo.tools.search_bm25")
+    from appo.data.procedural import MultihopTask
+    from appo.data.procedural.multihop import TEMPLATES, walk
+
+    task = MultihopTask(hops=(2, 3), doc_titles=doc_titles, distractors=2)
+    backend = search.BM25Backend(task.write_corpus(tmp_path / "kb.jsonl"), index_dir=tmp_path / "index")
+    kb = task.kb()
+    hops = [h for kind, anchor in kb.anchors for t in TEMPLATES if t.anchor == kind for h in walk(kb, anchor, t.chain)]
+    hits = backend.search([h["query"] for h in hops], top_k=2)
+    misses = [(h["query"], found[0].text) for h, found in zip(hops, hits)
+              if found[0].doc_id != h["doc_id"] or found[0].score <= found[1].score]
+    assert len(hops) > 1000 and not misses, misses[:5]
+
+
+def test_token_budget_with_the_real_search_tool(tmp_path):
+    search = pytest.importorskip("appo.tools.search_bm25")
+    from appo.models.tiny import train_tokenizer
+    from appo.tools.search import SearchTool
+
+    task = get_task("mix")
+    tools = [StubPython(), SearchTool(search.BM25Backend(task.write_corpus(tmp_path / "kb.jsonl")), top_k=2)]
+    plain = train_tokenizer(["x"], vocab_size=300)
+    rendered = []
+    for example in task.generate(200, seed=0):
+        ids, mask = agent.render_demonstration("tags", plain, tools, example, task.demonstration(example))
+        rendered.append((example.question, plain.decode(ids[mask.index(1):], skip_special_tokens=True)))
+    tok = train_tokenizer([q for q, _ in rendered] + [r for _, r in rendered], vocab_size=512)
+    question_tokens = max(len(tok(q)["input_ids"]) for q, _ in rendered)
+    demo_tokens = max(len(tok(r)["input_ids"]) for _, r in rendered)
+    assert question_tokens < 30 and demo_tokens <= 200, (question_tokens, demo_tokens)  # measured: 19, 166

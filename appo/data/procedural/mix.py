@@ -43,11 +43,13 @@ class ComboTask(Task):
     tools = ("search", "python")
 
     def __init__(self, kb_size: int = 200, distractors: int = 1, shared_surname_p: float = 0.3,
-                 kb_seed: int = 0, digits: tuple[int, int] = (1, 2), held_out: float = 0.1):
+                 kb_seed: int = 0, doc_titles: bool = False, digits: tuple[int, int] = (1, 2),
+                 held_out: float = 0.1):
         """KB knobs as :class:`MultihopTask`; ``digits``: (min, max) digits of the second operand."""
         super().__init__(held_out)
         self.world = MultihopTask(hops=(2,), kb_size=kb_size, distractors=distractors,
-                                  shared_surname_p=shared_surname_p, kb_seed=kb_seed, held_out=held_out)
+                                  shared_surname_p=shared_surname_p, kb_seed=kb_seed, doc_titles=doc_titles,
+                                  held_out=held_out)
         self.digits = digits
 
     def corpus(self, seed: int | None = None) -> list[dict]:

@@ -1,7 +1,7 @@
 """``multihop``: questions over a generated knowledge base of fictional films, companies and people.
 
 The knowledge base (KB) is a list of facts ``(relation, subject, value)``, each stored as its own short
-search document ``{"id", "title": subject, "text": "The <relation> of <subject> is <value>."}``:
+search document ``{"id", "title", "text": "The <relation> of <subject> is <value>."}``:
 
 - every film has a ``director``, every company a ``founder`` and a ``founding year``;
 - every director and founder has a ``mother`` and a ``birthplace``; every mother a ``birthplace``;
@@ -18,10 +18,11 @@ the fact document's own words, so BM25 ranks that document first whatever its to
 (tests check rank 1 for every question). Directors and founders are never anyone's mother, so
 "mother of X" has a single matching document.
 
-Token budget (tiny 512-token BPE trained on this text, results = the top-k documents one per line):
-a 2-hop demonstration with its results is at most ~150 tokens at k = 2 (~190 at k = 3), a 3-hop one
-~200 at k = 2 (~260 at k = 3); questions are at most ~20 tokens. Hence the default ``hops=(2,)``;
-3-hop questions fit a ~200-token budget only with a search top-k of 2 or less.
+Token budget, measured through the agent's tag protocol with the real ``SearchTool`` (results
+``Doc i: <text>``, one line each) and a 512-token BPE trained on the rendered text: a 2-hop demonstration
+with its results is at most ~145 tokens at ``top_k=1``, ~200 at 2, ~255 at 3; a 3-hop one ~190 at 1,
+~280 at 2; questions are at most ~20 tokens (the protocol's system prompt comes on top). Hence the
+default ``hops=(2,)``, and a search ``top_k`` of 1-2 for a ~200-token context.
 
 The KB is fixed by ``kb_seed`` and the size knobs; questions are drawn from it with the stream seed.
 Splits hold out whole anchors (all questions about one film are in one split); the corpus always holds
@@ -54,7 +55,7 @@ class Fact:
     relation: str
     """Relation word(s): ``director``, ``mother``, ``birthplace``, ``founder``, ``founding year``, decoys."""
     subject: str
-    """Entity the fact is about (also the document title)."""
+    """Entity the fact is about (the document title, when titles are on)."""
     value: str
     """The related entity or value."""
 
@@ -63,9 +64,9 @@ class Fact:
         """The document text."""
         return f"The {self.relation} of {self.subject} is {self.value}."
 
-    def doc(self) -> dict:
-        """The corpus row ``{"id", "title", "text"}``."""
-        return {"id": self.doc_id, "title": self.subject, "text": self.text}
+    def doc(self, title: bool = False) -> dict:
+        """The corpus row ``{"id", "title", "text"}``; the title is the subject, or empty."""
+        return {"id": self.doc_id, "title": self.subject if title else "", "text": self.text}
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,9 @@ class KnowledgeBase:
         """``(kind, name)`` of every film and company, the starting points of questions."""
         return tuple([("film", f) for f in self.films] + [("company", c) for c in self.companies])
 
-    def docs(self) -> list[dict]:
-        """The corpus: one document per fact."""
-        return [f.doc() for f in self.facts]
+    def docs(self, titles: bool = False) -> list[dict]:
+        """The corpus: one document per fact (titles: see :class:`MultihopTask`'s ``doc_titles``)."""
+        return [f.doc(titles) for f in self.facts]
 
 
 @functools.lru_cache(maxsize=16)
@@ -215,17 +216,20 @@ class MultihopTask(Task):
         distractors: int = 1,
         shared_surname_p: float = 0.3,
         kb_seed: int = 0,
+        doc_titles: bool = False,
         held_out: float = 0.1,
     ):
         """``hops``: allowed chain lengths, (2,), (3,) or (2, 3); ``kb_size``: number of films + companies;
         ``distractors``: decoy facts per anchor (0-3); ``shared_surname_p``: chance a new person reuses a
-        surname; ``kb_seed``: which world (the corpus and the questions must use the same one)."""
+        surname; ``kb_seed``: which world (the corpus and the questions must use the same one);
+        ``doc_titles``: give documents their subject as title. Off by default: the text already names the
+        subject, and the search tool prints titles (``Doc 1 (Title: ...)``), ~10 tokens per document."""
         super().__init__(held_out)
         if not hops or any(h not in (2, 3) for h in hops):
             raise ValueError(f"multihop: hops={hops} must be a non-empty subset of (2, 3)")
         self.hops = tuple(sorted(set(hops)))
         self.kb_size, self.distractors, self.shared_surname_p = kb_size, distractors, shared_surname_p
-        self.kb_seed = kb_seed
+        self.kb_seed, self.doc_titles = kb_seed, doc_titles
         self.templates = tuple(t for t in TEMPLATES if len(t.chain) in self.hops)
 
     def kb(self, seed: int | None = None) -> KnowledgeBase:
@@ -234,7 +238,7 @@ class MultihopTask(Task):
 
     def corpus(self, seed: int | None = None) -> list[dict]:
         """Search documents of the KB (default: this task's ``kb_seed``, the one its questions use)."""
-        return self.kb(seed).docs()
+        return self.kb(seed).docs(self.doc_titles)
 
     def _draw(self, rng: random.Random) -> tuple[str, Callable[[str], Example]]:
         kb = self.kb()
