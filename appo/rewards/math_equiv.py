@@ -24,8 +24,16 @@ DEFAULT_TIMEOUT_S = 5
 MAX_UNTIMED_CHARS = 400
 """Longest answer parsed with SymPy when no timeout can be armed (off the main thread)."""
 
-# math-verify warns once when timeouts are disabled; we disable them on purpose off the main thread.
-logging.getLogger("math_verify").setLevel(logging.ERROR)
+class _DropTimeoutDisabledWarning(logging.Filter):
+    """math-verify warns when timeouts are off; appo turns them off on purpose off the main thread.
+    Its other messages (e.g. "Timeout during parsing") still get through."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Timeout is disabled" not in record.getMessage()
+
+
+for _name in ("math_verify.parser", "math_verify.grader"):
+    logging.getLogger(_name).addFilter(_DropTimeoutDisabledWarning())
 
 
 def _timeouts_available() -> bool:
