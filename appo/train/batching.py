@@ -224,7 +224,9 @@ def split_micro_batches(
     return [select_rows(batch, g) for g in groups]
 
 
-def merge_micro_outputs(parts: Sequence[torch.Tensor], micro: Sequence[MicroBatch], like_BR: torch.Tensor) -> torch.Tensor:
+def merge_micro_outputs(
+    parts: Sequence[torch.Tensor], micro: Sequence[MicroBatch], like_BR: torch.Tensor
+) -> torch.Tensor:
     """Scatter per-micro-batch response tensors ([b, R'] each) back into a zero tensor shaped like
     ``like_BR`` ([B, R]), rows in the full batch's order."""
     out = torch.zeros_like(like_BR, dtype=parts[0].dtype if parts else like_BR.dtype)

@@ -117,8 +117,8 @@ def save_checkpoint(
 ) -> Path:
     """Atomically write checkpoint ``step`` under ``run_dir/checkpoints`` and point ``latest`` at it.
 
-    ``rng_state`` is :func:`capture_rng_state`'s output (None captures the global RNGs now; pass
-    ``capture_rng_state({"name": generator})`` to include your generators). ``data_state`` and ``extra``
+    ``rng_state`` is :func:`capture_rng_state`'s output, or ``{name: torch.Generator}`` (the global RNGs
+    and those generators are captured now), or None (the global RNGs only). ``data_state`` and ``extra``
     hold plain data and tensors. ``tokenizer`` (optional) is saved next to the weights so the folder
     loads as a model. ``keep`` keeps that many newest checkpoints (None keeps all). Returns the folder.
     """
@@ -134,7 +134,9 @@ def save_checkpoint(
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        state = {"step": step, "rng": rng_state if rng_state is not None else capture_rng_state(),
+        if rng_state is None or all(isinstance(v, torch.Generator) for v in rng_state.values()):
+            rng_state = capture_rng_state(rng_state)  # None, or {name: generator}: capture now
+        state = {"step": step, "rng": rng_state,
                  "data_state": data_state or {}, "extra": extra or {}, "model_format": model_format}
         torch.save(state, tmp / "state.pt")
         files = {str(p.relative_to(tmp)): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()}

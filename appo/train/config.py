@@ -403,6 +403,9 @@ def validate_config(cfg: Config) -> Config:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key}={value} must be >= 0")
+    for key, value in {"rollout.top_k": r.top_k, "rollout.val_kwargs.top_k": r.val_kwargs.top_k}.items():
+        if value < -1:
+            raise ConfigError(f"{key}={value} must be >= 0 (or -1 / 0 for off)")
     if act.clip_ratio_c <= 1:
         raise ConfigError(f"actor.clip_ratio_c={act.clip_ratio_c} must be > 1 (the dual-clip bound)")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.model.device):

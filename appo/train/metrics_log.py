@@ -141,8 +141,9 @@ def _init_wandb(run_dir: Path, project: str, experiment: str, config: Mapping[st
     try:
         import wandb
     except ImportError:
-        raise RuntimeError("trainer.logger asks for 'wandb' but the wandb package is not installed; fix: "
-                           ".venv/bin/pip install wandb (and `wandb login`), or drop wandb from trainer.logger") from None
+        raise RuntimeError(
+            "trainer.logger asks for 'wandb' but the wandb package is not installed; fix: "
+            ".venv/bin/pip install wandb (and `wandb login`), or drop wandb from trainer.logger") from None
     id_file = run_dir / "wandb_id"
     run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
     id_file.write_text(run_id)

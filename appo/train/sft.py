@@ -20,7 +20,9 @@ import torch.nn.functional as F
 Example = tuple[Sequence[int], Sequence[int]]
 
 
-def masked_nll(logits_BLV: torch.Tensor, input_ids_BL: torch.Tensor, loss_mask_BL: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_nll(
+    logits_BLV: torch.Tensor, input_ids_BL: torch.Tensor, loss_mask_BL: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sum of -log p over trained tokens, number of trained tokens)``: logits at t predict token t + 1,
     counted where ``loss_mask[t + 1] == 1`` (in fp32)."""
     logits = logits_BLV[:, :-1].float()
@@ -95,7 +97,9 @@ def sft_train(
     model.train()
     epoch_loss, step_loss = [], []
     tokens_total, t0 = 0, time.perf_counter()
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         step = 0

@@ -187,13 +187,15 @@ def coerce(value: Any, tp: Any, key: str, *, root: type | None = None, hints: Ma
         if value in args:
             return value
         close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
-        raise ConfigError(f"{key}={value!r}: expected {type_name(tp)}" + (f"; did you mean {close[0]!r}?" if close else ""))
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{key}={value!r}: expected {type_name(tp)}{hint}")
     if origin in (tuple, list):
         items = list(value) if isinstance(value, (list, tuple)) else [value]
         if origin is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(items) != len(args):
                 raise bad
-            return tuple(coerce(v, a, f"{key}[{i}]", root=root, hints=hints) for i, (v, a) in enumerate(zip(items, args)))
+            return tuple(coerce(v, a, f"{key}[{i}]", root=root, hints=hints)
+                         for i, (v, a) in enumerate(zip(items, args)))
         out = [coerce(v, args[0], f"{key}[{i}]", root=root, hints=hints) if args else v for i, v in enumerate(items)]
         return tuple(out) if origin is tuple else out
     if tp is dict or origin is dict:

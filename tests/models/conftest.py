@@ -78,8 +78,9 @@ def write_llama_gguf(model, tokenizer, path: str | Path) -> Path:
              "ffn_down": "mlp.down_proj"}
     for i in range(c.num_hidden_layers):
         p = f"model.layers.{i}."
-        w.add_tensor(f"blk.{i}.attn_q.weight", _rotary_to_llamacpp(sd[p + "self_attn.q_proj.weight"], c.num_attention_heads))
-        w.add_tensor(f"blk.{i}.attn_k.weight", _rotary_to_llamacpp(sd[p + "self_attn.k_proj.weight"], c.num_key_value_heads))
+        q, k = sd[p + "self_attn.q_proj.weight"], sd[p + "self_attn.k_proj.weight"]
+        w.add_tensor(f"blk.{i}.attn_q.weight", _rotary_to_llamacpp(q, c.num_attention_heads))
+        w.add_tensor(f"blk.{i}.attn_k.weight", _rotary_to_llamacpp(k, c.num_key_value_heads))
         for ours, hf in names.items():
             w.add_tensor(f"blk.{i}.{ours}.weight", sd[p + hf + ".weight"])
     w.add_tensor("output_norm.weight", sd["model.norm.weight"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import time
 
 import pytest
@@ -104,6 +103,17 @@ def test_lora_wraps_and_only_adapters_train(tiny_model_dir, tmp_path):
     model, _ = load_model_and_tokenizer(tiny_model_dir, device="cpu", lora=LoraSpec(r=4, alpha=8))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n for n in trainable)
+    # lora_B starts at zero: the wrapped model computes what the base computes, through logits_to_keep too
+    from appo.train.batching import collate
+    from appo.train.logprobs import compute_logprobs
+    from appo.types import Rollout
+
+    row = Rollout(group=0, uid=0, prompt_ids=(5, 6, 7), response_ids=(8, 9), logprobs=(0.0, 0.0),
+                  entropies=(0.0, 0.0), loss_mask=(1, 1), stop_reason="eos")
+    base, _ = load_model_and_tokenizer(tiny_model_dir, device="cpu")
+    with torch.no_grad():
+        batch = collate([row], 0)
+        torch.testing.assert_close(compute_logprobs(model, batch)[0], compute_logprobs(base, batch)[0])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     ids = torch.randint(0, 100, (2, 8))

@@ -125,7 +125,8 @@ def test_progress_plain_mode_is_throttled_and_readable():
             p.update(s, reward=0.25, acc=s / 10)
     lines = buf.getvalue().splitlines()
     assert len(lines) == 2  # the first and the last step only
-    assert lines[0].startswith("[train] step 1/10 (10%) elapsed 0:00:00 eta ") and lines[0].endswith("reward=0.25 acc=0.1")
+    assert lines[0].startswith("[train] step 1/10 (10%) elapsed 0:00:00 eta ")
+    assert lines[0].endswith("reward=0.25 acc=0.1")
     assert lines[1].startswith("[train] step 10/10 (100%)") and "eta 0:00:00" in lines[1]
     silent = io.StringIO()
     ProgressDisplay(5, stream=silent, mode="silent").update(1, reward=1.0)
