@@ -48,6 +48,15 @@ def test_rng_state_round_trip_covers_python_numpy_torch_and_generators():
         restore_rng_state(state, {"other": torch.Generator()})
 
 
+def test_checkpoint_rng_state_may_be_a_dict_of_generators(tmp_path):
+    g = torch.Generator().manual_seed(11)
+    save_checkpoint(tmp_path, 1, torch.nn.Linear(2, 2), rng_state={"sampler": g})
+    expected = torch.rand(3, generator=g)
+    g.manual_seed(0)
+    restore(load_latest_checkpoint(tmp_path), torch.nn.Linear(2, 2), generators={"sampler": g})
+    assert torch.equal(torch.rand(3, generator=g), expected)
+
+
 def test_save_load_round_trip_is_bitwise(tmp_path, tiny_model, tiny_tokenizer):
     model = tiny_model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
