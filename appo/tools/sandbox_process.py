@@ -3,7 +3,7 @@ enforce the wall-clock limit, kill and reap everything it started, clean up.
 
 What protects the trainer (the parent) from the code it runs:
 
-- The child runs ``python -I -S -u _sandbox_runner.py`` in a **new session** (its own process group,
+- The child runs ``python -I -S -u -c "import _sandbox_runner ..."`` in a **new session** (its own process group,
   never the trainer's), with stdin on /dev/null, ``close_fds`` (only stdout, stderr and one status pipe
   are inherited) and a **scrubbed environment** (a fixed PATH, HOME, locale and thread caps; nothing
   of the trainer's environment, so no token or key leaks).
@@ -36,6 +36,7 @@ an interpreter start, ~15-25 ms).
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import marshal
 import os
@@ -55,6 +56,9 @@ logger = logging.getLogger(__name__)
 
 IsolationLevel = Literal["namespaces", "userns", "rlimits"]
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_runner.py")
+_BOOT = (f"import sys; sys.path.insert(0, {os.path.dirname(RUNNER)!r}); import _sandbox_runner as r; "
+         "del sys.path[0]; r.entry()")
+"""``-c`` program of the child: import the runner (cached bytecode) rather than compile it as a script."""
 WORKDIR = "/workdir"
 """Working directory (and HOME) of the code inside the namespace levels' new root."""
 
@@ -228,6 +232,11 @@ def uid_pool(config: SandboxConfig) -> UidPool:
         return _POOLS[key]
 
 
+@functools.lru_cache(maxsize=64)
+def _visible_paths_cached(config: SandboxConfig) -> tuple[str, ...]:
+    return tuple(visible_paths(config))
+
+
 def visible_paths(config: SandboxConfig) -> list[str]:
     """Host paths shown read-only in the new root: system directories and the interpreter's installation.
 
@@ -342,11 +351,16 @@ def run_sandboxed(code: str, config: SandboxConfig, level: IsolationLevel) -> Sa
     if uid is None:
         return _failed("every sandbox uid is in use (too many concurrent calls)", level, start)
     workdir = tempfile.mkdtemp(prefix="appo-sbx-")
+    run = None
     try:
-        return _run(code, config, level, uid, workdir, start)
+        run = _run(code, config, level, uid, workdir, start)
+        return run
     finally:
-        if root and level in ("namespaces", "rlimits"):
-            _kill_uid(uid)  # no-op after a normal namespace run: the kernel already killed the rest
+        # After a namespace run that ended normally the kernel has killed everything left in it; after a
+        # timeout, a flood, a failure, or at the rlimits level, make sure no process of the uid survives.
+        clean = run is not None and level == "namespaces" and not (run.timed_out or run.flooded or run.setup_error)
+        if root and level in ("namespaces", "rlimits") and not clean:
+            _kill_uid(uid)
         _rmtree(workdir)
         pool.release(uid)
 
@@ -366,7 +380,7 @@ def _run(code: str, config: SandboxConfig, level: str, uid: int, workdir: str, s
     job = {
         "mode": level, "code": code, "uid": uid, "gid": uid, "limits": lim, "nice": config.nice,
         "mount_point": workdir, "workdir": WORKDIR, "workdir_host": workdir, "disk_bytes": config.disk_mb << 20,
-        "ro_paths": visible_paths(config), "site_dirs": site_dirs(config), "preimports": list(config.preimports),
+        "ro_paths": list(_visible_paths_cached(config)), "site_dirs": site_dirs(config), "preimports": list(config.preimports),
     }
     job_path = os.path.join(workdir, ".job")
     fd = os.open(job_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -375,7 +389,7 @@ def _run(code: str, config: SandboxConfig, level: str, uid: int, workdir: str, s
     status_r, status_w = os.pipe()
     try:
         proc = subprocess.Popen(
-            [config.python, "-I", "-S", "-u", RUNNER, job_path, str(status_w)],
+            [config.python, "-I", "-S", "-u", "-c", _BOOT, job_path, str(status_w)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir,
             env=base_env(config, level, workdir), pass_fds=(status_w,), start_new_session=True, close_fds=True,
         )
