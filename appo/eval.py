@@ -1,0 +1,141 @@
+"""Evaluation: run the agent with its tools over examples and score the answers.
+
+:func:`evaluate` is the Python call behind ``appo eval`` and the trainer's periodic validation: it
+rolls out ``n`` independent samples per example (greedy by default) through the same agent loop the
+trainer uses, scores them with the reward function, and reports per-benchmark means of the reward's
+metrics (``acc``; ``em`` and ``f1`` on QA), tool calls per question and the truncation rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from appo.agent import LoopLimits, RolloutContext, StrategyConfig, prompt_specs, run_strategy
+from appo.data.records import Example
+from appo.engine.base import SamplingParams
+from appo.rewards.base import RewardFn
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    """One scored sample."""
+
+    id: str
+    """Example id."""
+    source: str
+    """Benchmark / data source name."""
+    score: float
+    """Reward."""
+    metrics: dict
+    """Reward metrics (acc, em, f1, format_ok, ...)."""
+    tool_calls: int
+    """Tool calls the model made."""
+    stop_reason: str
+    """Why the rollout ended."""
+    response: str
+    """Decoded response (model text and tool results)."""
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Per-source summaries and every scored row."""
+
+    summary: dict[str, dict[str, float]]
+    """source -> {n, score, acc, em, f1, tool_calls, truncation_rate, ...}; ``all`` pools every row."""
+    rows: list[EvalRow] = field(default_factory=list)
+    """Every sample, in example order."""
+
+    def to_json(self, path: str | Path) -> Path:
+        """Write the summary and rows as JSON; returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"summary": self.summary, "rows": [asdict(r) for r in self.rows]}
+        path.write_text(json.dumps(payload, indent=1, ensure_ascii=False))
+        return path
+
+
+def summarize(rows: Sequence[EvalRow]) -> dict[str, dict[str, float]]:
+    """Means per source (and ``all``): score, every reward metric a row defines, tool calls, truncations."""
+    by_source: dict[str, list[EvalRow]] = defaultdict(list)
+    for r in rows:
+        by_source[r.source].append(r)
+        by_source["all"].append(r)
+    out = {}
+    for source, rs in by_source.items():
+        sums: dict[str, list[float]] = defaultdict(list)
+        for r in rs:
+            for k, v in r.metrics.items():
+                sums[k].append(float(v))
+        out[source] = {
+            "n": float(len(rs)),
+            "score": sum(r.score for r in rs) / len(rs),
+            **{k: sum(v) / len(v) for k, v in sorted(sums.items())},
+            "tool_calls": sum(r.tool_calls for r in rs) / len(rs),
+            "truncation_rate": sum(r.stop_reason == "max_length" for r in rs) / len(rs),
+        }
+    return out
+
+
+def evaluate(
+    engine,
+    tokenizer,
+    examples: Sequence[Example],
+    *,
+    reward_fn: RewardFn,
+    tools: Sequence,
+    protocol: str = "tags",
+    params: SamplingParams = SamplingParams(temperature=0.0, max_new_tokens=512),
+    limits: LoopLimits = LoopLimits(),
+    n: int = 1,
+    batch_size: int = 32,
+    seed: int = 0,
+    system_prompt: str | None = None,
+    on_batch: Callable[[int, int, dict], None] | None = None,
+) -> EvalResult:
+    """Roll out ``n`` samples per example with ``tools`` and score them with ``reward_fn``.
+
+    Examples go through the engine ``batch_size`` prompts at a time (one ``independent`` strategy
+    call each, seeded ``seed + batch index``). ``on_batch(done, total, running_summary)`` is called
+    after each batch (progress displays). Greedy decoding (temperature 0) makes ``n > 1`` pointless;
+    pass a temperature for pass@k-style sampling. Leaves out: pass@k estimators, per-token dumps.
+    """
+    if not examples:
+        raise ValueError("evaluate() got no examples; check the benchmark names / --limit")
+    rows: list[EvalRow] = []
+    for start in range(0, len(examples), batch_size):
+        chunk = list(examples[start : start + batch_size])
+        ctx = RolloutContext.create(engine, tokenizer, protocol, tools, params, limits,
+                                    seed=seed + start // batch_size, key_prefix=f"eval{start}/")
+        prompts = prompt_specs(ctx, chunk, range(start, start + len(chunk)), system_prompt=system_prompt)
+        out = run_strategy("independent", ctx, prompts, StrategyConfig(n_total=n, n_initial=n))
+        rollouts = out.rows
+        scored = reward_fn([chunk[r.group] for r in rollouts], [r.response_text for r in rollouts])
+        for r, s in zip(rollouts, scored):
+            ex = chunk[r.group]
+            rows.append(EvalRow(id=ex.id, source=ex.data_source, score=float(s.score), metrics=dict(s.metrics),
+                                tool_calls=r.num_tool_calls, stop_reason=r.stop_reason, response=r.response_text))
+        if on_batch is not None:
+            on_batch(min(start + batch_size, len(examples)), len(examples), summarize(rows)["all"])
+    return EvalResult(summary=summarize(rows), rows=rows)
+
+
+def format_table(summary: dict[str, dict[str, float]]) -> str:
+    """A plain-text table of a summary: one line per source, ``all`` last."""
+    cols = ["n", "acc", "em", "f1", "score", "tool_calls", "truncation_rate"]
+    names = sorted(k for k in summary if k != "all") + (["all"] if "all" in summary else [])
+    width = max([len(n) for n in names] + [9])
+    lines = [f"{'benchmark':<{width}} " + " ".join(f"{c:>15}" for c in cols)]
+    for name in names:
+        s = summary[name]
+        cells = []
+        for c in cols:
+            v = s.get(c)
+            cells.append(f"{'-':>15}" if v is None or (isinstance(v, float) and math.isnan(v))
+                         else f"{int(v):>15d}" if c == "n" else f"{v:>15.3f}")
+        lines.append(f"{name:<{width}} " + " ".join(cells))
+    return "\n".join(lines)
