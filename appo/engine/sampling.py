@@ -1,0 +1,101 @@
+"""Next-token sampling with exact log-probs and entropy, and incremental stop-string detection.
+
+``sample_next`` implements, per row with logits ``z`` and temperature ``T > 0``:
+
+- base policy ``pi = softmax(z / T)``; reported ``logp = log pi(a)`` and ``H = -sum_v pi_v log pi_v``
+  (exact, over the whole vocabulary, *before* any truncation, as ``appo.engine.base`` specifies);
+- the sampling distribution is ``pi`` restricted to the top-k tokens and then to the smallest set of
+  most likely tokens whose mass reaches ``top_p`` (nucleus), renormalised;
+- a draw uses the exponential race ``argmax_v q_v / E_v`` with ``E_v ~ Exp(1)`` from the call's
+  generator (equivalent to a categorical draw, and free of host syncs on GPUs).
+
+``T == 0`` is greedy: ``a = argmax z``, and ``logp``/``H`` are reported under ``softmax(z)`` (temperature
+1), the model's own distribution, because ``softmax(z / 0)`` is degenerate.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+def sample_next(
+    logits_BV: torch.Tensor,
+    temperature: float,
+    top_p: float = 1.0,
+    top_k: int = 0,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sample one token per row; returns ``(tokens_B, logp_B, entropy_B)`` (float32 for the last two)."""
+    logits_BV = logits_BV.float()
+    greedy = temperature <= 0.0
+    scaled_BV = logits_BV if greedy else logits_BV / temperature
+    logp_BV = torch.log_softmax(scaled_BV, dim=-1)
+    probs_BV = logp_BV.exp()
+    entropy_B = torch.special.entr(probs_BV).sum(-1)
+    if greedy:
+        tokens_B = logits_BV.argmax(-1)
+    else:
+        q_BV = probs_BV
+        if top_k > 0 or top_p < 1.0:
+            q_BV = probs_BV.masked_fill(~support_mask(logp_BV, top_p, top_k), 0.0)
+        noise_BV = torch.empty_like(q_BV).exponential_(1.0, generator=generator)
+        tokens_B = (q_BV / noise_BV).argmax(-1)
+    logp_B = logp_BV.gather(-1, tokens_B[:, None]).squeeze(-1)
+    return tokens_B, logp_B, entropy_B
+
+
+def support_mask(logp_BV: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
+    """Boolean ``[B, V]`` mask of the tokens that top-k then top-p (nucleus) keep; the top token is always kept.
+
+    Top-p keeps token ``v`` when the probability mass of the tokens ranked strictly above it (within the
+    top-k set, renormalised) is below ``top_p``. Ties at the k-th value are all kept.
+    """
+    keep_BV = torch.ones_like(logp_BV, dtype=torch.bool)
+    if top_k > 0 and top_k < logp_BV.shape[-1]:
+        kth_B1 = torch.topk(logp_BV, top_k, dim=-1).values[:, -1:]
+        keep_BV = logp_BV >= kth_B1
+    if top_p < 1.0:
+        masked_BV = logp_BV.masked_fill(~keep_BV, float("-inf"))
+        sorted_BV, order_BV = torch.sort(masked_BV, dim=-1, descending=True)
+        probs_BV = torch.softmax(sorted_BV, dim=-1)
+        mass_before_BV = probs_BV.cumsum(-1) - probs_BV
+        keep_sorted_BV = mass_before_BV < top_p
+        keep_sorted_BV[:, 0] = True
+        keep_BV = torch.zeros_like(keep_BV).scatter_(-1, order_BV, keep_sorted_BV) & keep_BV
+    return keep_BV
+
+
+class StopStrings:
+    """Detects stop strings on the decoded tail of each row's generated tokens, one step at a time.
+
+    Each step decodes only the last ``window`` generated tokens of the rows it is asked about (one batched
+    tokenizer call), where ``window = longest stop string in characters + 2``: every token decodes to at
+    least one character, so a stop string completed by the newest token lies inside the window, and the
+    extra tokens absorb a partial character or a dropped leading space at the window's start. A stop string
+    found there was completed by the newest token (it would have stopped the row earlier otherwise).
+    Not detected: a stop string that starts inside the prefix (only generated text is searched).
+    """
+
+    def __init__(self, tokenizer, stops: Sequence[str]):
+        stops = tuple(s for s in stops if s)
+        if stops and tokenizer is None:
+            raise ValueError("stop strings need a tokenizer: pass tokenizer=... to the engine")
+        self.tokenizer = tokenizer
+        self.stops = stops
+        self.window = (max(len(s) for s in stops) + 2) if stops else 0
+
+    def __bool__(self) -> bool:
+        return bool(self.stops)
+
+    def check(self, tails: Sequence[Sequence[int]]) -> list[str | None]:
+        """For each row's generated ids, the stop string the newest token completed (first listed wins), or None."""
+        if not self.stops or not tails:
+            return [None] * len(tails)
+        texts = self.tokenizer.batch_decode(
+            [list(t[-self.window :]) for t in tails],
+            skip_special_tokens=False,
+            clean_up_tokenization_spaces=False,
+        )
+        return [next((s for s in self.stops if s in text), None) for text in texts]

@@ -1,0 +1,40 @@
+"""score_sequences: teacher-forced log-probs and entropies equal per-sequence full forwards."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from appo.engine.scoring import score_sequences
+from engine_helpers import teacher_forced
+
+
+def test_scores_match_single_sequence_forwards_for_ragged_batches(sharp_model, tiny_tokenizer):
+    texts = ["What is 12 * 34 + 5? <think>I need to compute this.</think>", "hi there", "<python>print(1)</python>",
+             "Who wrote the book? <search>author</search>\n<result>\nAlice\n</result>"]
+    seqs = [tiny_tokenizer(t)["input_ids"] for t in texts]
+    starts = [5, 1, len(seqs[2]) - 1, 12]
+    for T in (1.0, 0.6, 0.0):
+        got = score_sequences(sharp_model, seqs, starts, temperature=T, batch_size=3)
+        for s, r, (lp, ent) in zip(seqs, starts, got):
+            ref_lp, ref_ent, _ = teacher_forced(sharp_model, s[:r], s[r:], temperature=T)
+            assert lp.shape == (len(s) - r,) and lp.dtype == torch.float32
+            assert torch.allclose(lp, ref_lp, atol=1e-5) and torch.allclose(ent, ref_ent, atol=1e-5)
+
+
+def test_eager_model_and_empty_response(tiny_model_dir, tiny_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="eager").eval()
+    seqs = [[5, 6, 7, 8, 9], [10, 11, 12]]
+    (lp0, e0), (lp1, e1) = score_sequences(model, seqs, [2, 3], batch_size=2)
+    ref_lp, ref_ent, _ = teacher_forced(model, seqs[0][:2], seqs[0][2:])
+    assert torch.allclose(lp0, ref_lp, atol=1e-5) and torch.allclose(e0, ref_ent, atol=1e-5)
+    assert lp1.numel() == 0 and e1.numel() == 0
+
+
+def test_bad_starts_are_named(sharp_model):
+    with pytest.raises(ValueError, match="response_starts\\[0\\]"):
+        score_sequences(sharp_model, [[1, 2, 3]], [0])
+    with pytest.raises(ValueError, match="differ in length"):
+        score_sequences(sharp_model, [[1, 2, 3]], [1, 2])
