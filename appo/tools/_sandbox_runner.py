@@ -264,17 +264,64 @@ def _run_code(job: dict) -> int:
     return status
 
 
-def _wait_main(pid: int) -> dict:
-    """As the namespace's init: reap every child until ``pid`` ends; return how it ended."""
+def _resident_bytes(page: int) -> int:
+    """Sum of the resident set sizes of every process this PID namespace's /proc shows."""
+    total = 0
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/statm", "rb") as f:
+                    total += int(f.read().split()[1]) * page
+            except (OSError, ValueError, IndexError):
+                pass
+    return total
+
+
+def _wait_main(pid: int, budget: int, tick: float) -> dict:
+    """As the namespace's init: reap every child until ``pid`` ends; return how it ended.
+
+    Every ``tick`` seconds it also sums the resident memory of all processes in the namespace; past
+    ``budget`` bytes (0: no check) it kills them all (``kill(-1)`` from the init reaches exactly the
+    namespace) and reports ``memory_exceeded``. This bounds what ``RLIMIT_AS``, being per process,
+    cannot: many processes each under the limit. Counting RSS counts pages shared after a fork once
+    per process, so the bound errs on the safe side.
+    """
+    import select
+
+    status = {"exit": None, "signal": None}
+    try:
+        waiter = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # kernel < 5.3: poll instead
+        waiter = None
+    check = budget > 0 and os.path.isdir("/proc/self")
+    page = os.sysconf("SC_PAGE_SIZE")
     while True:
-        try:
-            got, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            return {"exit": None, "signal": None}
-        if got == pid:
-            if os.WIFSIGNALED(status):
-                return {"exit": None, "signal": os.WTERMSIG(status)}
-            return {"exit": os.WEXITSTATUS(status), "signal": None}
+        if waiter is not None:
+            select.select([waiter], [], [], tick)
+        else:
+            select.select([], [], [], tick / 5)
+        while True:
+            try:
+                got, wstatus = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return status
+            if got == 0:
+                break
+            if got == pid:
+                if os.WIFSIGNALED(wstatus):
+                    status["signal"] = os.WTERMSIG(wstatus)
+                else:
+                    status["exit"] = os.WEXITSTATUS(wstatus)
+                return status
+        if check:
+            used = _resident_bytes(page)
+            if used > budget:
+                status["memory_exceeded"] = used
+                try:
+                    os.kill(-1, 9)
+                except OSError:
+                    pass
+                check = False
 
 
 def _init_main(job: dict, report_w: int, life_r: int, warnings: list) -> None:
@@ -302,7 +349,7 @@ def _init_main(job: dict, report_w: int, life_r: int, warnings: list) -> None:
         os.close(report_w)
         os.close(life_r)
         os._exit(_run_code(job))
-    status = _wait_main(pid)
+    status = _wait_main(pid, job["limits"].get("total_memory_bytes", 0), job["limits"].get("memory_tick_s", 0.05))
     out = b"".join(_line("warning", w) for w in warnings)
     out += b"".join(_line(k, str(v)) for k, v in status.items() if v is not None)
     os.write(report_w, out)
@@ -322,7 +369,7 @@ def _parse_lines(raw: bytes) -> dict:
         value = value.replace("\\n", "\n").replace("\\\\", "\\")
         if key == "warning":
             report["warnings"].append(value)
-        elif key in ("exit", "signal"):
+        elif key in ("exit", "signal", "memory_exceeded"):
             try:
                 report[key] = int(value)
             except ValueError:

@@ -105,7 +105,10 @@ def format_run(run: SandboxRun, config: SandboxConfig) -> ToolResult:
     parts = [p.rstrip("\n") for p in (run.stdout, run.stderr) if p.strip()]
     body = "\n".join(parts)
     error, note = None, None
-    if run.timed_out:
+    if run.memory_exceeded is not None:
+        error, note = "memory", (f"Error: the code's processes used {run.memory_exceeded >> 20} MiB of memory together "
+                                 f"(the limit is {config.total_memory_mb} MiB) and were stopped.")
+    elif run.timed_out:
         error, note = "timeout", f"Error: TimeoutError: the code ran longer than {config.timeout_s:g} s and was stopped."
     elif run.flooded:
         error, note = "output_limit", (

@@ -28,9 +28,13 @@ Isolation levels, best first (``auto`` picks the first whose probe run succeeds)
   isolation and no filesystem isolation**, and when not root the code can signal the trainer. Refused
   unless :attr:`SandboxConfig.allow_unisolated` is set; a warning is logged when used.
 
-Left out: seccomp syscall filtering; cgroups (an aggregate memory/pids cap for a whole call; today the
-bound is ``processes x memory_mb`` per call); a fork server with pre-imported modules (each call pays
-an interpreter start, ~15-25 ms).
+Memory: ``RLIMIT_AS`` bounds each process; the namespace's init sums the resident memory of all the
+call's processes every 50 ms and kills them all past ``total_memory_mb`` (namespace levels only; the
+``rlimits`` level has only the per-process bound, so ``processes x memory_mb`` in the worst case).
+
+Left out: seccomp syscall filtering; cgroups (an exact aggregate memory/pids cap, but creating cgroups
+means writing into the machine's cgroup tree, which the trainer may not own); a fork server with
+pre-imported modules (each call pays an interpreter start, ~15-25 ms of CPU).
 """
 
 from __future__ import annotations
@@ -77,6 +81,10 @@ class SandboxConfig:
     """Largest file the code may write (``RLIMIT_FSIZE``), MiB."""
     disk_mb: int = 64
     """Size of the tmpfs holding the working directory and /tmp (namespace levels), MiB: the quota."""
+    total_memory_mb: int = 2048
+    """Resident memory of all the call's processes together, MiB, checked every 50 ms by the namespace's
+    init (namespace levels); past it the whole call is killed. Bounds a fork bomb of processes that each
+    stay under ``memory_mb``."""
     processes: int = 32
     """Processes and threads the call may hold at once (``RLIMIT_NPROC`` on its own uid)."""
     open_files: int = 256
@@ -107,7 +115,7 @@ class SandboxConfig:
     """Niceness added to the code's processes, so a busy sandbox yields the CPU to the trainer."""
 
     def __post_init__(self) -> None:
-        for name in ("timeout_s", "memory_mb", "file_mb", "disk_mb", "processes", "open_files",
+        for name in ("timeout_s", "memory_mb", "total_memory_mb", "file_mb", "disk_mb", "processes", "open_files",
                      "max_output_chars", "max_drain_bytes", "uid_count"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"SandboxConfig.{name} must be positive, got {getattr(self, name)!r}")
@@ -146,6 +154,8 @@ class SandboxRun:
     """Bytes the code wrote to stdout (all of them, including those dropped)."""
     stderr_bytes: int = 0
     """Bytes the code wrote to stderr."""
+    memory_exceeded: int | None = None
+    """Resident bytes of the call's processes when the total-memory watchdog killed them; None if it did not."""
     warnings: tuple[str, ...] = ()
     """Non-fatal set-up notes (e.g. no /proc inside)."""
 
@@ -376,6 +386,8 @@ def _run(code: str, config: SandboxConfig, level: str, uid: int, workdir: str, s
         "open_files": config.open_files,
         "processes": config.processes + 1,  # + the namespace's init
         "cpu_seconds": config.cpu_limit,
+        "total_memory_bytes": config.total_memory_mb << 20,
+        "memory_tick_s": 0.05,
     }
     job = {
         "mode": level, "code": code, "uid": uid, "gid": uid, "limits": lim, "nice": config.nice,
@@ -464,6 +476,7 @@ def _run(code: str, config: SandboxConfig, level: str, uid: int, workdir: str, s
         isolation=level, wall_s=time.monotonic() - start,
         stdout_bytes=out.total, stderr_bytes=err.total,
         warnings=tuple(str(w) for w in report.get("warnings", ()) if isinstance(w, str)),
+        memory_exceeded=None if timed_out or flooded else report.get("memory_exceeded"),
     )
 
 
@@ -488,7 +501,7 @@ def _parse_status(raw: bytes) -> dict:
         return {}
     if not isinstance(report, dict):
         return {}
-    for key in ("exit", "signal"):
+    for key in ("exit", "signal", "memory_exceeded"):
         if not isinstance(report.get(key), int) or isinstance(report.get(key), bool):
             report[key] = None
     return report

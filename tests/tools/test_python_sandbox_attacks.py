@@ -37,7 +37,7 @@ MARK = "7391.25"  # an unusual `sleep` duration that marks processes the attacks
 
 
 def make_tool(**kw) -> PythonTool:
-    base = dict(timeout_s=3, memory_mb=256, processes=16, disk_mb=8, file_mb=2, uid_base=UID_BASE,
+    base = dict(timeout_s=3, memory_mb=256, total_memory_mb=512, processes=16, disk_mb=8, file_mb=2, uid_base=UID_BASE,
                 uid_count=UID_COUNT, max_output_chars=2000, max_workers=12)
     base.update(kw)
     workers = base.pop("max_workers")
@@ -381,6 +381,10 @@ def slow_scene():
         "fork_bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
         "memory_bomb": "x = bytearray(2 * 1024 ** 3)",
         "memory_creep": "a = []\nwhile True:\n    a.append(bytearray(16 << 20))",
+        "fork_memory_bomb": (  # each process stays under the per-process limit; together they do not
+            "import os, time\nfor i in range(12):\n    if os.fork() == 0:\n"
+            "        held = b'\\x01' * (150 << 20)\n        time.sleep(60)\n        os._exit(0)\ntime.sleep(60)"
+        ),
         "flood": "while True:\n    print('y' * 65536)",
         "one_huge_line": "import sys\nsys.stdout.write('z' * (64 << 20))",
         "detached_then_hang": (
@@ -449,6 +453,8 @@ def test_memory_bombs_hit_the_limit(slow_scene):
     assert bomb.error == "memory" and "MemoryError" in bomb.text, bomb
     assert creep.error in ("memory", "timeout"), creep
     assert slow_scene["rss_growth_kb"] < 100_000
+    forked = slow_scene["results"]["fork_memory_bomb"]
+    assert forked.error == "memory" and "together (the limit is 512 MiB)" in forked.text, forked
 
 
 def test_output_floods_are_truncated_and_bounded(slow_scene):
