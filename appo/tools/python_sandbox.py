@@ -3,7 +3,13 @@
 Each call runs in its own process, isolated as described in :mod:`appo.tools.sandbox_process` (new
 PID/network/mount namespaces, a read-only minimal root with a size-limited tmpfs as working directory,
 a per-call unprivileged uid, resource limits, a scrubbed environment, a wall-clock timeout that kills
-everything the call started). As in a notebook cell, the value of a final bare expression is printed
+everything the call started).
+
+Why a per-call uid rather than ``nobody``: the kernel does not enforce ``RLIMIT_NPROC`` for root, and
+counts it per uid across the whole machine, so a shared ``nobody`` would let one call's fork bomb
+starve the others (and be limited by unrelated ``nobody`` processes). Each concurrent call leases its
+own uid from a pool (``uid_base`` .. ``uid_base + uid_count - 1``, no passwd entry needed), which also
+makes "no process of this uid is left" a precise clean-up check. As in a notebook cell, the value of a final bare expression is printed
 (its ``repr``, unless it is None).
 
 What the agent sees (``ToolResult.text``): the code's stdout, then its stderr (tracebacks show only the

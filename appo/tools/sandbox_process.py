@@ -363,7 +363,8 @@ def run_sandboxed(code: str, config: SandboxConfig, level: IsolationLevel) -> Sa
     workdir = tempfile.mkdtemp(prefix="appo-sbx-")
     run = None
     try:
-        run = _run(code, config, level, uid, workdir, start)
+        # The time limit counts from here: waiting for a free uid does not eat into it.
+        run = _run(code, config, level, uid, workdir, time.monotonic())
         return run
     finally:
         # After a namespace run that ended normally the kernel has killed everything left in it; after a

@@ -368,6 +368,11 @@ def test_quick_attacks_ran_concurrently_and_parent_memory_stayed_small(scene):
     assert scene["rss_growth_kb"] < 100_000
 
 
+def test_sandbox_mounts_do_not_leak_to_the_host(scene):
+    with open("/proc/self/mounts") as f:
+        assert "appo-sbx-" not in f.read()
+
+
 # ---- attacks that need the whole time budget: run together in one batch ----------------------------
 
 
