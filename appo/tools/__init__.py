@@ -3,7 +3,7 @@
 Names are imported lazily, so ``import appo.tools.base`` (what the agent loop needs) does not pull in
 transformers or bm25s.
 
-- :class:`~appo.tools.python_sandbox.PythonTool`, :class:`~appo.tools.sandbox_process.SandboxConfig`
+- :class:`~appo.tools.python_sandbox.PythonTool`, :class:`~appo.tools.sandbox_config.SandboxConfig`
 - :class:`~appo.tools.search.SearchTool` with :class:`~appo.tools.search_bm25.BM25Backend`,
   :class:`~appo.tools.search_http.HTTPRetrieverBackend`, :class:`~appo.tools.search_cache.CachedSearchBackend`
 - :class:`~appo.tools.functions.FunctionTool` and the :func:`~appo.tools.functions.tool` decorator
@@ -17,7 +17,7 @@ import importlib
 _EXPORTS = {
     "Tool": "appo.tools.base",
     "PythonTool": "appo.tools.python_sandbox",
-    "SandboxConfig": "appo.tools.sandbox_process",
+    "SandboxConfig": "appo.tools.sandbox_config",
     "SearchTool": "appo.tools.search",
     "SearchBackend": "appo.tools.search",
     "SearchBackendError": "appo.tools.search",

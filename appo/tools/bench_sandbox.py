@@ -18,7 +18,8 @@ import sys
 import time
 
 from appo.tools.python_sandbox import PythonTool
-from appo.tools.sandbox_process import SandboxConfig, detect_isolation, run_sandboxed
+from appo.tools.sandbox_config import SandboxConfig
+from appo.tools.sandbox_process import detect_isolation, run_sandboxed
 
 
 def _stats(measured: tuple[list[float], float]) -> dict:

@@ -30,12 +30,8 @@ import dataclasses
 import signal as _signal
 
 from appo.tools.base import Tool
-from appo.tools.sandbox_process import (
-    SandboxConfig,
-    SandboxRun,
-    detect_isolation,
-    run_sandboxed,
-)
+from appo.tools.sandbox_config import SandboxConfig, SandboxRun
+from appo.tools.sandbox_process import detect_isolation, run_sandboxed
 from appo.types import ToolResult
 
 __all__ = ["PythonTool", "SandboxConfig", "format_run"]

@@ -58,7 +58,8 @@ def _split(options: dict, allowed: set[str], what: str) -> None:
 
 @register_tool_builder("python")
 def _build_python(**options) -> Tool:
-    from appo.tools.python_sandbox import PythonTool, SandboxConfig
+    from appo.tools.python_sandbox import PythonTool
+    from appo.tools.sandbox_config import SandboxConfig
 
     fields = {f.name for f in dataclasses.fields(SandboxConfig)}
     _split(options, fields | {"max_workers"}, "the python tool")

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appo.tools.python_sandbox import PythonTool
-from appo.tools.sandbox_process import CappedBuffer, SandboxConfig
+from appo.tools.sandbox_config import CappedBuffer, SandboxConfig
 from appo.types import ToolResult
 
 from tools_helpers import needs_isolation

@@ -26,7 +26,7 @@ from tools_helpers import (
 )
 
 from appo.tools.python_sandbox import PythonTool
-from appo.tools.sandbox_process import SandboxConfig
+from appo.tools.sandbox_config import SandboxConfig
 
 pytestmark = needs_isolation
 

@@ -13,7 +13,8 @@ import pytest
 
 from appo.tools import sandbox_process
 from appo.tools.python_sandbox import PythonTool
-from appo.tools.sandbox_process import SandboxConfig, detect_isolation
+from appo.tools.sandbox_config import SandboxConfig
+from appo.tools.sandbox_process import detect_isolation
 
 
 def _failing_probe(config, level):

@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from appo.tools.sandbox_process import SandboxConfig, detect_isolation
+from appo.tools.sandbox_config import SandboxConfig
+from appo.tools.sandbox_process import detect_isolation
 
 ISOLATED = detect_isolation(SandboxConfig())[0] in ("namespaces", "userns")
 needs_isolation = pytest.mark.skipif(
