@@ -40,6 +40,7 @@ pre-imported modules (each call pays an interpreter start, ~15-25 ms of CPU).
 from __future__ import annotations
 
 import ast
+import fcntl
 import functools
 import logging
 import marshal
@@ -70,23 +71,64 @@ RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_runn
 _BOOT = (f"import sys; sys.path.insert(0, {os.path.dirname(RUNNER)!r}); import _sandbox_runner as r; "
          "del sys.path[0]; r.entry()")
 """``-c`` program of the child: import the runner (cached bytecode) rather than compile it as a script."""
-class UidPool:
-    """Leases distinct uids so concurrent calls never share one (``RLIMIT_NPROC`` counts per uid)."""
+LOCK_DIR = os.path.join(tempfile.gettempdir(), ".appo-sandbox-uids")
+"""Where uid leases are locked (``flock``), so that trainer processes on one machine never share a uid."""
 
-    def __init__(self, base: int, count: int) -> None:
+
+class UidPool:
+    """Leases distinct uids so concurrent calls never share one (``RLIMIT_NPROC`` counts per uid).
+
+    Within a process a free list hands uids out; across processes (several trainers or rollout workers
+    on one machine) each lease also holds an exclusive ``flock`` on ``LOCK_DIR/<uid>``, which the kernel
+    drops if the process dies, so no lease outlives its holder. Locking needs root (the lock directory
+    is root's, mode 0700); unprivileged callers never switch uid, and lease without it.
+    """
+
+    def __init__(self, base: int, count: int, lock_dir: str | None = None) -> None:
         self._free = list(range(base + count - 1, base - 1, -1))
         self._cond = threading.Condition()
+        self._locks: dict[int, int] = {}
+        self._lock_dir = lock_dir if lock_dir is not None else (LOCK_DIR if os.geteuid() == 0 else "")
+        if self._lock_dir:
+            os.makedirs(self._lock_dir, mode=0o700, exist_ok=True)
+            st = os.stat(self._lock_dir)
+            if st.st_uid != os.geteuid() or st.st_mode & 0o077:
+                raise PermissionError(f"{self._lock_dir} must be a directory owned by uid {os.geteuid()} with "
+                                      "mode 0700 (it holds the sandbox uid locks); remove it and retry")
+
+    def _try_lock(self, uid: int) -> bool:
+        if not self._lock_dir:
+            return True
+        fd = os.open(os.path.join(self._lock_dir, str(uid)), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._locks[uid] = fd
+        return True
 
     def lease(self, timeout: float) -> int | None:
         """A free uid, waiting up to ``timeout`` seconds; None when none freed up in time."""
+        deadline = time.monotonic() + timeout
         with self._cond:
-            if not self._cond.wait_for(lambda: self._free, timeout=timeout):
-                return None
-            return self._free.pop()
+            while True:
+                for uid in reversed(self._free):
+                    if self._try_lock(uid):
+                        self._free.remove(uid)
+                        return uid
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                # Woken by a local release, or re-try the locks other processes may have dropped.
+                self._cond.wait(timeout=min(left, 0.05))
 
     def release(self, uid: int) -> None:
         """Give a uid back once no process of it is left."""
         with self._cond:
+            fd = self._locks.pop(uid, None)
+            if fd is not None:
+                os.close(fd)  # drops the flock
             self._free.append(uid)
             self._cond.notify()
 

@@ -93,3 +93,29 @@ def test_real_machine_without_namespaces_is_detected():
     )
     assert "LEVEL None" in out.stdout, out.stdout + out.stderr
     assert "RESULT False sandbox" in out.stdout
+
+
+def test_uid_leases_are_exclusive_across_processes(tmp_path):
+    """Two trainer processes on one machine must never run calls under the same uid."""
+    lock_dir = tmp_path / "locks"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from appo.tools.sandbox_process import UidPool
+            pool = UidPool(5000, 3, lock_dir={str(lock_dir)!r})
+            print(pool.lease(1), pool.lease(1), flush=True)
+            time.sleep(30)
+        """)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        held = {int(x) for x in holder.stdout.readline().split()}
+        assert held == {5000, 5001}
+        lock_dir.chmod(0o700)
+        pool = sandbox_process.UidPool(5000, 3, lock_dir=str(lock_dir))
+        assert pool.lease(0.2) == 5002
+        assert pool.lease(0.2) is None  # the other two are held by the other process
+    finally:
+        holder.kill()
+        holder.wait()
+    assert pool.lease(1.0) in (5000, 5001)  # its locks died with it
