@@ -27,6 +27,7 @@ with resource limits only: no network or filesystem isolation).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import signal as _signal
 
 from appo.tools.base import Tool
@@ -35,6 +36,9 @@ from appo.tools.sandbox_process import detect_isolation, run_sandboxed
 from appo.types import ToolResult
 
 __all__ = ["PythonTool", "SandboxConfig", "format_run"]
+
+logger = logging.getLogger(__name__)
+_WARNED: set[str] = set()
 
 MAX_CODE_CHARS = 100_000
 """Longest program accepted; longer ones are refused as bad arguments."""
@@ -97,6 +101,10 @@ class PythonTool(Tool):
             run = run_sandboxed(code, self.config, level)
         except Exception as exc:  # noqa: BLE001 - e.g. no free file descriptors in the trainer
             return ToolResult(f"Error: the Python sandbox failed: {type(exc).__name__}: {exc}", False, "sandbox")
+        for note in run.warnings:  # set-up notes (no /proc inside, code running as root): once each
+            if note not in _WARNED:
+                _WARNED.add(note)
+                logger.warning("python sandbox (%s): %s", run.isolation, note)
         return format_run(run, self.config)
 
 

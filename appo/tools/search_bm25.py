@@ -91,8 +91,8 @@ class BM25Index:
         (directory / "meta.json").write_text(json.dumps(info, indent=1))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "BM25Index":
-        """Read an index written by :meth:`save`."""
+    def load(cls, directory: str | os.PathLike, mmap: bool = False) -> "BM25Index":
+        """Read an index written by :meth:`save` (``mmap``: map the score matrix instead of reading it)."""
         directory = Path(directory)
         info = json.loads((directory / "meta.json").read_text())
         docs = []
@@ -102,7 +102,7 @@ class BM25Index:
                 docs.append(SearchHit(r["text"], r["title"], None, r["id"]))
         retriever = None
         if docs:
-            retriever = bm25s.BM25.load(str(directory / "bm25s"), show_progress=False)
+            retriever = bm25s.BM25.load(str(directory / "bm25s"), mmap=mmap, show_progress=False)
         p = info["params"]
         return cls(docs, k1=p["k1"], b=p["b"], stemmer=p["stemmer"], _retriever=retriever)
 
@@ -151,41 +151,68 @@ def _corpus_hash(path: Path, params: dict) -> str:
     return h.hexdigest()
 
 
+def _fingerprint(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
 class BM25Backend(SearchBackend):
     """BM25 over a JSONL corpus; the index lives in ``index_dir`` and is rebuilt when the corpus changes.
 
     Staleness is decided by a SHA-256 of the corpus bytes, the BM25 parameters, the index format and the
-    bm25s version, stored in ``meta.json``. A rebuild is written to a temporary sibling directory and
-    moved into place, so a reader never sees half an index.
+    bm25s version, stored in ``meta.json``. The hash is only recomputed when the corpus's size or
+    modification time differ from those recorded (so a large corpus is not re-read at every start, and a
+    file touched but unchanged is not re-indexed). A rebuild is written to a temporary sibling directory
+    and moved into place, so a reader never sees half an index. Documents are kept in memory (a copy
+    sits in ``index_dir/docs.jsonl``): meant for corpora up to about a million passages; serve larger
+    ones (wiki-18) with a retrieval server and :class:`~appo.tools.search_http.HTTPRetrieverBackend`.
     """
 
     def __init__(self, corpus: str | os.PathLike, index_dir: str | os.PathLike | None = None, *,
-                 k1: float = 1.5, b: float = 0.75, stemmer: str | None = None) -> None:
-        """``index_dir`` defaults to ``<corpus>.bm25/`` beside the corpus."""
+                 k1: float = 1.5, b: float = 0.75, stemmer: str | None = None, mmap: bool = False) -> None:
+        """``index_dir`` defaults to ``<corpus>.bm25/`` beside the corpus; ``mmap`` maps the saved matrix."""
         self.corpus = Path(corpus)
         if not self.corpus.is_file():
             raise FileNotFoundError(f"BM25 corpus {self.corpus} does not exist; pass a JSONL file of "
                                     '{"id": ..., "title": ..., "text": ...} lines')
         self.index_dir = Path(index_dir) if index_dir is not None else self.corpus.with_name(self.corpus.name + ".bm25")
         params = {"k1": k1, "b": b, "stemmer": stemmer}
-        self.digest = _corpus_hash(self.corpus, params)
         self.rebuilt = False
         """True when this instance had to (re)build the index rather than load it."""
-        self.index = self._load_or_build(params)
+        self.hashed = False
+        """True when this instance read the whole corpus to hash it."""
+        self.index = self._load_or_build(params, mmap)
 
-    def _load_or_build(self, params: dict) -> BM25Index:
-        meta = self.index_dir / "meta.json"
-        if meta.is_file():
+    def _digest(self, params: dict) -> str:
+        self.hashed = True
+        return _corpus_hash(self.corpus, params)
+
+    def _load_or_build(self, params: dict, mmap: bool) -> BM25Index:
+        meta_path = self.index_dir / "meta.json"
+        digest = None
+        if meta_path.is_file():
             try:
-                if json.loads(meta.read_text()).get("corpus_sha256") == self.digest:
-                    return BM25Index.load(self.index_dir)
-            except (OSError, ValueError, KeyError):
+                meta = json.loads(meta_path.read_text())
+                same_file = meta.get("corpus_fingerprint") == _fingerprint(self.corpus)
+                if same_file and meta.get("params") == params and meta.get("format") == INDEX_FORMAT \
+                        and meta.get("bm25s") == bm25s.__version__:
+                    return BM25Index.load(self.index_dir, mmap=mmap)
+                digest = self._digest(params)
+                if meta.get("corpus_sha256") == digest:
+                    index = BM25Index.load(self.index_dir, mmap=mmap)
+                    meta["corpus_fingerprint"] = _fingerprint(self.corpus)  # touched, not changed
+                    meta_path.write_text(json.dumps(meta, indent=1))
+                    return index
+            except (OSError, ValueError, KeyError, TypeError):
                 pass  # unreadable or partial: rebuild
+        digest = digest or self._digest(params)
+        fingerprint = _fingerprint(self.corpus)
         index = BM25Index(load_corpus(self.corpus), **params)
         self.index_dir.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=self.index_dir.name + ".tmp-", dir=self.index_dir.parent))
         try:
-            index.save(tmp, meta={"corpus_sha256": self.digest, "corpus": str(self.corpus)})
+            index.save(tmp, meta={"corpus_sha256": digest, "corpus_fingerprint": fingerprint,
+                                  "corpus": str(self.corpus), "bm25s": bm25s.__version__})
             old = None
             if self.index_dir.exists():
                 old = self.index_dir.with_name(self.index_dir.name + f".old-{os.getpid()}")

@@ -149,11 +149,16 @@ def test_bm25_index_persists_and_rebuilds_when_the_corpus_changes(tmp_path):
     first = BM25Backend(corpus, tmp_path / "idx")
     assert first.rebuilt and (tmp_path / "idx" / "meta.json").is_file()
     second = BM25Backend(corpus, tmp_path / "idx")
-    assert not second.rebuilt
+    assert not second.rebuilt and not second.hashed  # same size and mtime: not even re-read
+    corpus.touch()
+    touched = BM25Backend(corpus, tmp_path / "idx", mmap=True)
+    assert touched.hashed and not touched.rebuilt  # same bytes: hashed, kept
+    assert not BM25Backend(corpus, tmp_path / "idx").hashed  # the new mtime was recorded
     assert [h.doc_id for h in second.search(["capital"], 2)[0]] == [h.doc_id for h in first.search(["capital"], 2)[0]]
     write_corpus(corpus, DOCS + [{"id": "d5", "title": "Rome", "text": "Rome is the capital of Italy."}])
     third = BM25Backend(corpus, tmp_path / "idx")
     assert third.rebuilt
+    assert BM25Backend(corpus, tmp_path / "idx", k1=1.2).rebuilt  # other parameters: another index
     assert third.search(["Italy"], 1)[0][0].doc_id == "d5"
     assert not list(tmp_path.glob("idx.tmp-*")) and not list(tmp_path.glob("idx.old-*"))
 
