@@ -26,7 +26,9 @@ isolation level:
    concurrent call, so ``RLIMIT_NPROC``, which the kernel does not enforce for root and counts per
    uid, is a per-call bound); in a user namespace, all capabilities cleared. ``no_new_privs`` is set
    so no set-uid binary can win them back.
-5. Fork once more: the model's code runs in PID 2; the init only reaps and reports how PID 2 ended.
+5. Fork once more: the model's code runs in PID 2; the init reaps, reports how PID 2 ended, and every
+   50 ms sums the resident memory of the namespace's processes, killing them all past the call's total
+   (a fork bomb of processes that each stay under ``RLIMIT_AS``).
 
 ``rlimits`` (no namespaces; the parent allows it only when told to): resource limits, a dropped uid
 when root, the process group, a scrubbed environment and a temporary directory. No network or
