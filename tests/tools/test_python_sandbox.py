@@ -91,16 +91,18 @@ def _sandbox_dirs() -> set[str]:
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "appo-sbx-*")))
 
 
-def test_temporary_directories_are_removed(py):
+def test_temporary_directories_are_removed(monkeypatch, tmp_path):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # a private temp root: other runs' dirs stay out
     before = _sandbox_dirs()
+    assert before == set()
     tool = PythonTool(timeout_s=1)
     results = tool.call_batch([
         {"code": "open('a.txt', 'w').write('x' * 1000)\nimport os\nos.makedirs('d/e')\nos.chmod('d', 0)"},
         {"code": "import time\nopen('b', 'w').write('y')\ntime.sleep(30)"},  # timed out
         {"code": "raise ValueError('boom')"},
     ])
-    assert [r.error for r in results] == [None, "timeout", "exception"]
-    assert _sandbox_dirs() <= before
+    assert [r.error for r in results] == [None, "timeout", "exception"], results
+    assert _sandbox_dirs() == set()
 
 
 def test_each_call_starts_fresh(py):
