@@ -46,7 +46,8 @@ class _Layer:
     bk: torch.Tensor | None
     wv: torch.Tensor
     bv: torch.Tensor | None
-    wo: torch.Tensor
+    wo_t: torch.Tensor
+    """o projection weight, transposed view (for ``addmm``; shares storage)."""
     bo: torch.Tensor | None
     q_norm: tuple[torch.Tensor, float] | None
     """Per-head RMSNorm of q (Qwen3), or None; ``k_norm`` likewise."""
@@ -57,7 +58,8 @@ class _Layer:
     wg: torch.Tensor
     """MLP gate/up/down weights (biases, if any, in ``mlp_bias``)."""
     wu: torch.Tensor
-    wd: torch.Tensor
+    wd_t: torch.Tensor
+    """Down projection weight, transposed view."""
     mlp_bias: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]
     scaling: float
     """Attention softmax scale."""
@@ -134,8 +136,8 @@ class FastDecoder:
                 (ln1, e1), (ln2, e2) = _norm(layer.input_layernorm), _norm(layer.post_attention_layernorm)
                 layers.append(_Layer(
                     ln1=ln1, eps1=e1, wq=a.q_proj.weight, bq=_bias(a.q_proj), wk=a.k_proj.weight, bk=_bias(a.k_proj),
-                    wv=a.v_proj.weight, bv=_bias(a.v_proj), wo=a.o_proj.weight, bo=_bias(a.o_proj), q_norm=qn,
-                    k_norm=kn, ln2=ln2, eps2=e2, wg=m.gate_proj.weight, wu=m.up_proj.weight, wd=m.down_proj.weight,
+                    wv=a.v_proj.weight, bv=_bias(a.v_proj), wo_t=a.o_proj.weight.t(), bo=_bias(a.o_proj), q_norm=qn,
+                    k_norm=kn, ln2=ln2, eps2=e2, wg=m.gate_proj.weight, wu=m.up_proj.weight, wd_t=m.down_proj.weight.t(),
                     mlp_bias=(_bias(m.gate_proj), _bias(m.up_proj), _bias(m.down_proj)),
                     scaling=float(getattr(a, "scaling", head_dim**-0.5))))
             return FastDecoder(model, layers, n_heads, n_kv, head_dim)
@@ -186,10 +188,10 @@ class FastDecoder:
             keys, values = buf.k_buf[:, :, : col + 1], buf.v_buf[:, :, : col + 1]
             o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=L.scaling, enable_gqa=self.gqa)
             o = o.view(B, Hq * D)
-            h = torch.addmm(h, o, L.wo.t()) if L.bo is None else h + F.linear(o, L.wo, L.bo)
+            h = torch.addmm(h, o, L.wo_t) if L.bo is None else torch.addmm(h + L.bo, o, L.wo_t)
             a = self._rms(h, L.ln2, L.eps2)
             bg, bu, bd = L.mlp_bias
             gu = F.silu(F.linear(a, L.wg, bg)) * F.linear(a, L.wu, bu)
-            h = torch.addmm(h, gu, L.wd.t()) if bd is None else h + F.linear(gu, L.wd, bd)
+            h = torch.addmm(h, gu, L.wd_t) if bd is None else torch.addmm(h + bd, gu, L.wd_t)
         h = self._rms(h, *self.final_norm)
         return F.linear(h, self.lm_head, self.lm_bias)

@@ -6,8 +6,12 @@
   (exact, over the whole vocabulary, *before* any truncation, as ``appo.engine.base`` specifies);
 - the sampling distribution is ``pi`` restricted to the top-k tokens and then to the smallest set of
   most likely tokens whose mass reaches ``top_p`` (nucleus), renormalised;
-- a draw uses the exponential race ``argmax_v q_v / E_v`` with ``E_v ~ Exp(1)`` from the call's
-  generator (equivalent to a categorical draw, and free of host syncs on GPUs).
+- a draw is an inverse-CDF lookup: ``u = (1 - U) * sum(q)`` with ``U ~ Uniform[0, 1)`` from the call's
+  generator, token = first ``v`` with ``cumsum(q)_v >= u``. Since ``u > 0``, a token of zero mass is
+  never returned (a restricted support is exact). One uniform per row: on CPU this is 10-20x cheaper
+  than ``torch.multinomial`` or an exponential race over the vocabulary (measured), and it needs no
+  host sync on GPUs. The float32 cumulative sum can swallow probabilities below ~1e-7 of the row's
+  mass; such tokens are then never drawn.
 
 ``T == 0`` is greedy: ``a = argmax z``, and ``logp``/``H`` are reported under ``softmax(z)`` (temperature
 1), the model's own distribution, because ``softmax(z / 0)`` is degenerate.
@@ -33,15 +37,16 @@ def sample_next(
     scaled_BV = logits_BV if greedy else logits_BV / temperature
     logp_BV = torch.log_softmax(scaled_BV, dim=-1)
     probs_BV = logp_BV.exp()
-    entropy_B = torch.special.entr(probs_BV).sum(-1)
+    entropy_B = -(probs_BV * logp_BV).nansum(-1)  # nansum: 0 * log 0 = 0 for -inf logits
     if greedy:
         tokens_B = logits_BV.argmax(-1)
     else:
         q_BV = probs_BV
         if top_k > 0 or top_p < 1.0:
             q_BV = probs_BV.masked_fill(~support_mask(logp_BV, top_p, top_k), 0.0)
-        noise_BV = torch.empty_like(q_BV).exponential_(1.0, generator=generator)
-        tokens_B = (q_BV / noise_BV).argmax(-1)
+        cdf_BV = q_BV.cumsum(-1)
+        u_B1 = torch.rand(q_BV.shape[0], 1, generator=generator, device=q_BV.device, dtype=cdf_BV.dtype)
+        tokens_B = torch.searchsorted(cdf_BV, (1.0 - u_B1) * cdf_BV[:, -1:]).squeeze(-1)
     logp_B = logp_BV.gather(-1, tokens_B[:, None]).squeeze(-1)
     return tokens_B, logp_B, entropy_B
 

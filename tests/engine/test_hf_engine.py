@@ -66,19 +66,20 @@ def test_batch_and_single_rows_agree(sharp_model, tiny_tokenizer):
 
 def test_chunking_dedup_and_compaction_do_not_change_results(sharp_model, tiny_tokenizer):
     ps = prompts(tiny_tokenizer)
-    reqs = [GenerationRequest(ps[i % 4], max_new_tokens=3 + 2 * i) for i in range(7)]  # rows 0/4, 1/5, 2/6 share prefixes
+    reqs = [GenerationRequest(ps[i % 4], max_new_tokens=2 + i) for i in range(7)]  # rows 0/4, 1/5, 2/6 share prefixes
     params = SamplingParams(temperature=0.0, max_new_tokens=99)
     ref = HFEngine(sharp_model, tiny_tokenizer, eos_token_ids=(), compact_fraction=2.0).generate(reqs, params)
-    for kwargs in ({"compact_fraction": 0.0}, {"max_batch_size": 2}, {"compact_fraction": 0.5, "max_batch_size": 3}):
+    for kwargs in ({"compact_fraction": 0.0, "max_batch_size": 3}, {"compact_fraction": 0.5, "max_batch_size": 2}):
         engine = HFEngine(sharp_model, tiny_tokenizer, eos_token_ids=(), **kwargs)
         out = engine.generate(reqs, params)
         assert [g.token_ids for g in out] == [g.token_ids for g in ref], kwargs
         for g, r in zip(out, ref):
             assert max(abs(p - q) for p, q in zip(g.logprobs, r.logprobs)) < 1e-5
-    engine = HFEngine(sharp_model, tiny_tokenizer, eos_token_ids=(), compact_fraction=0.0)
+        assert engine.stats.compactions > 0
+    engine = HFEngine(sharp_model, tiny_tokenizer, eos_token_ids=())
     engine.generate(reqs, params)
-    assert engine.stats.deduplicated_rows == 3 and engine.stats.compactions > 0
-    assert [len(g.token_ids) for g in ref] == [3 + 2 * i for i in range(7)]
+    assert engine.stats.deduplicated_rows == 3
+    assert [len(g.token_ids) for g in ref] == [2 + i for i in range(7)]
     assert all(g.finish_reason == "length" for g in ref)
 
 
@@ -132,11 +133,11 @@ def test_per_request_budgets_and_zero(sharp_model, tiny_tokenizer):
     assert all(g.finish_reason == "length" for g in out)
 
 
-@pytest.mark.parametrize("top_k,top_p", [(4, 1.0), (0, 0.6), (6, 0.8)])
+@pytest.mark.parametrize("top_k,top_p", [(4, 1.0), (6, 0.7)])
 def test_top_k_top_p_restrict_the_support(sharp_model, tiny_tokenizer, top_k, top_p):
     engine = HFEngine(sharp_model, tiny_tokenizer, eos_token_ids=())
     reqs = [GenerationRequest(p) for p in prompts(tiny_tokenizer)]
-    out = engine.generate(reqs, SamplingParams(temperature=1.3, top_k=top_k, top_p=top_p, max_new_tokens=25, seed=1))
+    out = engine.generate(reqs, SamplingParams(temperature=1.3, top_k=top_k, top_p=top_p, max_new_tokens=12, seed=1))
     outside_unrestricted = 0
     for req, gen in zip(reqs, out):
         lp, _, logits = teacher_forced(sharp_model, req.prefix_ids, gen.token_ids, temperature=1.3)
