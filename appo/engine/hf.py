@@ -25,6 +25,22 @@ weights would no longer match a recomputation, so each call compares a fingerpri
 (``data_ptr`` and in-place version counter of each) with the one of the previous call and drops every kept
 cache when it changed. ``set_model`` swaps in another model object (and drops kept caches).
 
+Cache keys, for callers (the agent loop):
+
+- Initial rollouts: one request per rollout with ``cache_key=f"{row}"``; after the call the store holds
+  ``prompt + response[:-1]`` of each. Identical prompts in one call are prefilled once anyway.
+- Next turn of the same rollout: prefix ``prompt + response + tool_result`` with the *same* key; the
+  old entry is reused (all but the last generated token) and then replaced by the longer sequence.
+- Forks (APPO branch at response position t): prefix ``prompt + response[: t + 1]``, with or without a
+  key of its own (give one if the branch will have later turns). Reuse is found by token content, so
+  any kept sequence that shares the prefix serves, whatever its key.
+- ``release(keys)`` when rollouts are done (e.g. after a training step); weight changes drop all
+  kept caches anyway. Memory: ``kv_bytes_per_token * cache_budget_tokens`` at most.
+
+Determinism: the same seed, requests, engine settings and kept caches give the same output. Reused and
+recomputed KV agree only to float rounding (~1e-6), so a run with different kept caches may, rarely,
+sample a different token where a draw falls on a CDF boundary.
+
 Calls run under ``torch.inference_mode`` with the model temporarily in eval mode (its train/eval flag is
 restored). Attention must be ``sdpa`` or ``eager`` (the engine passes explicit 4D masks); models with
 sliding-window layers are refused when a sequence could exceed the window.
@@ -235,7 +251,11 @@ class HFEngine:
     def _check_request(self, i: int, req: GenerationRequest, params: SamplingParams) -> None:
         if not req.prefix_ids:
             raise ValueError(f"requests[{i}].prefix_ids is empty: give at least one token (e.g. a BOS or chat prefix)")
-        lo, hi = min(req.prefix_ids), max(req.prefix_ids)
+        try:
+            lo, hi = min(req.prefix_ids), max(req.prefix_ids)
+        except TypeError:
+            raise ValueError(f"requests[{i}].prefix_ids must be a tuple of int token ids, got "
+                             f"{type(req.prefix_ids).__name__} of {type(req.prefix_ids[0]).__name__}") from None
         if lo < 0 or hi >= self._vocab:
             raise ValueError(f"requests[{i}].prefix_ids has id {lo if lo < 0 else hi} outside the model's vocabulary "
                              f"[0, {self._vocab}): tokenize with the model's own tokenizer")
@@ -352,9 +372,12 @@ class HFEngine:
                 results[i] = Generation(tuple(out_ids[i]), tuple(out_logp[i]), tuple(out_ent[i]), reason, stop)
                 if reqs[i].cache_key is not None:
                     start = int(cache.starts_B[b])
-                    kv = cache.extract(b, start, cache.length, self.store_device)
-                    tokens = list(reqs[i].prefix_ids) + out_ids[i][:-1]
-                    self.store.put(reqs[i].cache_key, tokens, kv)
+                    if cache.length - start <= self.store.budget_tokens:
+                        kv = cache.extract(b, start, cache.length, self.store_device)
+                        tokens = list(reqs[i].prefix_ids) + out_ids[i][:-1]
+                        self.store.put(reqs[i].cache_key, tokens, kv)
+                    else:
+                        self.store.release([reqs[i].cache_key])  # a stale shorter entry must not stay under the key
                 live[b] = -1
             n_live = sum(1 for i in live if i >= 0)
             if n_live == 0:
