@@ -139,3 +139,66 @@ def format_table(summary: dict[str, dict[str, float]]) -> str:
                          else f"{int(v):>15d}" if c == "n" else f"{v:>15.3f}")
         lines.append(f"{name:<{width}} " + " ".join(cells))
     return "\n".join(lines)
+
+
+DEFAULT_EVAL_TOOLS = ("python", "search")
+"""Tools given to the agent by :func:`evaluate_benchmarks` unless told otherwise (search: the recorded
+web-search cache bundled in ``data/search``)."""
+
+
+def evaluate_benchmarks(
+    model: str,
+    benchmarks: Sequence[str],
+    *,
+    limit: int | None = None,
+    tools: Sequence = DEFAULT_EVAL_TOOLS,
+    reward: str = "default",
+    protocol: str = "tags",
+    system_prompt: str | None = None,
+    max_response_tokens: int = 1024,
+    max_tool_calls: int = 3,
+    temperature: float = 0.0,
+    n: int = 1,
+    batch_size: int = 32,
+    seed: int = 0,
+    device: str = "auto",
+    on_batch: Callable[[str, int, int, dict], None] | None = None,
+) -> EvalResult:
+    """Load ``model`` (folder, cached hub id, GGUF file or alias) and evaluate it with tools on each
+    benchmark (names, or dataset files / ``proc:`` specs), ``limit`` examples each. The Python call
+    behind ``appo eval``. ``system_prompt``: None keeps the data's own or the protocol's default; the
+    names in :data:`appo.prompts.SYSTEM_PROMPTS` (``reference``, ``fewshot``) or literal text."""
+    from appo.engine.hf import HFEngine
+    from appo.models.loading import load_model_and_tokenizer
+    from appo.prompts import resolve_system_prompt
+    from appo.rewards import get_reward
+    from appo.tools.registry import build_tools
+    from appo.train.data_source import load_examples, write_task_corpus
+
+    lm, tokenizer = load_model_and_tokenizer(model, device=device)
+    specs = list(tools)
+    if "search" in specs:
+        import tempfile
+
+        corpus = write_task_corpus(benchmarks, Path(tempfile.mkdtemp(prefix="appo-eval-")) / "corpus.jsonl")
+        if corpus is not None:
+            specs[specs.index("search")] = {"name": "search", "backend": "bm25", "corpus": str(corpus), "top_k": 2}
+    built = build_tools(specs)
+    engine = HFEngine(lm, tokenizer, max_batch_size=batch_size)
+    reward_fn = get_reward(reward)
+    params = SamplingParams(temperature=temperature, max_new_tokens=max_response_tokens)
+    limits = LoopLimits(max_tool_calls=max_tool_calls, max_response_tokens=max_response_tokens)
+    rows: list[EvalRow] = []
+    try:
+        for name in benchmarks:
+            examples = load_examples([name], "test", limit or -1, seed)
+            examples = examples[:limit] if limit else examples
+            cb = (lambda done, total, s, _n=name: on_batch(_n, done, total, s)) if on_batch else None
+            res = evaluate(engine, tokenizer, examples, reward_fn=reward_fn, tools=built, protocol=protocol,
+                           params=params, limits=limits, n=n, batch_size=batch_size, seed=seed,
+                           system_prompt=resolve_system_prompt(system_prompt), on_batch=cb)
+            rows.extend(res.rows)
+    finally:
+        for t in built:
+            t.close()
+    return EvalResult(summary=summarize(rows), rows=rows)

@@ -130,9 +130,14 @@ class RolloutConfig:
     """Tool-call format: ``tags`` (``<python>...</python>``, results in ``<result>``) or ``hermes``
     (``<tool_call>{json}</tool_call>``, the Qwen chat-template format)."""
     system_prompt: str | None = None
-    """System prompt; None keeps the dataset's own (verl rows) or the protocol's default."""
+    """System prompt: literal text, a name in ``appo.prompts.SYSTEM_PROMPTS`` (``reference``, ``fewshot``,
+    ``short``), or None to keep the dataset's own (verl rows) or the protocol's default."""
     val_kwargs: ValKwargs = field(default_factory=ValKwargs)
     """Sampling for validation."""
+    max_batch_size: int = 64
+    """Rows the engine decodes together (larger requests are split)."""
+    on_tool_limit: Literal["stop", "message"] = "stop"
+    """A tool call past ``max_tool_calls``: ``stop`` the rollout, or show a message once and let it answer."""
 
 
 # ------------------------------------------------------------------------------------------- algorithm
@@ -291,7 +296,7 @@ class TrainerConfig:
     """Checkpoints kept on disk (oldest deleted first); None keeps all."""
     default_local_dir: str | None = None
     """Run directory (checkpoints, metrics, resolved config); None is ``runs/<experiment_name>``."""
-    logger: tuple[LoggerName, ...] = ("console", "jsonl")
+    logger: tuple[LoggerName, ...] = ("console", "jsonl", "tensorboard")
     """Metric backends: ``console``, ``jsonl``, ``tensorboard``, ``wandb``."""
     seed: int = 0
     """Seed of the model-side randomness (sampling, dropout)."""
@@ -302,6 +307,30 @@ class TrainerConfig:
     """Checkpoint folder to resume from when ``resume_mode`` is ``resume_path``."""
     deterministic: bool = False
     """``torch.use_deterministic_algorithms(True)``: bitwise-repeatable runs, slower on GPU."""
+    dump_rollouts_freq: int = 1
+    """Write every row of every ``N``-th step (tokens, entropy, Omega, Branching Score, advantages,
+    rewards) to ``rollouts/step_XXXXXX.json`` for ``appo report``; -1 never."""
+    num_threads: int = 0
+    """torch CPU threads (0 = leave torch's default)."""
+
+
+@dataclass(frozen=True)
+class SftConfig:
+    """Supervised fine-tuning on demonstrations (``appo sft``): masked cross-entropy, prompts and tool
+    results masked."""
+
+    num_examples: int = 2000
+    """Demonstrations drawn from the procedural tasks in ``data.train_files``."""
+    epochs: int = 1
+    """Passes over the demonstrations."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    batch_size: int = 16
+    """Sequences per optimizer step."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    output_dir: str | None = None
+    """Where the fine-tuned model folder goes; None is ``<run dir>/sft_model``."""
 
 
 @dataclass(frozen=True)
@@ -319,11 +348,14 @@ class Config:
     actor: ActorConfig = field(default_factory=ActorConfig)
     """Policy update."""
     tools: tuple[str | dict, ...] = ("python",)
-    """Tools: names (``python``, ``search``), dicts with a ``name`` and options, or ``file.py:function``."""
+    """Tools: names (``python``, ``search``), dicts with a ``name`` and options, or ``file.py:function``.
+    A plain ``search`` with procedural training data searches the tasks' generated corpus (BM25)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Reward function."""
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     """Run control."""
+    sft: SftConfig = field(default_factory=SftConfig)
+    """Supervised cold start (``appo sft``)."""
 
 
 # ====================================================================================== load and save

@@ -1,0 +1,171 @@
+"""Build what a run needs from its config: model, engine, tools, reward, data, optimizer.
+
+Each builder is a small documented call, so a script can assemble a run by hand and swap any part
+(another engine, a custom tool list, a custom reward) before handing it to :class:`~appo.train.trainer.Trainer`.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from appo.agent import LoopLimits, StrategyConfig
+from appo.data.records import Example
+from appo.engine.base import SamplingParams
+from appo.models.loading import LoraSpec, load_model_and_tokenizer
+from appo.rewards import get_reward
+from appo.tools.registry import build_tools
+from appo.train.config import Config
+from appo.train.data_source import load_examples, write_task_corpus
+
+STRATEGY_OF = {"appo": "appo", "grpo": "independent", "arpo": "arpo", "tree_grpo": "tree"}
+"""Rollout strategy of each algorithm."""
+
+
+@dataclass
+class Components:
+    """The live objects of a run."""
+
+    model: torch.nn.Module
+    """The policy (trained in place; the engine samples from the same object)."""
+    tokenizer: Any
+    """The policy's tokenizer."""
+    engine: Any
+    """Rollout engine (``HFEngine`` over ``model``)."""
+    tools: list
+    """Tools the agent may call."""
+    reward_fn: Any
+    """Batch reward function."""
+    train_examples: list[Example]
+    """Training prompts."""
+    val_examples: list[Example]
+    """Validation prompts (may be empty)."""
+    optimizer: torch.optim.Optimizer
+    """AdamW over the trainable parameters."""
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    """Warm-up then constant or cosine learning rate."""
+    ref_model: torch.nn.Module | None = None
+    """Frozen initial policy (KL penalty, ``reference`` anchor); None when unused."""
+    prev_model: torch.nn.Module | None = None
+    """The policy before the latest update (APPO's ``previous`` anchor); None when unused."""
+    extra: dict = field(default_factory=dict)
+    """Anything else (e.g. the written search corpus path)."""
+
+
+def build_model(cfg: Config):
+    """Policy model and tokenizer from ``cfg.model`` (HF folder, cached hub id, GGUF, alias; LoRA)."""
+    m = cfg.model
+    lora = LoraSpec(m.lora_rank, m.lora_alpha, m.lora_dropout, m.target_modules) if m.lora_rank > 0 else None
+    return load_model_and_tokenizer(m.path, m.dtype, m.device, lora, tokenizer_path=m.tokenizer_path,
+                                    trust_remote_code=m.trust_remote_code,
+                                    gradient_checkpointing=m.enable_gradient_checkpointing)
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy in eval mode with gradients off (reference / previous policy)."""
+    clone = copy.deepcopy(model).eval()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
+def build_tools_for(cfg: Config, run_dir: str | Path) -> tuple[list, Path | None]:
+    """Tools of ``cfg.tools``; a plain ``search`` searches the procedural tasks' corpus (written to
+    ``run_dir/corpus.jsonl``, BM25, top-2) when the training data has one."""
+    specs = list(cfg.tools)
+    corpus = None
+    if "search" in specs:
+        corpus = write_task_corpus(list(cfg.data.train_files) + list(cfg.data.val_files),
+                                   Path(run_dir) / "corpus.jsonl")
+        if corpus is not None:
+            specs[specs.index("search")] = {"name": "search", "backend": "bm25", "corpus": str(corpus),
+                                            "index_dir": str(Path(run_dir) / "bm25_index"), "top_k": 2}
+    return build_tools(specs), corpus
+
+
+def build_engine(model, tokenizer, cfg: Config):
+    """The in-process transformers engine over ``model`` (no copy: it sees every update)."""
+    from appo.engine.hf import HFEngine
+
+    if cfg.rollout.name != "hf":
+        raise ValueError(f"rollout.name={cfg.rollout.name!r}: only 'hf' runs in-process; see the README's "
+                         "'Scaling out' section for the vLLM engine")
+    return HFEngine(model, tokenizer, max_batch_size=cfg.rollout.max_batch_size)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: Config, total_steps: int):
+    """AdamW over trainable parameters and a LambdaLR: linear warm-up over ``lr_warmup_steps``, then
+    constant, or cosine down to ``min_lr_ratio * lr`` at ``total_steps``."""
+    o = cfg.actor.optim
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (all requires_grad=False)")
+    opt = torch.optim.AdamW(params, lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay)
+
+    def factor(step: int) -> float:
+        if o.lr_warmup_steps and step < o.lr_warmup_steps:
+            return (step + 1) / o.lr_warmup_steps
+        if o.lr_scheduler_type == "cosine":
+            span = max(1, total_steps - o.lr_warmup_steps)
+            progress = min(1.0, (step - o.lr_warmup_steps) / span)
+            return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        return 1.0
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def sampling_params(cfg: Config, validation: bool = False) -> SamplingParams:
+    """Engine sampling settings for training rollouts or validation."""
+    r = cfg.rollout
+    src = r.val_kwargs if validation else r
+    return SamplingParams(temperature=src.temperature, top_p=src.top_p, top_k=max(0, src.top_k),
+                          max_new_tokens=cfg.data.max_response_length)
+
+
+def loop_limits(cfg: Config) -> LoopLimits:
+    """Tool-call and length limits of the agent loop."""
+    return LoopLimits(max_tool_calls=cfg.rollout.max_tool_calls, max_response_tokens=cfg.data.max_response_length,
+                      on_tool_limit=cfg.rollout.on_tool_limit)
+
+
+def strategy_config(cfg: Config) -> StrategyConfig:
+    """Rollout-strategy knobs from ``rollout`` and ``algorithm``."""
+    a, r = cfg.algorithm, cfg.rollout
+    return StrategyConfig(n_total=r.n, n_initial=r.n if a.name == "grpo" else r.n_initial,
+                          omega_gamma=a.appo.gamma, omega_clip_eps=a.appo.omega_clip_eps,
+                          arpo_tau=a.arpo.tau, arpo_beta=a.arpo.beta, arpo_entropy_window=a.arpo.entropy_window,
+                          tree_expand_nodes=a.tree.expand_nodes, tree_max_rounds=a.tree.expand_iters)
+
+
+def build_components(cfg: Config, run_dir: str | Path) -> Components:
+    """Everything :class:`~appo.train.trainer.Trainer` needs, built from ``cfg``."""
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    if cfg.trainer.deterministic:
+        torch.use_deterministic_algorithms(True)
+    d = cfg.data
+    if not d.train_files:
+        raise ValueError("data.train_files is empty; name a benchmark, a parquet/jsonl file or a procedural "
+                         "task, e.g. data.train_files=[proc:arith]")
+    train = load_examples(d.train_files, "train", d.train_max_samples, d.seed)
+    val = load_examples(d.val_files, "test", d.val_max_samples, d.seed) if d.val_files else []
+    model, tokenizer = build_model(cfg)
+    tools, corpus = build_tools_for(cfg, run_dir)
+    r = cfg.reward
+    reward_fn = functools.partial(get_reward(r.name), **r.kwargs) if r.kwargs else get_reward(r.name)
+    optimizer, scheduler = build_optimizer(model, cfg, cfg.trainer.total_training_steps)
+    appo_cfg = cfg.algorithm.appo
+    needs_ref = cfg.actor.use_kl_loss or (cfg.algorithm.name == "appo" and appo_cfg.anchor == "reference")
+    needs_prev = cfg.algorithm.name == "appo" and appo_cfg.anchor == "previous"
+    return Components(
+        model=model, tokenizer=tokenizer, engine=build_engine(model, tokenizer, cfg), tools=tools,
+        reward_fn=reward_fn, train_examples=train, val_examples=val, optimizer=optimizer, scheduler=scheduler,
+        ref_model=frozen_copy(model) if needs_ref else None, prev_model=frozen_copy(model) if needs_prev else None,
+        extra={"corpus": str(corpus) if corpus else None},
+    )

@@ -1,0 +1,241 @@
+"""The training loop, top to bottom (DESIGN 3): prompts -> rollouts -> rewards -> advantages ->
+old log-probs -> PPO updates -> metrics -> checkpoint -> validation.
+
+:func:`train` is the Python call behind ``appo train``. :class:`Trainer` holds the run's live objects
+(:mod:`appo.train.components`); :meth:`Trainer.train_step` is one step, each arrow a named call.
+Algorithms differ only in two registry lookups: the rollout strategy (``independent``, ``arpo``,
+``appo``, ``tree``) and the advantage estimator (``grpo``, ``arpo``, ``appo``, ``tree_grpo``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from appo.agent import RolloutContext, engine_logprobs, prompt_specs, run_strategy, teacher_forced_logp_fn
+from appo.core import get_advantage_estimator
+from appo.eval import evaluate
+from appo.prompts import resolve_system_prompt
+from appo.train.batching import advantage_inputs, collate, with_fields
+from appo.train.checkpoint import load_checkpoint, load_latest_checkpoint, restore, save_checkpoint
+from appo.train.components import (
+    STRATEGY_OF, Components, build_components, loop_limits, sampling_params, strategy_config,
+)
+from appo.train.config import Config, save_config
+from appo.train.data_source import PromptSampler
+from appo.train.dump import TokenTexts, step_record, write_step
+from appo.train.logprobs import compute_logprobs_batched
+from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics, timer
+from appo.train.progress import ProgressDisplay
+from appo.train.update import UpdateOptions, ppo_update
+
+
+@dataclass
+class TrainResult:
+    """What a finished (or resumed-and-finished) run reports."""
+
+    run_dir: Path
+    """The run directory."""
+    steps: int
+    """Training steps completed."""
+    history: list[dict] = field(default_factory=list)
+    """Metrics of the steps run in this call."""
+    val: dict[int, dict] = field(default_factory=dict)
+    """Validation summaries by step (``all`` pools every source)."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch global RNGs."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """One training run. ``Trainer(cfg).fit()``; pass ``components`` to bring your own parts."""
+
+    def __init__(self, cfg: Config, components: Components | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(cfg.trainer.default_local_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.run_dir / "config.yaml")
+        seed_everything(cfg.trainer.seed)
+        self.c = components or build_components(cfg, self.run_dir)
+        self.sampler = PromptSampler(len(self.c.train_examples), cfg.data.train_batch_size, cfg.data.seed,
+                                     cfg.data.shuffle)
+        self.strategy = STRATEGY_OF[cfg.algorithm.name]
+        self.estimator = get_advantage_estimator(cfg.algorithm.adv_estimator)
+        self.texts = TokenTexts(self.c.tokenizer)
+        self.start_step = self._resume()
+
+    # ------------------------------------------------------------------------------------ one step
+    def rollout_context(self, step: int) -> RolloutContext:
+        """The agent context of ``step``: sampling seeded by (seed, step); APPO's Omega log-prob fns."""
+        cfg, c = self.cfg, self.c
+        current = anchor = None
+        if cfg.algorithm.name == "appo":
+            T = cfg.rollout.temperature
+            anchor_model = {"previous": c.prev_model, "reference": c.ref_model}.get(cfg.algorithm.appo.anchor)
+            current = teacher_forced_logp_fn(c.model, T)
+            anchor = engine_logprobs if anchor_model is None else teacher_forced_logp_fn(anchor_model, T)
+        return RolloutContext.create(c.engine, c.tokenizer, cfg.rollout.protocol, c.tools, sampling_params(cfg),
+                                     loop_limits(cfg), seed=cfg.trainer.seed * 1_000_003 + step,
+                                     current_logp_fn=current, anchor_logp_fn=anchor, key_prefix=f"step{step}/")
+
+    def update_options(self) -> UpdateOptions:
+        """The PPO update settings from ``actor`` and ``algorithm.appo``."""
+        a, appo = self.cfg.actor, self.cfg.algorithm.appo
+        return UpdateOptions(
+            ppo_mini_batch_size=a.ppo_mini_batch_size, ppo_epochs=a.ppo_epochs,
+            micro_batch_rows=a.ppo_micro_batch_size_per_gpu,
+            max_tokens=a.ppo_max_token_len_per_gpu if a.use_dynamic_bsz else None,
+            loss_agg_mode=a.loss_agg_mode, policy_loss=a.policy_loss, clip_ratio_low=a.clip_ratio_low,
+            clip_ratio_high=a.clip_ratio_high, clip_ratio_c=a.clip_ratio_c, grad_clip=a.grad_clip,
+            kl_loss_coef=a.kl_loss_coef if a.use_kl_loss else 0.0, kl_loss_type=a.kl_loss_type,
+            entropy_coeff=a.entropy_coeff, temperature=self.cfg.rollout.temperature,
+            future_kl=self.cfg.algorithm.name == "appo" and appo.future_kl, future_kl_coef=appo.future_kl_coef)
+
+    def advantage_options(self) -> dict:
+        """Keyword options of the chosen advantage estimator."""
+        alg = self.cfg.algorithm
+        opts = {"norm_by_std": alg.norm_adv_by_std_in_grpo}
+        if alg.adv_estimator == "appo":
+            opts.update(proximity_scaling=alg.appo.proximity_scaling, decay=alg.appo.proximity_decay)
+        return opts
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One step: generate -> reward -> advantage -> old log-probs -> update. Returns its metrics."""
+        cfg, c, m = self.cfg, self.c, {}
+        t0 = time.perf_counter()
+        indices = self.sampler.next_indices()
+        examples = [c.train_examples[i] for i in indices]
+
+        # 1. Rollouts: the algorithm's strategy (independent / arpo / appo / tree) through the tool loop.
+        c.model.eval()
+        with timer("gen", m):
+            ctx = self.rollout_context(step)
+            prompts = prompt_specs(ctx, examples, indices, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
+            out = run_strategy(self.strategy, ctx, prompts, strategy_config(cfg))
+        rows = out.rows
+
+        # 2. Rewards, one per row (initial and branch rows alike).
+        with timer("reward", m):
+            scored = c.reward_fn([examples[r.group] for r in rows], [r.response_text for r in rows])
+            rewards_N = torch.tensor([s.score for s in scored], dtype=torch.float32)
+
+        # 3. Advantages: token-level [N, T] from the registry.
+        with timer("adv", m):
+            adv_NT, adv_metrics = self.estimator(advantage_inputs(rows, rewards_N), **self.advantage_options())
+            batch = collate(rows, c.tokenizer.pad_token_id, cfg.algorithm.appo.train_on_branches, adv_NT)
+
+        # 4. Old (and reference) log-probs, recomputed by the trainer as in verl.
+        T, max_tok = cfg.rollout.temperature, cfg.actor.ppo_max_token_len_per_gpu
+        with timer("old_log_prob", m):
+            old_logp, _ = compute_logprobs_batched(c.model, batch, T, max_tokens=max_tok)
+            ref_logp = None
+            if c.ref_model is not None and cfg.actor.use_kl_loss:
+                ref_logp, _ = compute_logprobs_batched(c.ref_model, batch, T, max_tokens=max_tok)
+            batch = with_fields(batch, old_logp_BR=old_logp, ref_logp_BR=ref_logp)
+
+        # 5. Keep the policy as it is before this update: APPO's `previous` anchor at the next step.
+        if c.prev_model is not None:
+            c.prev_model.load_state_dict(c.model.state_dict())
+
+        # 6. PPO mini-batch updates.
+        with timer("update_actor", m):
+            m.update(ppo_update(c.model, c.optimizer, batch, self.update_options(), c.scheduler))
+        c.model.eval()
+
+        # 7. Metrics (verl names) and the rollout dump for the report.
+        m.update(out.metrics)
+        m.update({f"critic/{k}": v for k, v in adv_metrics.items()})
+        m.update(batch_metrics(batch, rewards_N, cfg.data.max_response_length))
+        m.update({f"reward/{k}": v for k, v in reduce_metrics([s.metrics for s in scored]).items()})
+        m["timing_s/step"] = time.perf_counter() - t0
+        every = cfg.trainer.dump_rollouts_freq
+        if every > 0 and (step % every == 0 or step + 1 == cfg.trainer.total_training_steps):
+            write_step(self.run_dir, step_record(step, rows, examples, scored, adv_NT, self.texts,
+                                                 {"algorithm": cfg.algorithm.name}))
+        return m
+
+    # ------------------------------------------------------------------------------------ the run
+    def validate(self) -> dict:
+        """Greedy (``rollout.val_kwargs``) rollouts over the validation set; the summary by source."""
+        cfg, c = self.cfg, self.c
+        c.model.eval()
+        result = evaluate(c.engine, c.tokenizer, c.val_examples, reward_fn=c.reward_fn, tools=c.tools,
+                          protocol=cfg.rollout.protocol, params=sampling_params(cfg, validation=True),
+                          limits=loop_limits(cfg), n=cfg.rollout.val_kwargs.n, batch_size=cfg.rollout.max_batch_size,
+                          seed=cfg.trainer.seed, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
+        return result.summary
+
+    def fit(self) -> TrainResult:
+        """Run from ``start_step`` to ``trainer.total_training_steps``; checkpoints, validation, logs."""
+        cfg, t = self.cfg, self.cfg.trainer
+        result = TrainResult(self.run_dir, self.start_step)
+        logger = MetricsLogger(self.run_dir, t.logger, project=t.project_name, experiment=t.experiment_name,
+                               resume_step=self.start_step if self.start_step else None,
+                               console_keys=CONSOLE_KEYS)
+        progress = ProgressDisplay(t.total_training_steps, t.experiment_name, start=self.start_step)
+        try:
+            if self.c.val_examples and t.val_before_train and self.start_step == 0:
+                result.val[0] = self.validate()
+                logger.log(_val_metrics(result.val[0]), step=0)
+            for step in range(self.start_step, t.total_training_steps):
+                metrics = self.train_step(step)
+                done = step + 1
+                if self.c.val_examples and t.test_freq > 0 and (done % t.test_freq == 0 or done == t.total_training_steps):
+                    result.val[done] = self.validate()
+                    metrics.update(_val_metrics(result.val[done]))
+                logger.log(metrics, step=done)
+                result.history.append(metrics)
+                result.steps = done
+                progress.update(done, reward=metrics.get("critic/score/mean"), acc=metrics.get("reward/acc"),
+                                val_acc=metrics.get("val/all/acc"))
+                if t.save_freq > 0 and (done % t.save_freq == 0 or done == t.total_training_steps):
+                    self.save(done)
+        finally:
+            progress.close()
+            logger.close()
+        return result
+
+    # ------------------------------------------------------------------------------ checkpointing
+    def save(self, step: int) -> Path:
+        """Atomic checkpoint: weights, optimizer, scheduler, RNG, sampler position, previous policy."""
+        c = self.c
+        extra = {"prev_model": c.prev_model.state_dict()} if c.prev_model is not None else {}
+        return save_checkpoint(self.run_dir, step, c.model, c.optimizer, c.scheduler, data_state=self.sampler.state_dict(),
+                               extra=extra, tokenizer=c.tokenizer, keep=self.cfg.trainer.max_actor_ckpt_to_keep)
+
+    def _resume(self) -> int:
+        t = self.cfg.trainer
+        if t.resume_mode == "disable":
+            return 0
+        ckpt = load_checkpoint(t.resume_from_path) if t.resume_mode == "resume_path" else load_latest_checkpoint(self.run_dir)
+        if ckpt is None:
+            return 0
+        c = self.c
+        restore(ckpt, c.model, c.optimizer, c.scheduler)
+        self.sampler.load_state_dict(ckpt.data_state)
+        if c.prev_model is not None and "prev_model" in ckpt.extra:
+            c.prev_model.load_state_dict(ckpt.extra["prev_model"])
+        return ckpt.step
+
+
+CONSOLE_KEYS = ("critic/score/mean", "reward/acc", "rollout/tool_calls_per_rollout", "rollout/branches_per_prompt",
+                "actor/pg_clipfrac", "actor/grad_norm", "response_length/mean", "timing_s/step", "val/all/acc")
+"""Metrics printed on the console each step (all of them go to JSONL / TensorBoard)."""
+
+
+def _val_metrics(summary: dict) -> dict[str, float]:
+    return {f"val/{source}/{k}": v for source, s in summary.items() for k, v in s.items()}
+
+
+def train(cfg: Config) -> TrainResult:
+    """Train with ``cfg`` (see :mod:`appo.train.config`); the Python call behind ``appo train``."""
+    return Trainer(cfg).fit()
