@@ -116,7 +116,7 @@ class HFEngine:
         tokenizer=None,
         *,
         max_batch_size: int = 32,
-        cache_budget_tokens: int = 65536,
+        cache_budget_tokens: int = 32768,
         device: str | torch.device | None = None,
         store_device: str | torch.device | None = None,
         eos_token_ids: Sequence[int] | None = None,
