@@ -1,0 +1,62 @@
+"""The step page in headless Chromium: it renders (a screenshot that is not blank) and its script runs
+(the DOM after load carries the token colours of the chosen signal and scale).
+
+Skipped when no ``chromium`` is installed (``apt-get install -y chromium``; CI installs it). Set
+``APPO_REPORT_SCREENSHOT_DIR`` to keep the screenshots for a look.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
+
+from appo.report import write_report
+from appo.report.step_page import render_step
+from report_synth import big_record
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / 'profile'}", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_step_page_screenshot_is_not_blank(tmp_path):
+    page = tmp_path / "step_000000.html"
+    page.write_text(render_step(big_record()), encoding="utf-8")  # 8 prompts x 16 rows x 200 tokens
+    shot = tmp_path / "step.png"
+    _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", page.as_uri())
+    assert shot.is_file(), "chromium wrote no screenshot"
+    with Image.open(shot) as im:
+        assert im.size == (1280, 2000)
+        colors = im.convert("RGB").getcolors(maxcolors=1 << 20)
+    assert colors is not None and len(colors) > 50  # text, shading, tree bars, markers: far from blank
+    top = max(c for c, _ in colors) / (1280 * 2000)
+    assert top < 0.9  # no single colour (e.g. the background) covers the page
+    keep = os.environ.get("APPO_REPORT_SCREENSHOT_DIR")
+    if keep:
+        os.makedirs(keep, exist_ok=True)
+        shutil.copy(shot, os.path.join(keep, "step_page.png"))
+
+
+def test_script_colours_tokens_from_the_query_choice(small_run, tmp_path):
+    page = write_report(small_run, steps=[1]).parent / "step_000001.html"
+    dom = _chromium(tmp_path, "--dump-dom", page.as_uri() + "?sig=advantage&scope=row").stdout
+    assert 'data-ready="1"' in dom, "the page script did not run to its end"
+    styles = re.findall(r'<i[^>]*style="background: rgba\((\d+), (\d+), (\d+)', dom)
+    assert {s for s in styles} == {("33", "102", "172"), ("214", "39", "40")}  # diverging: blue and red
+    assert '<span class="rng">A ±' in dom  # per-row range in the row headers
+    assert 'href="step_000000.html' not in dom  # only step 1 was rendered: no link to a missing page
+    dom = _chromium(tmp_path, "--dump-dom", page.as_uri()).stdout
+    styles = re.findall(r'<i[^>]*style="background: rgba\((\d+), (\d+), (\d+)', dom)
+    assert styles and {s for s in styles} == {("217", "72", "1")}  # default: Branching Score, sequential
+    assert '<span class="rng"></span>' in dom  # per page: no per-row range
