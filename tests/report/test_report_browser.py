@@ -60,3 +60,31 @@ def test_script_colours_tokens_from_the_query_choice(small_run, tmp_path):
     styles = re.findall(r'<i[^>]*style="background: rgba\((\d+), (\d+), (\d+)', dom)
     assert styles and {s for s in styles} == {("217", "72", "1")}  # default: Branching Score, sequential
     assert '<span class="rng"></span>' in dom  # per page: no per-row range
+
+
+HOVER = """<!DOCTYPE html><html><body><div id="out">not run</div><iframe src="PAGE" onload="
+var d = this.contentDocument, out = [];
+['#g0r0', '#g0r2'].forEach(function (row) {
+  var toks = d.querySelectorAll(row + ' > .tx i[data-v]');
+  [toks[0], toks[toks.length - 3]].forEach(function (e) {
+    e.dispatchEvent(new MouseEvent('mouseover', {bubbles: true}));
+    out.push(e.title);
+  });
+});
+out.push(d.getElementById('readout').textContent);
+document.getElementById('out').textContent = out.join(' | ');
+"></iframe></body></html>"""
+
+
+def test_hovering_a_token_shows_its_position_and_values(small_run, tmp_path):
+    page = write_report(small_run, steps=[1]).parent / "step_000001.html"
+    wrap = page.parent / "hover.html"
+    wrap.write_text(HOVER.replace("PAGE", page.name))
+    dom = _chromium(tmp_path, "--allow-file-access-from-files", "--dump-dom", wrap.as_uri()).stdout
+    out = re.search(r'<div id="out">([^<]*)</div>', dom).group(1).split(" | ")
+    # row 0: t counts the 3 tool-output tokens (8..10), so its third-last model token is t=11
+    assert out[0] == "#0  t=0  H 0.1  Ω 1  BS -2  A 0.7"
+    assert out[1].startswith("#0  t=11  H 0.4  Ω 1.11  BS 3.5  A ")
+    # a branch row starts after its split (t=3) and has no Ω / BS
+    assert out[2].startswith("#2  t=3  H ") and "Ω" not in out[2] and "BS" not in out[2]
+    assert out[4].startswith(out[3]) and out[4].endswith('"&lt;answer&gt;"')  # readout: values and the token
