@@ -14,7 +14,7 @@ from typing import Iterable
 from appo.report.curves import write_curves, write_fork_positions
 from appo.report.index_page import entry_for, render_index
 from appo.report.run import DUMP_DIR, METRICS_STEP_OFFSET, choose_steps, load_run, metrics_by_step, read_dump
-from appo.report.step_page import fork_fractions, render_step, step_filename, step_summary
+from appo.report.step_page import fork_fractions, render_step, render_unreadable, step_filename, step_summary
 
 REPORT_DIR = "report"
 """Default output folder inside the run directory."""
@@ -50,26 +50,25 @@ def write_report(run_dir: str | Path, steps: Iterable[int] | None = None, out_di
     if run.metrics and not curves:
         notes.append("metrics.jsonl has no metric the charts know (see the table of all metrics below).")
 
-    records, errors = {}, {}
-    for s in chosen:
+    by_step = metrics_by_step(run.metrics)
+    summaries, errors, forks = {}, {}, []
+    for i, s in enumerate(chosen):  # one dump in memory at a time
+        nav = dict(prev_step=chosen[i - 1] if i else None, next_step=chosen[i + 1] if i + 1 < len(chosen) else None,
+                   run_name=run.run_dir.name)
         try:
-            records[s] = read_dump(run.run_dir / DUMP_DIR / run.dumps[s].name)
+            rec = read_dump(run.dumps[s])
         except (ValueError, OSError) as e:
             errors[s] = e
-            notes.append(f"{DUMP_DIR}/{run.dumps[s].name} could not be read, so step {s} has no page: {e}")
-    ok = [s for s in chosen if s in records]
-    by_step = metrics_by_step(run.metrics)
-    summaries, pages, forks = {}, {}, []
-    for i, s in enumerate(ok):
-        rec = records[s]
-        text = render_step(rec, metrics=by_step.get(s + METRICS_STEP_OFFSET), max_prompts=max_prompts,
-                           prev_step=ok[i - 1] if i else None, next_step=ok[i + 1] if i + 1 < len(ok) else None,
-                           run_name=run.run_dir.name)
-        _write(out / step_filename(s), text)
-        prompts = [p for p in rec["prompts"] if isinstance(p, dict)]
-        summaries[s] = step_summary(prompts[:max_prompts] if max_prompts else prompts)
-        pages[s] = step_filename(s)
-        forks += [(s, f) for f in fork_fractions({"prompts": prompts[:max_prompts] if max_prompts else prompts})]
+            notes.append(f"{DUMP_DIR}/{run.dumps[s].name} could not be read, so step {s} has no rollouts to show: {e}")
+            _write(out / step_filename(s), render_unreadable(s, str(e), **nav))
+            continue
+        _write(out / step_filename(s), render_step(rec, metrics=by_step.get(s + METRICS_STEP_OFFSET),
+                                                   max_prompts=max_prompts, **nav))
+        prompts = [p for p in rec["prompts"] if isinstance(p, dict)][:max_prompts]
+        summaries[s] = step_summary(prompts)
+        forks += [(s, f) for f in fork_fractions({"prompts": prompts})]
+        del rec
+    pages = {s: step_filename(s) for s in chosen}
 
     fork_png = write_fork_positions(forks, out / "curves" / "fork_positions.png")
     entries = [entry_for(s, out, summaries.get(s), pages.get(s), errors.get(s)) for s in run.dumps]

@@ -108,6 +108,6 @@ def entry_for(step: int, out_dir: Path, summary: dict | None, page_name: str | N
     """A :class:`StepEntry`; a step not rendered now still links to its page if an earlier report wrote it."""
     from appo.report.step_page import step_filename
 
-    if page_name is None and error is None and (out_dir / step_filename(step)).is_file():
+    if page_name is None and (out_dir / step_filename(step)).is_file():
         page_name = step_filename(step)
     return StepEntry(step=step, page=page_name, summary=summary, error=None if error is None else str(error))

@@ -212,11 +212,6 @@ def render_step(record: Mapping[str, Any], *, metrics: Mapping[str, Any] | None 
     reward_scale = max(rewards, default=0.0)
     s = step_summary(prompts)
 
-    nav = ['<a href="index.html">← run overview</a>']
-    if prev_step is not None:
-        nav.append(f'<a class="nav" href="{step_filename(prev_step)}">← step {prev_step}</a>')
-    if next_step is not None:
-        nav.append(f'<a class="nav" href="{step_filename(next_step)}">step {next_step} →</a>')
     stops = ", ".join(f"{k} {v}" for k, v in s["stops"].most_common())
     cut = (f' · <b>showing the first {len(shown)} of {len(prompts)} prompts</b> (max_prompts={max_prompts})'
            if len(shown) < len(prompts) else "")
@@ -236,11 +231,29 @@ def render_step(record: Mapping[str, Any], *, metrics: Mapping[str, Any] | None 
                   f'{esc(metrics.get("step"))} = dump step + {METRICS_STEP_OFFSET})</summary>'
                   f'<table class="t"><tr><th>metric</th><th>value</th></tr>{cells}</table></details>')
     body = (f'{_controls(present)}<main><div class="top"><h1>Step {esc(step)}</h1>'
-            f'<span class="muted">{esc(run_name)}</span><span class="nav">{" · ".join(nav)}</span></div>'
+            f'<span class="muted">{esc(run_name)}</span><span class="nav">{_nav(prev_step, next_step)}</span></div>'
             f'{summary}{_help()}{mtable}<nav class="toc card">Prompts (mean initial reward): {toc}</nav>'
             f'{"".join(prompt_html(p, reward_scale) for p in shown) or EMPTY_STEP}'
             f'</main>')
     return page(f"appo report · step {step}", body, page_script())
+
+
+def _nav(prev_step: int | None, next_step: int | None) -> str:
+    nav = ['<a href="index.html">← run overview</a>']
+    if prev_step is not None:
+        nav.append(f'<a class="nav" href="{step_filename(prev_step)}">← step {prev_step}</a>')
+    if next_step is not None:
+        nav.append(f'<a class="nav" href="{step_filename(next_step)}">step {next_step} →</a>')
+    return " · ".join(nav)
+
+
+def render_unreadable(step: int, error: str, prev_step: int | None = None, next_step: int | None = None,
+                      run_name: str = "") -> str:
+    """The page of a step whose dump could not be read: the error, and the same navigation."""
+    body = (f'<main><div class="top"><h1>Step {esc(step)}</h1><span class="muted">{esc(run_name)}</span>'
+            f'<span class="nav">{_nav(prev_step, next_step)}</span></div>'
+            f'<p class="note">This step\'s rollout dump could not be read: {esc(error)}</p></main>')
+    return page(f"appo report · step {step}", body)
 
 
 def fork_fractions(record: Mapping[str, Any]) -> list[float]:

@@ -168,3 +168,14 @@ def test_realistic_step_page_stays_compact():
     assert html.count("<i ") > 15_000
     assert len(html.encode()) < 70 * tokens  # bytes per dumped token: compact per-token data, no JSON copy
     assert html.count('class="row') == 8 * 16 and html.count('class="fork"') == 8 * 8
+
+
+def test_a_grpo_step_without_branches_or_branching_scores(small_run):
+    rec = read_dump(small_run / "rollouts" / "step_000001.json")
+    for p in rec["prompts"]:
+        p["rows"] = [dict(r, omega=None, score=None) for r in p["rows"] if r["parent"] is None]
+    html = render_step(rec)
+    assert re.search(r'name="sig" value="entropy" checked', html)  # the default without BS
+    assert re.search(r'value="omega" disabled', html) and re.search(r'value="score" disabled', html)
+    assert 'class="fork"' not in html and 'class="row branch"' not in html
+    assert "This step dump holds no prompts" in render_step({"step": 3, "prompts": []})

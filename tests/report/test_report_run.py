@@ -124,6 +124,9 @@ def test_damaged_inputs_are_skipped_with_a_note(small_run):
     assert "step_000000.json could not be read" in html and "not valid JSON" in html
     assert "step_000002.json could not be read" in html and "not a step dump" in html
     assert '<a href="step_000001.html">step 1</a>' in html
+    # an unreadable step still gets a page (so the previous/next links hold) that says why
+    page0 = (small_run / "report" / "step_000000.html").read_text()
+    assert "could not be read" in page0 and 'href="step_000001.html' in page0
     metrics, bad = load_metrics(small_run / "metrics.jsonl")
     assert bad == 1 and [m["step"] for m in metrics] == [0, 1, 2, 3, 4, 5, 6]
     assert metrics[3]["critic/score/mean"] == 9.0
