@@ -80,6 +80,8 @@ svg.tree .tk{fill:#7b2cbf}
 svg.tree a:hover rect{stroke:#000;stroke-width:.6}
 .key{font-size:11px;color:#6a737d;margin-bottom:6px}
 .key .sw{display:inline-block;width:18px;height:9px;border-radius:2px;vertical-align:0;margin:0 3px 0 8px}
+.dp{font-size:12px;margin:4px 0 8px}.dp table.t{font-size:12px}.dp code{white-space:pre}
+.dp table.t td:nth-child(-n+3),.dp table.t th:nth-child(-n+3){text-align:left}
 .row{border-left:3px solid #57606a;padding:2px 0 2px 9px;margin:10px 0 4px}
 .row.branch{border-left-color:#7b2cbf}
 .kids{margin-left:18px;padding-left:4px;border-left:1px dashed #c9b3e6}

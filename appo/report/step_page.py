@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 from appo.report.assets import CSS, page_script
 from appo.report.run import METRICS_STEP_OFFSET, num
 from appo.report.tokens import SIGNALS, context_html, esc, fmt, fork_markers, render_tokens, signals_present
-from appo.report.tree import Node, anchor_id, build_tree, is_fork, reward_color, tree_svg
+from appo.report.tree import Node, anchor_id, build_tree, decision_table, is_fork, reward_color, tree_svg
 
 MAX_ROW_METRICS = 8
 """Reward metrics shown in a row header (the rest are in its title)."""
@@ -195,7 +195,8 @@ def prompt_html(prompt: Mapping[str, Any], reward_scale: float) -> str:
             f'{esc(prompt.get("source", ""))}</span></h2>'
             f'<div class="qa"><div><b>Question</b><pre class="q">{esc(prompt.get("question", ""))}</pre></div>'
             f'<div class="ans"><b>Reference answer{"s" if len(answers) != 1 else ""}</b><br>{refs}</div></div>'
-            f'<div class="muted">{esc(stats)}</div>{note}{full}{tree_svg(roots, g, reward_scale)}{key}{body}</section>')
+            f'<div class="muted">{esc(stats)}</div>{note}{full}{tree_svg(roots, g, reward_scale)}{key}'
+            f'{decision_table(roots, g)}{body}</section>')
 
 
 def render_step(record: Mapping[str, Any], *, metrics: Mapping[str, Any] | None = None,

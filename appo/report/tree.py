@@ -7,6 +7,7 @@ whose parent links form a cycle, is shown as a root and reported in the returned
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -166,3 +167,37 @@ def tree_svg(roots: Sequence[Node], group: Any, reward_scale: float) -> str:
             f'<text x="{left + width}" y="{h - 2}" class="ax" text-anchor="end">t={longest}</text>')
     return (f'<svg class="tree" viewBox="0 0 {left + width + right} {h}" width="{left + width + right}" height="{h}" '
             f'role="img" aria-label="branch tree">{"".join(parts)}{axis}</svg>')
+
+
+def decision_table(roots: Sequence[Node], group: Any) -> str:
+    """A folded-open table of the prompt's branch points, highest Branching Score first: the branch,
+    its parent and split t, the parent's token at t (after a few tokens of context), the BS of the
+    point, the parent's entropy and Omega at t, and the rewards of parent and branch. Empty without
+    branches."""
+    points = [(n, c) for n in walk(roots) for c in n.children]
+    if not points:
+        return ""
+
+    def at(row: Mapping[str, Any], key: str, t: int) -> float | None:
+        xs = row.get(key)
+        return num(xs[t]) if isinstance(xs, list) and 0 <= t < len(xs) else None
+
+    points.sort(key=lambda p: -(num(p[1].row.get("branch_score")) if num(p[1].row.get("branch_score")) is not None
+                                else -math.inf))
+    body = []
+    for parent, child in points:
+        p, c, t = parent.row, child.row, child.row["split"]
+        toks = p.get("tokens") or []
+        ctx = esc("".join(str(x) for x in toks[max(0, t - 4) : max(0, t)])).replace("\n", "↵")
+        tok = esc(toks[t] if 0 <= t < len(toks) else "").replace("\n", "↵")
+        pa, ca = anchor_id(group, p.get("uid")), anchor_id(group, c.get("uid"))
+        cells = [f'<a href="#{ca}">#{esc(c.get("uid"))}</a>', f'<a href="#{pa}t{t}">#{esc(p.get("uid"))} t={t}</a>',
+                 f'<code><span class="muted">{ctx}</span><b>{tok}</b></code>',
+                 esc(fmt(num(c.get("branch_score"))) or "–"), esc(fmt(at(p, "entropy", t)) or "–"),
+                 esc(fmt(at(p, "omega", t)) or "–"),
+                 f'{esc(fmt(num(p.get("reward"))) or "?")} → {esc(fmt(num(c.get("reward"))) or "?")}']
+        body.append("<tr>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
+    head = ("<tr><th>branch</th><th>forks from</th><th>token at t</th><th>BS</th><th>H<sub>t</sub></th>"
+            "<th>Ω<sub>t</sub></th><th>reward parent → branch</th></tr>")
+    return (f'<details class="more dp" open><summary>Decision points ({len(points)}), highest Branching Score first'
+            f'</summary><table class="t">{head}{"".join(body)}</table></details>')

@@ -179,3 +179,13 @@ def test_a_grpo_step_without_branches_or_branching_scores(small_run):
     assert re.search(r'value="omega" disabled', html) and re.search(r'value="score" disabled', html)
     assert 'class="fork"' not in html and 'class="row branch"' not in html
     assert "This step dump holds no prompts" in render_step({"step": 3, "prompts": []})
+
+
+def test_decision_points_table_lists_branch_points_by_score(report):
+    html = _page(report)
+    table = re.search(r'<details class="more dp" open><summary>Decision points \(4\).*?</table>', html, re.S).group(0)
+    branches = re.findall(r'<tr><td><a href="#g0r(\d+)">', table)
+    assert branches == ["2", "3", "5", "4"]  # BS 1.5, 0.75, 0.5, 0.25
+    # the parent's token at t (bold) after its context, the point's BS, H_t and Omega_t of the parent, rewards
+    assert ('<td><a href="#g0r0t2">#0 t=2</a></td><td><code><span class="muted">&lt;think&gt;I</span><b> will</b>'
+            '</code></td><td>1.5</td><td>0.7</td><td>1.02</td><td>1 → -1</td>') in table
