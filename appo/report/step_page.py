@@ -11,7 +11,9 @@ from typing import Any, Mapping, Sequence
 from appo.report.assets import CSS, page_script
 from appo.report.run import METRICS_STEP_OFFSET, num
 from appo.report.tokens import SIGNALS, context_html, esc, fmt, fork_markers, render_tokens, signals_present
-from appo.report.tree import Node, anchor_id, build_tree, decision_table, is_fork, reward_color, tree_svg
+from appo.report.tree import (
+    Node, anchor_id, build_tree, decision_table, is_fork, prompt_anchor, reward_color, tree_svg,
+)
 
 MAX_ROW_METRICS = 8
 """Reward metrics shown in a row header (the rest are in its title)."""
@@ -90,7 +92,8 @@ HELP = (
     "tool output (loss_mask 0, written by the tool, not trained) is a grey box and is never shaded.</li>"
     "<li>The tree diagram above the rows draws each row as a bar over its own tokens (colour = reward: blue "
     "above 0, red below), grey boxes over tool output and purple ticks at branch points; click a bar to jump "
-    "to its row.</li>"
+    "to its row. The <b>Decision points</b> table lists every branch point, highest Branching Score first, "
+    "with the parent's token at t, its entropy and Ω, and the rewards of parent and branch.</li>"
     "<li><b>Shading</b>: __SIGNALS__ Sequential signals go from unshaded (lowest) to dark orange (highest); "
     "advantage is diverging: blue above 0, red below, unshaded at 0. <b>Per page</b> uses one range over all "
     "tokens shown on the page, so colours compare across rows; <b>per row</b> stretches each row's own range "
@@ -190,7 +193,7 @@ def prompt_html(prompt: Mapping[str, Any], reward_scale: float) -> str:
            '<span class="sw" style="background:#8c8c8c"></span>tool output'
            '<span class="sw" style="background:#7b2cbf;width:9px"></span>branch point</div>')
     body = "".join(row_html(n, g, reward_scale) for n in roots)
-    return (f'<section class="card prompt" id="{anchor_id(g, "")}">'
+    return (f'<section class="card prompt" id="{prompt_anchor(g)}">'
             f'<h2>Prompt {esc(g)} <span class="muted">· {esc(prompt.get("id", ""))} · '
             f'{esc(prompt.get("source", ""))}</span></h2>'
             f'<div class="qa"><div><b>Question</b><pre class="q">{esc(prompt.get("question", ""))}</pre></div>'
@@ -222,7 +225,7 @@ def render_step(record: Mapping[str, Any], *, metrics: Mapping[str, Any] | None 
                f'{s["branch"]} branch) · mean reward initial {fmt(s["reward_initial"]) or "–"}, branch '
                f'{fmt(s["reward_branch"]) or "–"} · mean length {fmt(s["tokens_mean"]) or "–"} tokens · stops: '
                f'{esc(stops) or "–"}{extra}</div>')
-    toc = "".join(f'<a href="#{anchor_id(p.get("group", "?"), "")}">P{esc(p.get("group", "?"))} <span class="muted">'
+    toc = "".join(f'<a href="#{prompt_anchor(p.get("group", "?"))}">P{esc(p.get("group", "?"))} <span class="muted">'
                   f'{esc(fmt(step_summary([p])["reward_initial"]) or "–")}</span></a>' for p in shown)
     mtable = ""
     if metrics:

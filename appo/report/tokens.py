@@ -183,6 +183,9 @@ def render_tokens(row: Mapping[str, Any], anchor: str, forks: Mapping[int, Seque
     flush()
     if call_open is not None:
         out.append("</span>")
+    late = [c for t, cs in sorted(forks.items()) if t >= n for c in cs]  # a split past the row's end
+    if late:
+        out.append(fork_markers(late, child_anchor))
     return "".join(out)
 
 
@@ -194,7 +197,7 @@ def fork_markers(children: Sequence[Mapping[str, Any]], child_anchor: Mapping[in
         bs = num(ch.get("branch_score"))
         tip = f"branch #{uid} continues after this token (t={ch.get('split')})" + (
             f" · Branching Score {fmt(bs)}" if bs is not None else "")
-        out.append(f'<a class="fork" href="#{child_anchor.get(uid, "")}" title="{esc(tip)}">↳#{esc(uid)}</a>')
+        out.append(f'<a class="fork" href="#{esc(child_anchor.get(uid, ""))}" title="{esc(tip)}">↳#{esc(uid)}</a>')
     return "".join(out)
 
 

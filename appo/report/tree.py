@@ -33,6 +33,11 @@ def anchor_id(group: Any, uid: Any) -> str:
     return re.sub(r"[^\w-]", "_", f"g{group}r{uid}")
 
 
+def prompt_anchor(group: Any) -> str:
+    """Element id of a prompt's card on a step page (``g<group>``)."""
+    return re.sub(r"[^\w-]", "_", f"g{group}")
+
+
 def is_fork(row: Mapping[str, Any]) -> bool:
     """Whether ``row`` names a parent and an integer split."""
     return row.get("parent") is not None and isinstance(row.get("split"), int)
@@ -157,7 +162,7 @@ def tree_svg(roots: Sequence[Node], group: Any, reward_scale: float) -> str:
     for node in order:
         py = y_of[id(node)]
         for c in node.children:
-            cx = x(c.row["split"] + 1)
+            cx = x(min(c.row["split"] + 1, longest))
             cy = y_of[id(c)]
             parts.append(f'<path d="M{cx:.1f} {py + lane:.1f} V{cy + lane / 2:.1f}" class="cn"/>')
             parts.append(f'<path d="M{cx - 4:.1f} {py - 3:.1f} h8 l-4 5 z" class="tk"><title>branch '

@@ -139,9 +139,11 @@ def test_rows_with_broken_links_are_shown_as_roots(small_run):
     rows = rec["prompts"][0]["rows"]
     rows[5]["parent"] = 42  # parent not in the dump
     rows[2]["parent"], rows[4]["parent"] = 4, 2  # 2 <-> 4 cycle
+    rows[3]["split"] = 999  # past the parent's end
     path.write_text(json.dumps(rec))
     html = (write_report(small_run, steps=[1]).parent / "step_000001.html").read_text()
     assert "row #5 names parent #42, which is not in the dump; shown as a root" in html
     assert "parent links form a cycle" in html
     for uid in range(6):
         assert html.count(f'id="g0r{uid}"') == 1
+    assert re.search(r'&lt;/answer&gt;</i><a class="fork" href="#g0r3"', html)  # marker after the last token
