@@ -34,8 +34,9 @@ def write_report(run_dir: str | Path, steps: Iterable[int] | None = None, out_di
     ``ValueError`` listing the dumped ones). ``out_dir``: output folder (default ``RUN_DIR/report``).
     ``max_prompts``: show at most that many prompts per step page (the first ones; None = all).
     A run directory without metrics or dumps still gets a report that says what is missing; a dump that
-    cannot be read is listed as unreadable. Raises ``FileNotFoundError``/``NotADirectoryError`` for a
-    bad ``run_dir``.
+    cannot be read gets a page saying why (and a note on the index). Raises ``FileNotFoundError`` /
+    ``NotADirectoryError`` for a bad ``run_dir`` and ``ValueError`` for a bad ``steps``/``max_prompts``,
+    each naming the input and the fix. Dumps are rendered one at a time (memory holds one step).
     """
     bad = isinstance(max_prompts, bool) or not isinstance(max_prompts, int) or max_prompts < 1
     if max_prompts is not None and bad:
