@@ -13,7 +13,7 @@ from typing import Iterable
 
 from appo.report.curves import write_curves, write_fork_positions
 from appo.report.index_page import entry_for, render_index
-from appo.report.run import DUMP_DIR, METRICS_STEP_OFFSET, choose_steps, load_run, metrics_by_step, read_dump
+from appo.report.run import DUMP_DIR, choose_steps, load_run, metrics_by_step, read_dump
 from appo.report.step_page import fork_fractions, render_step, render_unreadable, step_filename, step_summary
 
 REPORT_DIR = "report"
@@ -63,7 +63,7 @@ def write_report(run_dir: str | Path, steps: Iterable[int] | None = None, out_di
             notes.append(f"{DUMP_DIR}/{run.dumps[s].name} could not be read, so step {s} has no rollouts to show: {e}")
             _write(out / step_filename(s), render_unreadable(s, str(e), **nav))
             continue
-        _write(out / step_filename(s), render_step(rec, metrics=by_step.get(s + METRICS_STEP_OFFSET),
+        _write(out / step_filename(s), render_step(rec, metrics=by_step.get(s),
                                                    max_prompts=max_prompts, **nav))
         prompts = [p for p in rec["prompts"] if isinstance(p, dict)][:max_prompts]
         summaries[s] = step_summary(prompts)

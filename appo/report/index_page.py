@@ -22,7 +22,7 @@ class StepEntry:
     """A dumped step as the index lists it."""
 
     step: int
-    """The dumped step (0-based, as in the dump file name)."""
+    """The dumped step (steps completed, as in the dump file name and metrics.jsonl)."""
     page: str | None
     """File name of its page in the report folder, None when it has none."""
     summary: dict | None

@@ -19,9 +19,6 @@ DUMP_DIR = "rollouts"
 pulls in torch; a test checks the two agree)."""
 METRICS_FILE = "metrics.jsonl"
 """The JSONL metrics file the trainer's ``jsonl`` logger writes."""
-METRICS_STEP_OFFSET = 1
-"""The trainer dumps step ``s`` (0-based, ``train_step(s)``) but logs its metrics under ``step = s + 1``
-(steps completed), so dump ``s`` pairs with metrics line ``s + METRICS_STEP_OFFSET``."""
 _STEP_FILE = re.compile(r"^step_(\d+)\.json$")
 
 

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any, Mapping, Sequence
 
 from appo.report.assets import CSS, page_script
-from appo.report.run import METRICS_STEP_OFFSET, num
+from appo.report.run import num
 from appo.report.tokens import SIGNALS, context_html, esc, fmt, fork_markers, render_tokens, signals_present
 from appo.report.tree import (
     Node, anchor_id, build_tree, decision_table, is_fork, prompt_anchor, reward_color, tree_svg,
@@ -232,7 +232,7 @@ def render_step(record: Mapping[str, Any], *, metrics: Mapping[str, Any] | None 
         cells = "".join(f"<tr><td>{esc(k)}</td><td>{esc(fmt(num(v)) if num(v) is not None else v)}</td></tr>"
                         for k, v in metrics.items() if k not in ("step", "time"))
         mtable = (f'<details class="more card"><summary>metrics logged for this step (metrics.jsonl step '
-                  f'{esc(metrics.get("step"))} = dump step + {METRICS_STEP_OFFSET})</summary>'
+                  f'{esc(metrics.get("step"))})</summary>'
                   f'<table class="t"><tr><th>metric</th><th>value</th></tr>{cells}</table></details>')
     body = (f'{_controls(present)}<main><div class="top"><h1>Step {esc(step)}</h1>'
             f'<span class="muted">{esc(run_name)}</span><span class="nav">{_nav(prev_step, next_step)}</span></div>'

@@ -1,6 +1,7 @@
 """Per-step rollout dumps: every row with its tokens and token-level signals, for ``appo report``.
 
-``run_dir/rollouts/step_XXXXXX.json`` holds, per prompt, its question and answers, and per row: tree
+``run_dir/rollouts/step_XXXXXX.json`` (XXXXXX = steps completed, as in ``metrics.jsonl``: the rollouts
+of the first training step are ``step_000001``) holds, per prompt, its question and answers, and per row: tree
 links (uid, parent, split, root, origin), the stop reason, the reward and its metrics, tool spans, and
 per response token its text, loss mask, entropy, Omega, Branching Score and advantage. Values are
 rounded to 4 decimals; -inf scores are written as null.

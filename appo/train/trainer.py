@@ -157,9 +157,9 @@ class Trainer:
         m.update(batch_metrics(batch, rewards_N, cfg.data.max_response_length))
         m.update({f"reward/{k}": v for k, v in reduce_metrics([s.metrics for s in scored]).items()})
         m["timing_s/step"] = time.perf_counter() - t0
-        every = cfg.trainer.dump_rollouts_freq
-        if every > 0 and (step % every == 0 or step + 1 == cfg.trainer.total_training_steps):
-            write_step(self.run_dir, step_record(step, rows, examples, scored, adv_NT, self.texts,
+        done, every = step + 1, cfg.trainer.dump_rollouts_freq
+        if every > 0 and (done == 1 or done % every == 0 or done == cfg.trainer.total_training_steps):
+            write_step(self.run_dir, step_record(done, rows, examples, scored, adv_NT, self.texts,
                                                  {"algorithm": cfg.algorithm.name}))
         return m
 

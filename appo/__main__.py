@@ -1,0 +1,4 @@
+from appo.cli import main
+import sys
+
+sys.exit(main())

@@ -1,0 +1,165 @@
+"""The ``appo`` command line: a thin layer over documented Python calls.
+
+=========  ======================================================
+command    Python call
+=========  ======================================================
+train      :func:`appo.train.trainer.train`
+sft        :func:`appo.train.sft_run.run_sft`
+eval       :func:`appo.eval.evaluate_benchmarks`
+report     :func:`appo.report.write_report`
+demo       :func:`appo.demo.run_demo`
+=========  ======================================================
+
+``train`` and ``sft`` take ``--config FILE`` (or a name in ``configs/``) and dotted overrides
+(``actor.optim.lr=1e-5``), exactly as :func:`appo.train.config.load_config`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _config(args) -> "Config":  # noqa: F821
+    from appo.train.config import load_config
+
+    return load_config(resolve_config_path(args.config), args.overrides)
+
+
+def resolve_config_path(name: str | None) -> Path | None:
+    """A config file path, or a bare name looked up in the repository's ``configs/`` (``demo`` ->
+    ``configs/demo.yaml``); None stays None."""
+    if name is None:
+        return None
+    path = Path(name)
+    if path.is_file():
+        return path
+    bundled = Path(__file__).resolve().parent.parent / "configs" / f"{name.removesuffix('.yaml')}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise SystemExit(f"config {name!r} not found: pass a YAML file or one of the names in configs/ "
+                     f"({', '.join(sorted(p.stem for p in bundled.parent.glob('*.yaml')))})")
+
+
+def cmd_train(args) -> int:
+    from appo.train.trainer import train
+
+    result = train(_config(args))
+    last = result.val.get(result.steps) or {}
+    print(f"trained {result.steps} steps; run directory {result.run_dir}"
+          + (f"; val acc {last['all'].get('acc', float('nan')):.3f}" if "all" in last else ""))
+    return 0
+
+
+def cmd_sft(args) -> int:
+    from appo.train.sft_run import run_sft
+
+    result = run_sft(_config(args))
+    loss = result.metrics["epoch_loss"]
+    print(f"SFT on {result.num_examples} demonstrations: loss {loss[0]:.3f} -> {loss[-1]:.3f}; model {result.model_dir}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from appo.eval import evaluate_benchmarks, format_table
+    from appo.train.progress import ProgressDisplay
+
+    benchmarks = [b for b in args.benchmarks.split(",") if b]
+    bars: dict[str, ProgressDisplay] = {}
+
+    def on_batch(name, done, total, summary):
+        bar = bars.setdefault(name, ProgressDisplay(total, f"eval {name}"))
+        bar.update(done, advance=0, acc=summary.get("acc"), tool_calls=summary.get("tool_calls"))
+
+    try:
+        result = evaluate_benchmarks(
+            args.model, benchmarks, limit=args.limit, tools=[t for t in args.tools.split(",") if t],
+            reward=args.reward, protocol=args.protocol, system_prompt=args.system_prompt,
+            max_response_tokens=args.max_response_tokens, max_tool_calls=args.max_tool_calls,
+            temperature=args.temperature, n=args.n, batch_size=args.batch_size, seed=args.seed, device=args.device,
+            on_batch=on_batch)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(format_table(result.summary))
+    out = result.to_json(args.out)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from appo.report import write_report
+
+    steps = [int(s) for s in args.steps.split(",")] if args.steps else None
+    path = write_report(args.run_dir, steps=steps, out_dir=args.out, max_prompts=args.max_prompts)
+    print(f"report: {path}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from appo.demo import run_demo
+
+    run_demo(args.out, quick=args.quick, overrides=args.overrides)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    p = argparse.ArgumentParser(prog="appo", description="RL for tool-using LLM agents (APPO, GRPO, ARPO, Tree-GRPO)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    for name, fn, help_ in (("train", cmd_train, "train a policy with RL"),
+                            ("sft", cmd_sft, "supervised cold start on demonstrations")):
+        s = sub.add_parser(name, help=help_)
+        s.add_argument("--config", "-c", help="YAML config file or a name in configs/ (demo, smollm2_135m, paper_7b)")
+        s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. actor.optim.lr=1e-5")
+        s.set_defaults(fn=fn)
+
+    s = sub.add_parser("eval", help="evaluate a model with tools on benchmarks")
+    s.add_argument("--model", required=True, help="HF folder, cached hub id, .gguf file or alias (smollm2-135m-instruct)")
+    s.add_argument("--benchmarks", required=True, help="comma-separated names (gsm8k,math500,hotpotqa,...), files or proc: tasks")
+    s.add_argument("--limit", type=int, default=None, help="examples per benchmark")
+    s.add_argument("--tools", default="python,search", help="comma-separated tools (default: python,search)")
+    s.add_argument("--reward", default="default", help="reward name or file.py:function")
+    s.add_argument("--protocol", default="tags", choices=["tags", "hermes"])
+    s.add_argument("--system-prompt", default=None, help="reference, fewshot, short, or literal text")
+    s.add_argument("--max-response-tokens", type=int, default=1024)
+    s.add_argument("--max-tool-calls", type=int, default=3)
+    s.add_argument("--temperature", type=float, default=0.0)
+    s.add_argument("--n", type=int, default=1, help="samples per question")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="auto")
+    s.add_argument("--out", default="eval_results.json", help="JSON output path")
+    s.set_defaults(fn=cmd_eval)
+
+    s = sub.add_parser("report", help="static HTML report of a run's decision points and curves")
+    s.add_argument("run_dir")
+    s.add_argument("--steps", default=None, help="comma-separated steps (default: every dumped step)")
+    s.add_argument("--out", default=None, help="output folder (default RUN_DIR/report)")
+    s.add_argument("--max-prompts", type=int, default=None)
+    s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("demo", help="the main job: tiny model -> SFT -> APPO -> eval before/after -> report")
+    s.add_argument("--out", default="runs/demo", help="output folder")
+    s.add_argument("--quick", action="store_true", help="a minute-long version (CI smoke test)")
+    s.add_argument("overrides", nargs="*", help="dotted overrides of the demo's training config")
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``appo`` script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError, KeyError) as exc:
+        from appo.train.config import ConfigError  # noqa: F401 - a ValueError subclass
+
+        print(f"appo {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
