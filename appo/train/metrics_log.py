@@ -81,7 +81,7 @@ class MetricsLogger:
         if "console" in backends:
             from rich.console import Console
 
-            self._console = console or Console(highlight=False)
+            self._console = console or Console(highlight=False, soft_wrap=True)
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         """Record ``metrics`` (name -> number; strings go to JSONL only) for ``step``."""
