@@ -78,13 +78,14 @@ class DataConfig:
     train_batch_size: int = 8
     """Prompts per training step (each gets ``rollout.n`` rows)."""
     val_batch_size: int | None = None
-    """Prompts per validation generation call; None sends all at once."""
+    """Prompts per validation generation call; None uses ``rollout.max_batch_size``."""
     train_max_samples: int = -1
     """Use at most this many training examples; -1 uses all."""
     val_max_samples: int = -1
     """Use at most this many validation examples; -1 uses all."""
     max_prompt_length: int = 1024
-    """Longest prompt in tokens (chat template and system prompt included)."""
+    """Longest prompt in tokens (chat template and system prompt included); a longer one stops the run
+    with an error naming the example (verl's ``truncation: error``)."""
     max_response_length: int = 2048
     """Longest response in tokens, model and tool-result tokens together, over all turns."""
     shuffle: bool = True

@@ -120,6 +120,7 @@ class Trainer:
         with timer("gen", m):
             ctx = self.rollout_context(step)
             prompts = prompt_specs(ctx, examples, indices, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
+            check_prompt_lengths(prompts, examples, cfg.data.max_prompt_length)
             out = run_strategy(self.strategy, ctx, prompts, strategy_config(cfg))
         rows = out.rows
 
@@ -170,7 +171,8 @@ class Trainer:
         c.model.eval()
         result = evaluate(c.engine, c.tokenizer, c.val_examples, reward_fn=c.reward_fn, tools=c.tools,
                           protocol=cfg.rollout.protocol, params=sampling_params(cfg, validation=True),
-                          limits=loop_limits(cfg), n=cfg.rollout.val_kwargs.n, batch_size=cfg.rollout.max_batch_size,
+                          limits=loop_limits(cfg), n=cfg.rollout.val_kwargs.n,
+                          batch_size=cfg.data.val_batch_size or cfg.rollout.max_batch_size,
                           seed=cfg.trainer.seed, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
         return result.summary
 
@@ -230,6 +232,16 @@ class Trainer:
 CONSOLE_KEYS = ("critic/score/mean", "reward/acc", "rollout/tool_calls_per_rollout", "rollout/branches_per_prompt",
                 "actor/pg_clipfrac", "actor/grad_norm", "response_length/mean", "timing_s/step", "val/all/acc")
 """Metrics printed on the console each step (all of them go to JSONL / TensorBoard)."""
+
+
+def check_prompt_lengths(prompts, examples, max_len: int) -> None:
+    """Refuse a prompt longer than ``data.max_prompt_length`` (verl's ``truncation: error``), naming it."""
+    for p in prompts:
+        if len(p.prompt_ids) > max_len:
+            ex = examples[p.group]
+            raise ValueError(f"example {ex.id!r} has a {len(p.prompt_ids)}-token prompt (system prompt and chat template "
+                             f"included), over data.max_prompt_length={max_len}; raise data.max_prompt_length, shorten "
+                             "rollout.system_prompt, or drop long examples (data.train_files)")
 
 
 def _val_metrics(summary: dict) -> dict[str, float]:
