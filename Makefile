@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-slow smollm2 bench clean
+.PHONY: setup demo test test-slow smollm2 bench clean docs
 
 setup: $(VENV)/.installed
 
@@ -32,3 +32,7 @@ smollm2: setup
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# Regenerate docs/config.md from the config dataclasses' docstrings.
+docs: setup
+	$(PY) -c "from appo.train.config import config_reference_markdown as f; open('docs/config.md','w').write(f()+'\n')"
