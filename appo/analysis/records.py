@@ -1,0 +1,160 @@
+"""Records of an influence analysis: its knobs, one record per analysed position and per rollout."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Knobs of :func:`appo.analysis.analyze` (the budget is ``positions x samples_per_position``
+    continuations per rollout, each run through the agent loop to its end)."""
+
+    rollouts_per_prompt: int = 2
+    """Rollouts sampled per prompt (each is analysed)."""
+    positions_per_rollout: int = 8
+    """Strata of the stratified sample over a rollout's model tokens (one position per stratum);
+    tool-call boundaries come on top when ``include_tool_boundaries``."""
+    samples_per_position: int = 4
+    """M: continuations re-drawn from each analysed position."""
+    include_tool_boundaries: bool = True
+    """Also analyse every tool-call boundary: the first token of each call and the token after each result."""
+    temperature: float = 1.0
+    """Sampling temperature of rollouts and continuations (1.0: the policy itself)."""
+    max_response_tokens: int = 256
+    """Response budget per rollout (model and tool tokens), as ``LoopLimits.max_response_tokens``."""
+    max_tool_calls: int = 3
+    """Tool calls allowed per rollout (a continuation counts the calls in its prefix)."""
+    on_tool_limit: Literal["stop", "message"] = "stop"
+    """What a call past the limit does (``LoopLimits.on_tool_limit``)."""
+    protocol: str = "tags"
+    """Tool-call protocol (``tags`` or ``hermes``)."""
+    system_prompt: str | None = None
+    """System prompt: a name in ``appo.prompts.SYSTEM_PROMPTS`` or literal text; None keeps the data's
+    own or the protocol's default."""
+    omega_gamma: float = 1.0
+    """Discount of Omega's likelihood-gain sum (as the APPO strategy)."""
+    omega_clip_eps: float = 0.2
+    """Omega is clipped to [1 - eps, 1 + eps] (as the APPO strategy)."""
+    precision_k: int | None = None
+    """K of precision@K and of the top-K proximity share; None: 20% of the analysed positions."""
+    near_tool_tokens: int = 5
+    """N: a position within N tokens of a tool call counts as near one."""
+    batch_size: int = 32
+    """Continuations run through one agent loop at a time (its keys are released after each batch)."""
+    seed: int = 0
+    """Seeds rollouts, position sampling and continuations; the same seed gives the same JSON."""
+
+    def __post_init__(self) -> None:
+        checks = {"rollouts_per_prompt": 1, "positions_per_rollout": 0, "samples_per_position": 1,
+                  "max_response_tokens": 1, "max_tool_calls": 0, "near_tool_tokens": 0, "batch_size": 1}
+        for name, low in checks.items():
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"AnalysisConfig.{name}={v!r} must be an integer >= {low}")
+        if self.precision_k is not None and self.precision_k < 1:
+            raise ValueError(f"AnalysisConfig.precision_k={self.precision_k} must be >= 1 or None (20%)")
+        if not self.temperature > 0:
+            raise ValueError(f"AnalysisConfig.temperature={self.temperature} must be > 0: with greedy decoding "
+                             "every re-draw gives the same continuation and influence is always 0")
+
+
+@dataclass(frozen=True)
+class PositionRecord:
+    """One analysed position t of one rollout."""
+
+    group: int
+    """Prompt index."""
+    example_id: str
+    """Id of the example the prompt came from."""
+    rollout: int
+    """uid of the rollout within its prompt."""
+    t: int
+    """Response position of the re-drawn token."""
+    token: str
+    """The token the rollout had at t (decoded on its own)."""
+    region: str
+    """``think``, ``tool_call``, ``answer`` or ``other`` (see ``positions.token_regions``)."""
+    boundary: str | None
+    """``call_start`` / ``after_result`` when t is a tool-call boundary, else None."""
+    tool_distance: int | None
+    """Tokens to the nearest tool call (0 inside a call or its result); None when the rollout has none."""
+    entropy: float
+    """H_t: entropy of the distribution token t was drawn from (the engine's, at the sampling temperature)."""
+    logprob: float
+    """Log-prob of the rollout's token t under that distribution."""
+    omega: float
+    """Omega_t, likelihood gain of the continuation from t (current vs anchor); 1.0 without an anchor."""
+    bs: float | None
+    """Branching Score Z(H_t) * Z(Omega_t) as APPO computes it; None where APPO would not score t
+    (whitespace-only token, the last token, no budget after it)."""
+    rollout_reward: float
+    """R of the rollout."""
+    branch_rewards: tuple[float, ...]
+    """Rewards of the M continuations that re-drew token t."""
+    influence: float
+    """|mean(branch_rewards) - rollout_reward|."""
+
+    @property
+    def branch_mean(self) -> float:
+        """Mean reward of the continuations (the Monte-Carlo estimate of E[R | branch at t])."""
+        return sum(self.branch_rewards) / len(self.branch_rewards)
+
+    @property
+    def branch_var(self) -> float:
+        """Sample variance (ddof 1) of the continuations' rewards; NaN when M = 1."""
+        m = len(self.branch_rewards)
+        if m < 2:
+            return math.nan
+        mu = self.branch_mean
+        return sum((r - mu) ** 2 for r in self.branch_rewards) / (m - 1)
+
+    @property
+    def standard_error(self) -> float:
+        """Monte-Carlo standard error of the branch mean, ``sqrt(branch_var / M)``; NaN when M = 1."""
+        return math.sqrt(self.branch_var / len(self.branch_rewards)) if len(self.branch_rewards) > 1 else math.nan
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict with the derived mean, variance and standard error (floats rounded to 6
+        decimals, NaN as None)."""
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d.update(branch_mean=self.branch_mean, branch_var=self.branch_var, standard_error=self.standard_error)
+        return {k: _round(v) for k, v in d.items()}
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """One analysed rollout."""
+
+    group: int
+    """Prompt index."""
+    uid: int
+    """Rollout index within the prompt."""
+    example_id: str
+    """Id of the example."""
+    reward: float
+    """R of the rollout."""
+    stop_reason: str
+    """Why it ended."""
+    n_tokens: int
+    """Response tokens (model and tool)."""
+    n_model_tokens: int
+    """Tokens the model wrote."""
+    tool_spans: tuple[tuple[int, int, int, str], ...]
+    """``(call_start, call_end, result_end, tool name)`` per call."""
+    positions: tuple[int, ...]
+    """The analysed positions, sorted."""
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict."""
+        return {k: _round(getattr(self, k)) for k in self.__dataclass_fields__}
+
+
+def _round(v):
+    if isinstance(v, float):
+        return round(v, 6) if math.isfinite(v) else None
+    if isinstance(v, (list, tuple)):
+        return [_round(x) for x in v]
+    return v

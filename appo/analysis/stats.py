@@ -1,0 +1,225 @@
+"""Summary statistics of an influence analysis: rank correlation, precision@K, closeness to tool calls.
+
+Pure functions over plain lists (one entry per analysed position), so every number in a summary can be
+checked by hand. Conventions, chosen here and used everywhere in :mod:`appo.analysis`:
+
+- **Missing values** (None / NaN / inf, e.g. the Branching Score of a token APPO does not score): a
+  rank correlation uses only the positions where both values are finite; precision@K ranks a missing
+  score below every finite one (so all scores are judged on the same positions and the same K).
+- **Ties** (influence takes few distinct values when rewards are discrete and M is small): ranks are
+  averaged for Spearman's rho; the top-K set is *fractional* at its boundary. With ``a`` values strictly
+  above the K-th largest and ``b`` values equal to it, each tied value is in the top K with weight
+  ``(K - a) / b`` (the probability under a uniformly random tie-break). precision@K of a score is the
+  expected overlap ``sum_i w_infl_i * w_score_i / K`` of the two top-K sets with independent
+  tie-breaks; a random score has expected precision ``K / n``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Sequence
+
+SCORES = ("entropy", "omega", "bs")
+"""The per-position scores compared against influence, in table order."""
+
+
+def finite(x) -> bool:
+    """Whether ``x`` is a real finite number (not None, NaN or inf)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks of ``values`` (ascending), tied values sharing the mean of their ranks."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation; NaN when fewer than 2 pairs or either side has no variance."""
+    n = len(x)
+    if n != len(y):
+        raise ValueError(f"pearson: x has {n} values, y has {len(y)}; pass paired lists")
+    if n < 2:
+        return math.nan
+    mx, my = sum(x) / n, sum(y) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxx = sum((a - mx) ** 2 for a in x)
+    syy = sum((b - my) ** 2 for b in y)
+    if sxx <= 0 or syy <= 0:
+        return math.nan
+    return sxy / math.sqrt(sxx * syy)
+
+
+def spearman(x: Sequence, y: Sequence) -> tuple[float, int]:
+    """Spearman's rho (Pearson correlation of average ranks) over the pairs where both are finite.
+
+    Returns ``(rho, n_pairs)``; rho is NaN when fewer than 3 pairs remain or one side is constant (then
+    it is undefined: a constant score cannot rank anything).
+    """
+    if len(x) != len(y):
+        raise ValueError(f"spearman: x has {len(x)} values, y has {len(y)}; pass paired lists")
+    pairs = [(float(a), float(b)) for a, b in zip(x, y) if finite(a) and finite(b)]
+    if len(pairs) < 3:
+        return math.nan, len(pairs)
+    xs, ys = zip(*pairs)
+    return pearson(average_ranks(xs), average_ranks(ys)), len(pairs)
+
+
+def topk_weights(values: Sequence, k: int) -> list[float]:
+    """Fractional membership of each value in the top ``k`` (largest first; see module docstring).
+
+    Missing values count as -inf. Weights sum to ``min(k, n)``.
+    """
+    if k < 0:
+        raise ValueError(f"k={k} must be >= 0")
+    vals = [float(v) if finite(v) else -math.inf for v in values]
+    n = len(vals)
+    k = min(k, n)
+    if k == 0:
+        return [0.0] * n
+    kth = sorted(vals, reverse=True)[k - 1]
+    above = sum(v > kth for v in vals)
+    tied = sum(v == kth for v in vals)
+    w_tie = (k - above) / tied
+    return [1.0 if v > kth else w_tie if v == kth else 0.0 for v in vals]
+
+
+def precision_at_k(influence: Sequence, score: Sequence, k: int) -> float:
+    """Expected share of the ``k`` most influential positions among the ``k`` top-scored ones (ties
+    fractional, see module docstring); NaN when ``k == 0`` or no score is finite."""
+    if len(influence) != len(score):
+        raise ValueError(f"precision_at_k: {len(influence)} influence values but {len(score)} scores")
+    k = min(k, len(influence))
+    if k == 0 or not any(finite(s) for s in score):
+        return math.nan
+    wi, ws = topk_weights(influence, k), topk_weights(score, k)
+    return sum(a * b for a, b in zip(wi, ws)) / k
+
+
+def default_k(n: int) -> int:
+    """K used when none is given: 20% of the analysed positions, at least 1 (0 when there are none)."""
+    return 0 if n == 0 else max(1, round(0.2 * n))
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The numbers of an analysis, as :func:`summarize` computes them (JSON-ready via :meth:`to_dict`)."""
+
+    n_positions: int
+    """Analysed positions."""
+    k: int
+    """K of precision@K and of the top-K proximity share."""
+    near_tool_tokens: int
+    """N: a position is *near* a tool call when its distance to one is at most N tokens."""
+    spearman: dict[str, float]
+    """Score name -> Spearman rho with influence (NaN when undefined, e.g. a constant Omega)."""
+    spearman_n: dict[str, int]
+    """Score name -> number of positions the correlation used (both values finite)."""
+    precision_at_k: dict[str, float]
+    """Score name -> precision@K against the top-K influential positions."""
+    random_precision: float
+    """Expected precision@K of a random score, ``K / n``."""
+    near_share_topk: float
+    """Share of the top-K influential positions (fractional at ties) within N tokens of a tool call."""
+    near_share_all: float
+    """Share of all analysed positions within N tokens of a tool call."""
+    region_influence: dict[str, dict[str, float]]
+    """Region -> {``n``: positions, ``mean``: mean influence, ``topk_share``: share of the top K}."""
+    mean_influence: float
+    """Mean influence over the analysed positions."""
+    mean_standard_error: float
+    """Mean Monte-Carlo standard error of the branch means, ``sqrt(var / M)`` (NaN when M = 1)."""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+    """Sentences qualifying the numbers (constant scores, too few positions, ...)."""
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dict (NaN written as None)."""
+        return _jsonable(asdict(self))
+
+
+def _jsonable(x):
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def summarize(influence: Sequence[float], scores: Mapping[str, Sequence], distance: Sequence[int | None],
+              region: Sequence[str], *, k: int | None = None, near_tool_tokens: int = 5,
+              standard_error: Sequence | None = None) -> Summary:
+    """Summary of per-position lists (all the same length): Spearman rho and precision@K of each score
+    against ``influence``, the top-K vs overall share of positions within ``near_tool_tokens`` of a
+    tool call (``distance`` None = the rollout has no call: not near), and mean influence per region.
+    ``k`` defaults to :func:`default_k`. Leaves out: significance tests (the notes give the counts)."""
+    n = len(influence)
+    for name, xs in [*scores.items(), ("distance", distance), ("region", region)]:
+        if len(xs) != n:
+            raise ValueError(f"summarize: {name} has {len(xs)} entries for {n} influence values")
+    if not all(finite(v) for v in influence):
+        raise ValueError("summarize: every influence value must be a finite number")
+    k = default_k(n) if k is None else min(int(k), n)
+    notes: list[str] = []
+    rho, rho_n, prec = {}, {}, {}
+    for name, xs in scores.items():
+        rho[name], rho_n[name] = spearman(influence, xs)
+        prec[name] = precision_at_k(influence, xs, k)
+        vals = {float(v) for v in xs if finite(v)}
+        if len(vals) <= 1:
+            notes.append(f"{name} is constant over the analysed positions: its correlation is undefined and "
+                         "its top K is a pure tie (precision equals the random baseline)")
+    if n and len(set(influence)) == 1:
+        notes.append("influence is the same at every analysed position: no score can rank it")
+    w = topk_weights(influence, k)
+    near = [d is not None and d <= near_tool_tokens for d in distance]
+    regions: dict[str, dict[str, float]] = {}
+    for r in sorted(set(region)):
+        idx = [i for i in range(n) if region[i] == r]
+        regions[r] = {"n": float(len(idx)), "mean": sum(influence[i] for i in idx) / len(idx),
+                      "topk_share": sum(w[i] for i in idx) / k if k else math.nan}
+    se = [float(s) for s in (standard_error or []) if finite(s)]
+    if n < 10:
+        notes.append(f"only {n} positions were analysed: treat the correlations as anecdotes")
+    return Summary(
+        n_positions=n, k=k, near_tool_tokens=near_tool_tokens, spearman=rho, spearman_n=rho_n,
+        precision_at_k=prec, random_precision=k / n if n else math.nan,
+        near_share_topk=sum(wi for wi, a in zip(w, near) if a) / k if k else math.nan,
+        near_share_all=sum(near) / n if n else math.nan, region_influence=regions,
+        mean_influence=sum(influence) / n if n else math.nan,
+        mean_standard_error=sum(se) / len(se) if se else math.nan, notes=tuple(notes))
+
+
+def _f(x: float, spec: str = ".3f") -> str:
+    return "n/a" if not finite(x) else format(x, spec)
+
+
+def format_summary(s: Summary, header: Sequence[str] = ()) -> str:
+    """The summary as a plain-text table (what ``appo analyze`` prints and saves as ``summary.txt``)."""
+    lines = list(header)
+    lines.append(f"positions analysed: {s.n_positions}; K = {s.k}; near = within {s.near_tool_tokens} tokens "
+                 "of a tool call")
+    lines.append(f"{'score':<10} {'spearman(influence, .)':>24} {'n':>5} {'precision@K':>12}")
+    for name in s.spearman:
+        lines.append(f"{name:<10} {_f(s.spearman[name], '+.3f'):>24} {s.spearman_n[name]:>5} "
+                     f"{_f(s.precision_at_k[name]):>12}")
+    lines.append(f"{'random':<10} {'':>24} {'':>5} {_f(s.random_precision):>12}")
+    lines.append(f"near a tool call: top-K influential {_f(s.near_share_topk)} vs all analysed "
+                 f"{_f(s.near_share_all)}")
+    lines.append(f"mean influence {_f(s.mean_influence)} (mean MC standard error {_f(s.mean_standard_error)})")
+    lines.append(f"{'region':<10} {'n':>5} {'mean influence':>15} {'share of top K':>15}")
+    for r, d in s.region_influence.items():
+        lines.append(f"{r:<10} {int(d['n']):>5} {_f(d['mean']):>15} {_f(d['topk_share']):>15}")
+    lines += [f"note: {n}" for n in s.notes]
+    return "\n".join(lines)

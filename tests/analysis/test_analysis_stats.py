@@ -1,0 +1,89 @@
+"""Summary statistics against hand computations on a tiny fixed input (see the comments for the working)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from appo.analysis.stats import (
+    average_ranks, default_k, format_summary, precision_at_k, spearman, summarize, topk_weights,
+)
+
+# Five analysed positions.
+INFL = [0.5, 0.0, 0.25, 0.25, 0.0]
+ENT = [0.1, 0.9, 0.5, 0.3, 0.7]
+BS = [1.0, 0.0, 1.0, 0.0, 0.0]
+DIST = [0, 10, 2, None, 6]
+REGION = ["think", "think", "tool_call", "answer", "other"]
+
+
+def test_average_ranks_share_ties():
+    assert average_ranks(INFL) == [5.0, 1.5, 3.5, 3.5, 1.5]
+    assert average_ranks([3, 1, 2]) == [3.0, 1.0, 2.0]
+
+
+def test_spearman_by_hand():
+    # ranks: influence [5, 1.5, 3.5, 3.5, 1.5], entropy [1, 5, 3, 2, 4]; deviations from 3:
+    # [2, -1.5, .5, .5, -1.5] . [-2, 2, 0, -1, 1] = -9; |.|^2 = 9 and 10 -> rho = -9 / sqrt(90)
+    rho, n = spearman(INFL, ENT)
+    assert n == 5 and rho == pytest.approx(-9 / math.sqrt(90))
+    # BS ranks [4.5, 2, 4.5, 2, 2]: deviations [1.5, -1, 1.5, -1, -1]; sum of products 6.25, |.|^2 7.5
+    assert spearman(INFL, BS)[0] == pytest.approx(6.25 / math.sqrt(9 * 7.5))
+
+
+def test_spearman_skips_missing_and_is_undefined_when_constant():
+    rho, n = spearman(INFL, [None, 0.9, float("nan"), 0.3, 0.7])
+    # pairs (0, .9), (.25, .3), (0, .7): influence ranks [1.5, 3, 1.5], score ranks [3, 1, 2]
+    assert n == 3 and rho == pytest.approx(spearman([0.0, 0.25, 0.0], [0.9, 0.3, 0.7])[0])
+    assert rho == pytest.approx(-1.5 / math.sqrt(1.5 * 2))
+    assert math.isnan(spearman(INFL, [1.0] * 5)[0])
+    assert math.isnan(spearman([1.0, 2.0], [1.0, 2.0])[0])  # fewer than 3 pairs
+
+
+def test_topk_weights_fractional_at_ties():
+    # K = 2: 0.5 is in; the two 0.25 share the last place -> 1/2 each
+    assert topk_weights(INFL, 2) == [1.0, 0.0, 0.5, 0.5, 0.0]
+    assert topk_weights([None, 1.0, 2.0], 1) == [0.0, 0.0, 1.0]
+    assert sum(topk_weights([0.0] * 4, 3)) == pytest.approx(3.0)
+    assert topk_weights([1.0], 5) == [1.0]
+
+
+def test_precision_at_k_by_hand():
+    # influence top-2 weights [1, 0, .5, .5, 0]; entropy top-2 = positions 1 and 4 -> overlap 0
+    assert precision_at_k(INFL, ENT, 2) == 0.0
+    # BS top-2 = positions 0 and 2 -> overlap 1 * 1 + .5 * 1 = 1.5 -> 0.75
+    assert precision_at_k(INFL, BS, 2) == pytest.approx(0.75)
+    assert precision_at_k(INFL, INFL, 2) == pytest.approx((1 + 0.25 + 0.25) / 2)  # self, with a tie inside
+    assert math.isnan(precision_at_k(INFL, [None] * 5, 2))
+
+
+def test_summarize_by_hand():
+    s = summarize(INFL, {"entropy": ENT, "omega": [1.0] * 5, "bs": BS}, DIST, REGION, k=2, near_tool_tokens=2,
+                  standard_error=[0.1, 0.2, float("nan"), 0.3, 0.4])
+    assert s.n_positions == 5 and s.k == 2
+    assert s.spearman["entropy"] == pytest.approx(-9 / math.sqrt(90))
+    assert math.isnan(s.spearman["omega"])
+    assert s.precision_at_k == pytest.approx({"entropy": 0.0, "omega": 0.4, "bs": 0.75})
+    assert s.random_precision == pytest.approx(0.4)
+    # near (<= 2 tokens): positions 0 and 2; top-K weights 1 and .5 of K = 2; 2 of 5 overall
+    assert s.near_share_topk == pytest.approx(0.75)
+    assert s.near_share_all == pytest.approx(0.4)
+    assert s.region_influence["think"] == pytest.approx({"n": 2.0, "mean": 0.25, "topk_share": 0.5})
+    assert s.region_influence["tool_call"] == pytest.approx({"n": 1.0, "mean": 0.25, "topk_share": 0.25})
+    assert s.region_influence["other"]["topk_share"] == 0.0
+    assert s.mean_influence == pytest.approx(0.2)
+    assert s.mean_standard_error == pytest.approx(0.25)
+    assert any("omega is constant" in n for n in s.notes)
+    d = s.to_dict()
+    assert d["spearman"]["omega"] is None  # NaN is written as None
+    text = format_summary(s)
+    assert "precision@K" in text and "n/a" in text and "0.750" in text
+
+
+def test_summarize_rejects_bad_input():
+    with pytest.raises(ValueError, match="entropy has 2 entries"):
+        summarize(INFL, {"entropy": [1.0, 2.0]}, DIST, REGION)
+    with pytest.raises(ValueError, match="finite"):
+        summarize([float("nan")], {}, [None], ["other"])
+    assert default_k(0) == 0 and default_k(3) == 1 and default_k(20) == 4
