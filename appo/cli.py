@@ -8,6 +8,7 @@ sft        :func:`appo.train.sft_run.run_sft`
 eval       :func:`appo.eval.evaluate_benchmarks`
 report     :func:`appo.report.write_report`
 demo       :func:`appo.demo.run_demo`
+bench      :func:`appo.bench.run_bench`
 =========  ======================================================
 
 ``train`` and ``sft`` take ``--config FILE`` (or a name in ``configs/``) and dotted overrides
@@ -104,6 +105,30 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_analyze(args) -> int:
+    from appo.analysis import analyze
+
+    extra = {k: getattr(args, k) for k in ("max_response_tokens", "max_tool_calls", "temperature", "precision_k",
+                                           "near_tool_tokens", "batch_size")}
+    res = analyze(args.model, args.data, prompts=args.prompts, rollouts_per_prompt=args.rollouts,
+                  positions_per_rollout=args.positions, samples_per_position=args.samples,
+                  tools=[t for t in args.tools.split(",") if t], protocol=args.protocol,
+                  system_prompt=args.system_prompt, reward=args.reward, anchor_model=args.anchor_model,
+                  seed=args.seed, out_dir=args.out, split=args.split, data_seed=args.data_seed, device=args.device,
+                  num_threads=args.num_threads or None, **extra)
+    print(res.table())
+    print(f"wall time {res.timing.get('load_s', 0) + res.timing.get('total_s', 0):.1f}s "
+          + " ".join(f"{k}={v:.1f}" for k, v in res.timing.items()))
+    print(f"wrote {args.out}/ (analysis.json, summary.txt, plots/, report/index.html)")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from appo.bench import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="appo", description="RL for tool-using LLM agents (APPO, GRPO, ARPO, Tree-GRPO)")
@@ -146,6 +171,39 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quick", action="store_true", help="a minute-long version (CI smoke test)")
     s.add_argument("overrides", nargs="*", help="dotted overrides of the demo's training config")
     s.set_defaults(fn=cmd_demo)
+
+    s = sub.add_parser("analyze", help="measure which rollout positions change the outcome (Monte-Carlo re-draws) "
+                                       "and how entropy, Omega and the Branching Score rank them")
+    s.add_argument("--model", required=True, help="HF folder, cached hub id, .gguf file or alias (smollm2-135m-instruct)")
+    s.add_argument("--data", required=True, help="benchmark name, data file or proc: task spec")
+    s.add_argument("--prompts", type=int, default=4, help="examples analysed (the first ones)")
+    s.add_argument("--rollouts", type=int, default=2, help="rollouts per prompt")
+    s.add_argument("--positions", type=int, default=8, help="stratified positions per rollout (plus tool boundaries)")
+    s.add_argument("--samples", type=int, default=4, help="M: continuations re-drawn per position")
+    s.add_argument("--tools", default="python", help="comma-separated tools (default: python)")
+    s.add_argument("--protocol", default="tags", choices=["tags", "hermes"])
+    s.add_argument("--system-prompt", default=None, help="reference, fewshot, short, or literal text")
+    s.add_argument("--reward", default="default", help="reward name or file.py:function")
+    s.add_argument("--anchor-model", default=None, help="anchor policy for Omega (same tokenizer); none: Omega constant")
+    s.add_argument("--max-response-tokens", type=int, default=256)
+    s.add_argument("--max-tool-calls", type=int, default=3)
+    s.add_argument("--temperature", type=float, default=1.0)
+    s.add_argument("--precision-k", type=int, default=None, help="K of precision@K (default 20%% of positions)")
+    s.add_argument("--near-tool-tokens", type=int, default=5, help="N: 'near a tool call' means within N tokens")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--split", default="test", help="stream of a proc: task (train/test)")
+    s.add_argument("--data-seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--device", default="cpu")
+    s.add_argument("--num-threads", type=int, default=1, help="torch threads (0: leave torch's setting)")
+    s.add_argument("--out", default="runs/analysis", help="output folder")
+    s.set_defaults(fn=cmd_analyze)
+
+    s = sub.add_parser("bench", help="speed and memory against model.generate and TRL, side by side (docs/benchmarks.md)")
+    from appo.bench import add_arguments
+
+    add_arguments(s)
+    s.set_defaults(fn=cmd_bench)
     return p
 
 
