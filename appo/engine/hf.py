@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import inspect
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -84,6 +85,10 @@ class EngineStats:
     """Times finished rows were dropped from a decoding batch."""
     stale_releases: int = 0
     """Times kept caches were dropped because the weights changed."""
+    prefill_seconds: float = 0.0
+    """Wall time spent planning and prefilling (reused-KV copies included)."""
+    decode_seconds: float = 0.0
+    """Wall time spent in decode loops (sampling, decode forwards, stop checks, KV extraction for the store)."""
 
 
 class HFEngine:
@@ -285,8 +290,12 @@ class HFEngine:
         if not rows:
             return results  # type: ignore[return-value]
         max_new = max(_budget(reqs[i], params) for i in rows)
+        t0 = time.perf_counter()
         cache, logits = self._prefill([reqs[i] for i in rows], max_new)
+        t1 = time.perf_counter()
         self._decode(reqs, rows, cache, logits, params, generator, stops, results)
+        self.stats.prefill_seconds += t1 - t0
+        self.stats.decode_seconds += time.perf_counter() - t1
         return results  # type: ignore[return-value]
 
     def _prefill(self, reqs: list[GenerationRequest], max_new: int) -> tuple[BatchKVCache, torch.Tensor]:
