@@ -8,6 +8,7 @@ sft        :func:`appo.train.sft_run.run_sft`
 eval       :func:`appo.eval.evaluate_benchmarks`
 report     :func:`appo.report.write_report`
 demo       :func:`appo.demo.run_demo`
+bench      :func:`appo.bench.run_bench`
 =========  ======================================================
 
 ``train`` and ``sft`` take ``--config FILE`` (or a name in ``configs/``) and dotted overrides
@@ -122,6 +123,12 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from appo.bench import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="appo", description="RL for tool-using LLM agents (APPO, GRPO, ARPO, Tree-GRPO)")
@@ -191,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--num-threads", type=int, default=1, help="torch threads (0: leave torch's setting)")
     s.add_argument("--out", default="runs/analysis", help="output folder")
     s.set_defaults(fn=cmd_analyze)
+
+    s = sub.add_parser("bench", help="speed and memory against model.generate and TRL, side by side (docs/benchmarks.md)")
+    from appo.bench import add_arguments
+
+    add_arguments(s)
+    s.set_defaults(fn=cmd_bench)
     return p
 
 

@@ -1,0 +1,119 @@
+"""The whole-RL-step figure: our trainer (grpo and appo) against TRL's ``GRPOTrainer``, one step each.
+
+Both sides train the same model (separate copies, same initial weights) on the same procedural
+arithmetic prompts in the same order (``prompts`` per step), ``rows`` rows per prompt, responses of at
+most ``max_response`` tokens, temperature 1, the same reward (:mod:`appo.rewards` ``default``), one
+optimizer step per RL step, micro-batches of ``micro_rows`` rows, no KL, no tools (TRL's trainer is
+single-turn here). Ours is :meth:`appo.train.trainer.Trainer.train_step` (rollouts -> rewards ->
+advantages -> old log-probs -> PPO update); appo uses ``rows/2`` initial rollouts + ``rows/2`` branches
+and scores Omega with the previous policy, work that grpo and TRL do not do. TRL's step is the span
+between its ``on_step_begin`` and ``on_step_end`` callbacks (generation, reward, loss, backward,
+optimizer step), driven by ``trainer.train()``.
+
+Interleaving: TRL's training loop drives the repeats; our steps run from its callbacks, before its
+step in odd rounds and after it in even ones. Round 0 is a warm-up for all and is not recorded.
+The rows generated differ between the sides (sampling), so generated tokens are recorded per side
+(``details.tokens``): wall time per step is the figure, tokens/s is context.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+import time
+
+import torch
+
+from appo.bench.harness import Contender, PeakRSS, figure
+from appo.bench.models import model_path
+from appo.bench.trl_side import build_grpo_trainer
+
+
+def _our_trainer(model_name: str, algorithm: str, threads: int, prompts: int, rows: int, max_response: int,
+                 micro_rows: int, run_dir: str):
+    from appo.train.config import load_config
+    from appo.train.trainer import Trainer
+
+    cfg = load_config(None, [
+        f"model.path={model_path(model_name)}", "model.device=cpu", "data.train_files=[proc:arith]",
+        "data.train_max_samples=256", f"data.train_batch_size={prompts}", f"data.max_response_length={max_response}",
+        "data.shuffle=false", f"rollout.n={rows}", f"rollout.n_initial={max(1, rows // 2)}",
+        f"rollout.max_batch_size={max(64, prompts * rows)}", "rollout.system_prompt=short", f"algorithm.name={algorithm}",
+        f"actor.ppo_mini_batch_size={prompts}", f"actor.ppo_micro_batch_size_per_gpu={micro_rows}", "actor.optim.lr=1e-6",
+        "tools=[]", "reward.name=default", "trainer.total_training_steps=1000", "trainer.save_freq=-1",
+        "trainer.test_freq=-1", "trainer.val_before_train=false", "trainer.dump_rollouts_freq=-1",
+        f"trainer.num_threads={threads}", "trainer.logger=[jsonl]", "trainer.resume_mode=disable",
+        f"trainer.default_local_dir={run_dir}"])
+    return Trainer(cfg)
+
+
+def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, max_response: int, micro_rows: int,
+                    repeats: int) -> list[dict]:
+    """Seconds per RL step: ours (grpo, appo) vs TRL GRPOTrainer (target: ours <= 0.5x TRL's wall time)."""
+    from transformers import TrainerCallback
+
+    torch.set_num_threads(threads)
+    tmp = tempfile.mkdtemp(prefix="appo-bench-rl-")
+    ours = {alg: _our_trainer(model_name, alg, threads, prompts, rows, max_response, micro_rows, f"{tmp}/{alg}")
+            for alg in ("grpo", "appo")}
+    grpo = ours["grpo"]
+    examples = grpo.c.train_examples
+    tok = grpo.c.tokenizer
+    from appo.prompts import SHORT
+
+    texts = [tok.apply_chat_template([{"role": "system", "content": SHORT}, {"role": "user", "content": e.question}],
+                                     tokenize=False, add_generation_prompt=True) for e in examples]
+    trl_model = copy.deepcopy(grpo.c.model).train()
+    contenders = {alg: Contender(f"appo Trainer.train_step ({alg})", lambda r: 0.0) for alg in ours}
+    trl_c = Contender("trl GRPOTrainer step", lambda r: 0.0)
+    tokens = {k: [] for k in ("grpo", "appo", "trl")}
+    state = {"round": 0, "t": 0.0, "mem": None}
+
+    def run_ours(rnd: int) -> None:
+        for alg, tr in ours.items():
+            with PeakRSS() as mem:
+                t = time.perf_counter()
+                m = tr.train_step(rnd)
+                dt = time.perf_counter() - t
+            torch.set_num_threads(threads)
+            if rnd > 0:
+                contenders[alg].values.append(dt)
+                contenders[alg].peak_rss_mb = max(contenders[alg].peak_rss_mb, mem.peak_mb)
+                tokens[alg].append(m.get("response_length/mean", float("nan")) * m.get("rollout/rows", rows * prompts))
+
+    class Interleave(TrainerCallback):
+        def on_step_begin(self, args, st, control, **kw):
+            if state["round"] % 2 == 1:
+                run_ours(state["round"])
+            torch.set_num_threads(threads)
+            state["mem"] = PeakRSS().__enter__()
+            state["t"] = time.perf_counter()
+
+        def on_step_end(self, args, st, control, **kw):
+            dt = time.perf_counter() - state["t"]
+            state["mem"].__exit__(None, None, None)
+            if state["round"] > 0:
+                trl_c.values.append(dt)
+                trl_c.peak_rss_mb = max(trl_c.peak_rss_mb, state["mem"].peak_mb)
+            if state["round"] % 2 == 0:
+                run_ours(state["round"])
+            state["round"] += 1
+
+    trainer = build_grpo_trainer(trl_model, tok, texts, examples, rows_per_step=prompts * rows, num_generations=rows,
+                                 max_completion=max_response, micro_rows=micro_rows, max_steps=repeats + 1, lr=1e-6,
+                                 output_dir=f"{tmp}/trl", callbacks=[Interleave()])
+    trainer.train()
+    lengths = list(trainer._metrics.get("train", {}).get("completions/mean_length", []))
+    tokens["trl"] = [x * prompts * rows for x in lengths]
+    out = []
+    for alg in ours:
+        c = contenders[alg]
+        n = min(len(c.values), len(trl_c.values))
+        c.values, base = c.values[:n], Contender(trl_c.name, trl_c.run, trl_c.values[:n], trl_c.peak_rss_mb)
+        out.append(figure("rl_step", f"{model_name} t{threads} {alg} vs TRL", "s/step", c, base, higher_is_better=False,
+                          target=2.0, target_text="<= 0.5x TRL wall time (speedup >= 2)",
+                          details={"model": model_name, "threads": threads, "prompts": prompts, "rows_per_prompt": rows,
+                                   "max_response": max_response, "micro_rows": micro_rows,
+                                   "tokens_ours": tokens[alg][:n], "tokens_trl": tokens["trl"][1 : n + 1]}))
+    return out
+

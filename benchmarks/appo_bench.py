@@ -1,0 +1,20 @@
+"""``appo bench`` as a script: our engine and trainer against ``model.generate`` and TRL, side by side.
+
+Usage (the full run of ``docs/benchmarks.md``; 30-60 minutes on 2 busy cores)::
+
+    .venv/bin/python benchmarks/appo_bench.py --json runs/bench/bench.json
+
+    # one model, one thread count, some sections
+    .venv/bin/python benchmarks/appo_bench.py --models tiny --threads 1 --sections rollout,decode,branching
+
+Everything is in :mod:`appo.bench` (``run_bench`` is the documented Python call); this file only
+forwards the command line. ``benchmarks/engine_bench.py`` holds the engine's own settings sweeps
+(finished-row compaction).
+"""
+
+import sys
+
+from appo.bench import main
+
+if __name__ == "__main__":
+    sys.exit(main())
