@@ -47,6 +47,11 @@ class StrategyConfig:
     """APPO: discount of the likelihood-gain sum."""
     omega_clip_eps: float = 0.2
     """APPO: Omega is clipped to [1 - eps, 1 + eps]."""
+    appo_fork: str = "redraw"
+    """APPO: where a branch point t forks. ``redraw``: from ``response[:t]``, so the branch re-samples
+    token t, the token whose entropy H_t scored the point (split = t - 1). ``after``: from
+    ``response[: t + 1]`` as DESIGN 1.4 and the reference code write it, keeping token t and re-sampling
+    from t + 1 (split = t)."""
     arpo_tau: float = 0.5
     """ARPO: base fork probability."""
     arpo_beta: float = 0.2
@@ -63,6 +68,8 @@ class StrategyConfig:
         if self.n_total < 1 or not 1 <= self.n_initial <= self.n_total:
             raise ValueError(f"StrategyConfig: need n_total >= 1 and 1 <= n_initial <= n_total, got "
                              f"n_total={self.n_total}, n_initial={self.n_initial}")
+        if self.appo_fork not in ("redraw", "after"):
+            raise ValueError(f"StrategyConfig.appo_fork={self.appo_fork!r} must be 'redraw' or 'after'")
         if self.arpo_entropy_window < 1 or self.tree_expand_nodes < 1 or self.tree_max_rounds < 0:
             raise ValueError("StrategyConfig: arpo_entropy_window and tree_expand_nodes must be >= 1, "
                              "tree_max_rounds >= 0")

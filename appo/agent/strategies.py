@@ -131,13 +131,18 @@ def arpo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
     return finish(rows, prompts, cfg.n_total, extra)
 
 
-def _valid_mask(ctx: RolloutContext, row: Rollout) -> torch.Tensor:
-    """Model tokens that are not whitespace-only, minus the last token and tokens without budget after."""
+def _valid_mask(ctx: RolloutContext, row: Rollout, fork: str = "after") -> torch.Tensor:
+    """Model tokens that are not whitespace-only and whose fork can differ from the parent: with
+    ``after`` (fork keeps token t) not the last token nor a token without budget after it; with
+    ``redraw`` (fork re-samples token t) not position 0 (a fork there is just a new sample)."""
     T = len(row.response_ids)
     ws = ctx.whitespace_ids(row.response_ids)
-    last_ok = ctx.limits.max_response_tokens - 1  # a fork at t needs t + 1 < max_response_tokens
-    valid = [m == 1 and not w and t < T - 1 and t < last_ok
-             for t, (m, w) in enumerate(zip(row.loss_mask, ws))]
+    last_ok = ctx.limits.max_response_tokens - 1  # a fork after t needs t + 1 < max_response_tokens
+    if fork == "redraw":
+        valid = [m == 1 and not w and t > 0 for t, (m, w) in enumerate(zip(row.loss_mask, ws))]
+    else:
+        valid = [m == 1 and not w and t < T - 1 and t < last_ok
+                 for t, (m, w) in enumerate(zip(row.loss_mask, ws))]
     return torch.tensor(valid, dtype=torch.bool)
 
 
@@ -163,9 +168,12 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
     Valid tokens are model tokens (loss_mask 1), not whitespace-only, and not the row's last token nor
     a token with no response budget after it. Per prompt, ``select_branch_points`` pools the initial
     rows' strict candidates (Z(H) > 0 and Z(Omega) > 0) and takes ``k = n_total - n_initial`` points;
-    each point (row i, position t) forks ``prompt + response[: t + 1]`` through the same loop (KV of
-    the parent reused via its cache key). Initial rows get ``omega`` and ``scores`` for reports.
-    Leaves out: depth > 1 (branches never fork again).
+    each point (row i, position t) forks through the same loop (KV of the parent reused via its cache
+    key): with ``cfg.appo_fork = "redraw"`` (default) from ``prompt + response[:t]`` so the branch
+    re-samples token t itself (split = t - 1); with ``"after"`` from ``prompt + response[: t + 1]`` as
+    DESIGN 1.4 writes it (split = t). H_t is the entropy of the distribution token t was drawn from,
+    so only ``redraw`` re-makes the uncertain choice the score points at; ``after`` keeps it.
+    Initial rows get ``omega`` and ``scores`` for reports. Leaves out: depth > 1.
     """
     check_prompts(prompts)
     k = cfg.n_total - cfg.n_initial
@@ -181,7 +189,7 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
         by_group: dict[int, list[tuple[int, Rollout, object, torch.Tensor]]] = {}
         n_deg = n_strict = n_points = 0
         for i, row in enumerate(initial):
-            valid = _valid_mask(ctx, row)
+            valid = _valid_mask(ctx, row, cfg.appo_fork)
             ent = torch.tensor(row.entropies, dtype=torch.float32)
             omega = (likelihood_gain(cur[i], anc[i], valid, cfg.omega_gamma, cfg.omega_clip_eps) if use_omega
                      else torch.ones_like(ent))
@@ -196,7 +204,8 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
                 _, parent, bs, _ = items[ri]
                 n_points += 1
                 n_strict += bool(bs.strict[t])
-                loop.add(fork_start(parent, t, uid=cfg.n_initial + j, branch_score=float(bs.score[t])))
+                split = t - 1 if cfg.appo_fork == "redraw" else t
+                loop.add(fork_start(parent, split, uid=cfg.n_initial + j, branch_score=float(bs.score[t])))
             if len(points) < k:  # no valid token anywhere (e.g. every row empty): independent rows fill up
                 for u in range(cfg.n_initial + len(points), cfg.n_total):
                     p = next(p for p in prompts if p.group == g)

@@ -161,6 +161,10 @@ class AppoConfig:
     """Future-KL scaling of the advantage inside the loss, ``A * (1 + b * f_t)``."""
     future_kl_coef: float = 1.0
     """``b`` in the future-KL scaling."""
+    fork: Literal["redraw", "after"] = "redraw"
+    """Where a branch point t forks: ``redraw`` re-samples token t (prefix ``response[:t]``), the token
+    whose entropy scored the point; ``after`` keeps it and re-samples from t + 1 (prefix
+    ``response[:t+1]``, DESIGN 1.4 and the reference code)."""
     train_on_branches: bool = False
     """Train on branch rows too; by default they only supply advantage signal (loss mask 0)."""
 

@@ -85,10 +85,11 @@ def test_deterministic_with_seed(tiny_tokenizer, name):
     assert a != c
 
 
-def test_appo_branches_are_depth_one_at_model_tokens(tiny_tokenizer):
+@pytest.mark.parametrize("fork", ["redraw", "after"])
+def test_appo_branches_are_depth_one_at_model_tokens(tiny_tokenizer, fork):
     ctx = make_ctx(tiny_tokenizer, current_logp_fn=lambda rows: [torch.tensor(r.logprobs) * 0.8 for r in rows],
                    anchor_logp_fn=engine_logprobs)
-    out = run_strategy("appo", ctx, prompts_for(ctx), StrategyConfig(n_total=7, n_initial=3))
+    out = run_strategy("appo", ctx, prompts_for(ctx), StrategyConfig(n_total=7, n_initial=3, appo_fork=fork))
     by = {(r.group, r.uid): r for r in out.rows}
     for r in out.rows:
         if r.origin == "initial":
@@ -96,9 +97,12 @@ def test_appo_branches_are_depth_one_at_model_tokens(tiny_tokenizer):
             continue
         parent = by[(r.group, r.parent)]
         assert parent.origin == "initial" and r.root == parent.uid
-        assert parent.loss_mask[r.split] == 1 and r.split < len(parent.response_ids) - 1
-        assert parent.scores[r.split] == pytest.approx(r.branch_score)
-        assert tiny_tokenizer.decode([parent.response_ids[r.split]]).strip() != ""
+        t = r.split + 1 if fork == "redraw" else r.split  # the scored point: re-drawn, or kept
+        assert parent.loss_mask[t] == 1 and t > 0
+        if fork == "after":
+            assert t < len(parent.response_ids) - 1
+        assert parent.scores[t] == pytest.approx(r.branch_score)
+        assert tiny_tokenizer.decode([parent.response_ids[t]]).strip() != ""
     assert out.metrics["appo/branch_points"] == 12.0
     assert out.metrics["rollout/branches_per_prompt"] == 4.0
 
@@ -164,11 +168,12 @@ def _planted(tok, gain_row):
     return ctx, prompts, spike
 
 
-def test_appo_picks_planted_high_entropy_high_omega_point(tiny_tokenizer):
+@pytest.mark.parametrize("fork, shift", [("redraw", -1), ("after", 0)])
+def test_appo_picks_planted_high_entropy_high_omega_point(tiny_tokenizer, fork, shift):
     ctx, prompts, spike = _planted(tiny_tokenizer, gain_row=0)
-    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2))
+    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2, appo_fork=fork))
     branch = out.rows[2]
-    assert (branch.origin, branch.parent, branch.split, branch.root) == ("branch", 0, spike[0], 0)
+    assert (branch.origin, branch.parent, branch.split, branch.root) == ("branch", 0, spike[0] + shift, 0)
     row0 = out.rows[0]
     assert branch.branch_score == pytest.approx(max(row0.scores)) and branch.branch_score > 1.0
     assert row0.omega[spike[0]] > row0.omega[spike[0] + 1]
@@ -183,7 +188,7 @@ def test_appo_choice_follows_omega(tiny_tokenizer):
          1: "<think>so then ok fine more words here now</think><answer>\\boxed{2}</answer>",
          2: "<think>so then ok fine more words here now</think><answer>\\boxed{2}</answer>"}[int(key.split("/")[1])]])
     out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2))
-    assert (out.rows[2].parent, out.rows[2].split) == (1, spike[1])
+    assert (out.rows[2].parent, out.rows[2].split) == (1, spike[1] - 1)  # redraw: the fork re-samples the spike
 
 
 def test_arpo_forks_at_tool_results_with_probability_one(tiny_tokenizer):
