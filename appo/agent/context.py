@@ -52,6 +52,9 @@ class StrategyConfig:
     token t, the token whose entropy H_t scored the point (split = t - 1). ``after``: from
     ``response[: t + 1]`` as DESIGN 1.4 and the reference code write it, keeping token t and re-sampling
     from t + 1 (split = t)."""
+    appo_points: str = "score"
+    """APPO ablations of the point choice: ``score`` (the Branching Score), ``entropy`` (BS = Z(H): Omega
+    ignored), ``random`` (uniformly random valid points, seeded)."""
     arpo_tau: float = 0.5
     """ARPO: base fork probability."""
     arpo_beta: float = 0.2
@@ -68,6 +71,8 @@ class StrategyConfig:
         if self.n_total < 1 or not 1 <= self.n_initial <= self.n_total:
             raise ValueError(f"StrategyConfig: need n_total >= 1 and 1 <= n_initial <= n_total, got "
                              f"n_total={self.n_total}, n_initial={self.n_initial}")
+        if self.appo_points not in ("score", "entropy", "random"):
+            raise ValueError(f"StrategyConfig.appo_points={self.appo_points!r} must be 'score', 'entropy' or 'random'")
         if self.appo_fork not in ("redraw", "after"):
             raise ValueError(f"StrategyConfig.appo_fork={self.appo_fork!r} must be 'redraw' or 'after'")
         if self.arpo_entropy_window < 1 or self.tree_expand_nodes < 1 or self.tree_max_rounds < 0:

@@ -157,6 +157,15 @@ def _logps(fn, rows: list[Rollout], name: str) -> list[torch.Tensor]:
     return [x.detach().float().cpu() for x in out]
 
 
+def _random_points(valid: list[torch.Tensor], k: int, rng) -> list[tuple[int, int]]:
+    """``k`` (row, position) pairs drawn uniformly from the valid positions (with replacement only when
+    fewer than ``k`` exist); the ``random`` ablation of APPO's point choice."""
+    pool = [(i, int(t)) for i, v in enumerate(valid) for t in torch.nonzero(v).flatten().tolist()]
+    if not pool:
+        return []
+    return rng.sample(pool, k) if len(pool) >= k else [rng.choice(pool) for _ in range(k)]
+
+
 @register_strategy("appo")
 def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) -> RolloutOutput:
     """APPO: Branching-Score forks from the initial rows (DESIGN 1, steps 1-4; depth 1).
@@ -173,7 +182,8 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
     re-samples token t itself (split = t - 1); with ``"after"`` from ``prompt + response[: t + 1]`` as
     DESIGN 1.4 writes it (split = t). H_t is the entropy of the distribution token t was drawn from,
     so only ``redraw`` re-makes the uncertain choice the score points at; ``after`` keeps it.
-    Initial rows get ``omega`` and ``scores`` for reports. Leaves out: depth > 1.
+    Initial rows get ``omega`` and ``scores`` for reports. ``cfg.appo_points`` selects ablations:
+    ``entropy`` (Omega ignored, BS = Z(H)) and ``random`` (uniform valid points). Leaves out: depth > 1.
     """
     check_prompts(prompts)
     k = cfg.n_total - cfg.n_initial
@@ -182,7 +192,8 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
     try:
         _initial(loop, prompts, cfg.n_initial)
         initial = loop.run()
-        use_omega = ctx.current_logp_fn is not None and ctx.anchor_logp_fn is not None
+        use_omega = (ctx.current_logp_fn is not None and ctx.anchor_logp_fn is not None
+                     and cfg.appo_points == "score")
         cur = _logps(ctx.current_logp_fn, initial, "current_logp_fn") if use_omega else None
         anc = _logps(ctx.anchor_logp_fn, initial, "anchor_logp_fn") if use_omega else None
         annotated: list[Rollout] = []
@@ -198,8 +209,11 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
             annotated.append(replace(row, omega=tuple(omega.tolist()), scores=tuple(bs.score.tolist())))
             by_group.setdefault(row.group, []).append((i, annotated[-1], bs, valid))
         for g, items in by_group.items():
-            points = select_branch_points([b.score for _, _, b, _ in items], [v for *_, v in items], k,
-                                          [b.strict for _, _, b, _ in items])
+            if cfg.appo_points == "random":
+                points = _random_points([v for *_, v in items], k, ctx.rng)
+            else:
+                points = select_branch_points([b.score for _, _, b, _ in items], [v for *_, v in items], k,
+                                              [b.strict for _, _, b, _ in items])
             for j, (ri, t) in enumerate(points):
                 _, parent, bs, _ = items[ri]
                 n_points += 1

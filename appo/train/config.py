@@ -165,6 +165,9 @@ class AppoConfig:
     """Where a branch point t forks: ``redraw`` re-samples token t (prefix ``response[:t]``), the token
     whose entropy scored the point; ``after`` keeps it and re-samples from t + 1 (prefix
     ``response[:t+1]``, DESIGN 1.4 and the reference code)."""
+    points: Literal["score", "entropy", "random"] = "score"
+    """How branch points are chosen: ``score`` (the Branching Score Z(H) * Z(Omega)); ablations
+    ``entropy`` (BS = Z(H), Omega ignored) and ``random`` (uniform over valid model tokens)."""
     train_on_branches: bool = False
     """Train on branch rows too; by default they only supply advantage signal (loss mask 0)."""
 
