@@ -249,21 +249,25 @@ def test_registry_and_prompt_checks(tiny_tokenizer):
         StrategyConfig(n_total=2, n_initial=3)
 
 
-@pytest.mark.parametrize("points", ["entropy", "random"])
-def test_appo_point_ablations(tiny_tokenizer, points):
+def test_appo_entropy_only_points(tiny_tokenizer):
     ctx, prompts, spike = _planted(tiny_tokenizer, gain_row=0)
-    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2, appo_points=points))
+    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2, appo_points="entropy"))
     rows0 = [r for r in out.rows if r.origin == "initial"]
+    assert all(set(r.omega) == {1.0} for r in rows0)  # Omega ignored: an entropy spike wins
+    b = out.rows[2]
+    assert b.origin == "branch" and b.split + 1 == spike[b.parent]
+    assert b.branch_score == pytest.approx(max(max(r.scores) for r in rows0))
+
+
+def test_appo_random_points_are_valid_and_seeded(tiny_tokenizer):
+    def go(seed):
+        ctx = make_ctx(tiny_tokenizer, seed=seed)
+        return run_strategy("appo", ctx, prompts_for(ctx), StrategyConfig(n_total=6, n_initial=2, appo_points="random"))
+
+    out = go(3)
+    assert [(r.parent, r.split) for r in go(3).rows] == [(r.parent, r.split) for r in out.rows]
+    by = {(r.group, r.uid): r for r in out.rows}
     branches = [r for r in out.rows if r.origin == "branch"]
-    assert len(branches) == 1
-    if points == "entropy":  # Omega ignored: an entropy spike wins, whichever row's Omega moved
-        assert all(set(r.omega) == {1.0} for r in rows0)
-        b = branches[0]
-        assert b.split + 1 == spike[b.parent]
-        assert b.branch_score == pytest.approx(max(max(r.scores) for r in rows0))
-    else:  # random points: valid model tokens, reproducible with the seed
-        again = run_strategy("appo", _planted(tiny_tokenizer, gain_row=0)[0], prompts,
-                             StrategyConfig(n_total=3, n_initial=2, appo_points=points))
-        assert [(r.parent, r.split) for r in again.rows] == [(r.parent, r.split) for r in out.rows]
-        for b in branches:
-            assert rows0[b.parent].loss_mask[b.split + 1] == 1
+    assert len(branches) == 12
+    for b in branches:
+        assert by[(b.group, b.parent)].loss_mask[b.split + 1] == 1
