@@ -129,6 +129,32 @@ def cmd_bench(args) -> int:
     return run_from_args(args)
 
 
+def cmd_study(args) -> int:
+    from appo.study import StudySettings, run_study
+    from appo.study.analysis import write_results
+
+    settings = StudySettings(
+        tasks=tuple(args.tasks.split(",")), seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps,
+        test_freq=args.test_freq, val_examples=args.val_examples, ablations=not args.no_ablations,
+        workers=args.workers, sft_examples=args.sft_examples, sft_epochs=args.sft_epochs,
+        extra_overrides=tuple(args.overrides))
+    if args.smoke:
+        settings = StudySettings(tasks=settings.tasks[:1], seeds=(0,), steps=2, test_freq=1, val_examples=4,
+                                 ablations=False, workers=1, sft_examples=32, sft_epochs=1,
+                                 extra_overrides=("data.train_batch_size=2", "actor.ppo_mini_batch_size=2",
+                                                  "rollout.n=4", "rollout.n_initial=2", *args.overrides))
+
+    def on_done(spec, seconds, code):
+        print(f"{'done' if code == 0 else f'FAILED ({code})'}: {spec.task} {spec.variant.name} seed {spec.seed} "
+              f"in {seconds / 60:.1f} min", flush=True)
+
+    run_study(args.out, settings, on_done)
+    doc = write_results(args.out, settings, args.doc or Path(args.out) / "results.md",
+                        "appo study " + " ".join(sys.argv[2:]))
+    print(f"results: {doc}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="appo", description="RL for tool-using LLM agents (APPO, GRPO, ARPO, Tree-GRPO)")
@@ -165,6 +191,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default=None, help="output folder (default RUN_DIR/report)")
     s.add_argument("--max-prompts", type=int, default=None)
     s.set_defaults(fn=cmd_report)
+
+    s = sub.add_parser("study", help="APPO vs GRPO/ARPO/Tree-GRPO and ablations at equal budget (CPU, ~2 h)")
+    s.add_argument("--out", default="runs/study")
+    s.add_argument("--tasks", default="arith,multihop,mix")
+    s.add_argument("--seeds", default="0,1,2")
+    s.add_argument("--steps", type=int, default=60)
+    s.add_argument("--test-freq", type=int, default=10)
+    s.add_argument("--val-examples", type=int, default=128)
+    s.add_argument("--no-ablations", action="store_true")
+    s.add_argument("--workers", type=int, default=2, help="runs at once (one torch thread each)")
+    s.add_argument("--sft-examples", type=int, default=4000)
+    s.add_argument("--sft-epochs", type=int, default=3)
+    s.add_argument("--doc", default=None, help="Markdown file to write (default OUT/results.md)")
+    s.add_argument("--smoke", action="store_true", help="a minute-long pipeline check (CI)")
+    s.add_argument("overrides", nargs="*", help="dotted overrides applied to every run")
+    s.set_defaults(fn=cmd_study)
 
     s = sub.add_parser("demo", help="the main job: tiny model -> SFT -> APPO -> eval before/after -> report")
     s.add_argument("--out", default="runs/demo", help="output folder")

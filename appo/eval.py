@@ -125,9 +125,9 @@ def evaluate(
 
 
 def format_table(summary: dict[str, dict[str, float]]) -> str:
-    """A plain-text table of a summary: one line per source, ``all`` last."""
+    """A plain-text table of a summary: one line per source in the summary's order, ``all`` last."""
     cols = ["n", "acc", "em", "f1", "score", "tool_calls", "truncation_rate"]
-    names = sorted(k for k in summary if k != "all") + (["all"] if "all" in summary else [])
+    names = [k for k in summary if k != "all"] + (["all"] if "all" in summary else [])
     width = max([len(n) for n in names] + [9])
     lines = [f"{'benchmark':<{width}} " + " ".join(f"{c:>15}" for c in cols)]
     for name in names:

@@ -165,8 +165,9 @@ class Trainer:
         return m
 
     # ------------------------------------------------------------------------------------ the run
-    def validate(self) -> dict:
-        """Greedy (``rollout.val_kwargs``) rollouts over the validation set; the summary by source."""
+    def validate(self, step: int) -> dict:
+        """Greedy (``rollout.val_kwargs``) rollouts over the validation set after ``step`` steps; writes
+        every scored answer to ``val/step_XXXXXX.json`` and returns the summary by source."""
         cfg, c = self.cfg, self.c
         c.model.eval()
         result = evaluate(c.engine, c.tokenizer, c.val_examples, reward_fn=c.reward_fn, tools=c.tools,
@@ -174,6 +175,7 @@ class Trainer:
                           limits=loop_limits(cfg), n=cfg.rollout.val_kwargs.n,
                           batch_size=cfg.data.val_batch_size or cfg.rollout.max_batch_size,
                           seed=cfg.trainer.seed, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
+        result.to_json(self.run_dir / "val" / f"step_{step:06d}.json")
         return result.summary
 
     def fit(self) -> TrainResult:
@@ -186,13 +188,13 @@ class Trainer:
         progress = ProgressDisplay(t.total_training_steps, t.experiment_name, start=self.start_step)
         try:
             if self.c.val_examples and t.val_before_train and self.start_step == 0:
-                result.val[0] = self.validate()
+                result.val[0] = self.validate(0)
                 logger.log(_val_metrics(result.val[0]), step=0)
             for step in range(self.start_step, t.total_training_steps):
                 metrics = self.train_step(step)
                 done = step + 1
                 if self.c.val_examples and t.test_freq > 0 and (done % t.test_freq == 0 or done == t.total_training_steps):
-                    result.val[done] = self.validate()
+                    result.val[done] = self.validate(done)
                     metrics.update(_val_metrics(result.val[done]))
                 logger.log(metrics, step=done)
                 result.history.append(metrics)
