@@ -23,7 +23,10 @@ Weights are shared, never copied: the engine holds a reference to the trainer's 
 updates (optimizer steps, ``load_state_dict``) are seen by the next call. Kept KV computed under older
 weights would no longer match a recomputation, so each call compares a fingerprint of the parameters
 (``data_ptr`` and in-place version counter of each) with the one of the previous call and drops every kept
-cache when it changed. ``set_model`` swaps in another model object (and drops kept caches).
+cache when it changed. The fast decode step's fused weight copies (``fast_decode``) follow the same rule:
+built on the first call, rebuilt on the first call after the fingerprint changed. Changes that bypass the
+version counter (writes through ``param.data``) are invisible to both; call ``set_model(model)`` after
+such a change. ``set_model`` swaps in another model object (and drops kept caches and fused copies).
 
 Cache keys, for callers (the agent loop):
 
@@ -141,6 +144,7 @@ class HFEngine:
         self.fast_decode = fast_decode
         self.num_threads = num_threads
         self._fast: FastDecoder | None = None
+        self._fast_fingerprint: int | None = None
         self._eos_override = None if eos_token_ids is None else frozenset(int(t) for t in eos_token_ids)
         self._device_arg = device
         self._store_device_arg = store_device
@@ -182,6 +186,7 @@ class HFEngine:
         self._keep_kw = "logits_to_keep" in sig
         self._eos = self._eos_override if self._eos_override is not None else self._default_eos(model)
         self.store.release()
+        self._fast = None
         self._fingerprint = self._weights_fingerprint()
 
     def _default_eos(self, model) -> frozenset[int]:
@@ -230,7 +235,11 @@ class HFEngine:
                 self.stats.stale_releases += 1
             self.store.release()
             self._fingerprint = fingerprint
-        self._fast = FastDecoder.build(self.model) if self.fast_decode else None
+        if not self.fast_decode:
+            self._fast = None
+        elif self._fast is None or self._fast_fingerprint != fingerprint or self._fast.model is not self.model:
+            self._fast = FastDecoder.build(self.model)  # fused weight copies: rebuilt only after a weight change
+            self._fast_fingerprint = fingerprint
         stops = StopStrings(self.tokenizer, params.stop)
         seed = params.seed if params.seed is not None else secrets.randbits(62)
         generator = torch.Generator(device=self.device).manual_seed(seed)
