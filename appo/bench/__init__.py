@@ -72,7 +72,7 @@ class Sizes:
 SIZES = {
     "tiny": Sizes(),
     "smollm2-135m-instruct": Sizes(new_tokens=32, decode_batches=(1, 8), decode_steps=16, fork_prefix=128,
-                                   train_prompts=2, train_max_response=96, rl_prompts=1, rl_max_response=48),
+                                   train_prompts=1, train_max_response=64, rl_prompts=1, rl_max_response=48),
 }
 """Default sizes per model; any other model gets the SmolLM2 sizes."""
 

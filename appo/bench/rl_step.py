@@ -95,6 +95,8 @@ def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, m
             if state["round"] > 0:
                 trl_c.values.append(dt)
                 trl_c.peak_rss_mb = max(trl_c.peak_rss_mb, state["mem"].peak_mb)
+                lengths = state["trainer"]._metrics.get("train", {}).get("completions/mean_length") or [float("nan")]
+                tokens["trl"].append(lengths[-1] * prompts * rows)
             if state["round"] % 2 == 0:
                 run_ours(state["round"])
             state["round"] += 1
@@ -102,9 +104,8 @@ def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, m
     trainer = build_grpo_trainer(trl_model, tok, texts, examples, rows_per_step=prompts * rows, num_generations=rows,
                                  max_completion=max_response, micro_rows=micro_rows, max_steps=repeats + 1, lr=1e-6,
                                  output_dir=f"{tmp}/trl", callbacks=[Interleave()])
+    state["trainer"] = trainer
     trainer.train()
-    lengths = list(trainer._metrics.get("train", {}).get("completions/mean_length", []))
-    tokens["trl"] = [x * prompts * rows for x in lengths]
     out = []
     for alg in ours:
         c = contenders[alg]
@@ -114,6 +115,6 @@ def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, m
                           target=2.0, target_text="<= 0.5x TRL wall time (speedup >= 2)",
                           details={"model": model_name, "threads": threads, "prompts": prompts, "rows_per_prompt": rows,
                                    "max_response": max_response, "micro_rows": micro_rows,
-                                   "tokens_ours": tokens[alg][:n], "tokens_trl": tokens["trl"][1 : n + 1]}))
+                                   "tokens_ours": tokens[alg][:n], "tokens_trl": tokens["trl"][:n]}))
     return out
 

@@ -57,5 +57,10 @@ def build_grpo_trainer(model, tok, prompt_texts, examples, *, rows_per_step: int
         max_completion_length=max_completion, max_steps=max_steps, learning_rate=lr, temperature=1.0, top_p=1.0,
         top_k=0, beta=0.0, shuffle_dataset=False, save_strategy="no", report_to=[], logging_steps=10**6,
         disable_tqdm=True, dataloader_num_workers=0, seed=seed, max_grad_norm=1.0)
-    return GRPOTrainer(model=model, reward_funcs=appo_reward_for_trl(examples), args=cfg, train_dataset=ds,
-                       processing_class=tok, callbacks=list(callbacks))
+    trainer = GRPOTrainer(model=model, reward_funcs=appo_reward_for_trl(examples), args=cfg, train_dataset=ds,
+                          processing_class=tok, callbacks=list(callbacks))
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    for cb in (PrinterCallback, ProgressCallback):  # the benchmark prints its own table
+        trainer.remove_callback(cb)
+    return trainer
