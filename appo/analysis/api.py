@@ -18,7 +18,7 @@ from appo.analysis.export import write_dump, write_json
 from appo.analysis.montecarlo import Estimate, LogpFn, estimate_influence
 from appo.analysis.plots import plot_along_sequence, plot_vs_scores
 from appo.analysis.records import AnalysisConfig, PositionRecord, RolloutRecord
-from appo.analysis.stats import SCORES, Summary, format_summary, summarize
+from appo.analysis.stats import Summary, format_summary, summarize
 from appo.data.records import Example
 from appo.rewards.base import RewardFn
 
@@ -35,6 +35,8 @@ class AnalysisResult:
     """Every analysed rollout."""
     summary: Summary
     """Correlations, precision@K, proximity shares, per-region influence."""
+    effect_summary: Summary | None
+    """The same statistics with the token effect |Q - V| in place of influence (``paired`` runs), else None."""
     branches_run: int
     """Continuations run (the budget: sum of positions x M)."""
     omega_constant: bool
@@ -53,8 +55,17 @@ class AnalysisResult:
                 "positions": [p.to_dict() for p in self.positions]}
 
     def table(self) -> str:
-        """The summary table as printed by ``appo analyze``."""
-        return format_summary(self.summary, header=_header(self))
+        """The summary table(s) as printed by ``appo analyze``."""
+        text = format_summary(self.summary, header=[*_header(self), "", "target: influence |E[R | re-draw t] - R|"])
+        if self.effect_summary is not None:
+            text += "\n\n" + format_summary(self.effect_summary, target="effect",
+                                             header=["target: token effect |Q(s_t, a_t) - V(s_t)| (paired)"])
+        return text
+
+    def summaries_dict(self) -> dict:
+        """The content of ``summary.json``: ``influence`` and ``token_effect`` (None unless paired)."""
+        return {"influence": self.summary.to_dict(),
+                "token_effect": self.effect_summary.to_dict() if self.effect_summary is not None else None}
 
 
 def _header(res: AnalysisResult) -> list[str]:
@@ -71,11 +82,22 @@ def _header(res: AnalysisResult) -> list[str]:
     return lines
 
 
-def _summary(est: Estimate, config: AnalysisConfig) -> Summary:
+def score_lists(positions: Sequence[PositionRecord]) -> dict[str, list]:
+    """Per score of :data:`~appo.analysis.stats.SCORES`, its value at each position (None where missing)."""
+    ps = positions
+    return {"entropy": [p.entropy for p in ps], "omega": [p.omega for p in ps], "bs": [p.bs for p in ps],
+            "appo_order": [None if p.bs is None else p.bs - (0.0 if p.strict else 1e6) for p in ps],
+            "earliness": [1.0 - p.rel_position for p in ps]}
+
+
+def _summary(est: Estimate, config: AnalysisConfig, effect: bool = False) -> Summary:
     ps = est.positions
-    return summarize([p.influence for p in ps], {name: [getattr(p, name) for p in ps] for name in SCORES},
-                     [p.tool_distance for p in ps], [p.region for p in ps], k=config.precision_k,
-                     near_tool_tokens=config.near_tool_tokens, standard_error=[p.standard_error for p in ps])
+    target = [p.token_effect for p in ps] if effect else [p.influence for p in ps]
+    scores = score_lists(ps)
+    return summarize(target, scores, [p.tool_distance for p in ps], [p.region for p in ps], k=config.precision_k,
+                     near_tool_tokens=config.near_tool_tokens,
+                     standard_error=[p.effect_standard_error if effect else p.standard_error for p in ps],
+                     rollout=[(p.group, p.rollout) for p in ps])
 
 
 def analyze_examples(
@@ -92,6 +114,7 @@ def analyze_examples(
     report: bool = True,
     meta: dict | None = None,
     clock: Callable[[], float] | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> AnalysisResult:
     """Measure the influence of positions in rollouts of ``examples`` sampled from ``engine``.
 
@@ -99,6 +122,7 @@ def analyze_examples(
     rewards as in :mod:`appo.analysis.montecarlo`. With ``out_dir`` every file of
     :mod:`appo.analysis.export` is written (``report``: also the HTML report). Omega needs both log-prob
     functions (current policy and anchor); without them it is constant and the result says so.
+    ``on_progress(phase, done, total)`` reports the rollouts and each batch of continuations.
     """
     from appo.agent.protocols import build_prompt_ids
     from appo.prompts import resolve_system_prompt
@@ -111,10 +135,12 @@ def analyze_examples(
     prompt_ids = [build_prompt_ids(config.protocol, ex, tokenizer, tools, system) for ex in examples]
     est = estimate_influence(engine, tokenizer, examples, prompt_ids, tools=tools, reward_fn=reward_fn,
                              config=config, current_logp_fn=current_logp_fn, anchor_logp_fn=anchor_logp_fn,
-                             clock=clock)
+                             clock=clock, on_progress=on_progress)
     meta = {**(meta or {}), "examples": [ex.id for ex in examples]}
     res = AnalysisResult(config=config, positions=tuple(est.positions), rollouts=tuple(est.rollouts),
-                         summary=_summary(est, config), branches_run=est.branches_run,
+                         summary=_summary(est, config),
+                         effect_summary=_summary(est, config, effect=True) if config.paired else None,
+                         branches_run=est.branches_run,
                          omega_constant=est.omega_constant, meta=meta, timing=dict(est.timing))
     if out_dir is not None:
         res = _write(res, est, examples, tokenizer, Path(out_dir), report, clock)
@@ -126,13 +152,13 @@ def _write(res: AnalysisResult, est: Estimate, examples, tokenizer, out: Path, r
     t0 = clock()
     out.mkdir(parents=True, exist_ok=True)
     files = {"analysis": write_json(out / "analysis.json", res.to_dict()),
-             "summary_json": write_json(out / "summary.json", res.summary.to_dict())}
+             "summary_json": write_json(out / "summary.json", res.summaries_dict())}
     (out / "summary.txt").write_text(res.table() + "\n", encoding="utf-8")
     files["summary_txt"] = out / "summary.txt"
     files["plot_sequence"] = plot_along_sequence(est.rows, est.positions, out / "plots" / "influence_along_sequence.png")
     files["plot_scores"] = plot_vs_scores(est.positions, out / "plots" / "influence_vs_scores.png", est.omega_constant)
     files["dump"] = write_dump(out, est.rows, examples, est.rewards, est.positions, tokenizer,
-                               extra={"analysis_summary": res.summary.to_dict()})
+                               extra={"analysis_summary": res.summaries_dict()})
     if report:
         from appo.report import write_report
 
@@ -188,6 +214,7 @@ def analyze(
     device: str = "cpu",
     num_threads: int | None = 1,
     report: bool = True,
+    on_progress: Callable[[str, int, int], None] | None = None,
     **config: Any,
 ) -> AnalysisResult:
     """Measure where in its rollouts a model's decisions change the outcome (the Python call behind
@@ -202,7 +229,8 @@ def analyze(
     ``engine``: an Engine to sample from instead of an ``HFEngine`` over ``model`` (then ``model`` may be
     None when no anchor is given). Other keywords are :class:`AnalysisConfig` fields (``max_response_tokens``,
     ``temperature``, ``precision_k``, ``near_tool_tokens``, ``batch_size``, ...). ``num_threads``: torch
-    threads for the whole call (1 by default: the machine is shared). Leaves out: analysis of
+    threads for the whole call (1 by default: the machine is shared). ``on_progress(phase, done, total)``:
+    called after the rollouts and after each batch of continuations. Leaves out: analysis of
     continuations of continuations (depth 1), and any significance test (the summary notes the counts).
     """
     import torch
@@ -245,7 +273,8 @@ def analyze(
                 "split": split, "data_seed": data_seed, "tools": [_name(t) for t in tools],
                 "reward": _name(reward)}
         res = analyze_examples(engine, tok, examples, tools=built, reward_fn=reward_fn, config=cfg,
-                               current_logp_fn=cur, anchor_logp_fn=anc, out_dir=out_dir, report=report, meta=meta)
+                               current_logp_fn=cur, anchor_logp_fn=anc, out_dir=out_dir, report=report, meta=meta,
+                               on_progress=on_progress)
     finally:
         for t in built:
             t.close()

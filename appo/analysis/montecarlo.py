@@ -6,6 +6,13 @@ same agent loop (tools, limits, protocol) to their end; their rewards R_1..R_M g
 
     influence_t = | mean_m R_m - R |,   var_t = sample variance of R_1..R_M.
 
+``mean_m R_m`` estimates V(s_t), the value of the state before token t, so influence_t measures how far
+the rollout's outcome lies from what re-deciding t *and everything after it* gives: it includes the luck
+of all later draws, which shrinks toward the end of a rollout. With ``paired``, M more continuations keep
+token t (prefix ``response[: t + 1]``, the training fork); they estimate Q(s_t, a_t), and
+``token_effect_t = |Q - V|`` isolates the effect of the token drawn at t (its advantage's magnitude; the
+estimator is in ``PositionRecord.token_effect``).
+
 The per-token signals next to it are the ones APPO branches on: H_t (the engine's entropy), Omega_t
 (``likelihood_gain`` of current vs anchor log-probs, 1.0 everywhere without an anchor, so that BS falls
 back to Z(H_t)) and BS_t = Z(H_t) * Z(Omega_t) over APPO's valid tokens of the rollout.
@@ -25,7 +32,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from appo.agent.loop import AgentLoop, LoopLimits, LoopStart
+from appo.agent.loop import AgentLoop, LoopLimits, LoopStart, fork_start
 from appo.analysis.positions import (
     choose_positions, redraw_start, token_regions, tool_boundaries, tool_distance,
 )
@@ -52,7 +59,7 @@ class Estimate:
     rollouts: list[RolloutRecord]
     """One record per row."""
     branches_run: int
-    """Continuations run (= sum over rows of positions x M)."""
+    """Continuations run (= sum over rows of positions x M, twice that when paired)."""
     omega_constant: bool
     """True when no anchor was given: Omega is 1 everywhere and BS = Z(H)."""
     timing: dict[str, float]
@@ -120,10 +127,12 @@ def estimate_influence(
     current_logp_fn: LogpFn | None = None,
     anchor_logp_fn: LogpFn | None = None,
     clock: Callable[[], float] | None = None,
+    on_progress: Callable[[str, int, int], None] | None = None,
 ) -> Estimate:
     """Sample ``config.rollouts_per_prompt`` rollouts per prompt and estimate the influence of their
     chosen positions (module docstring). ``prompt_ids[g]`` is the prompt of ``examples[g]``. Omega uses
-    ``current_logp_fn`` / ``anchor_logp_fn`` when both are given, else it is constant."""
+    ``current_logp_fn`` / ``anchor_logp_fn`` when both are given, else it is constant.
+    ``on_progress(phase, done, total)`` is called after the rollouts and after each batch of continuations."""
     import time
 
     clock = clock or time.perf_counter
@@ -140,6 +149,8 @@ def estimate_influence(
     try:
         rows = sorted(loop.run(), key=lambda r: (r.group, r.uid))
         timing["rollouts_s"] = clock() - t0
+        if on_progress is not None:
+            on_progress("rollouts", len(rows), len(rows))
         t0 = clock()
         rewards = score_rows(reward_fn, examples, rows)
         omega_constant = current_logp_fn is None
@@ -153,20 +164,21 @@ def estimate_influence(
             ent = torch.tensor(row.entropies, dtype=torch.float32)
             omega = (torch.ones_like(ent) if omega_constant
                      else likelihood_gain(cur[i], anc[i], valid, cfg.omega_gamma, cfg.omega_clip_eps))
-            bs = branching_score(ent, omega, valid).score
-            row = replace(row, omega=tuple(omega.tolist()), scores=tuple(bs.tolist()))
+            bs = branching_score(ent, omega, valid)
+            row = replace(row, omega=tuple(omega.tolist()), scores=tuple(bs.score.tolist()))
             annotated.append(row)
             bounds = tool_boundaries(row) if cfg.include_tool_boundaries else {}
             eligible = [t for t, (m, s) in enumerate(zip(row.loss_mask, tok)) if m == 1 and s.strip()]
             pos = choose_positions(eligible, cfg.positions_per_rollout,
                                    random.Random(f"{cfg.seed}/positions/{row.group}/{row.uid}"), sorted(bounds))
-            plans.append((row, tok, bounds, pos))
+            plans.append((row, tok, bounds, pos, bs.strict.tolist()))
         next_uid = {g: cfg.rollouts_per_prompt for g in range(len(examples))}
-        for row, _, _, pos in plans:
+        for row, _, _, pos, _ in plans:
             for t in pos:
-                for _ in range(cfg.samples_per_position):
-                    starts.append(redraw_start(row, t, next_uid[row.group]))
-                    next_uid[row.group] += 1
+                for fork in (redraw_start, fork_start) if cfg.paired else (redraw_start,):
+                    for _ in range(cfg.samples_per_position):
+                        starts.append(fork(row, t, uid=next_uid[row.group]))
+                        next_uid[row.group] += 1
         t0 = clock()
         redraws: list[Rollout] = []
         for b in range(0, len(starts), cfg.batch_size):
@@ -178,27 +190,35 @@ def estimate_influence(
                 redraws += bl.run()
             finally:
                 bl.release()
+            if on_progress is not None:
+                on_progress("continuations", len(redraws), len(starts))
         timing["redraws_s"] = clock() - t0
     finally:
         loop.release()
     t0 = clock()
     redraw_rewards = [float(r.score) for r in score_rows(reward_fn, examples, redraws)]
+    redraw_tokens = [r.response_ids[len(s.response_ids)] if len(r.response_ids) > len(s.response_ids) else None
+                     for r, s in zip(redraws, starts)]
     timing["redraw_scores_s"] = clock() - t0
-    positions, records, k = [], [], 0
-    for (row, tok, bounds, pos), rew in zip(plans, rewards):
+    positions, records, k, M = [], [], 0, cfg.samples_per_position
+    for (row, tok, bounds, pos, strict), rew in zip(plans, rewards):
         regions = token_regions(row, tok, cfg.protocol)
         R = float(rew.score)
         ex_id = examples[row.group].id
         for t in pos:
-            branch = tuple(redraw_rewards[k: k + cfg.samples_per_position])
-            k += cfg.samples_per_position
+            branch = tuple(redraw_rewards[k: k + M])
+            same = tuple(tok_id == row.response_ids[t] for tok_id in redraw_tokens[k: k + M])
+            keep = tuple(redraw_rewards[k + M: k + 2 * M]) if cfg.paired else ()
+            k += 2 * M if cfg.paired else M
             bs_t = row.scores[t]
+            scored = bs_t != float("-inf")
             positions.append(PositionRecord(
                 group=row.group, example_id=ex_id, rollout=row.uid, t=t, token=tok[t], region=regions[t],
                 boundary=bounds.get(t), tool_distance=tool_distance(t, row.tool_spans),
                 entropy=float(row.entropies[t]), logprob=float(row.logprobs[t]), omega=float(row.omega[t]),
-                bs=float(bs_t) if bs_t != float("-inf") else None, rollout_reward=R, branch_rewards=branch,
-                influence=abs(sum(branch) / len(branch) - R)))
+                bs=float(bs_t) if scored else None, strict=bool(strict[t]) if scored else None,
+                rel_position=t / len(row.response_ids), rollout_reward=R, branch_rewards=branch,
+                influence=abs(sum(branch) / len(branch) - R), keep_rewards=keep, branch_same=same))
         records.append(RolloutRecord(
             group=row.group, uid=row.uid, example_id=ex_id, reward=R, stop_reason=row.stop_reason,
             n_tokens=len(row.response_ids), n_model_tokens=sum(row.loss_mask),

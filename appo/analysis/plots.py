@@ -1,8 +1,9 @@
 """PNG charts of an influence analysis (matplotlib, Agg canvas, no pyplot state).
 
 - ``influence_along_sequence.png``: one panel per rollout (the first ``max_rollouts``), influence at each
-  analysed position (error bar: Monte-Carlo standard error) over the response position, coloured by
-  region, tool calls shaded (call text and result), the entropy of every model token in grey behind.
+  analysed position (dots; error bar: Monte-Carlo standard error) and, in paired runs, the token effect
+  (hollow diamonds) over the response position, coloured by region, tool calls shaded (call text and
+  result), the entropy of every model token in grey behind.
 - ``influence_vs_scores.png``: influence against entropy, against the Branching Score and (when an
   anchor was given) against Omega, with Spearman's rho in each title.
 """
@@ -54,6 +55,10 @@ def plot_along_sequence(rows: Sequence[Rollout], positions: Sequence[PositionRec
                 err = [p.standard_error if finite(p.standard_error) else 0.0 for p in sel]
                 ax.errorbar([p.t for p in sel], [p.influence for p in sel], yerr=err, fmt="o", markersize=4,
                             color=color, elinewidth=0.8, capsize=2, label=region)
+                eff = [p for p in sel if p.keep_rewards]
+                if eff:
+                    ax.scatter([p.t for p in eff], [p.token_effect for p in eff], s=30, facecolors="none",
+                               edgecolors=color, linewidths=0.9, marker="D")
         ax.set_xlim(-1, max(len(row.response_ids), 1))
         ax.set_ylim(bottom=0)
         ax.set_title(f"prompt {row.group} rollout {row.uid}: R = {_r(pts, row)}, {len(row.tool_spans)} tool "

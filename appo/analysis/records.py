@@ -21,6 +21,9 @@ class AnalysisConfig:
     """M: continuations re-drawn from each analysed position."""
     include_tool_boundaries: bool = True
     """Also analyse every tool-call boundary: the first token of each call and the token after each result."""
+    paired: bool = False
+    """Also run M continuations that *keep* token t (the training fork, prefix ``response[: t + 1]``), which
+    gives the token's own effect ``|E[R | keep t] - E[R | re-draw t]|`` (doubles the budget)."""
     temperature: float = 1.0
     """Sampling temperature of rollouts and continuations (1.0: the policy itself)."""
     max_response_tokens: int = 256
@@ -90,21 +93,30 @@ class PositionRecord:
     bs: float | None
     """Branching Score Z(H_t) * Z(Omega_t) as APPO computes it; None where APPO would not score t
     (whitespace-only token, the last token, no budget after it)."""
+    strict: bool | None
+    """Whether t is a strict APPO candidate (Z(H) > 0 and Z(Omega) > 0, a degenerate factor's test
+    dropped), which APPO picks before any other token; None where BS is None."""
+    rel_position: float
+    """t / response length (0 = first token)."""
     rollout_reward: float
     """R of the rollout."""
     branch_rewards: tuple[float, ...]
     """Rewards of the M continuations that re-drew token t."""
     influence: float
     """|mean(branch_rewards) - rollout_reward|."""
+    keep_rewards: tuple[float, ...] = ()
+    """With ``paired``: rewards of the M continuations that kept token t (training fork); else empty."""
+    branch_same: tuple[bool, ...] = ()
+    """Per re-draw, whether it drew the rollout's token t again (aligned with ``branch_rewards``)."""
 
     @property
     def branch_mean(self) -> float:
-        """Mean reward of the continuations (the Monte-Carlo estimate of E[R | branch at t])."""
+        """Mean reward of the re-draws (the Monte-Carlo estimate of E[R | branch at t] = V(s_t))."""
         return sum(self.branch_rewards) / len(self.branch_rewards)
 
     @property
     def branch_var(self) -> float:
-        """Sample variance (ddof 1) of the continuations' rewards; NaN when M = 1."""
+        """Sample variance (ddof 1) of the re-draws' rewards; NaN when M = 1."""
         m = len(self.branch_rewards)
         if m < 2:
             return math.nan
@@ -116,11 +128,56 @@ class PositionRecord:
         """Monte-Carlo standard error of the branch mean, ``sqrt(branch_var / M)``; NaN when M = 1."""
         return math.sqrt(self.branch_var / len(self.branch_rewards)) if len(self.branch_rewards) > 1 else math.nan
 
+    @property
+    def keep_mean(self) -> float:
+        """Mean reward of the continuations that kept token t (estimate of Q(s_t, a_t)); NaN unpaired."""
+        return sum(self.keep_rewards) / len(self.keep_rewards) if self.keep_rewards else math.nan
+
+    def _effect_groups(self) -> tuple[list[float], list[float]]:
+        same = list(self.keep_rewards) + [r for r, s in zip(self.branch_rewards, self.branch_same) if s]
+        other = [r for r, s in zip(self.branch_rewards, self.branch_same) if not s]
+        return same, other
+
+    @property
+    def token_effect(self) -> float:
+        """|Q(s_t, a_t) - V(s_t)|, the effect of the token the rollout drew at t (its advantage's magnitude);
+        NaN unpaired.
+
+        Estimated as ``(1 - pi_t) * |mean(same) - mean(other)|`` with ``pi_t = exp(logprob)``, ``same`` the
+        keep continuations plus the re-draws that drew a_t again, ``other`` the re-draws that drew another
+        token (``V = pi Q(a_t) + (1 - pi) Q(other)``, so ``Q(a_t) - V = (1 - pi)(Q(a_t) - Q(other))``). Unlike
+        ``|keep_mean - branch_mean|`` it is 0 for a token the policy never re-draws differently, instead of
+        the noise of two Monte-Carlo means; 0 when no re-draw drew another token (biased low when
+        ``pi_t ** M`` is not small)."""
+        if not self.keep_rewards:
+            return math.nan
+        same, other = self._effect_groups()
+        if not other:
+            return 0.0
+        pi = math.exp(self.logprob)
+        return (1.0 - pi) * abs(sum(same) / len(same) - sum(other) / len(other))
+
+    @property
+    def effect_standard_error(self) -> float:
+        """Standard error of :attr:`token_effect`, ``(1 - pi) sqrt(var_same / n_same + var_other / n_other)``;
+        NaN unpaired or when a group has fewer than 2 rewards."""
+        same, other = self._effect_groups()
+        if len(same) < 2 or len(other) < 2:
+            return math.nan
+
+        def var(xs: list[float]) -> float:
+            mu = sum(xs) / len(xs)
+            return sum((x - mu) ** 2 for x in xs) / (len(xs) - 1)
+
+        return (1.0 - math.exp(self.logprob)) * math.sqrt(var(same) / len(same) + var(other) / len(other))
+
     def to_dict(self) -> dict:
         """JSON-ready dict with the derived mean, variance and standard error (floats rounded to 6
         decimals, NaN as None)."""
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d.update(branch_mean=self.branch_mean, branch_var=self.branch_var, standard_error=self.standard_error)
+        d.update(branch_mean=self.branch_mean, branch_var=self.branch_var, standard_error=self.standard_error,
+                 keep_mean=self.keep_mean, token_effect=self.token_effect,
+                 effect_standard_error=self.effect_standard_error)
         return {k: _round(v) for k, v in d.items()}
 
 

@@ -20,8 +20,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
-SCORES = ("entropy", "omega", "bs")
-"""The per-position scores compared against influence, in table order."""
+SCORES = ("entropy", "omega", "bs", "appo_order", "earliness")
+"""The per-position scores compared against influence, in table order: H_t, Omega_t, BS_t; ``appo_order``,
+the order in which APPO's ``select_branch_points`` picks (strict candidates by BS, then the others by
+BS); ``earliness`` = 1 - t / length, a baseline that knows nothing but the position."""
 
 
 def finite(x) -> bool:
@@ -125,6 +127,11 @@ class Summary:
     """Score name -> Spearman rho with influence (NaN when undefined, e.g. a constant Omega)."""
     spearman_n: dict[str, int]
     """Score name -> number of positions the correlation used (both values finite)."""
+    spearman_within: dict[str, float]
+    """Score name -> mean over rollouts of the Spearman rho computed within each rollout (rollouts where
+    it is defined); pooled rho also mixes rollouts with different rewards and entropy levels."""
+    spearman_within_n: dict[str, int]
+    """Score name -> rollouts whose within-rollout rho was defined (averaged in ``spearman_within``)."""
     precision_at_k: dict[str, float]
     """Score name -> precision@K against the top-K influential positions."""
     random_precision: float
@@ -157,24 +164,38 @@ def _jsonable(x):
     return x
 
 
+def spearman_within(influence: Sequence[float], score: Sequence, rollout: Sequence) -> tuple[float, int]:
+    """Mean of the per-rollout Spearman rho (positions grouped by ``rollout`` keys) over the rollouts
+    where it is defined; ``(NaN, 0)`` when it is defined in none."""
+    groups: dict = {}
+    for i, key in enumerate(rollout):
+        groups.setdefault(key, []).append(i)
+    rhos = [r for idx in groups.values()
+            for r in [spearman([influence[i] for i in idx], [score[i] for i in idx])[0]] if not math.isnan(r)]
+    return (sum(rhos) / len(rhos), len(rhos)) if rhos else (math.nan, 0)
+
+
 def summarize(influence: Sequence[float], scores: Mapping[str, Sequence], distance: Sequence[int | None],
               region: Sequence[str], *, k: int | None = None, near_tool_tokens: int = 5,
-              standard_error: Sequence | None = None) -> Summary:
-    """Summary of per-position lists (all the same length): Spearman rho and precision@K of each score
-    against ``influence``, the top-K vs overall share of positions within ``near_tool_tokens`` of a
-    tool call (``distance`` None = the rollout has no call: not near), and mean influence per region.
-    ``k`` defaults to :func:`default_k`. Leaves out: significance tests (the notes give the counts)."""
+              standard_error: Sequence | None = None, rollout: Sequence | None = None) -> Summary:
+    """Summary of per-position lists (all the same length): Spearman rho (pooled, and averaged within
+    rollouts when ``rollout`` keys are given) and precision@K of each score against ``influence``, the
+    top-K vs overall share of positions within ``near_tool_tokens`` of a tool call (``distance`` None =
+    the rollout has no call: not near), and mean influence per region. ``k`` defaults to
+    :func:`default_k`. Leaves out: significance tests (the notes give the counts)."""
     n = len(influence)
-    for name, xs in [*scores.items(), ("distance", distance), ("region", region)]:
+    rollout = list(rollout) if rollout is not None else [0] * n
+    for name, xs in [*scores.items(), ("distance", distance), ("region", region), ("rollout", rollout)]:
         if len(xs) != n:
             raise ValueError(f"summarize: {name} has {len(xs)} entries for {n} influence values")
     if not all(finite(v) for v in influence):
         raise ValueError("summarize: every influence value must be a finite number")
     k = default_k(n) if k is None else min(int(k), n)
     notes: list[str] = []
-    rho, rho_n, prec = {}, {}, {}
+    rho, rho_n, prec, within, within_n = {}, {}, {}, {}, {}
     for name, xs in scores.items():
         rho[name], rho_n[name] = spearman(influence, xs)
+        within[name], within_n[name] = spearman_within(influence, xs, rollout)
         prec[name] = precision_at_k(influence, xs, k)
         vals = {float(v) for v in xs if finite(v)}
         if len(vals) <= 1:
@@ -194,6 +215,7 @@ def summarize(influence: Sequence[float], scores: Mapping[str, Sequence], distan
         notes.append(f"only {n} positions were analysed: treat the correlations as anecdotes")
     return Summary(
         n_positions=n, k=k, near_tool_tokens=near_tool_tokens, spearman=rho, spearman_n=rho_n,
+        spearman_within=within, spearman_within_n=within_n,
         precision_at_k=prec, random_precision=k / n if n else math.nan,
         near_share_topk=sum(wi for wi, a in zip(w, near) if a) / k if k else math.nan,
         near_share_all=sum(near) / n if n else math.nan, region_influence=regions,
@@ -205,20 +227,23 @@ def _f(x: float, spec: str = ".3f") -> str:
     return "n/a" if not finite(x) else format(x, spec)
 
 
-def format_summary(s: Summary, header: Sequence[str] = ()) -> str:
-    """The summary as a plain-text table (what ``appo analyze`` prints and saves as ``summary.txt``)."""
+def format_summary(s: Summary, header: Sequence[str] = (), target: str = "influence") -> str:
+    """The summary as a plain-text table (what ``appo analyze`` prints and saves as ``summary.txt``);
+    ``target`` names what the scores are compared against."""
     lines = list(header)
     lines.append(f"positions analysed: {s.n_positions}; K = {s.k}; near = within {s.near_tool_tokens} tokens "
                  "of a tool call")
-    lines.append(f"{'score':<10} {'spearman(influence, .)':>24} {'n':>5} {'precision@K':>12}")
+    lines.append(f"{'score':<10} {f'spearman({target}, .)':>24} {'n':>5} {'within rollouts':>16} {'rollouts':>8} "
+                 f"{'precision@K':>12}")
     for name in s.spearman:
         lines.append(f"{name:<10} {_f(s.spearman[name], '+.3f'):>24} {s.spearman_n[name]:>5} "
+                     f"{_f(s.spearman_within[name], '+.3f'):>16} {s.spearman_within_n[name]:>8} "
                      f"{_f(s.precision_at_k[name]):>12}")
-    lines.append(f"{'random':<10} {'':>24} {'':>5} {_f(s.random_precision):>12}")
-    lines.append(f"near a tool call: top-K influential {_f(s.near_share_topk)} vs all analysed "
+    lines.append(f"{'random':<10} {'':>24} {'':>5} {'':>16} {'':>8} {_f(s.random_precision):>12}")
+    lines.append(f"near a tool call: top-K by {target} {_f(s.near_share_topk)} vs all analysed "
                  f"{_f(s.near_share_all)}")
-    lines.append(f"mean influence {_f(s.mean_influence)} (mean MC standard error {_f(s.mean_standard_error)})")
-    lines.append(f"{'region':<10} {'n':>5} {'mean influence':>15} {'share of top K':>15}")
+    lines.append(f"mean {target} {_f(s.mean_influence)} (mean MC standard error {_f(s.mean_standard_error)})")
+    lines.append(f"{'region':<10} {'n':>5} {'mean ' + target:>15} {'share of top K':>15}")
     for r, d in s.region_influence.items():
         lines.append(f"{r:<10} {int(d['n']):>5} {_f(d['mean']):>15} {_f(d['topk_share']):>15}")
     lines += [f"note: {n}" for n in s.notes]

@@ -99,7 +99,7 @@ def test_output_files_parse_and_report_shows_influence(tiny_tokenizer, tmp_path)
     assert len(data["positions"]) == len(res.positions) and data["branches_run"] == res.branches_run
     assert data["positions"][0]["branch_mean"] is not None
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["k"] == res.summary.k
+    assert summary["influence"]["k"] == res.summary.k and summary["token_effect"] is None
     assert "precision@K" in (tmp_path / "summary.txt").read_text()
     for png in ("influence_along_sequence.png", "influence_vs_scores.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -131,3 +131,24 @@ def test_analyze_with_an_engine_and_validation(tiny_tokenizer):
         AnalysisConfig(temperature=0.0)
     with pytest.raises(ValueError, match="prompts"):
         analyze(None, toy_examples(1), engine=DecisiveEngine(tiny_tokenizer), tokenizer=tiny_tokenizer, prompts=0)
+
+
+def test_paired_token_effect_singles_out_a_deciding_token_mid_rollout(tiny_tokenizer):
+    # D is drawn after the tool result; influence |V(s_t) - R| is the same for every t <= D (they all
+    # re-draw D eventually), but keeping token t changes E[R] only at D itself
+    engine = DecisiveEngine(tiny_tokenizer, p=0.5, decide_after_tool=True)
+    cfg = AnalysisConfig(rollouts_per_prompt=1, positions_per_rollout=4, samples_per_position=32,
+                         max_response_tokens=64, paired=True, seed=1, batch_size=64)
+    res = analyze_examples(engine, tiny_tokenizer, toy_examples(1), tools=[StubPython()], reward_fn=box_reward,
+                           config=cfg)
+    ps = {p.t: p for p in res.positions}
+    d = next(t for t, p in ps.items() if p.boundary == "after_result")
+    assert res.branches_run == 2 * 32 * len(ps)
+    assert all(len(p.keep_rewards) == 32 for p in ps.values())
+    assert max(ps.values(), key=lambda p: p.token_effect).t == d
+    assert ps[d].keep_rewards == (ps[d].rollout_reward,) * 32  # keeping D keeps the outcome
+    # pi(D) = 0.5 and the other value of D flips the outcome: |Q - V| = (1 - 0.5) * |R - (1 - R)| = 0.5
+    assert ps[d].token_effect == pytest.approx(0.5)
+    assert all(p.token_effect == 0.0 for p in ps.values() if p.entropy == 0.0)  # forced tokens: no effect
+    assert all(p.token_effect == 0.0 for t, p in ps.items() if t > d)
+    assert res.effect_summary is not None and "token effect" in res.table()

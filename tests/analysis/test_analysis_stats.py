@@ -7,7 +7,7 @@ import math
 import pytest
 
 from appo.analysis.stats import (
-    average_ranks, default_k, format_summary, precision_at_k, spearman, summarize, topk_weights,
+    average_ranks, default_k, format_summary, precision_at_k, spearman, spearman_within, summarize, topk_weights,
 )
 
 # Five analysed positions.
@@ -87,3 +87,35 @@ def test_summarize_rejects_bad_input():
     with pytest.raises(ValueError, match="finite"):
         summarize([float("nan")], {}, [None], ["other"])
     assert default_k(0) == 0 and default_k(3) == 1 and default_k(20) == 4
+
+
+def test_spearman_within_rollouts_by_hand():
+    infl = [0.0, 1.0, 2.0, 2.0, 1.0, 0.0, 1.0, 1.0, 1.0]
+    score = [0.0, 1.0, 2.0, 0.0, 1.0, 2.0, 0.0, 1.0, 2.0]
+    keys = ["a"] * 3 + ["b"] * 3 + ["c"] * 3  # a: rho 1, b: rho -1, c: constant influence (undefined)
+    assert spearman_within(infl, score, keys) == (0.0, 2)
+    assert spearman_within(infl[6:], score[6:], keys[6:])[1] == 0
+    s = summarize(infl, {"entropy": score}, [None] * 9, ["other"] * 9, rollout=keys)
+    assert s.spearman_within == {"entropy": 0.0} and s.spearman_within_n == {"entropy": 2}
+    assert s.spearman["entropy"] == pytest.approx(0.0)  # pooled: the two rollouts cancel as well
+
+
+def test_token_effect_estimator_by_hand():
+    from appo.analysis.records import PositionRecord
+
+    base = dict(group=0, example_id="e", rollout=0, t=3, token="x", region="other", boundary=None, tool_distance=None,
+                entropy=1.0, omega=1.0, bs=None, strict=None, rel_position=0.5, rollout_reward=1.0)
+    # pi = 0.75; same = keep (1, 1) + re-draws 1 and 3 (1, 0) -> 0.75; other = re-draws 2 and 4 (0, 0) -> 0
+    p = PositionRecord(**base, logprob=math.log(0.75), branch_rewards=(1.0, 0.0, 0.0, 0.0), influence=0.75,
+                       keep_rewards=(1.0, 1.0), branch_same=(True, False, True, False))
+    assert p.token_effect == pytest.approx(0.25 * 0.75)
+    assert p.branch_mean == 0.25 and p.keep_mean == 1.0
+    assert p.branch_var == pytest.approx(0.25)  # (0.75^2 + 3 * 0.25^2) / 3
+    assert p.standard_error == pytest.approx(0.25)
+    assert p.effect_standard_error == pytest.approx(0.25 * math.sqrt((0.25 / 4)))  # var_same 0.25, var_other 0
+    never = PositionRecord(**base, logprob=math.log(0.9), branch_rewards=(1.0, 0.0), influence=0.5,
+                           keep_rewards=(0.0, 1.0), branch_same=(True, True))
+    assert never.token_effect == 0.0  # no re-draw drew another token
+    unpaired = PositionRecord(**base, logprob=0.0, branch_rewards=(1.0,), influence=0.0)
+    assert math.isnan(unpaired.token_effect) and math.isnan(unpaired.standard_error)
+    assert unpaired.to_dict()["token_effect"] is None
