@@ -109,13 +109,17 @@ def cmd_analyze(args) -> int:
     from appo.analysis import analyze
 
     extra = {k: getattr(args, k) for k in ("max_response_tokens", "max_tool_calls", "temperature", "precision_k",
-                                           "near_tool_tokens", "batch_size")}
+                                           "near_tool_tokens", "batch_size", "paired")}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        print(f"[analyze] {phase}: {done}/{total}", file=sys.stderr, flush=True)
+
     res = analyze(args.model, args.data, prompts=args.prompts, rollouts_per_prompt=args.rollouts,
                   positions_per_rollout=args.positions, samples_per_position=args.samples,
                   tools=[t for t in args.tools.split(",") if t], protocol=args.protocol,
                   system_prompt=args.system_prompt, reward=args.reward, anchor_model=args.anchor_model,
                   seed=args.seed, out_dir=args.out, split=args.split, data_seed=args.data_seed, device=args.device,
-                  num_threads=args.num_threads or None, **extra)
+                  num_threads=args.num_threads or None, on_progress=progress, **extra)
     print(res.table())
     print(f"wall time {res.timing.get('load_s', 0) + res.timing.get('total_s', 0):.1f}s "
           + " ".join(f"{k}={v:.1f}" for k, v in res.timing.items()))
@@ -222,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--rollouts", type=int, default=2, help="rollouts per prompt")
     s.add_argument("--positions", type=int, default=8, help="stratified positions per rollout (plus tool boundaries)")
     s.add_argument("--samples", type=int, default=4, help="M: continuations re-drawn per position")
+    s.add_argument("--paired", action="store_true", help="also M continuations that keep token t (token effect)")
     s.add_argument("--tools", default="python", help="comma-separated tools (default: python)")
     s.add_argument("--protocol", default="tags", choices=["tags", "hermes"])
     s.add_argument("--system-prompt", default=None, help="reference, fewshot, short, or literal text")
