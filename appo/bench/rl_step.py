@@ -67,6 +67,7 @@ def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, m
     contenders = {alg: Contender(f"appo Trainer.train_step ({alg})", lambda r: 0.0) for alg in ours}
     trl_c = Contender("trl GRPOTrainer step", lambda r: 0.0)
     tokens = {k: [] for k in ("grpo", "appo", "trl")}
+    phases = {alg: [] for alg in ours}  # our step's own timers (gen, reward, adv, old_log_prob, update_actor)
     state = {"round": 0, "t": 0.0, "mem": None}
 
     def run_ours(rnd: int) -> None:
@@ -80,6 +81,7 @@ def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, m
                 contenders[alg].values.append(dt)
                 contenders[alg].peak_rss_mb = max(contenders[alg].peak_rss_mb, mem.peak_mb)
                 tokens[alg].append(m.get("response_length/mean", float("nan")) * m.get("rollout/rows", rows * prompts))
+                phases[alg].append({k.split("/", 1)[1]: v for k, v in m.items() if k.startswith("timing_s/")})
 
     class Interleave(TrainerCallback):
         def on_step_begin(self, args, st, control, **kw):
@@ -115,6 +117,14 @@ def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, m
                           target=2.0, target_text="<= 0.5x TRL wall time (speedup >= 2)",
                           details={"model": model_name, "threads": threads, "prompts": prompts, "rows_per_prompt": rows,
                                    "max_response": max_response, "micro_rows": micro_rows,
-                                   "tokens_ours": tokens[alg][:n], "tokens_trl": tokens["trl"][:n]}))
+                                   "tokens_ours": tokens[alg][:n], "tokens_trl": tokens["trl"][:n],
+                                   "phases_median_s": _median_phases(phases[alg][:n])}))
     return out
 
+
+def _median_phases(rows: list[dict]) -> dict:
+    """Median seconds per phase over repeats (phases missing from a repeat are skipped)."""
+    import statistics
+
+    keys = sorted({k for r in rows for k in r})
+    return {k: round(statistics.median([r[k] for r in rows if k in r]), 3) for k in keys}
