@@ -87,7 +87,7 @@ def score_lists(positions: Sequence[PositionRecord]) -> dict[str, list]:
     ps = positions
     return {"entropy": [p.entropy for p in ps], "omega": [p.omega for p in ps], "bs": [p.bs for p in ps],
             "appo_order": [None if p.bs is None else p.bs - (0.0 if p.strict else 1e6) for p in ps],
-            "earliness": [1.0 - p.rel_position for p in ps]}
+            "surprisal": [-p.logprob for p in ps], "earliness": [1.0 - p.rel_position for p in ps]}
 
 
 def _summary(est: Estimate, config: AnalysisConfig, effect: bool = False) -> Summary:

@@ -20,10 +20,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Mapping, Sequence
 
-SCORES = ("entropy", "omega", "bs", "appo_order", "earliness")
+SCORES = ("entropy", "omega", "bs", "appo_order", "surprisal", "earliness")
 """The per-position scores compared against influence, in table order: H_t, Omega_t, BS_t; ``appo_order``,
 the order in which APPO's ``select_branch_points`` picks (strict candidates by BS, then the others by
-BS); ``earliness`` = 1 - t / length, a baseline that knows nothing but the position."""
+BS); ``surprisal`` = -log pi(a_t) of the token the rollout drew (H_t is its expectation); ``earliness`` =
+1 - t / length, a baseline that knows nothing but the position."""
 
 
 def finite(x) -> bool:
@@ -108,9 +109,12 @@ def precision_at_k(influence: Sequence, score: Sequence, k: int) -> float:
     return sum(a * b for a, b in zip(wi, ws)) / k
 
 
-def default_k(n: int) -> int:
-    """K used when none is given: 20% of the analysed positions, at least 1 (0 when there are none)."""
-    return 0 if n == 0 else max(1, round(0.2 * n))
+def default_k(n: int, n_positive: int | None = None) -> int:
+    """K used when none is given: 20% of the analysed positions, at least 1 (0 when there are none), and no
+    more than the ``n_positive`` positions whose target is above 0 when some are (a top K padded with
+    zero-influence ties would only measure how the scores order the ties)."""
+    k = 0 if n == 0 else max(1, round(0.2 * n))
+    return min(k, n_positive) if n_positive else k
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,8 @@ class Summary:
     """Analysed positions."""
     k: int
     """K of precision@K and of the top-K proximity share."""
+    n_positive: int
+    """Positions whose target (influence or effect) is above 0."""
     near_tool_tokens: int
     """N: a position is *near* a tool call when its distance to one is at most N tokens."""
     spearman: dict[str, float]
@@ -190,7 +196,7 @@ def summarize(influence: Sequence[float], scores: Mapping[str, Sequence], distan
             raise ValueError(f"summarize: {name} has {len(xs)} entries for {n} influence values")
     if not all(finite(v) for v in influence):
         raise ValueError("summarize: every influence value must be a finite number")
-    k = default_k(n) if k is None else min(int(k), n)
+    k = default_k(n, sum(v > 0 for v in influence)) if k is None else min(int(k), n)
     notes: list[str] = []
     rho, rho_n, prec, within, within_n = {}, {}, {}, {}, {}
     for name, xs in scores.items():
@@ -214,7 +220,8 @@ def summarize(influence: Sequence[float], scores: Mapping[str, Sequence], distan
     if n < 10:
         notes.append(f"only {n} positions were analysed: treat the correlations as anecdotes")
     return Summary(
-        n_positions=n, k=k, near_tool_tokens=near_tool_tokens, spearman=rho, spearman_n=rho_n,
+        n_positions=n, k=k, n_positive=sum(v > 0 for v in influence), near_tool_tokens=near_tool_tokens,
+        spearman=rho, spearman_n=rho_n,
         spearman_within=within, spearman_within_n=within_n,
         precision_at_k=prec, random_precision=k / n if n else math.nan,
         near_share_topk=sum(wi for wi, a in zip(w, near) if a) / k if k else math.nan,
@@ -231,8 +238,8 @@ def format_summary(s: Summary, header: Sequence[str] = (), target: str = "influe
     """The summary as a plain-text table (what ``appo analyze`` prints and saves as ``summary.txt``);
     ``target`` names what the scores are compared against."""
     lines = list(header)
-    lines.append(f"positions analysed: {s.n_positions}; K = {s.k}; near = within {s.near_tool_tokens} tokens "
-                 "of a tool call")
+    lines.append(f"positions analysed: {s.n_positions} ({s.n_positive} with {target} > 0); K = {s.k}; near = "
+                 f"within {s.near_tool_tokens} tokens of a tool call")
     lines.append(f"{'score':<10} {f'spearman({target}, .)':>24} {'n':>5} {'within rollouts':>16} {'rollouts':>8} "
                  f"{'precision@K':>12}")
     for name in s.spearman:

@@ -61,7 +61,7 @@ def test_precision_at_k_by_hand():
 def test_summarize_by_hand():
     s = summarize(INFL, {"entropy": ENT, "omega": [1.0] * 5, "bs": BS}, DIST, REGION, k=2, near_tool_tokens=2,
                   standard_error=[0.1, 0.2, float("nan"), 0.3, 0.4])
-    assert s.n_positions == 5 and s.k == 2
+    assert s.n_positions == 5 and s.k == 2 and s.n_positive == 3
     assert s.spearman["entropy"] == pytest.approx(-9 / math.sqrt(90))
     assert math.isnan(s.spearman["omega"])
     assert s.precision_at_k == pytest.approx({"entropy": 0.0, "omega": 0.4, "bs": 0.75})
@@ -87,6 +87,9 @@ def test_summarize_rejects_bad_input():
     with pytest.raises(ValueError, match="finite"):
         summarize([float("nan")], {}, [None], ["other"])
     assert default_k(0) == 0 and default_k(3) == 1 and default_k(20) == 4
+    assert default_k(20, n_positive=2) == 2 and default_k(20, n_positive=0) == 4 and default_k(20, 9) == 4
+    s = summarize([0.0, 0.3, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], {}, [None] * 10, ["other"] * 10)
+    assert s.k == 1 and s.n_positive == 1  # 20% of 10 = 2, but one position only has influence
 
 
 def test_spearman_within_rollouts_by_hand():
@@ -119,3 +122,18 @@ def test_token_effect_estimator_by_hand():
     unpaired = PositionRecord(**base, logprob=0.0, branch_rewards=(1.0,), influence=0.0)
     assert math.isnan(unpaired.token_effect) and math.isnan(unpaired.standard_error)
     assert unpaired.to_dict()["token_effect"] is None
+
+
+def test_last_number_reward_scores_unformatted_answers():
+    from appo.analysis.outcomes import last_number, last_number_reward
+    from appo.data.records import Example
+
+    ex = [Example(id=f"q/{i}", question="?", answers=(a,), kind="math", metric="math_equiv", data_source="q")
+          for i, a in enumerate(("18", "70000", "3"))]
+    out = last_number_reward(ex, ["she makes $18 per day.", "a profit of $70,000.", "<answer>\\boxed{3}</answer> 9"])
+    assert [o.score for o in out] == [1.0, 1.0, 1.0] and out[2].metrics["boxed"] == 1.0
+    out = last_number_reward(ex, ["18 eggs, so 20", "<result>\n70000\n</result> no number", "none"])
+    assert [o.score for o in out] == [0.0, 0.0, 0.0]  # the last number counts; tool output does not
+    assert last_number("1,234.5 then 7.") == "7" and last_number("no digits") is None
+    with pytest.raises(ValueError, match="responses"):
+        last_number_reward(ex, ["1"])
