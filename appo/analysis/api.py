@@ -180,12 +180,13 @@ def _examples(data: str | Sequence[Example], prompts: int, split: str, data_seed
     return examples[:prompts]
 
 
-def _tools(specs: Sequence, data: Any, work_dir: Path) -> list:
+def _tools(specs: Sequence, data: Any, work_dir: Path | None) -> list:
     from appo.tools.registry import build_tools
     from appo.train.data_source import write_task_corpus
 
     specs = list(specs)
     if "search" in specs and isinstance(data, (str, Path)):
+        work_dir = work_dir if work_dir is not None else Path(tempfile.mkdtemp(prefix="appo-analyze-"))
         corpus = write_task_corpus([str(data)], work_dir / "corpus.jsonl")
         if corpus is not None:  # a procedural task's corpus; otherwise the recorded web-search cache
             specs[specs.index("search")] = {"name": "search", "backend": "bm25", "corpus": str(corpus), "top_k": 2}
@@ -257,9 +258,7 @@ def analyze(
             raise ValueError("analyze: no tokenizer; pass a model path, or tokenizer= with a loaded model or engine")
         load_s = time.perf_counter() - t0
         examples = _examples(data, prompts, split, data_seed)
-        work = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="appo-analyze-"))
-        work.mkdir(parents=True, exist_ok=True)
-        built = list(_tools(tools, data, work))
+        built = list(_tools(tools, data, Path(out_dir) if out_dir is not None else None))
         if engine is None:
             if lm is None:
                 raise ValueError("analyze: pass model (a path or a loaded model) or engine")
@@ -307,4 +306,6 @@ def _name(x: Any) -> Any:
         return str(x)
     if isinstance(x, (list, tuple)):
         return f"{len(x)} items"
+    if isinstance(x, dict):
+        return str(x.get("name", "dict"))
     return getattr(x, "name", None) or getattr(x, "__name__", None) or type(x).__name__
