@@ -155,8 +155,9 @@ def _write(res: AnalysisResult, est: Estimate, examples, tokenizer, out: Path, r
              "summary_json": write_json(out / "summary.json", res.summaries_dict())}
     (out / "summary.txt").write_text(res.table() + "\n", encoding="utf-8")
     files["summary_txt"] = out / "summary.txt"
-    files["plot_sequence"] = plot_along_sequence(est.rows, est.positions, out / "plots" / "influence_along_sequence.png")
-    files["plot_scores"] = plot_vs_scores(est.positions, out / "plots" / "influence_vs_scores.png", est.omega_constant)
+    plots = out / "plots"
+    files["plot_sequence"] = plot_along_sequence(est.rows, est.positions, plots / "influence_along_sequence.png")
+    files["plot_scores"] = plot_vs_scores(est.positions, plots / "influence_vs_scores.png", est.omega_constant)
     files["dump"] = write_dump(out, est.rows, examples, est.rewards, est.positions, tokenizer,
                                extra={"analysis_summary": res.summaries_dict()})
     if report:
