@@ -20,7 +20,7 @@ import random
 import re
 from typing import Callable
 
-from appo.data.procedural.base import Task, answer, register_task, think
+from appo.data.procedural.base import Task, answer, register_task, split_of, think
 from appo.data.records import Example
 
 _EXPR_RE = re.compile(r"^\d+( [-+*] \d+)+$")
@@ -51,11 +51,18 @@ class ArithTask(Task):
         n_operands: tuple[int, int] = (2, 3),
         digits: tuple[int, int] = (1, 4),
         ops: tuple[str, ...] = ("+", "-", "*"),
+        direct_p: float = 0.0,
         held_out: float = 0.1,
     ):
         """``n_operands``: (min, max) operands per expression; ``digits``: (min, max) digits per operand
-        (numbers have no leading zeros; 1-digit operands may be 0); ``ops``: operators to draw from."""
+        (numbers have no leading zeros; 1-digit operands may be 0); ``ops``: operators to draw from;
+        ``direct_p``: share of demonstrations that answer from memory without the tool (chosen per example
+        by a hash of its id) — a cold start that under-uses the tool, as real ones do, which RL can
+        improve on (the model cannot do the arithmetic in its head)."""
         super().__init__(held_out)
+        if not 0.0 <= direct_p <= 1.0:
+            raise ValueError(f"arith: direct_p={direct_p} must be a probability in [0, 1]")
+        self.direct_p = float(direct_p)
         self.n_operands = _range("n_operands", n_operands, 2)
         self.digits = _range("digits", digits, 1)
         bad = [op for op in ops if op not in ("+", "-", "*")]
@@ -89,8 +96,11 @@ class ArithTask(Task):
         return expression, build
 
     def demonstration(self, example: Example) -> list[str]:
-        """Think, call ``print(<expression>)``; then answer with the value."""
+        """Think, call ``print(<expression>)``; then answer with the value. With probability ``direct_p``
+        (a hash of the example id, so fixed per example) answer the value directly instead."""
         expression = example.extra_info["expression"]
+        if self.direct_p and split_of(example.id, 1.0 - self.direct_p) == "train":
+            return [think("I can do this in my head.") + answer(str(evaluate(expression)))]
         return [
             think("Compute it with Python.") + f"<python>print({expression})</python>",
             think("I have the result.") + answer(str(evaluate(expression))),
