@@ -262,7 +262,7 @@ def add_arguments(ap) -> None:
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--repeats", type=int, default=3, help="recorded repeats per figure (>= 3 for a real run)")
     ap.add_argument("--no-trl", action="store_true", help="skip the TRL comparisons")
-    ap.add_argument("--smoke", action="store_true", help="seconds-long run on the tiny model (schema check only)")
+    ap.add_argument("--smoke", action="store_true", help="seconds-long sizes, first model and thread count only (schema check, numbers mean nothing)")
     ap.add_argument("--json", default="runs/bench/bench.json", help="where to write the JSON result")
 
 
