@@ -56,6 +56,9 @@ class Components:
     """The policy before the latest update (APPO's ``previous`` anchor); None when unused."""
     extra: dict = field(default_factory=dict)
     """Anything else (e.g. the written search corpus path)."""
+    train_model: torch.nn.Module | None = None
+    """The module the update runs (``model`` itself, or its DDP / FSDP2 wrapper across processes); the
+    trainer sets it (:meth:`appo.distributed.ddp.DistEnv.wrap`); None before that."""
 
 
 def build_model(cfg: Config):

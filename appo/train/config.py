@@ -242,13 +242,28 @@ class ActorConfig:
     grad_clip: float = 1.0
     """Clip the global gradient norm to this value."""
     ppo_mini_batch_size: int = 8
-    """Prompts per optimizer step (their rows together); must divide ``data.train_batch_size``."""
+    """Prompts per optimizer step (their rows together); must divide ``data.train_batch_size``. Global
+    across processes (each rank takes ``1 / world size`` of them), as in verl."""
     ppo_micro_batch_size_per_gpu: int = 4
     """Rows per forward/backward pass (gradient accumulation inside a mini-batch)."""
     use_dynamic_bsz: bool = False
     """Form micro-batches by token count (``ppo_max_token_len_per_gpu``) instead of row count."""
     ppo_max_token_len_per_gpu: int = 16384
-    """Padded tokens per micro-batch when ``use_dynamic_bsz``."""
+    """Tokens per micro-batch when ``use_dynamic_bsz`` (per process): padded tokens, or real tokens with
+    ``use_remove_padding``."""
+    use_remove_padding: bool = False
+    """Sequence packing (verl's name and meaning): each micro-batch's rows run as one padding-free
+    sequence, position ids restarting per row, attention kept inside each row (transformers' packed
+    masks; flash-attention varlen where the model uses it). Same log-probs as the padded layout (to
+    1e-5); saves the padding's compute on length-mixed batches. Needs a model from transformers' own code."""
+    strategy: Literal["auto", "none", "ddp", "fsdp2"] = "auto"
+    """How the update runs across processes started by ``torchrun`` (verl's key; appo adds ``ddp``):
+    ``auto`` is ``ddp`` when ``WORLD_SIZE`` > 1, else ``none`` (one process, no torch.distributed).
+    ``ddp`` replicates the model (gradients all-reduced; the rollout engine uses the same weights);
+    ``fsdp2`` shards parameters, gradients and optimizer state (``fully_shard``) and keeps a full copy
+    for rollouts, refreshed after each update. Prompts are split over ranks (all rows of a prompt on
+    one rank); ``ppo_mini_batch_size`` and ``data.train_batch_size`` stay global and must be multiples
+    of the world size. See docs/scaling.md."""
     ppo_epochs: int = 1
     """Passes over each step's rows."""
     clip_ratio_low: float = 0.2
@@ -320,6 +335,9 @@ class TrainerConfig:
     rewards) to ``rollouts/step_XXXXXX.json`` for ``appo report``; -1 never."""
     num_threads: int = 0
     """torch CPU threads (0 = leave torch's default)."""
+    dist_timeout_s: int = 1800
+    """Seconds a collective may wait for the other ranks before the run fails (verl:
+    ``actor_rollout_ref.nccl_timeout``); ranks wait for the slowest one's rollouts at each update."""
 
 
 @dataclass(frozen=True)
@@ -403,9 +421,10 @@ def validate_config(cfg: Config) -> Config:
     """Check the cross-field rules; return ``cfg`` unchanged or raise :class:`ConfigError` with the fix.
 
     Rules: counts and lengths >= 1; ``rollout.n_initial < rollout.n`` unless grpo;
-    ``actor.ppo_mini_batch_size`` divides ``data.train_batch_size``; temperature > 0 and top-p in (0, 1];
-    clip ratios, lr, grad clip, LoRA rank, tool calls >= 0; dual-clip bound > 1; a ``cuda`` device only
-    where CUDA is available; ``resume_path`` needs ``resume_from_path``; at least one checkpoint kept.
+    ``actor.ppo_mini_batch_size`` divides ``data.train_batch_size``; ``trainer.dist_timeout_s`` >= 1;
+    temperature > 0 and top-p in (0, 1]; clip ratios, lr, grad clip, LoRA rank, tool calls >= 0;
+    dual-clip bound > 1; a ``cuda`` device only where CUDA is available; ``resume_path`` needs
+    ``resume_from_path``; at least one checkpoint kept.
     Not checked: that files and tools exist (their loaders say so, with the path).
     """
     r, a, d, act, t = cfg.rollout, cfg.algorithm, cfg.data, cfg.actor, cfg.trainer
@@ -415,7 +434,7 @@ def validate_config(cfg: Config) -> Config:
         "data.max_response_length": d.max_response_length, "actor.ppo_mini_batch_size": act.ppo_mini_batch_size,
         "actor.ppo_micro_batch_size_per_gpu": act.ppo_micro_batch_size_per_gpu, "actor.ppo_epochs": act.ppo_epochs,
         "actor.ppo_max_token_len_per_gpu": act.ppo_max_token_len_per_gpu,
-        "algorithm.arpo.entropy_window": a.arpo.entropy_window,
+        "algorithm.arpo.entropy_window": a.arpo.entropy_window, "trainer.dist_timeout_s": t.dist_timeout_s,
     }
     for key, value in at_least_one.items():
         if value < 1:

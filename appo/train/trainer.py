@@ -5,6 +5,8 @@ old log-probs -> PPO updates -> metrics -> checkpoint -> validation.
 (:mod:`appo.train.components`); :meth:`Trainer.train_step` is one step, each arrow a named call.
 Algorithms differ only in two registry lookups: the rollout strategy (``independent``, ``arpo``,
 ``appo``, ``tree``) and the advantage estimator (``grpo``, ``arpo``, ``appo``, ``tree_grpo``).
+Under ``torchrun`` each rank runs this loop on its share of the prompts; ``self.dist``
+(:mod:`appo.distributed.ddp`) holds the few cross-process calls, all identities in one process.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 
 from appo.agent import RolloutContext, engine_logprobs, prompt_specs, run_strategy, teacher_forced_logp_fn
 from appo.core import get_advantage_estimator
+from appo.distributed.ddp import Quiet, init_distributed
 from appo.eval import evaluate
 from appo.prompts import resolve_system_prompt
 from appo.train.batching import advantage_inputs, collate, with_fields
@@ -31,6 +34,7 @@ from appo.train.data_source import PromptSampler
 from appo.train.dump import TokenTexts, step_record, write_step
 from appo.train.logprobs import compute_logprobs_batched
 from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics, timer
+from appo.train.packing import packed_logprobs_batched
 from appo.train.progress import ProgressDisplay
 from appo.train.update import UpdateOptions, ppo_update
 
@@ -61,11 +65,15 @@ class Trainer:
 
     def __init__(self, cfg: Config, components: Components | None = None):
         self.cfg = cfg
+        self.dist = init_distributed(cfg.actor.strategy, cfg.model.device, cfg.trainer.dist_timeout_s)
         self.run_dir = Path(cfg.trainer.default_local_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
+        if self.dist.is_main:
+            save_config(cfg, self.run_dir / "config.yaml")
         seed_everything(cfg.trainer.seed)
-        self.c = components or build_components(cfg, self.run_dir)
+        with self.dist.main_first():  # rank 0 writes the run's shared files (search corpus, index) first
+            components = components or build_components(cfg, self.run_dir)
+        self.c = self.dist.wrap(components, cfg)  # DDP / FSDP2 module for the update (the model itself in one process)
         self.sampler = PromptSampler(len(self.c.train_examples), cfg.data.train_batch_size, cfg.data.seed,
                                      cfg.data.shuffle)
         self.strategy = STRATEGY_OF[cfg.algorithm.name]
@@ -84,7 +92,7 @@ class Trainer:
             current = teacher_forced_logp_fn(c.model, T)
             anchor = engine_logprobs if anchor_model is None else teacher_forced_logp_fn(anchor_model, T)
         return RolloutContext.create(c.engine, c.tokenizer, cfg.rollout.protocol, c.tools, sampling_params(cfg),
-                                     loop_limits(cfg), seed=cfg.trainer.seed * 1_000_003 + step,
+                                     loop_limits(cfg), seed=self.dist.rank_seed(cfg.trainer.seed * 1_000_003 + step),
                                      current_logp_fn=current, anchor_logp_fn=anchor, key_prefix=f"step{step}/")
 
     def update_options(self) -> UpdateOptions:
@@ -93,7 +101,7 @@ class Trainer:
         return UpdateOptions(
             ppo_mini_batch_size=a.ppo_mini_batch_size, ppo_epochs=a.ppo_epochs,
             micro_batch_rows=a.ppo_micro_batch_size_per_gpu,
-            max_tokens=a.ppo_max_token_len_per_gpu if a.use_dynamic_bsz else None,
+            max_tokens=a.ppo_max_token_len_per_gpu if a.use_dynamic_bsz else None, pack=a.use_remove_padding,
             loss_agg_mode=a.loss_agg_mode, policy_loss=a.policy_loss, clip_ratio_low=a.clip_ratio_low,
             clip_ratio_high=a.clip_ratio_high, clip_ratio_c=a.clip_ratio_c, grad_clip=a.grad_clip,
             kl_loss_coef=a.kl_loss_coef if a.use_kl_loss else 0.0, kl_loss_type=a.kl_loss_type,
@@ -112,7 +120,7 @@ class Trainer:
         """One step: generate -> reward -> advantage -> old log-probs -> update. Returns its metrics."""
         cfg, c, m = self.cfg, self.c, {}
         t0 = time.perf_counter()
-        indices = self.sampler.next_indices()
+        indices = self.dist.shard_prompts(self.sampler.next_indices(), cfg.actor.ppo_mini_batch_size)  # this rank's share
         examples = [c.train_examples[i] for i in indices]
 
         # 1. Rollouts: the algorithm's strategy (independent / arpo / appo / tree) through the tool loop.
@@ -136,11 +144,12 @@ class Trainer:
 
         # 4. Old (and reference) log-probs, recomputed by the trainer as in verl.
         T, max_tok = cfg.rollout.temperature, cfg.actor.ppo_max_token_len_per_gpu
+        logprobs_batched = packed_logprobs_batched if cfg.actor.use_remove_padding else compute_logprobs_batched
         with timer("old_log_prob", m):
-            old_logp, _ = compute_logprobs_batched(c.model, batch, T, max_tokens=max_tok)
+            old_logp, _ = logprobs_batched(c.model, batch, T, max_tokens=max_tok)
             ref_logp = None
             if c.ref_model is not None and cfg.actor.use_kl_loss:
-                ref_logp, _ = compute_logprobs_batched(c.ref_model, batch, T, max_tokens=max_tok)
+                ref_logp, _ = logprobs_batched(c.ref_model, batch, T, max_tokens=max_tok)
             batch = with_fields(batch, old_logp_BR=old_logp, ref_logp_BR=ref_logp)
 
         # 5. Keep the policy as it is before this update: APPO's `previous` anchor at the next step.
@@ -149,7 +158,8 @@ class Trainer:
 
         # 6. PPO mini-batch updates.
         with timer("update_actor", m):
-            m.update(ppo_update(c.model, c.optimizer, batch, self.update_options(), c.scheduler))
+            m.update(ppo_update(c.train_model, c.optimizer, batch, self.update_options(), c.scheduler, self.dist))
+            self.dist.pull_weights(c)  # FSDP2: the rollout copy gets the new full weights
         c.model.eval()
 
         # 7. Metrics (verl names) and the rollout dump for the report.
@@ -160,9 +170,11 @@ class Trainer:
         m["timing_s/step"] = time.perf_counter() - t0
         done, every = step + 1, cfg.trainer.dump_rollouts_freq
         if every > 0 and (done == 1 or done % every == 0 or done == cfg.trainer.total_training_steps):
-            write_step(self.run_dir, step_record(done, rows, examples, scored, adv_NT, self.texts,
-                                                 {"algorithm": cfg.algorithm.name}))
-        return m
+            record = step_record(done, rows, examples, scored, adv_NT, self.texts, {"algorithm": cfg.algorithm.name})
+            record = self.dist.gather_step_record(record, cfg.actor.ppo_mini_batch_size)  # None except on rank 0
+            if record is not None:
+                write_step(self.run_dir, record)
+        return self.dist.reduce_metrics(m)  # over ranks: counts summed, means averaged
 
     # ------------------------------------------------------------------------------------ the run
     def validate(self, step: int) -> dict:
@@ -170,22 +182,27 @@ class Trainer:
         every scored answer to ``val/step_XXXXXX.json`` and returns the summary by source."""
         cfg, c = self.cfg, self.c
         c.model.eval()
-        result = evaluate(c.engine, c.tokenizer, c.val_examples, reward_fn=c.reward_fn, tools=c.tools,
-                          protocol=cfg.rollout.protocol, params=sampling_params(cfg, validation=True),
-                          limits=loop_limits(cfg), n=cfg.rollout.val_kwargs.n,
-                          batch_size=cfg.data.val_batch_size or cfg.rollout.max_batch_size,
-                          seed=cfg.trainer.seed, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
-        result.to_json(self.run_dir / "val" / f"step_{step:06d}.json")
+        examples, result = self.dist.shard_list(c.val_examples), None  # this rank's share (all, in one process)
+        if examples:
+            result = evaluate(c.engine, c.tokenizer, examples, reward_fn=c.reward_fn, tools=c.tools,
+                              protocol=cfg.rollout.protocol, params=sampling_params(cfg, validation=True),
+                              limits=loop_limits(cfg), n=cfg.rollout.val_kwargs.n,
+                              batch_size=cfg.data.val_batch_size or cfg.rollout.max_batch_size,
+                              seed=cfg.trainer.seed, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
+        result = self.dist.gather_eval(result)  # every rank's rows, pooled
+        if self.dist.is_main:
+            result.to_json(self.run_dir / "val" / f"step_{step:06d}.json")
         return result.summary
 
     def fit(self) -> TrainResult:
         """Run from ``start_step`` to ``trainer.total_training_steps``; checkpoints, validation, logs."""
         cfg, t = self.cfg, self.cfg.trainer
         result = TrainResult(self.run_dir, self.start_step)
+        main = self.dist.is_main  # only rank 0 logs
         logger = MetricsLogger(self.run_dir, t.logger, project=t.project_name, experiment=t.experiment_name,
                                resume_step=self.start_step if self.start_step else None,
-                               console_keys=CONSOLE_KEYS)
-        progress = ProgressDisplay(t.total_training_steps, t.experiment_name, start=self.start_step)
+                               console_keys=CONSOLE_KEYS) if main else Quiet()
+        progress = ProgressDisplay(t.total_training_steps, t.experiment_name, start=self.start_step) if main else Quiet()
         try:
             if self.c.val_examples and t.val_before_train and self.start_step == 0:
                 result.val[0] = self.validate(0)
@@ -209,12 +226,18 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------------------ checkpointing
-    def save(self, step: int) -> Path:
-        """Atomic checkpoint: weights, optimizer, scheduler, RNG, sampler position, previous policy."""
+    def save(self, step: int) -> Path | None:
+        """Atomic checkpoint: weights, optimizer, scheduler, RNG, sampler position, previous policy.
+        Written by rank 0 only (None elsewhere); every rank waits for it."""
         c = self.c
         extra = {"prev_model": c.prev_model.state_dict()} if c.prev_model is not None else {}
-        return save_checkpoint(self.run_dir, step, c.model, c.optimizer, c.scheduler, data_state=self.sampler.state_dict(),
-                               extra=extra, tokenizer=c.tokenizer, keep=self.cfg.trainer.max_actor_ckpt_to_keep)
+        optimizer = self.dist.savable_optimizer(c)  # FSDP2: the full state, gathered by every rank
+        path = None
+        if self.dist.is_main:
+            path = save_checkpoint(self.run_dir, step, c.model, optimizer, c.scheduler, data_state=self.sampler.state_dict(),
+                                   extra=extra, tokenizer=c.tokenizer, keep=self.cfg.trainer.max_actor_ckpt_to_keep)
+        self.dist.barrier()
+        return path
 
     def _resume(self) -> int:
         t = self.cfg.trainer
@@ -224,7 +247,8 @@ class Trainer:
         if ckpt is None:
             return 0
         c = self.c
-        restore(ckpt, c.model, c.optimizer, c.scheduler)
+        restore(ckpt, c.model, self.dist.loadable_optimizer(c), c.scheduler)
+        self.dist.push_weights(c)  # FSDP2: into the sharded training copy
         self.sampler.load_state_dict(ckpt.data_state)
         if c.prev_model is not None and "prev_model" in ckpt.extra:
             c.prev_model.load_state_dict(ckpt.extra["prev_model"])
@@ -251,5 +275,10 @@ def _val_metrics(summary: dict) -> dict[str, float]:
 
 
 def train(cfg: Config) -> TrainResult:
-    """Train with ``cfg`` (see :mod:`appo.train.config`); the Python call behind ``appo train``."""
-    return Trainer(cfg).fit()
+    """Train with ``cfg`` (see :mod:`appo.train.config`); the Python call behind ``appo train`` (and of
+    each rank under ``torchrun``)."""
+    trainer = Trainer(cfg)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.dist.close()

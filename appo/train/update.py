@@ -5,6 +5,12 @@
 micro-batches, weighting each micro-batch's loss by its share of the mini-batch's loss tokens (or
 rows, for the ``seq-mean-*`` modes), so the accumulated gradient equals the gradient of the
 mini-batch loss computed in one piece.
+
+Across processes (``dist``, :mod:`appo.distributed.ddp`): each rank holds its prompts' rows; its k-th
+mini-batch is its part of the global k-th (``ppo_mini_batch_size / world_size`` prompts), the
+normaliser is summed over ranks, each micro-batch's weight is multiplied by the world size (DDP and
+FSDP2 average gradients over ranks), and every rank runs the same number of micro-batch passes, so the
+gradient is that of the global mini-batch's token-mean loss. With one process nothing changes.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ from dataclasses import dataclass
 import torch
 
 from appo.core import aggregate, apply_future_kl, future_kl_scale, get_policy_loss, kl_penalty
-from appo.train.batching import select_rows, split_micro_batches
-from appo.train.logprobs import compute_logprobs
+from appo.distributed.ddp import DistEnv
+from appo.train.batching import select_rows
+from appo.train.packing import check_packing_support, micro_batches, micro_logprobs
 from appo.types import Batch
 
 
@@ -31,7 +38,10 @@ class UpdateOptions:
     micro_batch_rows: int = 4
     """Rows per forward/backward (ignored with ``max_tokens``)."""
     max_tokens: int | None = None
-    """Padded tokens per forward/backward (dynamic batch size); None uses ``micro_batch_rows``."""
+    """Tokens per forward/backward (dynamic batch size): padded ones, or real ones with ``pack``; None uses
+    ``micro_batch_rows``."""
+    pack: bool = False
+    """Pack each micro-batch's rows into one padding-free sequence (``actor.use_remove_padding``)."""
     loss_agg_mode: str = "token-mean"
     """Aggregation of the per-token loss."""
     policy_loss: str = "ppo_clip"
@@ -58,69 +68,67 @@ class UpdateOptions:
     """Sampling temperature; log-probs are of ``softmax(logits / temperature)``."""
 
 
-def _mini_batches(batch: Batch, prompts_per_step: int) -> list[torch.Tensor]:
-    """Row indices of each mini-batch: rows of ``prompts_per_step`` consecutive groups that have loss tokens."""
+def _mini_batches(batch: Batch, prompts_per_step: int, by_position: bool = False) -> list[torch.Tensor]:
+    """Row indices of each mini-batch: the rows with loss tokens of ``prompts_per_step`` consecutive groups.
+    One process: groups without loss tokens are dropped before chunking. ``by_position`` (several ranks):
+    every group counts, so the k-th chunk is this rank's part of the global k-th mini-batch (it may be empty)."""
     group_B = batch.extras["group_B"]
     trained = batch.loss_mask_BR.sum(1) > 0
-    groups = sorted(set(group_B[trained].tolist()))
+    groups = sorted(set(group_B.tolist() if by_position else group_B[trained].tolist()))
     out = []
     for i in range(0, len(groups), prompts_per_step):
         chosen = torch.tensor(groups[i : i + prompts_per_step])
         rows = torch.nonzero(trained & torch.isin(group_B, chosen)).flatten()
-        if len(rows):
+        if len(rows) or by_position:
             out.append(rows)
     return out
 
 
-def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=None) -> dict[str, float]:
+def _loss_units(mask_BR: torch.Tensor, seq_mode: bool) -> float:
+    """What the loss averages over: trained rows (``seq-mean-*``) or loss tokens."""
+    return float((mask_BR.sum(1) > 0).sum()) if seq_mode else float(mask_BR.sum())
+
+
+def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=None,
+               dist: DistEnv | None = None) -> dict[str, float]:
     """Run ``ppo_epochs`` passes of PPO mini-batch steps on ``batch``; returns mean metrics.
 
     Per micro-batch: ``logp = log pi_theta`` (with grad) -> advantages, optionally future-KL scaled
     (``A~ = A (1 + b f)``, f from ``future_kl_scale``, detached) -> ``loss = policy_loss(logp, old_logp,
     A~) + kl_coef * agg(kl(logp, ref_logp)) - entropy_coeff * agg(H)``, scaled by the micro-batch's share
     of the mini-batch. After each mini-batch: clip the global grad norm, ``optimizer.step()``. The
-    scheduler (if any) steps once per call, i.e. once per training step as in verl.
+    scheduler (if any) steps once per call, i.e. once per training step as in verl. ``dist`` (several
+    ranks; ``model`` then DDP- or FSDP2-wrapped): see the module docstring.
     Leaves out: rollout importance-sampling corrections (engine and trainer share the model here).
     """
     loss_fn = get_policy_loss(opts.policy_loss)
+    dist = dist or DistEnv()
     params = [p for p in model.parameters() if p.requires_grad]
     sums: dict[str, list[float]] = defaultdict(list)
     seq_mode = opts.loss_agg_mode.startswith("seq-mean")
+    max_rows = None if opts.max_tokens else opts.micro_batch_rows
+    if opts.pack:
+        check_packing_support(model)
     model.train()
     for _ in range(opts.ppo_epochs):
-        for rows in _mini_batches(batch, opts.ppo_mini_batch_size):
-            mini = select_rows(batch, rows).batch
-            micro = split_micro_batches(mini, max_tokens=opts.max_tokens,
-                                        max_rows=None if opts.max_tokens else opts.micro_batch_rows)
-            total = float((mini.loss_mask_BR.sum(1) > 0).sum()) if seq_mode else float(mini.loss_mask_BR.sum())
+        for rows in _mini_batches(batch, opts.ppo_mini_batch_size // dist.world_size, by_position=dist.enabled):
+            mini = select_rows(batch, rows).batch if len(rows) else None
+            micro = micro_batches(mini, opts.max_tokens, max_rows, opts.pack) if mini is not None else []
+            total = dist.all_sum(_loss_units(mini.loss_mask_BR, seq_mode) if mini is not None else 0.0)
+            if total == 0:  # no rank has loss tokens here (several ranks only: one process never builds it)
+                continue
             optimizer.zero_grad(set_to_none=True)
-            for m in micro:
-                b = m.batch
-                mask = b.loss_mask_BR
-                share = (float((mask.sum(1) > 0).sum()) if seq_mode else float(mask.sum())) / total
-                if share == 0:
-                    continue
-                logp, ent = compute_logprobs(model, b, opts.temperature, with_entropy=True,
-                                             entropy_grad=opts.entropy_coeff != 0)
-                adv = b.advantages_BR
-                if opts.future_kl:
-                    f = future_kl_scale(logp.detach(), b.old_logp_BR, adv, mask)
-                    adv = apply_future_kl(adv, f, opts.future_kl_coef)
-                    sums["actor/future_kl_scale"].append(float((f * mask).sum() / mask.sum().clamp(min=1)))
-                loss, metrics = loss_fn(logp, b.old_logp_BR, adv, mask, agg=opts.loss_agg_mode,
-                                        clip_ratio_low=opts.clip_ratio_low, clip_ratio_high=opts.clip_ratio_high,
-                                        clip_ratio_c=opts.clip_ratio_c)
-                if opts.kl_loss_coef and b.ref_logp_BR is not None:
-                    kl = aggregate(kl_penalty(logp, b.ref_logp_BR, opts.kl_loss_type), mask, opts.loss_agg_mode)
-                    loss = loss + opts.kl_loss_coef * kl
-                    sums["actor/kl_loss"].append(float(kl.detach()))
-                if opts.entropy_coeff:
-                    loss = loss - opts.entropy_coeff * aggregate(ent, mask, opts.loss_agg_mode)
-                (loss * share).backward()
-                sums["actor/entropy"].append(float((ent.detach() * mask).sum() / mask.sum().clamp(min=1)))
-                for k, v in metrics.items():
-                    sums[k].append(v)
+            micro = dist.lockstep(micro)  # the same number of passes on every rank (None: none left here)
+            for i, m in enumerate(micro):
+                with dist.grad_sync(model, last=i == len(micro) - 1):  # DDP: all-reduce on the last pass only
+                    units = 0.0 if m is None else _loss_units(m.batch.loss_mask_BR, seq_mode)
+                    share = units / total * dist.loss_scale()  # x world size: ranks' gradients are averaged
+                    if share > 0:
+                        (_micro_loss(model, m, opts, loss_fn, sums) * share).backward()
+                    elif dist.enabled:  # a zero-weight pass: the collectives need this rank all the same
+                        dist.idle_pass(model, batch)
             norm = torch.nn.utils.clip_grad_norm_(params, opts.grad_clip if opts.grad_clip > 0 else float("inf"))
+            norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
             sums["actor/grad_norm"].append(float(norm))
             if torch.isfinite(norm):
                 optimizer.step()
@@ -132,3 +140,27 @@ def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=No
     out = {k: sum(v) / len(v) for k, v in sums.items()}
     out["actor/lr"] = float(optimizer.param_groups[0]["lr"])
     return out
+
+
+def _micro_loss(model, m, opts: UpdateOptions, loss_fn, sums: dict[str, list[float]]) -> torch.Tensor:
+    """The loss of one micro-batch (its own aggregation over its tokens/rows); appends its metrics to ``sums``."""
+    b = m.batch
+    mask = b.loss_mask_BR
+    logp, ent = micro_logprobs(model, m, opts.temperature, with_entropy=True, entropy_grad=opts.entropy_coeff != 0)
+    adv = b.advantages_BR
+    if opts.future_kl:
+        f = future_kl_scale(logp.detach(), b.old_logp_BR, adv, mask)
+        adv = apply_future_kl(adv, f, opts.future_kl_coef)
+        sums["actor/future_kl_scale"].append(float((f * mask).sum() / mask.sum().clamp(min=1)))
+    loss, metrics = loss_fn(logp, b.old_logp_BR, adv, mask, agg=opts.loss_agg_mode, clip_ratio_low=opts.clip_ratio_low,
+                            clip_ratio_high=opts.clip_ratio_high, clip_ratio_c=opts.clip_ratio_c)
+    if opts.kl_loss_coef and b.ref_logp_BR is not None:
+        kl = aggregate(kl_penalty(logp, b.ref_logp_BR, opts.kl_loss_type), mask, opts.loss_agg_mode)
+        loss = loss + opts.kl_loss_coef * kl
+        sums["actor/kl_loss"].append(float(kl.detach()))
+    if opts.entropy_coeff:
+        loss = loss - opts.entropy_coeff * aggregate(ent, mask, opts.loss_agg_mode)
+    sums["actor/entropy"].append(float((ent.detach() * mask).sum() / mask.sum().clamp(min=1)))
+    for k, v in metrics.items():
+        sums[k].append(v)
+    return loss
