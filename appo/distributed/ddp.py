@@ -130,6 +130,14 @@ class DistEnv:
         tdist.all_gather_object(out, obj)
         return out
 
+    def gather_to_main(self, obj: Any) -> list[Any] | None:
+        """Rank 0: every rank's ``obj`` (picklable), in rank order; other ranks: None."""
+        if not self.enabled:
+            return [obj]
+        out: list[Any] | None = [None] * self.world_size if self.is_main else None
+        tdist.gather_object(obj, out, dst=0)
+        return out
+
     @contextlib.contextmanager
     def main_first(self) -> Iterator[None]:
         """Rank 0 runs the block before the others (files every rank reads: corpora, search indexes)."""
@@ -278,8 +286,8 @@ class DistEnv:
         the global batch; other ranks: None (collective)."""
         if not self.enabled:
             return record
-        records = self.all_gather(record)
-        if not self.is_main:
+        records = self.gather_to_main(record)
+        if records is None:
             return None
         n = sum(len(r["prompts"]) for r in records)
         prompts = []
