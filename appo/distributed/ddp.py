@@ -37,7 +37,7 @@ What each rank does in a step (the loop in :mod:`appo.train.trainer` calls the h
 FSDP2 (``torch.distributed.fsdp.fully_shard``) shards each decoder layer (the model's
 ``_no_split_modules``) and the root; it reduce-scatters gradients after every micro-batch (no
 ``no_sync``: deferring would keep unsharded gradients, defeating the memory saving). It runs on CPU
-with gloo in torch >= 2.6 (tested here, 2 ranks); on GPU it is untested in this repository.
+with gloo (tested here with torch 2.13, 2 ranks); on GPU it is untested in this repository.
 Left out: multi-node rendezvous beyond what torchrun does, tensor/sequence parallelism, HSDP, CPU
 offload, mixed-precision policies (the update runs in ``model.dtype``).
 """

@@ -7,10 +7,12 @@ tokens then its real response tokens, back to back, with position ids restarting
 (``0..p_i + n_i - 1``, the same positions the padded layout gives, ``cumsum(attention_mask) - 1``).
 
 Attention cannot cross rows: the model is called with ``attention_mask=None`` and these position ids,
-and transformers (>= 4.54; ``masking_utils.find_packed_sequence_indices``) reads the restarts as
-sequence boundaries: a block-diagonal causal mask for ``sdpa`` / ``eager`` / ``flex_attention``, and
-flash-attention's varlen kernel (``cu_seqlens`` from the position ids) for ``flash_attention_2/3``.
-That holds for the models transformers ships; code loaded with ``trust_remote_code`` may ignore it,
+and transformers (versions with ``masking_utils.find_packed_sequence_indices``; 5.24 here) reads the
+restarts as sequence boundaries: a block-diagonal causal mask for ``sdpa`` / ``eager`` /
+``flex_attention`` (an ``S x S`` mask per pack: keep the token budget moderate), and
+flash-attention's varlen kernel (``cu_seqlens`` from the position ids) for ``flash_attention_2/3``
+(not run here; the in-process engine needs ``sdpa`` or ``eager``, so only a separately loaded training
+copy could use it). That holds for the models transformers ships; code loaded with ``trust_remote_code`` may ignore it,
 so :func:`check_packing_support` refuses such models (and older transformers) instead of silently
 letting rows attend to each other. tests/train/test_packing.py proves, on the tiny Llama, that
 packed log-probs and entropies equal the padded computation to 1e-5 and that a row's log-probs do not
@@ -121,7 +123,7 @@ def check_packing_support(model: torch.nn.Module) -> None:
     known = impl in ("sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3")
     if not (hasattr(masking, "find_packed_sequence_indices") and native and known):
         raise ValueError(f"actor.use_remove_padding=true needs a model whose attention reads packed position ids "
-                         f"(transformers >= 4.54 model code with sdpa/eager/flex/flash attention); this one is "
+                         f"(transformers' own model code, with sdpa/eager/flex/flash attention); this one is "
                          f"{cls.__module__}.{cls.__name__} with attention {impl!r}, where rows could "
                          "attend to each other; fix: actor.use_remove_padding=false")
 
