@@ -18,6 +18,7 @@ bench      :func:`appo.bench.run_bench`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -47,6 +48,8 @@ def cmd_train(args) -> int:
     from appo.train.trainer import train
 
     result = train(_config(args))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return 0
     last = result.val.get(result.steps) or {}
     print(f"trained {result.steps} steps; run directory {result.run_dir}"
           + (f"; val acc {last['all'].get('acc', float('nan')):.3f}" if "all" in last else ""))

@@ -21,12 +21,20 @@ HARNESS = Path(__file__).parent / "crash_harness.py"
 STEPS = 4
 
 
-def _run(cfg_path: Path, *args: str, kill_after_checkpoint: Path | None = None, timeout: float = 240) -> int:
+def _latest(run: Path) -> str:
+    try:
+        return (run / "checkpoints" / "latest").read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def _run(cfg_path: Path, *args: str, kill_after_latest: tuple[Path, str] | None = None, timeout: float = 240) -> int:
     proc = subprocess.Popen([sys.executable, str(HARNESS), str(cfg_path), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if kill_after_checkpoint is not None:
+    if kill_after_latest is not None:  # kill once `latest` names this checkpoint (or a later one)
+        run, name = kill_after_latest
         deadline = time.monotonic() + timeout
-        while not kill_after_checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while _latest(run) < name and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         proc.kill()  # SIGKILL, wherever the process is now (usually inside the next step)
     try:
@@ -57,7 +65,7 @@ def test_sigkill_and_resume_match_an_uninterrupted_run(tmp_path):
     ckpt = load_latest_checkpoint(run)
     assert ckpt is not None and ckpt.step == 1  # the half-written step 2 is not taken for a checkpoint
     # 2. resumed, then killed at whatever point it reached after publishing step 3
-    assert _run(tmp_path / "crashy.yaml", kill_after_checkpoint=run / "checkpoints" / "step_000003") == -9
+    assert _run(tmp_path / "crashy.yaml", kill_after_latest=(run, "step_000003")) == -9
     assert load_latest_checkpoint(run).step >= 3
     # 3. resumed to the end
     assert _run(tmp_path / "crashy.yaml") == 0
