@@ -48,6 +48,10 @@ class GenerationRequest:
     """Per-request cap (e.g. the remaining response budget); None uses ``SamplingParams.max_new_tokens``."""
     cache_key: str | None = None
     """Keep this sequence's KV under this key after the call, for later requests that extend it."""
+    seed: int | None = None
+    """This row's own sampling seed: its draws then depend only on (seed, prefix, weights), not on the
+    other requests of the call nor on ``SamplingParams.seed`` (engines without per-row streams may
+    ignore it). None draws from the call's generator (``SamplingParams.seed``)."""
 
 
 @dataclass(frozen=True)

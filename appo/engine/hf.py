@@ -40,7 +40,10 @@ Cache keys, for callers (the agent loop):
 - ``release(keys)`` when rollouts are done (e.g. after a training step); weight changes drop all
   kept caches anyway. Memory: ``kv_bytes_per_token * cache_budget_tokens`` at most.
 
-Determinism: the same seed, requests, engine settings and kept caches give the same output. Reused and
+Determinism: the same seed, requests, engine settings and kept caches give the same output. A request
+with its own ``seed`` samples from its own counter-based stream (``sampling.counter_uniforms``: the k-th
+token's uniform is a function of (seed, k)), so its tokens do not depend on which requests share the call
+or the chunk; rows without one draw from the call's generator (``SamplingParams.seed``). Reused and
 recomputed KV agree only to float rounding (~1e-6), so a run with different kept caches may, rarely,
 sample a different token where a draw falls on a CDF boundary.
 
@@ -63,7 +66,7 @@ from appo.engine.base import Generation, GenerationRequest, SamplingParams
 from appo.engine.batch_cache import BatchKVCache
 from appo.engine.fast_decode import FastDecoder
 from appo.engine.kv_store import PrefixKVStore
-from appo.engine.sampling import StopStrings, sample_next
+from appo.engine.sampling import StopStrings, counter_uniforms, sample_next
 
 
 @dataclass
@@ -273,6 +276,8 @@ class HFEngine:
         if lo < 0 or hi >= self._vocab:
             raise ValueError(f"requests[{i}].prefix_ids has id {lo if lo < 0 else hi} outside the model's vocabulary "
                              f"[0, {self._vocab}): tokenize with the model's own tokenizer")
+        if req.seed is not None and not (isinstance(req.seed, int) and 0 <= req.seed < 2**64):
+            raise ValueError(f"requests[{i}].seed must be an int in [0, 2**64) or None, got {req.seed!r}")
         budget = _budget(req, params)
         if budget < 0:
             raise ValueError(f"requests[{i}].max_new_tokens must be >= 0, got {budget}")
@@ -363,8 +368,11 @@ class HFEngine:
         pos_B1 = (torch.tensor([len(reqs[i].prefix_ids) for i in rows], dtype=torch.long) - 1)[:, None].to(self.device)
         if self._fast is not None:
             self._fast.prepare(int(pos_B1.max()) + 1 + max(budgets.values()), self.device)
+        seeded = params.temperature > 0 and any(reqs[i].seed is not None for i in rows)
         while True:
-            tok_B, logp_B, ent_B = sample_next(logits_BV, params.temperature, params.top_p, params.top_k, generator)
+            u_B = self._row_uniforms(reqs, live, out_ids, generator) if seeded else None
+            tok_B, logp_B, ent_B = sample_next(logits_BV, params.temperature, params.top_p, params.top_k, generator,
+                                               uniforms_B=u_B)
             vals = torch.stack([tok_B.double(), logp_B.double(), ent_B.double()]).tolist()
             ended: list[tuple[int, int, str, str | None]] = []  # (batch pos, chunk row, reason, stop string)
             check = []
@@ -416,6 +424,17 @@ class HFEngine:
                 logits_BV = self._forward(tok_B[:, None], cache.decode_mask(), pos_B1, cache)
             cache.length += 1
             self.stats.decode_steps += 1
+
+
+    def _row_uniforms(self, reqs, live, out_ids, generator) -> torch.Tensor:
+        """This step's uniform per batch position: a seeded live row's own (seed, tokens so far) draw,
+        the call generator's draw for the others (drawn for the whole batch, as without seeds)."""
+        u_B = torch.rand(len(live), generator=generator, device=self.device)
+        pos = [b for b, i in enumerate(live) if i >= 0 and reqs[i].seed is not None]
+        if pos:
+            own = counter_uniforms([reqs[live[b]].seed for b in pos], [len(out_ids[live[b]]) for b in pos])
+            u_B[torch.tensor(pos, device=self.device)] = own.to(self.device)
+        return u_B
 
 
 def _budget(req: GenerationRequest, params: SamplingParams) -> int:

@@ -12,6 +12,9 @@
   than ``torch.multinomial`` or an exponential race over the vocabulary (measured), and it needs no
   host sync on GPUs. The float32 cumulative sum can swallow probabilities below ~1e-7 of the row's
   mass; such tokens are then never drawn.
+- per-request seeds: a caller may pass the uniforms itself (``uniforms_B``); :func:`counter_uniforms`
+  gives each seeded row its own stream, the k-th uniform a pure function of (seed, k), so a row's draws
+  do not depend on which other rows share the batch.
 
 ``T == 0`` is greedy: ``a = argmax z``, and ``logp``/``H`` are reported under ``softmax(z)`` (temperature
 1), the model's own distribution, because ``softmax(z / 0)`` is degenerate.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 
 
@@ -30,8 +34,11 @@ def sample_next(
     top_p: float = 1.0,
     top_k: int = 0,
     generator: torch.Generator | None = None,
+    uniforms_B: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sample one token per row; returns ``(tokens_B, logp_B, entropy_B)`` (float32 for the last two)."""
+    """Sample one token per row; returns ``(tokens_B, logp_B, entropy_B)`` (float32 for the last two).
+
+    ``uniforms_B`` (values in [0, 1), one per row) replaces the draws from ``generator`` when given."""
     logits_BV = logits_BV.float()
     greedy = temperature <= 0.0
     scaled_BV = logits_BV if greedy else logits_BV / temperature
@@ -45,10 +52,38 @@ def sample_next(
         if top_k > 0 or top_p < 1.0:
             q_BV = probs_BV.masked_fill(~support_mask(logp_BV, top_p, top_k), 0.0)
         cdf_BV = q_BV.cumsum(-1)
-        u_B1 = torch.rand(q_BV.shape[0], 1, generator=generator, device=q_BV.device, dtype=cdf_BV.dtype)
+        if uniforms_B is None:
+            u_B1 = torch.rand(q_BV.shape[0], 1, generator=generator, device=q_BV.device, dtype=cdf_BV.dtype)
+        else:
+            u_B1 = uniforms_B.to(device=q_BV.device, dtype=cdf_BV.dtype).reshape(-1, 1)
         tokens_B = torch.searchsorted(cdf_BV, (1.0 - u_B1) * cdf_BV[:, -1:]).squeeze(-1)
     logp_B = logp_BV.gather(-1, tokens_B[:, None]).squeeze(-1)
     return tokens_B, logp_B, entropy_B
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix64(z: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser on uint64 (wrapping arithmetic)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def counter_uniforms(seeds: Sequence[int], counters: Sequence[int]) -> torch.Tensor:
+    """One uniform in [0, 1) per row: the ``counter``-th output of a splitmix64 stream seeded by ``seed``.
+
+    ``u = mix(mix(seed) + (counter + 1) * golden) >> 40, / 2^24``: a counter-based generator, so row
+    ``b``'s k-th draw is a pure function of ``(seeds[b], k)`` whatever rows share the batch. 24 bits, as
+    float32 ``torch.rand`` gives, exactly representable in float32 (never rounds up to 1). Seeds are
+    taken modulo 2^64. Returns float32 ``[B]`` on the CPU.
+    """
+    with np.errstate(over="ignore"):
+        s = np.array([int(x) % 2**64 for x in seeds], dtype=np.uint64)
+        k = np.asarray(counters, dtype=np.uint64) + np.uint64(1)
+        z = _mix64(_mix64(s) + k * _GOLDEN)
+    return torch.from_numpy(((z >> np.uint64(40)).astype(np.float32)) * np.float32(2.0 ** -24))
 
 
 def support_mask(logp_BV: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
