@@ -112,11 +112,13 @@ def _sizes(opts: BenchOptions, model: str) -> Sizes:
     return opts.sizes.get(model) or SIZES.get(model) or SIZES["smollm2-135m-instruct"]
 
 
-def run_bench(opts: BenchOptions = BenchOptions(), progress=print) -> dict:
+def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=None) -> dict:
     """Run the benchmark; returns ``{"machine", "options", "figures", "sections", "started", "seconds"}``.
 
     ``figures`` is a list of records (see :func:`appo.bench.harness.figure`); a figure that could not run
-    (TRL missing) has ``skipped`` with the reason. ``progress(str)`` gets one line per figure.
+    (TRL missing) has ``skipped`` with the reason. ``progress(str)`` gets one line per figure;
+    ``on_section(result)`` (if given) gets the partial result after every section, so a long run that
+    dies late keeps what it measured.
     """
     import torch
 
@@ -144,6 +146,9 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print) -> dict:
             progress(format_line(f))
         result["sections"].append({"section": section, "model": model, "threads": t, "load_before": load_before,
                                    "load_after": harness.load_average()})
+        result["seconds"] = round(time.time() - t_start, 1)
+        if on_section is not None:
+            on_section(result)
 
     for model_name in models:
         s = _sizes(opts, model_name)
@@ -272,11 +277,17 @@ def run_from_args(args) -> int:
                         threads=tuple(int(t) for t in args.threads.split(",") if t),
                         sections=tuple(s for s in args.sections.split(",") if s), repeats=args.repeats,
                         with_trl=not args.no_trl, smoke=args.smoke)
-    result = run_bench(opts, progress=lambda line: print(line, flush=True))
-    result["argv"] = sys.argv[1:]
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1, default=float))
+
+    def write(result: dict) -> None:
+        result["argv"] = sys.argv[1:]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=1, default=float))
+        tmp.replace(path)
+
+    result = run_bench(opts, progress=lambda line: print(line, flush=True), on_section=write)
+    write(result)
     print(format_table(result))
     print(f"wrote {path} ({result['seconds']}s)")
     return 0
