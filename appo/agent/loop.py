@@ -27,10 +27,17 @@ Choices where DESIGN is silent:
   on the token that closed a call (or an answer / EOS), that turn is processed without generating.
 - Cache keys: one per row, ``f"{key_prefix}{group}/{uid}"``; the loop never releases them (the
   strategy does, once the forks that reuse them are done; :meth:`AgentLoop.release`).
+- Seeds: the loop draws one seed from ``rng`` when it is built (or takes ``seed``). Each engine request
+  carries its own seed, ``derive_seed(loop seed, group, uid, n)`` for the row's n-th engine call, and
+  strategies draw their random choices from :meth:`AgentLoop.rng_for` keyed the same way. A prompt's
+  rows are then a function of (loop seed, prompt, weights) alone, whatever other prompts run beside
+  them: the property that lets rollouts be split over workers (:mod:`appo.distributed.ray_rollout`)
+  and still equal the single-process run (up to float round-off between batch compositions).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +48,13 @@ from appo.agent.protocols import ToolProtocol, TurnAction, end_of_turn_ids, get_
 from appo.engine.base import Engine, Generation, GenerationRequest, SamplingParams
 from appo.tools.base import Tool
 from appo.types import RowOrigin, Rollout, StopReason, ToolResult, ToolSpan
+
+
+def derive_seed(*parts: int | str) -> int:
+    """A 63-bit seed that is a stable function of ``parts`` (blake2b of their repr; the same across
+    processes and Python versions, unlike ``hash``)."""
+    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
 @dataclass(frozen=True)
@@ -184,6 +198,7 @@ class _Row:
     pending: bool
     stop: StopReason | None = None
     gens: list[Generation] = field(default_factory=list)
+    calls: int = 0
 
 
 @dataclass(frozen=True)
@@ -213,8 +228,12 @@ class AgentLoop:
         limits: LoopLimits,
         rng: random.Random,
         key_prefix: str = "",
+        seed: int | None = None,
     ) -> None:
         self.engine, self.tokenizer, self.params, self.limits, self.rng = engine, tokenizer, params, limits, rng
+        self.seed = seed if seed is not None else rng.getrandbits(63)
+        """Root of every seed this loop hands out (requests, :meth:`rng_for`)."""
+        self._round = 0
         self.protocol = get_protocol(protocol)
         self.tools = tool_map(tools)
         self.protocol_stops = self.protocol.stop_strings(self.tools)
@@ -281,6 +300,11 @@ class AgentLoop:
                 on_round(self, events)
         return self.rollouts()
 
+    def rng_for(self, *keys: int | str) -> random.Random:
+        """A generator seeded by ``derive_seed(self.seed, *keys)``: strategies key their random choices by
+        what they are about (e.g. ``("arpo", group, uid, position)``), never by a shared stream."""
+        return random.Random(derive_seed(self.seed, *keys))
+
     def release(self) -> None:
         """Release every cache key this loop used."""
         if self.keys:
@@ -305,10 +329,16 @@ class AgentLoop:
             to_generate.append(i)
         events: list[TurnEvent] = []
         if to_generate:
-            params = replace(self.params, stop=self.stops, seed=self.rng.randrange(2**31))
-            reqs = [GenerationRequest(prefix_ids=tuple(self.rows[i].start.prompt_ids) + tuple(self.rows[i].ids),
-                                      max_new_tokens=min(self.params.max_new_tokens, self._remaining(self.rows[i])),
-                                      cache_key=self.rows[i].key) for i in to_generate]
+            params = replace(self.params, stop=self.stops, seed=derive_seed(self.seed, "round", self._round) % 2**31)
+            self._round += 1
+            reqs = []
+            for i in to_generate:
+                r = self.rows[i]
+                reqs.append(GenerationRequest(prefix_ids=tuple(r.start.prompt_ids) + tuple(r.ids),
+                                              max_new_tokens=min(self.params.max_new_tokens, self._remaining(r)),
+                                              cache_key=r.key, seed=derive_seed(self.seed, r.start.group,
+                                                                                r.start.uid, r.calls)))
+                r.calls += 1
             gens = self.engine.generate(reqs, params)
             if len(gens) != len(reqs):
                 raise RuntimeError(f"engine returned {len(gens)} generations for {len(reqs)} requests")

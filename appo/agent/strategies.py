@@ -16,6 +16,10 @@ Choices where DESIGN is silent (also in each function's docstring):
 - Tree nodes are step boundaries (the last token of a tool result) owned by the row that produced
   them; each round every tree expands ``tree_expand_nodes`` nodes until the budget is used; a
   prompt whose rows have no tool call has no node, and that round adds new independent trees.
+- Random choices (ARPO's fork draws, the tree's expansions, APPO's ``random`` points) come from
+  :meth:`AgentLoop.rng_for` keyed by (prompt group, row, position or round), and every engine request
+  carries a per-row seed (:mod:`appo.agent.loop`): a prompt's rows do not depend on the other prompts
+  of the call, so prompts can be split over workers with the same result.
 """
 
 from __future__ import annotations
@@ -109,7 +113,8 @@ def arpo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
             p = arpo_branch_probability(d_h, cfg.arpo_tau, cfg.arpo_beta)
             stats["checks"] += 1
             stats["p_sum"] += p
-            if count[st.group] < cfg.n_total and ctx.rng.random() < p:
+            draw = loop.rng_for("arpo", st.group, st.uid, ev.turn_start).random()
+            if count[st.group] < cfg.n_total and draw < p:
                 loop.add(fork_start(st, ev.turn_start - 1, uid=count[st.group]))
                 count[st.group] += 1
                 stats["forks"] += 1
@@ -127,6 +132,7 @@ def arpo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
     finally:
         loop.release()
     extra = {"arpo/forks": float(stats["forks"]), "arpo/fill_rows": float(fill),
+             "arpo/checks": float(stats["checks"]),
              "arpo/mean_fork_probability": stats["p_sum"] / max(stats["checks"], 1)}
     return finish(rows, prompts, cfg.n_total, extra)
 
@@ -210,7 +216,7 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
             by_group.setdefault(row.group, []).append((i, annotated[-1], bs, valid))
         for g, items in by_group.items():
             if cfg.appo_points == "random":
-                points = _random_points([v for *_, v in items], k, ctx.rng)
+                points = _random_points([v for *_, v in items], k, loop.rng_for("appo_points", g))
             else:
                 points = select_branch_points([b.score for _, _, b, _ in items], [v for *_, v in items], k,
                                               [b.strict for _, _, b, _ in items])
@@ -285,9 +291,10 @@ def tree(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
                     new_trees(p, min(need, cfg.n_initial))
                     continue
                 trees = sorted(nodes)
-                ctx.rng.shuffle(trees)
+                rng = loop.rng_for("tree", p.group, rounds)
+                rng.shuffle(trees)
                 picks = [pick for t in trees
-                         for pick in ctx.rng.sample(nodes[t], min(cfg.tree_expand_nodes, len(nodes[t])))]
+                         for pick in rng.sample(nodes[t], min(cfg.tree_expand_nodes, len(nodes[t])))]
                 for row, t in picks[:need]:
                     loop.add(fork_start(row, t, uid=count[p.group]))
                     count[p.group] += 1

@@ -78,9 +78,9 @@ def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
     return clone
 
 
-def build_tools_for(cfg: Config, run_dir: str | Path) -> tuple[list, Path | None]:
-    """Tools of ``cfg.tools``; a plain ``search`` searches the procedural tasks' corpus (written to
-    ``run_dir/corpus.jsonl``, BM25, top-2) when the training data has one."""
+def tool_specs_for(cfg: Config, run_dir: str | Path) -> tuple[list, Path | None]:
+    """The tool specs of ``cfg.tools`` with a plain ``search`` resolved to the procedural tasks' corpus
+    (written to ``run_dir/corpus.jsonl``, BM25, top-2) when the training data has one; and that corpus."""
     specs = list(cfg.tools)
     corpus = None
     if "search" in specs:
@@ -89,6 +89,12 @@ def build_tools_for(cfg: Config, run_dir: str | Path) -> tuple[list, Path | None
         if corpus is not None:
             specs[specs.index("search")] = {"name": "search", "backend": "bm25", "corpus": str(corpus),
                                             "index_dir": str(Path(run_dir) / "bm25_index"), "top_k": 2}
+    return specs, corpus
+
+
+def build_tools_for(cfg: Config, run_dir: str | Path) -> tuple[list, Path | None]:
+    """Tools of ``cfg.tools`` (specs resolved by :func:`tool_specs_for`) and the written corpus, if any."""
+    specs, corpus = tool_specs_for(cfg, run_dir)
     return build_tools(specs), corpus
 
 
@@ -159,7 +165,8 @@ def build_components(cfg: Config, run_dir: str | Path) -> Components:
     train = load_examples(d.train_files, "train", d.train_max_samples, d.seed)
     val = load_examples(d.val_files, "test", d.val_max_samples, d.seed) if d.val_files else []
     model, tokenizer = build_model(cfg)
-    tools, corpus = build_tools_for(cfg, run_dir)
+    specs, corpus = tool_specs_for(cfg, run_dir)
+    tools = build_tools(specs)
     r = cfg.reward
     reward_fn = functools.partial(get_reward(r.name), **r.kwargs) if r.kwargs else get_reward(r.name)
     optimizer, scheduler = build_optimizer(model, cfg, cfg.trainer.total_training_steps)
@@ -170,5 +177,24 @@ def build_components(cfg: Config, run_dir: str | Path) -> Components:
         model=model, tokenizer=tokenizer, engine=build_engine(model, tokenizer, cfg), tools=tools,
         reward_fn=reward_fn, train_examples=train, val_examples=val, optimizer=optimizer, scheduler=scheduler,
         ref_model=frozen_copy(model) if needs_ref else None, prev_model=frozen_copy(model) if needs_prev else None,
-        extra={"corpus": str(corpus) if corpus else None},
+        extra={"corpus": str(corpus) if corpus else None, "tool_specs": specs},
     )
+
+
+def build_rollout_pool(cfg: Config, components: Components):
+    """``rollout.workers`` Ray actors (:class:`appo.distributed.ray_rollout.RayRolloutPool`), each building
+    the model, engine and tools from ``cfg`` as this process did (tool specs from ``components.extra``;
+    files they name must be readable by every worker). Weights are not pushed here: the trainer does."""
+    from appo.distributed.ray_rollout import ConfigWorkerFactory, RayRolloutPool
+
+    r = cfg.rollout
+    if r.name != "hf":
+        raise ValueError(f"rollout.workers={r.workers} runs HFEngine workers; rollout.name={r.name!r} is not supported")
+    specs = components.extra.get("tool_specs")
+    if specs is None or any(not isinstance(s, (str, dict)) for s in specs):
+        raise ValueError("rollout.workers > 0 builds each worker's tools from their specs (names, dicts, "
+                         "'file.py:function'); these components hold none or hold tool objects: put the specs in "
+                         "Components.extra['tool_specs']")
+    factory = ConfigWorkerFactory(cfg, tuple(specs), device="cuda" if r.worker_gpus > 0 else "cpu")
+    return RayRolloutPool(factory, r.workers, anchor=cfg.algorithm.appo.anchor, address=r.ray_address,
+                          num_cpus=r.worker_cpus, num_gpus=r.worker_gpus, max_restarts=r.worker_restarts)

@@ -139,6 +139,21 @@ class RolloutConfig:
     """Rows the engine decodes together (larger requests are split)."""
     on_tool_limit: Literal["stop", "message"] = "stop"
     """A tool call past ``max_tool_calls``: ``stop`` the rollout, or show a message once and let it answer."""
+    workers: int = 0
+    """Rollout workers: 0 generates in the training process; N > 0 starts N Ray actors, each with its own
+    copy of the policy, engine and tools, splits each step's prompts over them (all rows of a prompt on
+    one worker) and pushes the weights to them after every update (needs ``pip install 'appo[dist]'``;
+    one training process: not under torchrun). Same rollouts as 0 up to float round-off. See
+    docs/scaling.md."""
+    ray_address: str | None = None
+    """Ray cluster for the workers: None starts a local Ray instance (loopback only), ``auto`` joins the
+    cluster ``ray start`` made on this node, or ``host:port`` / ``ray://host:port``."""
+    worker_cpus: float = 1.0
+    """CPUs Ray reserves per worker (also its torch threads)."""
+    worker_gpus: float = 0.0
+    """GPUs Ray reserves per worker; > 0 puts each worker's model on its GPU (``cuda``)."""
+    worker_restarts: int = 3
+    """Dead workers replaced (their prompts re-run) within one step before the run fails."""
 
 
 # ------------------------------------------------------------------------------------------- algorithm
@@ -420,7 +435,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 def validate_config(cfg: Config) -> Config:
     """Check the cross-field rules; return ``cfg`` unchanged or raise :class:`ConfigError` with the fix.
 
-    Rules: counts and lengths >= 1; ``rollout.n_initial < rollout.n`` unless grpo;
+    Rules: counts and lengths >= 1; rollout workers, GPUs and restarts >= 0, worker CPUs > 0;
+    ``rollout.n_initial < rollout.n`` unless grpo;
     ``actor.ppo_mini_batch_size`` divides ``data.train_batch_size``; ``trainer.dist_timeout_s`` >= 1;
     temperature > 0 and top-p in (0, 1]; clip ratios, lr, grad clip, LoRA rank, tool calls >= 0;
     dual-clip bound > 1; a ``cuda`` device only where CUDA is available; ``resume_path`` needs
@@ -439,6 +455,12 @@ def validate_config(cfg: Config) -> Config:
     for key, value in at_least_one.items():
         if value < 1:
             raise ConfigError(f"{key}={value} must be >= 1")
+    for key, value in {"rollout.workers": r.workers, "rollout.worker_gpus": r.worker_gpus,
+                       "rollout.worker_restarts": r.worker_restarts}.items():
+        if value < 0:
+            raise ConfigError(f"{key}={value} must be >= 0")
+    if r.workers and r.worker_cpus <= 0:
+        raise ConfigError(f"rollout.worker_cpus={r.worker_cpus} must be > 0")
     if a.name != "grpo" and not r.n_initial < r.n:
         raise ConfigError(
             f"rollout.n_initial={r.n_initial} must be < rollout.n={r.n} for algorithm.name={a.name} (the rest "

@@ -27,7 +27,7 @@ from appo.prompts import resolve_system_prompt
 from appo.train.batching import advantage_inputs, collate, with_fields
 from appo.train.checkpoint import load_checkpoint, load_latest_checkpoint, restore, save_checkpoint
 from appo.train.components import (
-    STRATEGY_OF, Components, build_components, loop_limits, sampling_params, strategy_config,
+    STRATEGY_OF, Components, build_components, build_rollout_pool, loop_limits, sampling_params, strategy_config,
 )
 from appo.train.config import Config, save_config
 from appo.train.data_source import PromptSampler
@@ -80,6 +80,13 @@ class Trainer:
         self.estimator = get_advantage_estimator(cfg.algorithm.adv_estimator)
         self.texts = TokenTexts(self.c.tokenizer)
         self.start_step = self._resume()
+        self.rollout_pool = None  # rollout.workers > 0: Ray actors generate (appo.distributed.ray_rollout)
+        if cfg.rollout.workers:
+            if self.dist.enabled:
+                raise ValueError("rollout.workers > 0 (Ray rollout workers) needs a single training process; "
+                                 "under torchrun set rollout.workers=0 (each rank generates its own share)")
+            self.rollout_pool = build_rollout_pool(cfg, self.c)
+            self.push_rollout_weights(with_previous=True)
 
     # ------------------------------------------------------------------------------------ one step
     def rollout_context(self, step: int) -> RolloutContext:
@@ -116,6 +123,16 @@ class Trainer:
             opts.update(proximity_scaling=alg.appo.proximity_scaling, decay=alg.appo.proximity_decay)
         return opts
 
+    def push_rollout_weights(self, with_previous: bool = False) -> None:
+        """Ray workers: push the policy's trainable weights (one ``ray.put``), and with ``with_previous`` the
+        previous policy's (APPO's ``previous`` anchor); otherwise the last push becomes the previous one."""
+        from appo.distributed.ray_rollout import policy_weights
+
+        c = self.c
+        weights = policy_weights(c.model)
+        previous = policy_weights(c.prev_model, list(weights)) if with_previous and c.prev_model is not None else None
+        self.rollout_pool.set_weights(weights, previous=previous)
+
     def train_step(self, step: int) -> dict[str, float]:
         """One step: generate -> reward -> advantage -> old log-probs -> update. Returns its metrics."""
         cfg, c, m = self.cfg, self.c, {}
@@ -129,7 +146,8 @@ class Trainer:
             ctx = self.rollout_context(step)
             prompts = prompt_specs(ctx, examples, indices, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
             check_prompt_lengths(prompts, examples, cfg.data.max_prompt_length)
-            out = run_strategy(self.strategy, ctx, prompts, strategy_config(cfg))
+            run = run_strategy if self.rollout_pool is None else self.rollout_pool.run_strategy  # in-process or Ray
+            out = run(self.strategy, ctx, prompts, strategy_config(cfg))
         rows = out.rows
 
         # 2. Rewards, one per row (initial and branch rows alike).
@@ -160,6 +178,9 @@ class Trainer:
         with timer("update_actor", m):
             m.update(ppo_update(c.train_model, c.optimizer, batch, self.update_options(), c.scheduler, self.dist))
             self.dist.pull_weights(c)  # FSDP2: the rollout copy gets the new full weights
+        if self.rollout_pool is not None:
+            with timer("sync_weights", m):
+                self.push_rollout_weights()  # Ray workers: the new weights through the object store
         c.model.eval()
 
         # 7. Metrics (verl names) and the rollout dump for the report.
@@ -226,6 +247,13 @@ class Trainer:
         return result
 
     # ------------------------------------------------------------------------------ checkpointing
+    def close(self) -> None:
+        """Stop the Ray rollout workers (if any) and leave the process group (if this run joined one)."""
+        if self.rollout_pool is not None:
+            self.rollout_pool.close()
+            self.rollout_pool = None
+        self.dist.close()
+
     def save(self, step: int) -> Path | None:
         """Atomic checkpoint: weights, optimizer, scheduler, RNG, sampler position, previous policy.
         Written by rank 0 only (None elsewhere); every rank waits for it."""
@@ -281,4 +309,4 @@ def train(cfg: Config) -> TrainResult:
     try:
         return trainer.fit()
     finally:
-        trainer.dist.close()
+        trainer.close()

@@ -98,7 +98,7 @@ def test_appo_branches_are_depth_one_at_model_tokens(tiny_tokenizer, fork):
         parent = by[(r.group, r.parent)]
         assert parent.origin == "initial" and r.root == parent.uid
         t = r.split + 1 if fork == "redraw" else r.split  # the scored point: re-drawn, or kept
-        assert parent.loss_mask[t] == 1 and t > 0
+        assert parent.loss_mask[t] == 1 and (t > 0 or fork == "after")  # `after` may fork at position 0
         if fork == "after":
             assert t < len(parent.response_ids) - 1
         assert parent.scores[t] == pytest.approx(r.branch_score)

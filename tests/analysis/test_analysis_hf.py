@@ -20,7 +20,7 @@ def test_hf_redraws_reuse_kv_and_anchor_gives_omega(tiny_model, tiny_tokenizer):
     anchor = build_tiny_model(tiny_tokenizer, seed=1).eval()
     engine = HFEngine(tiny_model, tiny_tokenizer, max_batch_size=16, num_threads=1)
     cfg = AnalysisConfig(rollouts_per_prompt=2, positions_per_rollout=3, samples_per_position=2,
-                         max_response_tokens=24, seed=3)
+                         max_response_tokens=24, seed=4)
     res = analyze_examples(engine, tiny_tokenizer, toy_examples(1), tools=[StubPython()], reward_fn=box_reward,
                            config=cfg, current_logp_fn=teacher_forced_logp_fn(tiny_model),
                            anchor_logp_fn=teacher_forced_logp_fn(anchor))
