@@ -55,9 +55,9 @@ ABLATIONS = (
 """APPO's choices, each changed alone from the defaults."""
 
 TASKS = {
-    "arith": "proc:arith?n_operands=[2,2]&digits=[1,3]",
+    "arith": "proc:arith?n_operands=[2,2]&digits=[1,2]&direct_p=0.5",
     "multihop": "proc:multihop?hops=[2]&kb_size=60",
-    "mix": "proc:mix?weights=[0.5,0.5,0.0]&multihop={hops: [2], kb_size: 60}&arith={n_operands: [2, 2], digits: [1, 3]}",
+    "mix": "proc:mix?weights=[0.5,0.5,0.0]&multihop={hops: [2], kb_size: 60}&arith={n_operands: [2, 2], digits: [1, 2], direct_p: 0.5}",
 }
 """Study tasks: arithmetic that needs Python, two-hop questions that need search, and their mix."""
 
