@@ -37,7 +37,7 @@ class Components:
     tokenizer: Any
     """The policy's tokenizer."""
     engine: Any
-    """Rollout engine (``HFEngine`` over ``model``)."""
+    """Rollout engine (``HFEngine`` over ``model``, or ``VLLMEngine`` fed its weights)."""
     tools: list
     """Tools the agent may call."""
     reward_fn: Any
@@ -99,13 +99,25 @@ def build_tools_for(cfg: Config, run_dir: str | Path) -> tuple[list, Path | None
 
 
 def build_engine(model, tokenizer, cfg: Config):
-    """The in-process transformers engine over ``model`` (no copy: it sees every update)."""
+    """The rollout engine of ``cfg.rollout.name``: ``hf``, the in-process transformers engine over ``model``
+    (no copy: it sees every update); ``vllm``, :class:`~appo.engine.vllm.VLLMEngine` loading ``model.path``
+    on the GPU, with ``model`` as its policy (its weights are pushed to vLLM whenever they changed)."""
+    r = cfg.rollout
+    if r.name == "vllm":
+        from appo.engine.vllm import VLLMEngine
+        from appo.models.loading import resolve_model_path
+
+        m = cfg.model
+        return VLLMEngine(str(resolve_model_path(m.path)),
+                          str(resolve_model_path(m.tokenizer_path)) if m.tokenizer_path else None,
+                          policy=model, logprobs_k=r.logprobs_k, gpu_memory_utilization=r.gpu_memory_utilization,
+                          dtype="auto" if m.dtype == "float32" else m.dtype,  # auto: fp32 checkpoints run in fp16
+                          seed=cfg.trainer.seed, trust_remote_code=m.trust_remote_code)
+    if r.name != "hf":
+        raise ValueError(f"rollout.name={r.name!r}: use 'hf' (transformers, in-process) or 'vllm' (CUDA)")
     from appo.engine.hf import HFEngine
 
-    if cfg.rollout.name != "hf":
-        raise ValueError(f"rollout.name={cfg.rollout.name!r}: only 'hf' runs in-process; see the README's "
-                         "'Scaling out' section for the vLLM engine")
-    return HFEngine(model, tokenizer, max_batch_size=cfg.rollout.max_batch_size)
+    return HFEngine(model, tokenizer, max_batch_size=r.max_batch_size)
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Config, total_steps: int):

@@ -114,7 +114,9 @@ class RolloutConfig:
     """How rows are generated (verl: ``actor_rollout_ref.rollout``)."""
 
     name: str = "hf"
-    """Engine backend: ``hf`` (transformers, in-process) or another registered engine."""
+    """Engine backend: ``hf`` (transformers, in-process, CPU or GPU) or ``vllm`` (vLLM on a CUDA GPU,
+    ``pip install 'appo[vllm]'``; the policy's weights are pushed to vLLM whenever they changed; see
+    docs/scaling.md)."""
     n: int = 16
     """Total rows per prompt (initial + branch rows for appo/arpo/tree_grpo; independent for grpo)."""
     n_initial: int = 8
@@ -154,6 +156,12 @@ class RolloutConfig:
     """GPUs Ray reserves per worker; > 0 puts each worker's model on its GPU (``cuda``)."""
     worker_restarts: int = 3
     """Dead workers replaced (their prompts re-run) within one step before the run fails."""
+    gpu_memory_utilization: float = 0.4
+    """``rollout.name=vllm``: fraction of the GPU's memory vLLM takes for its weights and KV blocks (the
+    trainer's model, gradients and optimizer state share the GPU: leave them room)."""
+    logprobs_k: int = 20
+    """``rollout.name=vllm``: top-k log-probs returned per token; the entropy of a step is the top-k estimate
+    (``appo.core.topk_entropy``, a lower bound of the exact entropy the ``hf`` engine reports)."""
 
 
 # ------------------------------------------------------------------------------------------- algorithm
@@ -440,7 +448,9 @@ def validate_config(cfg: Config) -> Config:
     ``actor.ppo_mini_batch_size`` divides ``data.train_batch_size``; ``trainer.dist_timeout_s`` >= 1;
     temperature > 0 and top-p in (0, 1]; clip ratios, lr, grad clip, LoRA rank, tool calls >= 0;
     dual-clip bound > 1; a ``cuda`` device only where CUDA is available; ``resume_path`` needs
-    ``resume_from_path``; at least one checkpoint kept.
+    ``resume_from_path``; at least one checkpoint kept; ``rollout.name`` is ``hf`` or ``vllm``, and
+    ``vllm`` needs CUDA, a training temperature of 1, no LoRA, no Ray workers, ``logprobs_k`` >= 1 and
+    ``gpu_memory_utilization`` in (0, 1].
     Not checked: that files and tools exist (their loaders say so, with the path).
     """
     r, a, d, act, t = cfg.rollout, cfg.algorithm, cfg.data, cfg.actor, cfg.trainer
@@ -497,11 +507,41 @@ def validate_config(cfg: Config) -> Config:
         if not torch.cuda.is_available():
             raise ConfigError(f"model.device={cfg.model.device} but CUDA is not available on this machine; "
                               "fix: model.device=cpu (or model.device=auto)")
+    _check_rollout_engine(cfg)
     if t.resume_mode == "resume_path" and not t.resume_from_path:
         raise ConfigError("trainer.resume_mode=resume_path needs trainer.resume_from_path=<checkpoint folder>")
     if t.max_actor_ckpt_to_keep is not None and t.max_actor_ckpt_to_keep < 1:
         raise ConfigError(f"trainer.max_actor_ckpt_to_keep={t.max_actor_ckpt_to_keep} must be >= 1 or null")
     return cfg
+
+
+def _check_rollout_engine(cfg: Config) -> None:
+    """The ``rollout.name`` rules of :func:`validate_config`."""
+    r = cfg.rollout
+    if r.name not in ("hf", "vllm"):
+        raise ConfigError(f"rollout.name={r.name!r} is not one of hf, vllm")
+    if r.name != "vllm":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError("rollout.name=vllm needs a CUDA GPU, and CUDA is not available on this machine "
+                          "(vLLM does not run on CPU); fix: rollout.name=hf")
+    if r.temperature != 1.0:
+        raise ConfigError(f"rollout.name=vllm with rollout.temperature={r.temperature}: vLLM reports log-probs "
+                          "and entropies of the temperature-1 distribution, the trainer's are at the rollout "
+                          "temperature; fix: rollout.temperature=1.0 or rollout.name=hf")
+    if cfg.model.lora_rank > 0:
+        raise ConfigError(f"rollout.name=vllm with model.lora_rank={cfg.model.lora_rank}: weights are pushed to "
+                          "vLLM by checkpoint name, which LoRA wrapping changes; fix: model.lora_rank=0 or "
+                          "rollout.name=hf")
+    if r.workers:
+        raise ConfigError(f"rollout.workers={r.workers} runs HFEngine workers; with rollout.name=vllm set "
+                          "rollout.workers=0")
+    if r.logprobs_k < 1:
+        raise ConfigError(f"rollout.logprobs_k={r.logprobs_k} must be >= 1")
+    if not 0 < r.gpu_memory_utilization <= 1:
+        raise ConfigError(f"rollout.gpu_memory_utilization={r.gpu_memory_utilization} must be in (0, 1]")
 
 
 def config_to_dict(cfg: Any) -> Any:
