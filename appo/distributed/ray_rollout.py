@@ -57,6 +57,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from appo.train.components import frozen_copy
+
 RAY_HINT = "pip install 'appo[dist]' (Ray)"
 
 SUM_KEYS = ("arpo/forks", "arpo/fill_rows", "arpo/checks", "appo/branch_points", "tree/fill_rows")
@@ -217,7 +219,7 @@ class RolloutWorker:
         self.parts = factory()
         self.version = -1
         self._prev: torch.nn.Module | None = None
-        self._ref = _frozen_copy(self.parts.model) if anchor == "reference" else None  # the model as built
+        self._ref = frozen_copy(self.parts.model) if anchor == "reference" else None  # the model as built
 
     def ready(self) -> int:
         """The worker's process id (once its parts are built)."""
@@ -228,7 +230,7 @@ class RolloutWorker:
         load_packed(self.parts.model, current)
         if previous is not None:
             if self._prev is None:
-                self._prev = _frozen_copy(self.parts.model)
+                self._prev = frozen_copy(self.parts.model)
             load_packed(self._prev, previous)
         self.version = version
         return version
@@ -264,15 +266,6 @@ class RolloutWorker:
                 raise RuntimeError("anchor 'reference' but the worker was started with another anchor")
             return self._ref
         raise ValueError(f"anchor={anchor!r} must be 'rollout', 'previous' or 'reference'")
-
-
-def _frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    import copy
-
-    clone = copy.deepcopy(model).eval()
-    for p in clone.parameters():
-        p.requires_grad_(False)
-    return clone
 
 
 def shard_prompts(prompts: Sequence[Any], n_workers: int) -> list[list[Any]]:
