@@ -2,8 +2,8 @@
 
 Reads, per run, ``val/step_N.json`` (every held-out answer, scored) and ``metrics.jsonl``. Accuracy is
 the reward's ``acc`` metric (math equivalence for arithmetic, exact match for QA). The APPO-minus-baseline
-interval is a paired bootstrap over seeds and held-out problems: each resample draws seeds and problems
-with replacement (the same draw for both arms) and takes the mean accuracy difference.
+interval is a paired bootstrap over seeds and held-out problems: each resample draws seeds, then each drawn
+seed's problems, with replacement (the same draw for both arms), and takes the mean accuracy difference.
 """
 
 from __future__ import annotations
@@ -73,25 +73,29 @@ def load_results(out: str | Path, settings: StudySettings) -> list[RunResult]:
 
 def paired_bootstrap(a: Sequence[RunResult], b: Sequence[RunResult], n: int = 2000, seed: int = 0,
                      ) -> tuple[float, float, float]:
-    """Mean final-accuracy difference a - b and its 95% interval, resampling seeds and problems.
+    """Mean final-accuracy difference a - b and its 95% percentile interval, resampling seeds and problems.
 
-    Runs are paired by seed; problems by id (only those both arms answered). Returns (diff, lo, hi).
+    Runs are paired by seed; within a seed, problems are paired by id (only those both arms answered; each
+    seed may have its own held-out set). Point estimate: the mean over seeds of each seed's mean per-problem
+    difference. Each of the ``n`` bootstrap draws resamples the seeds with replacement, then each drawn
+    seed's problems with replacement. Returns (diff, lo, hi); NaNs when no seed or problem is shared.
     """
     by_seed_a, by_seed_b = {r.seed: r for r in a}, {r.seed: r for r in b}
-    seeds = sorted(set(by_seed_a) & set(by_seed_b))
-    if not seeds:
+    d: dict[int, list[float]] = {}
+    for s in sorted(set(by_seed_a) & set(by_seed_b)):
+        ca, cb = by_seed_a[s].final_correct, by_seed_b[s].final_correct
+        ids = sorted(set(ca) & set(cb))
+        if ids:
+            d[s] = [ca[i] - cb[i] for i in ids]
+    if not d:
         return float("nan"), float("nan"), float("nan")
-    ids = sorted(set.intersection(*(set(by_seed_a[s].final_correct) & set(by_seed_b[s].final_correct) for s in seeds)))
-    if not ids:
-        return float("nan"), float("nan"), float("nan")
-    d = {s: [by_seed_a[s].final_correct[i] - by_seed_b[s].final_correct[i] for i in ids] for s in seeds}
-    point = statistics.fmean(x for s in seeds for x in d[s])
+    seeds = sorted(d)
+    point = statistics.fmean(statistics.fmean(d[s]) for s in seeds)
     rng = random.Random(seed)
     stats = []
     for _ in range(n):
         ss = [rng.choice(seeds) for _ in seeds]
-        idx = [rng.randrange(len(ids)) for _ in ids]
-        stats.append(statistics.fmean(d[s][i] for s in ss for i in idx))
+        stats.append(statistics.fmean(statistics.fmean(rng.choice(d[s]) for _ in d[s]) for s in ss))
     stats.sort()
     return point, stats[int(0.025 * n)], stats[int(0.975 * n) - 1]
 

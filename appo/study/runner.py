@@ -75,7 +75,8 @@ class StudySettings:
     test_freq: int = 10
     """Validate every this many steps."""
     val_examples: int = 128
-    """Held-out problems per evaluation (the same for every run of a task)."""
+    """Held-out problems per evaluation. They are generated from the run's ``data.seed`` (= its seed): the same for
+    every variant at one seed, different across seeds, so comparisons are paired by seed."""
     ablations: bool = True
     """Also run the APPO ablations (on the first task only)."""
     workers: int = 2
