@@ -49,3 +49,13 @@ def tiny_model(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture()
+def one_thread():
+    """One intra-op torch thread for the test (restored after): the models are tiny, so on a busy 2-core
+    machine OpenMP's spinning threads cost far more (10-50x per step) than they save."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

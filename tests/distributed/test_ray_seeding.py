@@ -28,11 +28,8 @@ QUESTIONS = ("What is 1+1?", "Who wrote it?", "Compute 7*6.", "Name a city.")
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs with one torch thread (the shared ``one_thread`` fixture)."""
 
 
 def test_counter_uniforms_are_a_function_of_seed_and_counter():
