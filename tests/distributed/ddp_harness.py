@@ -53,9 +53,9 @@ def run_ranks(fn: Callable, world: int, *args: Any) -> list[Any]:
 
 class PerRequestEngine:
     """An engine wrapper that generates each request on its own, seeded by its prefix, its row uid and
-    the step in its cache key: the rows a prompt gets no longer depend on which other prompts share
-    the call, so one process and a rank holding part of the prompts sample the same rows (the real
-    engine draws one random stream per call, in batch order)."""
+    the step in its cache key (replacing the request's own seed, which the agent loop derives from the
+    rank's rollout seed and the rank-local prompt index): one process and a rank holding part of the
+    prompts then sample the same rows."""
 
     def __init__(self, inner):
         self.inner = inner
@@ -67,7 +67,7 @@ class PerRequestEngine:
         for req in requests:
             key = (req.cache_key or "").split("/")
             seed = zlib.crc32(repr((tuple(req.prefix_ids), key[0], key[-1])).encode())
-            out.extend(self.inner.generate([req], replace(params, seed=seed)))
+            out.extend(self.inner.generate([replace(req, seed=seed)], replace(params, seed=seed)))
         return out
 
     def __getattr__(self, name):
