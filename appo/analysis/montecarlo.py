@@ -40,6 +40,7 @@ from appo.analysis.records import AnalysisConfig, PositionRecord, RolloutRecord
 from appo.core import branching_score, likelihood_gain
 from appo.data.records import Example
 from appo.engine.base import Engine, SamplingParams
+from appo.train.dump import TokenTexts
 from appo.rewards.base import RewardFn, RewardOutput
 from appo.types import Rollout
 
@@ -64,21 +65,6 @@ class Estimate:
     """True when no anchor was given: Omega is 1 everywhere and BS = Z(H)."""
     timing: dict[str, float]
     """Wall seconds per phase (rollouts, scores, redraws)."""
-
-
-class TokenText:
-    """Single-token decoding, cached per id (also tells whitespace-only tokens)."""
-
-    def __init__(self, tokenizer) -> None:
-        self.tokenizer, self.cache = tokenizer, {}
-
-    def __call__(self, ids: Sequence[int]) -> list[str]:
-        out = []
-        for t in ids:
-            if t not in self.cache:
-                self.cache[t] = self.tokenizer.decode([t], skip_special_tokens=False)
-            out.append(self.cache[t])
-        return out
 
 
 def make_loop(engine: Engine, tokenizer, tools, config: AnalysisConfig, rng: random.Random,
@@ -140,7 +126,7 @@ def estimate_influence(
         raise ValueError(f"{len(prompt_ids)} prompts for {len(examples)} examples")
     if (current_logp_fn is None) != (anchor_logp_fn is None):
         raise ValueError("pass both current_logp_fn and anchor_logp_fn (Omega compares the two) or neither")
-    cfg, texts, timing = config, TokenText(tokenizer), {}
+    cfg, texts, timing = config, TokenTexts(tokenizer), {}
     t0 = clock()
     loop = make_loop(engine, tokenizer, tools, cfg, random.Random(f"{cfg.seed}/rollouts"), "analysis/rollout/")
     for g, (ex, ids) in enumerate(zip(examples, prompt_ids)):
