@@ -86,9 +86,15 @@ def compute_logprobs_batched(
     micro-batches (``max_tokens`` padded tokens and/or ``max_rows`` rows each) and put back in row
     order: ``(logp_BR, entropy_BR or None)`` on the model's device."""
     micro = split_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
-    outs = [compute_logprobs(model, m, temperature, with_entropy) for m in micro]
-    device = next(model.parameters()).device
-    like = torch.zeros(batch.responses_BR.shape, device=device)
+    return logprobs_in_row_order(model, batch, micro, compute_logprobs, temperature, with_entropy)
+
+
+def logprobs_in_row_order(model: torch.nn.Module, batch: Batch, micro: list, fn, temperature: float,
+                          with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Run ``fn(model, m, temperature, with_entropy)`` on each micro-batch of ``batch`` (padded or packed)
+    and put the ``[B, R]`` outputs back in row order on the model's device: ``(logp_BR, entropy_BR or None)``."""
+    outs = [fn(model, m, temperature, with_entropy) for m in micro]
+    like = torch.zeros(batch.responses_BR.shape, device=next(model.parameters()).device)
     logp = merge_micro_outputs([o[0] for o in outs], micro, like)
     ent = merge_micro_outputs([o[1] for o in outs], micro, like) if with_entropy else None
     return logp, ent

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
-from appo.train.batching import MicroBatch, merge_micro_outputs, select_rows, split_micro_batches
+from appo.train.batching import MicroBatch, select_rows, split_micro_batches
+from appo.train.logprobs import compute_logprobs, logprobs_in_row_order
 from appo.types import Batch
 
 
@@ -175,8 +176,6 @@ def micro_batches(batch: Batch, max_tokens: int | None, max_rows: int | None, pa
 def micro_logprobs(model, micro: MicroBatch, temperature: float = 1.0, with_entropy: bool = False,
                    entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs (and entropies) of one micro-batch, packed or padded, in its ``[b, R']`` layout."""
-    from appo.train.logprobs import compute_logprobs
-
     if isinstance(micro, PackedMicroBatch):
         return packed_logprobs(model, micro, temperature, with_entropy, entropy_grad)
     return compute_logprobs(model, micro, temperature, with_entropy, entropy_grad)
@@ -195,8 +194,4 @@ def packed_logprobs_batched(
     tokens, put back in row order (the packed twin of ``compute_logprobs_batched``)."""
     check_packing_support(model)
     packs = pack_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
-    outs = [packed_logprobs(model, p, temperature, with_entropy) for p in packs]
-    like = torch.zeros(batch.responses_BR.shape, device=next(model.parameters()).device)
-    logp = merge_micro_outputs([o[0] for o in outs], packs, like)
-    ent = merge_micro_outputs([o[1] for o in outs], packs, like) if with_entropy else None
-    return logp, ent
+    return logprobs_in_row_order(model, batch, packs, packed_logprobs, temperature, with_entropy)
