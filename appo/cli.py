@@ -11,7 +11,7 @@ demo       :func:`appo.demo.run_demo`
 bench      :func:`appo.bench.run_bench`
 =========  ======================================================
 
-``train`` and ``sft`` take ``--config FILE`` (or a name in ``configs/``) and dotted overrides
+``train`` and ``sft`` take ``--config FILE`` (or the name of a config shipped in ``appo/configs/``) and dotted overrides
 (``actor.optim.lr=1e-5``), exactly as :func:`appo.train.config.load_config`.
 """
 
@@ -30,18 +30,14 @@ def _config(args) -> "Config":  # noqa: F821
 
 
 def resolve_config_path(name: str | None) -> Path | None:
-    """A config file path, or a bare name looked up in the repository's ``configs/`` (``demo`` ->
-    ``configs/demo.yaml``); None stays None."""
-    if name is None:
-        return None
-    path = Path(name)
-    if path.is_file():
-        return path
-    bundled = Path(__file__).resolve().parent.parent / "configs" / f"{name.removesuffix('.yaml')}.yaml"
-    if bundled.is_file():
-        return bundled
-    raise SystemExit(f"config {name!r} not found: pass a YAML file or one of the names in configs/ "
-                     f"({', '.join(sorted(p.stem for p in bundled.parent.glob('*.yaml')))})")
+    """A config file path, or the name of a config shipped in the package (``demo``); None stays None.
+    Exits with the one-line message of :class:`appo.configs.ConfigNotFoundError` when neither."""
+    from appo.configs import ConfigNotFoundError, resolve_config
+
+    try:
+        return resolve_config(name)
+    except ConfigNotFoundError as exc:
+        raise SystemExit(f"appo: {exc}") from None
 
 
 def cmd_train(args) -> int:
@@ -170,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_ in (("train", cmd_train, "train a policy with RL"),
                             ("sft", cmd_sft, "supervised cold start on demonstrations")):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("--config", "-c", help="YAML config file or a name in configs/ (demo, smollm2_135m, paper_7b)")
+        s.add_argument("--config", "-c", help="YAML config file or a shipped config name (demo, smollm2_135m, paper_7b, study)")
         s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. actor.optim.lr=1e-5")
         s.set_defaults(fn=fn)
 

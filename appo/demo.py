@@ -10,7 +10,7 @@ Steps (each a documented call, so the pipeline is easy to re-run piecewise):
    before the first step and at the end -> ``OUT/train`` (metrics, checkpoints, rollout dumps).
 4. :func:`appo.report.write_report` -> ``OUT/train/report/index.html``.
 
-The training settings live in ``configs/demo.yaml`` (overridable); the model sizes and the quick
+The training settings live in ``appo/configs/demo.yaml`` (overridable); the model sizes and the quick
 variant are :class:`DemoSettings`. Prints a before/after table and writes ``OUT/summary.json``.
 """
 
@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 
-from appo.cli import resolve_config_path
+from appo.configs import shipped_config_path
 from appo.eval import format_table
 from appo.models.demo_model import build_demo_base
 from appo.prompts import resolve_system_prompt
@@ -61,7 +61,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, overrides: S
     out = Path(out)
     t0 = time.perf_counter()
     base_overrides = [*(QUICK_OVERRIDES if quick else ()), *overrides]
-    cfg = load_config(resolve_config_path("demo"), [*base_overrides, f"trainer.default_local_dir={out / 'sft'}"])
+    cfg = load_config(shipped_config_path("demo"), [*base_overrides, f"trainer.default_local_dir={out / 'sft'}"])
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     tasks = [task_of(s) for s in cfg.data.train_files]
@@ -76,7 +76,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, overrides: S
     print(f"[2/4] SFT on {cfg.sft.num_examples} demonstrations per task", flush=True)
     from appo.train.sft_run import run_sft
 
-    sft_cfg = load_config(resolve_config_path("demo"), [*base_overrides, f"model.path={base}",
+    sft_cfg = load_config(shipped_config_path("demo"), [*base_overrides, f"model.path={base}",
                                                         f"trainer.default_local_dir={out / 'sft'}"])
     sft = run_sft(sft_cfg)
     print(f"      loss {sft.metrics['epoch_loss'][0]:.3f} -> {sft.metrics['epoch_loss'][-1]:.3f} "
@@ -85,7 +85,7 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, overrides: S
     print("[3/4] APPO training (validation before the first step and at the end)", flush=True)
     from appo.train.trainer import train
 
-    train_cfg = load_config(resolve_config_path("demo"), [*base_overrides, f"model.path={sft.model_dir}",
+    train_cfg = load_config(shipped_config_path("demo"), [*base_overrides, f"model.path={sft.model_dir}",
                                                           f"trainer.default_local_dir={out / 'train'}",
                                                           "trainer.resume_mode=disable"])
     result = train(train_cfg)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from appo.cli import resolve_config_path
+from appo.configs import shipped_config_path
 from appo.train.config import load_config
 
 
@@ -117,12 +117,12 @@ def prepare_start_model(task: str, out: Path, settings: StudySettings) -> Path:
     from appo.train.sft_run import run_sft
 
     spec = task_spec(task)
-    cfg = load_config(resolve_config_path("study"), [f'data.train_files=["{spec}"]'])
+    cfg = load_config(shipped_config_path("study"), [f'data.train_files=["{spec}"]'])
     d = DemoSettings()
     base = build_demo_base(out / "base", [task_of(spec)], resolve_system_prompt(cfg.rollout.system_prompt) or "",
                            vocab_size=d.vocab_size, hidden_size=d.hidden_size, num_layers=d.num_layers,
                            num_heads=d.num_heads, seed=d.seed)
-    run_sft(load_config(resolve_config_path("study"), [
+    run_sft(load_config(shipped_config_path("study"), [
         f'data.train_files=["{spec}"]', f"model.path={base}", f"trainer.default_local_dir={out / 'sft'}",
         f"sft.num_examples={settings.sft_examples}", f"sft.epochs={settings.sft_epochs}", *settings.extra_overrides]))
     return model_dir
