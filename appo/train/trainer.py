@@ -15,6 +15,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,8 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """One training run. ``Trainer(cfg).fit()``; pass ``components`` to bring your own parts."""
 
-    def __init__(self, cfg: Config, components: Components | None = None):
+    def __init__(self, cfg: Config, components: Components | None = None, train_dataset: Any = None,
+                 val_dataset: Any = None):
         self.cfg = cfg
         self.dist = init_distributed(cfg.actor.strategy, cfg.model.device, cfg.trainer.dist_timeout_s)
         self.run_dir = Path(cfg.trainer.default_local_dir)
@@ -72,7 +74,7 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
         seed_everything(cfg.trainer.seed)
         with self.dist.main_first():  # rank 0 writes the run's shared files (search corpus, index) first
-            components = components or build_components(cfg, self.run_dir)
+            components = components or build_components(cfg, self.run_dir, train_dataset, val_dataset)
         self.c = self.dist.wrap(components, cfg)  # DDP / FSDP2 module for the update (the model itself in one process)
         self.sampler = PromptSampler(len(self.c.train_examples), cfg.data.train_batch_size, cfg.data.seed,
                                      cfg.data.shuffle)
@@ -302,10 +304,13 @@ def _val_metrics(summary: dict) -> dict[str, float]:
     return {f"val/{source}/{k}": v for source, s in summary.items() for k, v in s.items()}
 
 
-def train(cfg: Config) -> TrainResult:
+def train(cfg: Config, train_dataset: Any = None, val_dataset: Any = None) -> TrainResult:
     """Train with ``cfg`` (see :mod:`appo.train.config`); the Python call behind ``appo train`` (and of
-    each rank under ``torchrun``)."""
-    trainer = Trainer(cfg)
+    each rank under ``torchrun``). ``train_dataset`` / ``val_dataset``: a ``datasets.Dataset`` or
+    ``DatasetDict`` (TRL or verl rows), a list of row dicts or of Examples, used instead of
+    ``data.train_files`` / ``data.val_files`` (see :mod:`appo.data.hf`); the run's saved config does not
+    record them, so resuming such a run needs the same datasets passed again."""
+    trainer = Trainer(cfg, train_dataset=train_dataset, val_dataset=val_dataset)
     try:
         return trainer.fit()
     finally:
