@@ -290,6 +290,11 @@ class ActorConfig:
     sequence, position ids restarting per row, attention kept inside each row (transformers' packed
     masks; flash-attention varlen where the model uses it). Same log-probs as the padded layout (to
     1e-5); saves the padding's compute on length-mixed batches. Needs a model from transformers' own code."""
+    old_logp: Literal["auto", "recompute"] = "auto"
+    """Old log-probs of the PPO ratio. ``auto``: when the step is exactly on-policy (``ppo_epochs`` = 1, one
+    mini-batch = ``data.train_batch_size``, the in-process engine generated with the trainer's weights, no
+    dropout), skip the no-grad pass and use the update's own log-probs, detached (TRL does the same), so
+    the ratio is 1; otherwise recompute them. ``recompute``: always run the pass (verl)."""
     strategy: Literal["auto", "none", "ddp", "fsdp2"] = "auto"
     """How the update runs across processes started by ``torchrun`` (verl's key; appo adds ``ddp``):
     ``auto`` is ``ddp`` when ``WORLD_SIZE`` > 1, else ``none`` (one process, no torch.distributed).

@@ -11,6 +11,7 @@ Under ``torchrun`` each rank runs this loop on its share of the prompts; ``self.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
@@ -37,7 +38,7 @@ from appo.train.logprobs import compute_logprobs_batched
 from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics, timer
 from appo.train.packing import packed_logprobs_batched
 from appo.train.progress import ProgressDisplay
-from appo.train.update import UpdateOptions, ppo_update
+from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 
 
 @dataclass
@@ -117,6 +118,12 @@ class Trainer:
             entropy_coeff=a.entropy_coeff, temperature=self.cfg.rollout.temperature,
             future_kl=self.cfg.algorithm.name == "appo" and appo.future_kl, future_kl_coef=appo.future_kl_coef)
 
+    def skip_old_logp(self, opts: UpdateOptions) -> bool:
+        """``actor.old_logp=auto`` and the step is exactly on-policy (:func:`appo.train.update.on_policy_step`):
+        in-process rollouts (no Ray workers), one epoch, one mini-batch over ``data.train_batch_size``."""
+        return self.cfg.actor.old_logp == "auto" and on_policy_step(
+            opts, self.cfg.data.train_batch_size, self.rollout_pool is None, self.c.model)
+
     def advantage_options(self) -> dict:
         """Keyword options of the chosen advantage estimator."""
         alg = self.cfg.algorithm
@@ -162,11 +169,15 @@ class Trainer:
             adv_NT, adv_metrics = self.estimator(advantage_inputs(rows, rewards_N), **self.advantage_options())
             batch = collate(rows, c.tokenizer.pad_token_id, cfg.algorithm.appo.train_on_branches, adv_NT)
 
-        # 4. Old (and reference) log-probs, recomputed by the trainer as in verl.
+        # 4. Old (and reference) log-probs, recomputed by the trainer as in verl; on-policy steps skip the
+        #    old pass (the update's own log-probs, detached, are the old ones).
         T, max_tok = cfg.rollout.temperature, cfg.actor.ppo_max_token_len_per_gpu
         logprobs_batched = packed_logprobs_batched if cfg.actor.use_remove_padding else compute_logprobs_batched
+        opts = self.update_options()
+        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts))
         with timer("old_log_prob", m):
-            old_logp, _ = logprobs_batched(c.model, batch, T, max_tokens=max_tok)
+            old_logp = batch.old_logp_BR if opts.old_logp_from_current else \
+                logprobs_batched(c.model, batch, T, max_tokens=max_tok)[0]
             ref_logp = None
             if c.ref_model is not None and cfg.actor.use_kl_loss:
                 ref_logp, _ = logprobs_batched(c.ref_model, batch, T, max_tokens=max_tok)
@@ -178,7 +189,7 @@ class Trainer:
 
         # 6. PPO mini-batch updates.
         with timer("update_actor", m):
-            m.update(ppo_update(c.train_model, c.optimizer, batch, self.update_options(), c.scheduler, self.dist))
+            m.update(ppo_update(c.train_model, c.optimizer, batch, opts, c.scheduler, self.dist))
             self.dist.pull_weights(c)  # FSDP2: the rollout copy gets the new full weights
         if self.rollout_pool is not None:
             with timer("sync_weights", m):
