@@ -120,6 +120,19 @@ def build_engine(model, tokenizer, cfg: Config):
     return HFEngine(model, tokenizer, max_batch_size=r.max_batch_size)
 
 
+def build_reward(cfg: Config):
+    """The batch reward of ``cfg.reward``: ``funcs`` with ``weights`` (:mod:`appo.rewards.weighted`) when
+    given, else ``name`` with ``kwargs``."""
+    r = cfg.reward
+    if r.funcs:
+        from appo.rewards.weighted import build_weighted
+
+        return build_weighted(r.funcs, r.weights)
+    if r.weights:
+        raise ValueError("reward.weights is set but reward.funcs is empty; list the functions in reward.funcs")
+    return functools.partial(get_reward(r.name), **r.kwargs) if r.kwargs else get_reward(r.name)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: Config, total_steps: int):
     """AdamW over trainable parameters and a LambdaLR: linear warm-up over ``lr_warmup_steps``, then
     constant, or cosine down to ``min_lr_ratio * lr`` at ``total_steps``."""
@@ -190,8 +203,7 @@ def build_components(cfg: Config, run_dir: str | Path, train_dataset: Any = None
     model, tokenizer = build_model(cfg)
     specs, corpus = tool_specs_for(cfg, run_dir)
     tools = build_tools(specs)
-    r = cfg.reward
-    reward_fn = functools.partial(get_reward(r.name), **r.kwargs) if r.kwargs else get_reward(r.name)
+    reward_fn = build_reward(cfg)
     optimizer, scheduler = build_optimizer(model, cfg, cfg.trainer.total_training_steps)
     appo_cfg = cfg.algorithm.appo
     needs_ref = cfg.actor.use_kl_loss or (cfg.algorithm.name == "appo" and appo_cfg.anchor == "reference")

@@ -352,6 +352,11 @@ class RewardConfig:
     """A registered reward (``default``, ``format_combined``, ...) or ``file.py:function``."""
     kwargs: dict = field(default_factory=dict)
     """Keyword arguments for the reward function."""
+    funcs: tuple[str, ...] = ()
+    """Several rewards summed with ``weights`` (TRL's ``reward_funcs``): registered names or
+    ``file.py:function``; each is logged as ``reward/<name>``. Non-empty: replaces ``name`` (and ``kwargs``)."""
+    weights: tuple[float, ...] = ()
+    """One weight per entry of ``funcs`` (TRL's ``reward_weights``); empty: all 1.0."""
 
 
 @dataclass(frozen=True)
