@@ -172,7 +172,8 @@ def strategy_config(cfg: Config) -> StrategyConfig:
     """Rollout-strategy knobs from ``rollout`` and ``algorithm``."""
     a, r = cfg.algorithm, cfg.rollout
     return StrategyConfig(n_total=r.n, n_initial=r.n if a.name == "grpo" else r.n_initial,
-                          omega_gamma=a.appo.gamma, omega_clip_eps=a.appo.omega_clip_eps, appo_fork=a.appo.fork, appo_points=a.appo.points,
+                          omega_gamma=a.appo.gamma, omega_clip_eps=a.appo.omega_clip_eps, omega_form=a.appo.omega_form,
+                          omega_noise_ratio=a.appo.omega_noise_ratio, appo_fork=a.appo.fork, appo_points=a.appo.points,
                           arpo_tau=a.arpo.tau, arpo_beta=a.arpo.beta, arpo_entropy_window=a.arpo.entropy_window,
                           tree_expand_nodes=a.tree.expand_nodes, tree_max_rounds=a.tree.expand_iters)
 
