@@ -97,7 +97,7 @@ def _summary(est: Estimate, config: AnalysisConfig, effect: bool = False) -> Sum
     return summarize(target, scores, [p.tool_distance for p in ps], [p.region for p in ps], k=config.precision_k,
                      near_tool_tokens=config.near_tool_tokens,
                      standard_error=[p.effect_standard_error if effect else p.standard_error for p in ps],
-                     rollout=[(p.group, p.rollout) for p in ps])
+                     rollout=[(p.group, p.rollout) for p in ps], rel_position=[p.rel_position for p in ps])
 
 
 def analyze_examples(

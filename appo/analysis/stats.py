@@ -154,6 +154,9 @@ class Summary:
     """Mean Monte-Carlo standard error of the branch means, ``sqrt(var / M)`` (NaN when M = 1)."""
     notes: tuple[str, ...] = field(default_factory=tuple)
     """Sentences qualifying the numbers (constant scores, too few positions, ...)."""
+    along: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Where along the response (``t / length``, bins of :data:`ALONG_BINS`) -> {``n``: positions, ``mean``:
+    mean target, ``share``: share of the summed target there}; empty when positions were not given."""
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (NaN written as None)."""
@@ -170,6 +173,26 @@ def _jsonable(x):
     return x
 
 
+ALONG_BINS = (("opening", 0.0, 0.1), ("early", 0.1, 0.4), ("middle", 0.4, 0.7), ("late", 0.7, 1.01))
+"""Bins of the relative position ``t / length`` for :func:`along_response`: the first 10% of the response
+(the opening decision), then three spans of 30%."""
+
+
+def along_response(target: Sequence[float], rel_position: Sequence[float]) -> dict[str, dict[str, float]]:
+    """Per bin of :data:`ALONG_BINS`: positions, mean target, and the bin's share of the summed target
+    (NaN shares when the target is 0 everywhere). Says *where* in a rollout the outcome is decided."""
+    if len(target) != len(rel_position):
+        raise ValueError(f"along_response: {len(target)} targets but {len(rel_position)} positions")
+    total = sum(target)
+    out = {}
+    for name, lo, hi in ALONG_BINS:
+        idx = [i for i, r in enumerate(rel_position) if lo <= r < hi]
+        mass = sum(target[i] for i in idx)
+        out[name] = {"n": float(len(idx)), "mean": mass / len(idx) if idx else math.nan,
+                     "share": mass / total if total > 0 else math.nan}
+    return out
+
+
 def spearman_within(influence: Sequence[float], score: Sequence, rollout: Sequence) -> tuple[float, int]:
     """Mean of the per-rollout Spearman rho (positions grouped by ``rollout`` keys) over the rollouts
     where it is defined; ``(NaN, 0)`` when it is defined in none."""
@@ -183,11 +206,13 @@ def spearman_within(influence: Sequence[float], score: Sequence, rollout: Sequen
 
 def summarize(influence: Sequence[float], scores: Mapping[str, Sequence], distance: Sequence[int | None],
               region: Sequence[str], *, k: int | None = None, near_tool_tokens: int = 5,
-              standard_error: Sequence | None = None, rollout: Sequence | None = None) -> Summary:
+              standard_error: Sequence | None = None, rollout: Sequence | None = None,
+              rel_position: Sequence[float] | None = None) -> Summary:
     """Summary of per-position lists (all the same length): Spearman rho (pooled, and averaged within
     rollouts when ``rollout`` keys are given) and precision@K of each score against ``influence``, the
     top-K vs overall share of positions within ``near_tool_tokens`` of a tool call (``distance`` None =
-    the rollout has no call: not near), and mean influence per region. ``k`` defaults to
+    the rollout has no call: not near), mean influence per region, and (with ``rel_position``, ``t / length``
+    per position) how the influence is spread along the response (:func:`along_response`). ``k`` defaults to
     :func:`default_k`. Leaves out: significance tests (the notes give the counts)."""
     n = len(influence)
     rollout = list(rollout) if rollout is not None else [0] * n
@@ -227,7 +252,8 @@ def summarize(influence: Sequence[float], scores: Mapping[str, Sequence], distan
         near_share_topk=sum(wi for wi, a in zip(w, near) if a) / k if k else math.nan,
         near_share_all=sum(near) / n if n else math.nan, region_influence=regions,
         mean_influence=sum(influence) / n if n else math.nan,
-        mean_standard_error=sum(se) / len(se) if se else math.nan, notes=tuple(notes))
+        mean_standard_error=sum(se) / len(se) if se else math.nan, notes=tuple(notes),
+        along=along_response(influence, rel_position) if rel_position is not None else {})
 
 
 def _f(x: float, spec: str = ".3f") -> str:
@@ -253,5 +279,10 @@ def format_summary(s: Summary, header: Sequence[str] = (), target: str = "influe
     lines.append(f"{'region':<10} {'n':>5} {'mean ' + target:>15} {'share of top K':>15}")
     for r, d in s.region_influence.items():
         lines.append(f"{r:<10} {int(d['n']):>5} {_f(d['mean']):>15} {_f(d['topk_share']):>15}")
+    if s.along:
+        lines.append(f"{'along':<10} {'n':>5} {'mean ' + target:>15} {'share of sum':>15}   (t / length: opening < 0.1, "
+                     "early < 0.4, middle < 0.7, late)")
+        for r, d in s.along.items():
+            lines.append(f"{r:<10} {int(d['n']):>5} {_f(d['mean']):>15} {_f(d['share']):>15}")
     lines += [f"note: {n}" for n in s.notes]
     return "\n".join(lines)

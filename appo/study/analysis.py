@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-from appo.study.runner import ABLATIONS, MAIN, RunSpec, StudySettings, plan
+from appo.study.runner import ABLATIONS, MAIN, RunSpec, StudySettings, finished, plan
 
 Scores = dict[str, float]
 """Held-out problem id -> score (mean accuracy of its samples)."""
@@ -131,9 +131,11 @@ def load_run(spec: RunSpec, final_evals: int = 3) -> RunResult | None:
         by_step=by_step, tokens=tokens if len(tokens) > 1 else {})
 
 
-def load_results(out: str | Path, settings: StudySettings) -> list[RunResult]:
-    """Every run of the plan that has results."""
-    runs = (load_run(s, settings.final_evals) for s in plan(settings, Path(out)))
+def load_results(out: str | Path, settings: StudySettings, finished_only: bool = True) -> list[RunResult]:
+    """Every run of the plan that has results (by default only runs that validated after their last step,
+    so a study stopped part-way reports whole runs only)."""
+    specs = [s for s in plan(settings, Path(out)) if not finished_only or finished(s.run_dir, settings.steps)]
+    runs = (load_run(s, settings.final_evals) for s in specs)
     return [r for r in runs if r is not None]
 
 

@@ -137,3 +137,18 @@ def test_last_number_reward_scores_unformatted_answers():
     assert last_number("1,234.5 then 7.") == "7" and last_number("no digits") is None
     with pytest.raises(ValueError, match="responses"):
         last_number_reward(ex, ["1"])
+
+
+def test_influence_along_the_response_by_hand():
+    from appo.analysis.stats import along_response
+
+    # opening: 0.05 (1.0); early: 0.2, 0.3 (0.0, 0.5); middle: 0.5 (1.5); late: 0.9, 1.0 (0.0, 0.0) -> sum 3.0
+    a = along_response([1.0, 0.0, 0.5, 1.5, 0.0, 0.0], [0.05, 0.2, 0.3, 0.5, 0.9, 1.0])
+    assert a["opening"] == pytest.approx({"n": 1.0, "mean": 1.0, "share": 1 / 3})
+    assert a["early"] == pytest.approx({"n": 2.0, "mean": 0.25, "share": 0.5 / 3})
+    assert a["middle"] == pytest.approx({"n": 1.0, "mean": 1.5, "share": 0.5})
+    assert a["late"] == pytest.approx({"n": 2.0, "mean": 0.0, "share": 0.0})
+    assert math.isnan(along_response([0.0], [0.5])["middle"]["share"])
+    s = summarize(INFL, {"bs": BS}, DIST, REGION, rel_position=[0.0, 0.25, 0.5, 0.75, 0.95])
+    assert set(s.along) == {"opening", "early", "middle", "late"} and "along" in format_summary(s)
+    assert summarize(INFL, {"bs": BS}, DIST, REGION).along == {}
