@@ -278,7 +278,7 @@ def table(results: Sequence[RunResult], task: str, group: str | None = None, hal
                      "greedy_minus": g[0], "greedy_lo": g[1], "greedy_hi": g[2],
                      "tokens_minus": t[0], "tokens_lo": t[1], "tokens_hi": t[2],
                      "seeds_needed": seeds_needed(d, half_width) if other else float("nan"),
-                     "tokens_m": _mean_std([r.total_tokens / 1e6 for r in rs])[0],
+                     "tokens_k": _mean_std([r.total_tokens / 1e3 for r in rs])[0],
                      "tool_calls": _mean_std([r.tool_calls for r in rs])[0],
                      "minutes": _mean_std([r.wall_s / 60 for r in rs])[0]})
     return rows
@@ -341,14 +341,15 @@ def format_rows(rows: Sequence[dict]) -> str:
     """A Markdown table of :func:`table` rows."""
     header = ("| variant | seeds | start acc % | final acc % (mean ± std) | APPO − variant, pts [95% CI] "
               "| greedy final % | APPO − variant, greedy | APPO − variant, equal trained tokens "
-              "| seeds for ±3 pts | trained tokens / run (M) | tool calls / rollout | min / run |")
+              "| seeds for ±3 pts | trained tokens / run (k) | tool calls / rollout | min / run |")
     out = [header, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         need = "–" if math.isnan(r["seeds_needed"]) else str(int(r["seeds_needed"]))
         cells = [r["variant"], str(r["seeds"]), _pct(r["start"]), f"{_pct(r['final_mean'])} ± {_pct(r['final_std'])}",
                  _ci(r, "appo_minus", "ci_lo", "ci_hi"), _pct(r["greedy_mean"]),
                  _ci(r, "greedy_minus", "greedy_lo", "greedy_hi"),
-                 _ci(r, "tokens_minus", "tokens_lo", "tokens_hi"), need, _pct(r["tokens_m"], False),
+                 _ci(r, "tokens_minus", "tokens_lo", "tokens_hi"), need,
+                 "–" if math.isnan(r["tokens_k"]) else f"{r['tokens_k']:.0f}",
                  _pct(r["tool_calls"], False), _pct(r["minutes"], False)]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
