@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-slow smollm2 bench clean docs
+.PHONY: setup demo test lint test-slow smollm2 bench clean docs
 
 setup: $(VENV)/.installed
 
@@ -20,8 +20,12 @@ $(VENV)/.installed: pyproject.toml requirements/cpu.txt
 demo: setup
 	$(VENV)/bin/appo demo
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -m "not slow"
+
+# ruff, configured in pyproject.toml ([tool.ruff]); `make test` runs it first.
+lint: setup
+	$(PY) -m ruff check .
 
 test-slow: setup
 	$(PY) -m pytest -m slow

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 
-def _config(args) -> "Config":  # noqa: F821
+def _config(args) -> Config:  # noqa: F821
     from appo.train.config import load_config
 
     return load_config(resolve_config_path(args.config), args.overrides)
@@ -57,7 +57,8 @@ def cmd_sft(args) -> int:
 
     result = run_sft(_config(args))
     loss = result.metrics["epoch_loss"]
-    print(f"SFT on {result.num_examples} demonstrations: loss {loss[0]:.3f} -> {loss[-1]:.3f}; model {result.model_dir}")
+    print(f"SFT on {result.num_examples} demonstrations: loss {loss[0]:.3f} -> {loss[-1]:.3f}; "
+          f"model {result.model_dir}")
     return 0
 
 
@@ -166,13 +167,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_ in (("train", cmd_train, "train a policy with RL"),
                             ("sft", cmd_sft, "supervised cold start on demonstrations")):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("--config", "-c", help="YAML config file or a shipped config name (demo, smollm2_135m, paper_7b, study)")
+        s.add_argument("--config", "-c",
+                       help="YAML config file or a shipped config name (demo, smollm2_135m, paper_7b, study)")
         s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. actor.optim.lr=1e-5")
         s.set_defaults(fn=fn)
 
     s = sub.add_parser("eval", help="evaluate a model with tools on benchmarks")
-    s.add_argument("--model", required=True, help="HF folder, cached hub id, .gguf file or alias (smollm2-135m-instruct)")
-    s.add_argument("--benchmarks", required=True, help="comma-separated names (gsm8k,math500,hotpotqa,...), files or proc: tasks")
+    s.add_argument("--model", required=True,
+                   help="HF folder, cached hub id, .gguf file or alias (smollm2-135m-instruct)")
+    s.add_argument("--benchmarks", required=True,
+                   help="comma-separated names (gsm8k,math500,hotpotqa,...), files or proc: tasks")
     s.add_argument("--limit", type=int, default=None, help="examples per benchmark")
     s.add_argument("--tools", default="python,search", help="comma-separated tools (default: python,search)")
     s.add_argument("--reward", default="default", help="reward name or file.py:function")
@@ -219,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("analyze", help="measure which rollout positions change the outcome (Monte-Carlo re-draws) "
                                        "and how entropy, Omega and the Branching Score rank them")
-    s.add_argument("--model", required=True, help="HF folder, cached hub id, .gguf file or alias (smollm2-135m-instruct)")
+    s.add_argument("--model", required=True,
+                   help="HF folder, cached hub id, .gguf file or alias (smollm2-135m-instruct)")
     s.add_argument("--data", required=True, help="benchmark name, data file or proc: task spec")
     s.add_argument("--prompts", type=int, default=4, help="examples analysed (the first ones)")
     s.add_argument("--rollouts", type=int, default=2, help="rollouts per prompt")
@@ -230,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--protocol", default="tags", choices=["tags", "hermes"])
     s.add_argument("--system-prompt", default=None, help="reference, fewshot, short, or literal text")
     s.add_argument("--reward", default="default", help="reward name or file.py:function")
-    s.add_argument("--anchor-model", default=None, help="anchor policy for Omega (same tokenizer); none: Omega constant")
+    s.add_argument("--anchor-model", default=None,
+                   help="anchor policy for Omega (same tokenizer); none: Omega constant")
     s.add_argument("--max-response-tokens", type=int, default=256)
     s.add_argument("--max-tool-calls", type=int, default=3)
     s.add_argument("--temperature", type=float, default=1.0)
@@ -245,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/analysis", help="output folder")
     s.set_defaults(fn=cmd_analyze)
 
-    s = sub.add_parser("bench", help="speed and memory against model.generate and TRL, side by side (docs/benchmarks.md)")
+    s = sub.add_parser("bench",
+                       help="speed and memory against model.generate and TRL, side by side (docs/benchmarks.md)")
     from appo.bench import add_arguments
 
     add_arguments(s)

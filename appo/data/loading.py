@@ -7,13 +7,19 @@ from dataclasses import replace
 from pathlib import Path
 
 from appo.data.benchmarks import (
-    BENCHMARKS, BenchmarkSpec, load_benchmark, normalise_gsm8k, normalise_math, normalise_plain,
-    read_examples, source_name,
+    BENCHMARKS,
+    BenchmarkSpec,
+    load_benchmark,
+    normalise_gsm8k,
+    normalise_math,
+    normalise_plain,
+    read_examples,
+    source_name,
 )
 from appo.data.paths import describe_roots, find_data_file
-from appo.data.records import Example, Metric, TaskKind
 from appo.data.rows import read_rows
 from appo.data.verl import default_metric, is_verl_row, load_verl_parquet
+from appo.types import Example, Metric, TaskKind
 
 
 def _normalise_math_or_gsm8k(row: dict, path: str, row_index: int, spec: BenchmarkSpec) -> Example:

@@ -161,9 +161,11 @@ def plot_curves(results: Sequence[RunResult], task: str, path: str | Path, names
 def format_rows(rows: Sequence[dict]) -> str:
     """A Markdown table of :func:`table` rows."""
     def f(x, pct=True):
-        return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else (f"{100 * x:.1f}" if pct else f"{x:.2f}")
+        return "–" if x is None or (isinstance(x,
+                                               float) and math.isnan(x)) else (f"{100 * x:.1f}" if pct else f"{x:.2f}")
 
-    out = ["| variant | seeds | start acc % | final acc % (mean ± std) | APPO − variant, pts [95% CI] | tool calls / rollout | min / run |",
+    out = ["| variant | seeds | start acc % | final acc % (mean ± std) | APPO − variant, pts [95% CI] "
+           "| tool calls / rollout | min / run |",
            "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         ci = "" if math.isnan(r["appo_minus"]) else f"{f(r['appo_minus'])} [{f(r['ci_lo'])}, {f(r['ci_hi'])}]"

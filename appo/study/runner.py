@@ -57,7 +57,8 @@ ABLATIONS = (
 TASKS = {
     "arith": "proc:arith?n_operands=[2,2]&digits=[1,2]&direct_p=0.5",
     "multihop": "proc:multihop?hops=[2]&kb_size=60",
-    "mix": "proc:mix?weights=[0.5,0.5,0.0]&multihop={hops: [2], kb_size: 60}&arith={n_operands: [2, 2], digits: [1, 2], direct_p: 0.5}",
+    "mix": ("proc:mix?weights=[0.5,0.5,0.0]&multihop={hops: [2], kb_size: 60}"
+            "&arith={n_operands: [2, 2], digits: [1, 2], direct_p: 0.5}"),
 }
 """Study tasks: arithmetic that needs Python, two-hop questions that need search, and their mix."""
 
@@ -110,10 +111,10 @@ def prepare_start_model(task: str, out: Path, settings: StudySettings) -> Path:
     model_dir = out / "sft" / "sft_model"
     if (model_dir / "config.json").exists():
         return model_dir
+    from appo.data.sources import task_of
     from appo.demo import DemoSettings
     from appo.models.demo_model import build_demo_base
     from appo.prompts import resolve_system_prompt
-    from appo.train.data_source import task_of
     from appo.train.sft_run import run_sft
 
     spec = task_spec(task)

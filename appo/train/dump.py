@@ -17,9 +17,8 @@ from typing import Any, Sequence
 
 import torch
 
-from appo.data.records import Example
 from appo.rewards.base import RewardOutput
-from appo.types import Rollout
+from appo.types import Example, Rollout
 
 DUMP_DIR = "rollouts"
 

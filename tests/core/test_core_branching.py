@@ -179,7 +179,7 @@ def test_branching_score_degenerate_factors():
     assert not bs.strict.any()
 
 
-def loop_bs(H, O, m, tol=1e-6):
+def loop_bs(H, O, m, tol=1e-6):  # noqa: E741 - O is Omega, as in the equations
     def z(x):
         v = [x[t] for t in range(len(x)) if m[t]]
         if not v:
