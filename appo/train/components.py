@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from appo.agent import LoopLimits, StrategyConfig
-from appo.data.sources import load_examples, write_task_corpus
+from appo.data.sources import data_overrides, examples_for, load_examples, write_task_corpus
 from appo.engine.base import SamplingParams
 from appo.models.loading import LoraSpec, frozen_copy, load_model_and_tokenizer
 from appo.rewards import get_reward
@@ -157,18 +157,28 @@ def strategy_config(cfg: Config) -> StrategyConfig:
                           tree_expand_nodes=a.tree.expand_nodes, tree_max_rounds=a.tree.expand_iters)
 
 
-def build_components(cfg: Config, run_dir: str | Path) -> Components:
-    """Everything :class:`~appo.train.trainer.Trainer` needs, built from ``cfg``."""
+def build_components(cfg: Config, run_dir: str | Path, train_dataset: Any = None,
+                     val_dataset: Any = None) -> Components:
+    """Everything :class:`~appo.train.trainer.Trainer` needs, built from ``cfg``. ``train_dataset`` /
+    ``val_dataset`` (a ``datasets.Dataset`` / ``DatasetDict``, a list of rows or of Examples) replace
+    ``data.train_files`` / ``data.val_files`` when given."""
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True)
     d = cfg.data
-    if not d.train_files:
+    if not d.train_files and train_dataset is None:
         raise ValueError("data.train_files is empty; name a benchmark, a parquet/jsonl file or a procedural "
                          "task, e.g. data.train_files=[proc:arith]")
-    train = load_examples(d.train_files, "train", d.train_max_samples, d.seed)
-    val = load_examples(d.val_files, "test", d.val_max_samples, d.seed) if d.val_files else []
+    kind, metric = data_overrides(d.task, d.metric)
+    if train_dataset is not None:
+        train = examples_for(d, train_dataset, "train")
+    else:
+        train = load_examples(d.train_files, "train", d.train_max_samples, d.seed, kind, metric)
+    if val_dataset is not None:
+        val = examples_for(d, val_dataset, "test")
+    else:
+        val = load_examples(d.val_files, "test", d.val_max_samples, d.seed, kind, metric) if d.val_files else []
     model, tokenizer = build_model(cfg)
     specs, corpus = tool_specs_for(cfg, run_dir)
     tools = build_tools(specs)

@@ -71,10 +71,21 @@ class DataConfig:
     """Datasets and lengths (verl: ``data``)."""
 
     train_files: tuple[str, ...] = ()
-    """Training data: benchmark names, ``.parquet`` (verl rows) or ``.jsonl`` files, or procedural task
-    specs such as ``proc:arith``. A single string is read as a one-element list."""
+    """Training data: benchmark names, ``.parquet`` / ``.jsonl`` / ``.json`` files (verl, TRL conversational or
+    standard, or question/answer rows), local Hugging Face datasets (a ``save_to_disk`` folder, a folder of
+    data files, an ``.arrow`` file; ``folder#split`` names a split), or procedural task specs such as
+    ``proc:arith``. A single string is read as a one-element list. From Python, ``train(cfg,
+    train_dataset=...)`` takes a ``datasets.Dataset`` / ``DatasetDict`` or a list of rows instead."""
     val_files: tuple[str, ...] = ()
-    """Validation data, same forms as ``train_files``; empty disables validation."""
+    """Validation data, same forms as ``train_files`` (a DatasetDict gives its ``test`` / ``validation``
+    split); empty disables validation."""
+    task: Literal["auto", "math", "qa"] = "auto"
+    """How rows of files and datasets are scored: ``math`` (math-verify equivalence), ``qa`` (token F1 / EM
+    over answer aliases), ``auto`` (verl ``ability`` or a ``task`` column, else ``math`` for ``problem`` /
+    ``solution`` / ``#### N`` rows and numeric or LaTeX answers, else ``qa``). Benchmarks by name keep
+    their own unless set; procedural tasks always keep theirs."""
+    metric: Literal["auto", "math_equiv", "f1", "em"] = "auto"
+    """Headline metric of file and dataset rows; ``auto``: ``math_equiv`` for math, ``f1`` for QA."""
     train_batch_size: int = 8
     """Prompts per training step (each gets ``rollout.n`` rows)."""
     val_batch_size: int | None = None
@@ -279,6 +290,11 @@ class ActorConfig:
     sequence, position ids restarting per row, attention kept inside each row (transformers' packed
     masks; flash-attention varlen where the model uses it). Same log-probs as the padded layout (to
     1e-5); saves the padding's compute on length-mixed batches. Needs a model from transformers' own code."""
+    old_logp: Literal["auto", "recompute"] = "auto"
+    """Old log-probs of the PPO ratio. ``auto``: when the step is exactly on-policy (``ppo_epochs`` = 1, one
+    mini-batch = ``data.train_batch_size``, the in-process engine generated with the trainer's weights, no
+    dropout), skip the no-grad pass and use the update's own log-probs, detached (TRL does the same), so
+    the ratio is 1; otherwise recompute them. ``recompute``: always run the pass (verl)."""
     strategy: Literal["auto", "none", "ddp", "fsdp2"] = "auto"
     """How the update runs across processes started by ``torchrun`` (verl's key; appo adds ``ddp``):
     ``auto`` is ``ddp`` when ``WORLD_SIZE`` > 1, else ``none`` (one process, no torch.distributed).
