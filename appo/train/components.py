@@ -112,6 +112,19 @@ def build_engine(model, tokenizer, cfg: Config):
     return HFEngine(model, tokenizer, max_batch_size=r.max_batch_size)
 
 
+def build_reward(cfg: Config):
+    """The batch reward of ``cfg.reward``: ``funcs`` with ``weights`` (:mod:`appo.rewards.weighted`) when
+    given, else ``name`` with ``kwargs``."""
+    r = cfg.reward
+    if r.funcs:
+        from appo.rewards.weighted import build_weighted
+
+        return build_weighted(r.funcs, r.weights)
+    if r.weights:
+        raise ValueError("reward.weights is set but reward.funcs is empty; list the functions in reward.funcs")
+    return functools.partial(get_reward(r.name), **r.kwargs) if r.kwargs else get_reward(r.name)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: Config, total_steps: int):
     """AdamW over trainable parameters and a LambdaLR: linear warm-up over ``lr_warmup_steps``, then
     constant, or cosine down to ``min_lr_ratio * lr`` at ``total_steps``."""
@@ -151,8 +164,8 @@ def strategy_config(cfg: Config) -> StrategyConfig:
     """Rollout-strategy knobs from ``rollout`` and ``algorithm``."""
     a, r = cfg.algorithm, cfg.rollout
     return StrategyConfig(n_total=r.n, n_initial=r.n if a.name == "grpo" else r.n_initial,
-                          omega_gamma=a.appo.gamma, omega_clip_eps=a.appo.omega_clip_eps, appo_fork=a.appo.fork,
-                          appo_points=a.appo.points,
+                          omega_gamma=a.appo.gamma, omega_clip_eps=a.appo.omega_clip_eps, omega_form=a.appo.omega_form,
+                          omega_noise_ratio=a.appo.omega_noise_ratio, appo_fork=a.appo.fork, appo_points=a.appo.points,
                           arpo_tau=a.arpo.tau, arpo_beta=a.arpo.beta, arpo_entropy_window=a.arpo.entropy_window,
                           tree_expand_nodes=a.tree.expand_nodes, tree_max_rounds=a.tree.expand_iters)
 
@@ -182,8 +195,7 @@ def build_components(cfg: Config, run_dir: str | Path, train_dataset: Any = None
     model, tokenizer = build_model(cfg)
     specs, corpus = tool_specs_for(cfg, run_dir)
     tools = build_tools(specs)
-    r = cfg.reward
-    reward_fn = functools.partial(get_reward(r.name), **r.kwargs) if r.kwargs else get_reward(r.name)
+    reward_fn = build_reward(cfg)
     optimizer, scheduler = build_optimizer(model, cfg, cfg.trainer.total_training_steps)
     appo_cfg = cfg.algorithm.appo
     needs_ref = cfg.actor.use_kl_loss or (cfg.algorithm.name == "appo" and appo_cfg.anchor == "reference")

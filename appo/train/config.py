@@ -178,15 +178,22 @@ class RolloutConfig:
 # ------------------------------------------------------------------------------------------- algorithm
 @dataclass(frozen=True)
 class AppoConfig:
-    """APPO's branching and procedure-level scaling (DESIGN section 1, steps 2-7)."""
+    """APPO's branching and procedure-level scaling (docs/algorithm.md sections 2-8)."""
 
     anchor: Literal["previous", "rollout", "reference"] = "previous"
     """Policy that Omega compares against: ``previous`` (before the last update), ``rollout`` (the
     engine's own log-probs; the reference code's choice) or ``reference`` (the initial policy)."""
     gamma: float = 1.0
-    """Discount of the likelihood-gain sum in Omega."""
+    """Discount of the likelihood-gain sum in Omega (the paper: 1; FIPO's future-KL uses 2^(-1/64))."""
     omega_clip_eps: float = 0.2
-    """Omega is clipped to ``[1 - eps, 1 + eps]``."""
+    """Omega is clipped to ``[1 - eps, 1 + eps]`` (``omega_form`` clipped and mean)."""
+    omega_form: Literal["clipped", "mean", "sum"] = "clipped"
+    """How the suffix sum S of log-prob gains becomes Omega: ``clipped`` ``clip(exp(S))`` (the paper),
+    ``mean`` ``clip(exp(S / remaining tokens))`` (length-normalised), ``sum`` S itself (unclipped)."""
+    omega_noise_ratio: float = 2.0
+    """Omega of a row counts as numerical noise, and BS falls back to Z(H), when the spread of its suffix
+    sum is at most this many times the spread of the measured trainer-vs-engine mismatch (``rollout``
+    anchor; for the other anchors only the zero-variance test applies)."""
     proximity_scaling: bool = False
     """Branch-proximity scaling ``M_t = 1 + (BS_b / max BS) * decay^(split_b - t)`` of the token advantage."""
     proximity_decay: float = 0.9
@@ -195,15 +202,24 @@ class AppoConfig:
     """Future-KL scaling of the advantage inside the loss, ``A * (1 + b * f_t)``."""
     future_kl_coef: float = 1.0
     """``b`` in the future-KL scaling."""
-    fork: Literal["redraw", "after"] = "redraw"
-    """Where a branch point t forks: ``redraw`` re-samples token t (prefix ``response[:t]``), the token
-    whose entropy scored the point; ``after`` keeps it and re-samples from t + 1 (prefix
-    ``response[:t+1]``, DESIGN 1.4 and the reference code)."""
+    fork: Literal["after", "redraw"] = "after"
+    """Where a branch point t forks: ``after`` keeps token t and re-samples from t + 1 (prefix
+    ``response[:t+1]``, the paper and the reference code; token t is in the shared prefix and gets the
+    branch contrast); ``redraw`` re-samples token t (prefix ``response[:t]``), the token whose entropy
+    scored the point (its credit: ``redraw_credit``)."""
+    redraw_credit: Literal["contrast", "none"] = "contrast"
+    """``fork=redraw`` only: ``contrast`` gives the parent's re-drawn token t ``(R_i - mean R of its
+    re-draws) / std_branch`` on top of its advantage; ``none`` (ablation) leaves the decision itself
+    without branch signal unless ``train_on_branches``."""
+    prefix_combine: Literal["sum", "mean"] = "sum"
+    """Shared-prefix tokens of the dual-group advantage: ``sum`` ``A_init + mean A_branch`` (the paper,
+    up to twice the scale of the tokens after the split), ``mean`` ``(A_init + mean A_branch) / 2``."""
     points: Literal["score", "entropy", "random"] = "score"
     """How branch points are chosen: ``score`` (the Branching Score Z(H) * Z(Omega)); ablations
     ``entropy`` (BS = Z(H), Omega ignored) and ``random`` (uniform over valid model tokens)."""
     train_on_branches: bool = False
-    """Train on branch rows too; by default they only supply advantage signal (loss mask 0)."""
+    """Train on branch rows too; by default they only supply advantage signal (loss mask 0), as in the
+    reference. APPO only: ARPO and Tree-GRPO always train every row (``appo.train.trained_rows``)."""
 
 
 @dataclass(frozen=True)
@@ -336,6 +352,11 @@ class RewardConfig:
     """A registered reward (``default``, ``format_combined``, ...) or ``file.py:function``."""
     kwargs: dict = field(default_factory=dict)
     """Keyword arguments for the reward function."""
+    funcs: tuple[str, ...] = ()
+    """Several rewards summed with ``weights`` (TRL's ``reward_funcs``): registered names or
+    ``file.py:function``; each is logged as ``reward/<name>``. Non-empty: replaces ``name`` (and ``kwargs``)."""
+    weights: tuple[float, ...] = ()
+    """One weight per entry of ``funcs`` (TRL's ``reward_weights``); empty: all 1.0."""
 
 
 @dataclass(frozen=True)

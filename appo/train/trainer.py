@@ -1,4 +1,4 @@
-"""The training loop, top to bottom (DESIGN 3): prompts -> rollouts -> rewards -> advantages ->
+"""The training loop, top to bottom (docs/algorithm.md 12): prompts -> rollouts -> rewards -> advantages ->
 old log-probs -> PPO updates -> metrics -> checkpoint -> validation.
 
 :func:`train` is the Python call behind ``appo train``. :class:`Trainer` holds the run's live objects
@@ -45,6 +45,7 @@ from appo.train.logprobs import compute_logprobs_batched
 from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics, timer
 from appo.train.packing import packed_logprobs_batched
 from appo.train.progress import ProgressDisplay
+from appo.train.trained_rows import trained_row_mask
 from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 
 
@@ -137,7 +138,9 @@ class Trainer:
         alg = self.cfg.algorithm
         opts = {"norm_by_std": alg.norm_adv_by_std_in_grpo}
         if alg.adv_estimator == "appo":
-            opts.update(proximity_scaling=alg.appo.proximity_scaling, decay=alg.appo.proximity_decay)
+            a = alg.appo
+            opts.update(proximity_scaling=a.proximity_scaling, decay=a.proximity_decay, prefix_combine=a.prefix_combine,
+                        redraw_contrast=a.fork == "redraw" and a.redraw_credit == "contrast")
         return opts
 
     def push_rollout_weights(self, with_previous: bool = False) -> None:
@@ -177,7 +180,8 @@ class Trainer:
         # 3. Advantages: token-level [N, T] from the registry.
         with timer("adv", m):
             adv_NT, adv_metrics = self.estimator(advantage_inputs(rows, rewards_N), **self.advantage_options())
-            batch = collate(rows, c.tokenizer.pad_token_id, cfg.algorithm.appo.train_on_branches, adv_NT)
+            trained = trained_row_mask(cfg.algorithm.name, rows, cfg.algorithm.appo.train_on_branches)
+            batch = collate(rows, c.tokenizer.pad_token_id, trained, adv_NT)
 
         # 4. Old (and reference) log-probs, recomputed by the trainer as in verl; on-policy steps skip the
         #    old pass (the update's own log-probs, detached, are the old ones).
@@ -214,7 +218,8 @@ class Trainer:
         m["timing_s/step"] = time.perf_counter() - t0
         done, every = step + 1, cfg.trainer.dump_rollouts_freq
         if every > 0 and (done == 1 or done % every == 0 or done == cfg.trainer.total_training_steps):
-            record = step_record(done, rows, examples, scored, adv_NT, self.texts, {"algorithm": cfg.algorithm.name})
+            record = step_record(done, rows, examples, scored, adv_NT, self.texts, {"algorithm": cfg.algorithm.name},
+                                 trained=trained)
             record = self.dist.gather_step_record(record, cfg.actor.ppo_mini_batch_size)  # None except on rank 0
             if record is not None:
                 write_step(self.run_dir, record)

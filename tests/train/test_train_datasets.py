@@ -25,3 +25,14 @@ def test_train_on_a_trl_dataset(base, tmp_path):
     result = train(cfg, train_dataset=datasets.DatasetDict(train=datasets.Dataset.from_list(rows)))
     assert result.steps == 1
     assert result.history[0]["critic/score/mean"] == pytest.approx(0.75)  # the `bonus` column, per row
+
+
+def test_weighted_rewards_are_logged_one_by_one(base, tmp_path):
+    reward = tmp_path / "r.py"
+    reward.write_text("def half(prompts, completions, **kwargs):\n    return [0.5] * len(completions)\n")
+    cfg = tiny_config(base, tmp_path / "run", "trainer.total_training_steps=1",
+                      f"reward.funcs=[{reward}:half, format]", "reward.weights=[2.0, 1.0]")
+    m = train(cfg).history[0]
+    assert m["reward/half/mean" if "reward/half/mean" in m else "reward/half"] == pytest.approx(0.5)
+    assert "reward/format" in m
+    assert m["critic/score/mean"] == pytest.approx(1.0 + m["reward/format"])
