@@ -180,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=None, help="examples per benchmark")
     s.add_argument("--tools", default="python,search", help="comma-separated tools (default: python,search)")
     s.add_argument("--reward", default="default", help="reward name or file.py:function")
-    s.add_argument("--protocol", default="tags", choices=["tags", "hermes"])
+    s.add_argument("--protocol", default="tags", choices=["tags", "hermes", "template"])
     s.add_argument("--system-prompt", default=None, help="reference, fewshot, short, or literal text")
     s.add_argument("--max-response-tokens", type=int, default=1024)
     s.add_argument("--max-tool-calls", type=int, default=3)
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", type=int, default=4, help="M: continuations re-drawn per position")
     s.add_argument("--paired", action="store_true", help="also M continuations that keep token t (token effect)")
     s.add_argument("--tools", default="python", help="comma-separated tools (default: python)")
-    s.add_argument("--protocol", default="tags", choices=["tags", "hermes"])
+    s.add_argument("--protocol", default="tags", choices=["tags", "hermes", "template"])
     s.add_argument("--system-prompt", default=None, help="reference, fewshot, short, or literal text")
     s.add_argument("--reward", default="default", help="reward name or file.py:function")
     s.add_argument("--anchor-model", default=None,
