@@ -133,18 +133,36 @@ def cmd_bench(args) -> int:
     return run_from_args(args)
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    """``0,1,2`` or ``0-9`` (inclusive) or a mix (``0-3,7``) as a tuple of ints."""
+    out: list[int] = []
+    for part in (p for p in text.split(",") if p):
+        lo, _, hi = part.partition("-")
+        try:
+            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+        except ValueError:
+            raise ValueError(f"--seeds {text!r}: write integers or ranges, e.g. 0,1,2 or 0-9") from None
+    return tuple(out)
+
+
 def cmd_study(args) -> int:
     from appo.study import StudySettings, run_study
     from appo.study.analysis import write_results
 
-    settings = StudySettings(
-        tasks=tuple(args.tasks.split(",")), seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps,
-        test_freq=args.test_freq, val_examples=args.val_examples, ablations=not args.no_ablations,
-        workers=args.workers, sft_examples=args.sft_examples, sft_epochs=args.sft_epochs,
-        extra_overrides=tuple(args.overrides))
+    try:
+        settings = StudySettings(
+            tasks=tuple(args.tasks.split(",")), seeds=_int_list(args.seeds), steps=args.steps,
+            test_freq=args.test_freq, val_examples=args.val_examples, val_samples=args.val_samples,
+            val_greedy=not args.no_greedy, final_evals=args.final_evals, ablations=not args.no_ablations,
+            variants=tuple(v for v in (args.variants or "").split(",") if v), workers=args.workers,
+            sft_examples=args.sft_examples, sft_epochs=args.sft_epochs, extra_overrides=tuple(args.overrides))
+    except ValueError as e:
+        print(f"appo study: {e}", file=sys.stderr)
+        return 2
     if args.smoke:
         settings = StudySettings(tasks=settings.tasks[:1], seeds=(0,), steps=2, test_freq=1, val_examples=4,
-                                 ablations=False, workers=1, sft_examples=32, sft_epochs=1,
+                                 val_samples=2, final_evals=2, ablations=False, workers=1, sft_examples=32,
+                                 sft_epochs=1, variants=settings.variants,
                                  extra_overrides=("data.train_batch_size=2", "actor.ppo_mini_batch_size=2",
                                                   "rollout.n=4", "rollout.n_initial=2", *args.overrides))
 
@@ -201,11 +219,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("study", help="APPO vs GRPO/ARPO/Tree-GRPO and ablations at equal budget (CPU, ~2 h)")
     s.add_argument("--out", default="runs/study")
-    s.add_argument("--tasks", default="arith,multihop,mix")
-    s.add_argument("--seeds", default="0,1,2")
+    s.add_argument("--tasks", default="arith,chain", help="comma-separated: arith, chain, multihop, mix or proc: specs")
+    s.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, or a range like 0-9")
     s.add_argument("--steps", type=int, default=60)
     s.add_argument("--test-freq", type=int, default=10)
-    s.add_argument("--val-examples", type=int, default=128)
+    s.add_argument("--val-examples", type=int, default=256, help="held-out problems per evaluation")
+    s.add_argument("--val-samples", type=int, default=4, help="samples per problem at the training temperature")
+    s.add_argument("--no-greedy", action="store_true", help="skip the greedy validation pass")
+    s.add_argument("--final-evals", type=int, default=3, help="the final score averages the last N evaluations")
+    s.add_argument("--variants", default=None, help="comma-separated variants to run (default: all), e.g. grpo,appo")
     s.add_argument("--no-ablations", action="store_true")
     s.add_argument("--workers", type=int, default=2, help="runs at once (one torch thread each)")
     s.add_argument("--sft-examples", type=int, default=4000)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -227,20 +227,31 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ the run
     def validate(self, step: int) -> dict:
-        """Greedy (``rollout.val_kwargs``) rollouts over the validation set after ``step`` steps; writes
-        every scored answer to ``val/step_XXXXXX.json`` and returns the summary by source."""
+        """Rollouts sampled as ``rollout.val_kwargs`` says (greedy by default, ``n`` per problem) over the
+        validation set after ``step`` steps; writes every scored answer to ``val/step_XXXXXX.json`` and
+        returns the summary by source. With ``trainer.val_greedy`` and a sampling temperature > 0, a greedy
+        pass over the same problems follows (``val/greedy_step_XXXXXX.json``; sources ``greedy_<source>``)."""
+        cfg = self.cfg
+        params = sampling_params(cfg, validation=True)
+        summary = self._validate_pass(step, params, cfg.rollout.val_kwargs.n, "")
+        if cfg.trainer.val_greedy and params.temperature > 0:
+            greedy = self._validate_pass(step, replace(params, temperature=0.0, top_p=1.0, top_k=0), 1, "greedy_")
+            summary.update({f"greedy_{source}": s for source, s in greedy.items()})
+        return summary
+
+    def _validate_pass(self, step: int, params, n: int, prefix: str) -> dict:
+        """One validation pass with ``params``, ``n`` samples per problem, written to ``val/<prefix>step_N.json``."""
         cfg, c = self.cfg, self.c
         c.model.eval()
         examples, result = self.dist.shard_list(c.val_examples), None  # this rank's share (all, in one process)
         if examples:
             result = evaluate(c.engine, c.tokenizer, examples, reward_fn=c.reward_fn, tools=c.tools,
-                              protocol=cfg.rollout.protocol, params=sampling_params(cfg, validation=True),
-                              limits=loop_limits(cfg), n=cfg.rollout.val_kwargs.n,
+                              protocol=cfg.rollout.protocol, params=params, limits=loop_limits(cfg), n=n,
                               batch_size=cfg.data.val_batch_size or cfg.rollout.max_batch_size,
                               seed=cfg.trainer.seed, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
         result = self.dist.gather_eval(result)  # every rank's rows, pooled
         if self.dist.is_main:
-            result.to_json(self.run_dir / "val" / f"step_{step:06d}.json")
+            result.to_json(self.run_dir / "val" / f"{prefix}step_{step:06d}.json")
         return result.summary
 
     def fit(self) -> TrainResult:
