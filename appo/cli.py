@@ -12,7 +12,7 @@ bench      :func:`appo.bench.run_bench`
 =========  ======================================================
 
 ``train`` and ``sft`` take ``--config FILE`` (or the name of a config shipped in ``appo/configs/``) and dotted overrides
-(``actor.optim.lr=1e-5``), exactly as :func:`appo.train.config.load_config`.
+(``actor.optim.lr=1e-5``), exactly as :func:`appo.config.load_config`.
 """
 
 from __future__ import annotations
@@ -23,21 +23,13 @@ import sys
 from pathlib import Path
 
 
-def _config(args) -> Config:  # noqa: F821
-    from appo.train.config import load_config
+def _config(args):
+    r"""``--config`` (a YAML file or a shipped config's name) and the overrides, loaded by
+    :func:`appo.config.load_config`; its errors (``ConfigError``, ``ConfigNotFoundError``) are
+    ``ValueError``\ s that :func:`main` prints as one line."""
+    from appo.config import load_config
 
-    return load_config(resolve_config_path(args.config), args.overrides)
-
-
-def resolve_config_path(name: str | None) -> Path | None:
-    """A config file path, or the name of a config shipped in the package (``demo``); None stays None.
-    Exits with the one-line message of :class:`appo.configs.ConfigNotFoundError` when neither."""
-    from appo.configs import ConfigNotFoundError, resolve_config
-
-    try:
-        return resolve_config(name)
-    except ConfigNotFoundError as exc:
-        raise SystemExit(f"appo: {exc}") from None
+    return load_config(args.config, args.overrides)
 
 
 def cmd_train(args) -> int:
@@ -287,9 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
-        from appo.train.config import ConfigError  # noqa: F401 - a ValueError subclass
-
+    except (ValueError, FileNotFoundError, KeyError) as exc:  # ConfigError, ConfigNotFoundError among them
         print(f"appo {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -101,7 +101,7 @@ def check_hf_engine(base: Path, args) -> dict:
 
 
 def check_train_step(base: Path, workdir: Path, args) -> dict:
-    from appo.train.config import load_config
+    from appo.config import load_config
     from appo.train.trainer import train
 
     reward = workdir / "length_reward.py"

@@ -31,7 +31,7 @@ def collate(
     """Collate rows in order into a :class:`Batch` (B = N = len(rollouts)).
 
     ``loss_mask_BR = rollout.loss_mask * trained_B``: ``trained_B`` says per row whether the loss trains on
-    it (the algorithm's rule, :func:`appo.train.trained_rows.trained_row_mask`); None trains every row. A
+    it (the algorithm's rule, :meth:`appo.algorithms.Algorithm.trained_rows`); None trains every row. A
     trained branch row is trained on its whole response, shared prefix included, with its own advantage
     (ARPO's convention: a fork copies its parent's loss mask). ``old_logp_BR`` is filled with the behaviour log-probs
     the engine returned (recompute it with :func:`appo.train.logprobs.compute_logprobs` when the trainer's

@@ -15,17 +15,16 @@ from typing import Any
 
 import torch
 
-from appo.agent import LoopLimits, StrategyConfig
+from appo.agent import LoopLimits
+from appo.algorithms import get_algorithm
+from appo.config import Config
 from appo.data.sources import data_overrides, examples_for, load_examples, write_task_corpus
 from appo.engine.base import SamplingParams
+from appo.engine.registry import get_engine_spec
 from appo.models.loading import LoraSpec, frozen_copy, load_model_and_tokenizer
 from appo.rewards import get_reward
 from appo.tools.registry import build_tools
-from appo.train.config import Config
 from appo.types import Example
-
-STRATEGY_OF = {"appo": "appo", "grpo": "independent", "arpo": "arpo", "tree_grpo": "tree"}
-"""Rollout strategy of each algorithm."""
 
 
 @dataclass
@@ -91,25 +90,9 @@ def build_tools_for(cfg: Config, run_dir: str | Path) -> tuple[list, Path | None
 
 
 def build_engine(model, tokenizer, cfg: Config):
-    """The rollout engine of ``cfg.rollout.name``: ``hf``, the in-process transformers engine over ``model``
-    (no copy: it sees every update); ``vllm``, :class:`~appo.engine.vllm.VLLMEngine` loading ``model.path``
-    on the GPU, with ``model`` as its policy (its weights are pushed to vLLM whenever they changed)."""
-    r = cfg.rollout
-    if r.name == "vllm":
-        from appo.engine.vllm import VLLMEngine
-        from appo.models.loading import resolve_model_path
-
-        m = cfg.model
-        return VLLMEngine(str(resolve_model_path(m.path)),
-                          str(resolve_model_path(m.tokenizer_path)) if m.tokenizer_path else None,
-                          policy=model, logprobs_k=r.logprobs_k, gpu_memory_utilization=r.gpu_memory_utilization,
-                          dtype="auto" if m.dtype == "float32" else m.dtype,  # auto: fp32 checkpoints run in fp16
-                          seed=cfg.trainer.seed, trust_remote_code=m.trust_remote_code)
-    if r.name != "hf":
-        raise ValueError(f"rollout.name={r.name!r}: use 'hf' (transformers, in-process) or 'vllm' (CUDA)")
-    from appo.engine.hf import HFEngine
-
-    return HFEngine(model, tokenizer, max_batch_size=r.max_batch_size)
+    """The rollout engine of ``cfg.rollout.name`` (:mod:`appo.engine.registry`: ``hf`` over ``model`` itself,
+    ``vllm`` on the GPU fed ``model``'s weights, or ``package.module:NAME`` from outside appo)."""
+    return get_engine_spec(cfg.rollout.name).build(model, tokenizer, cfg)
 
 
 def build_reward(cfg: Config):
@@ -160,16 +143,6 @@ def loop_limits(cfg: Config) -> LoopLimits:
                       on_tool_limit=cfg.rollout.on_tool_limit)
 
 
-def strategy_config(cfg: Config) -> StrategyConfig:
-    """Rollout-strategy knobs from ``rollout`` and ``algorithm``."""
-    a, r = cfg.algorithm, cfg.rollout
-    return StrategyConfig(n_total=r.n, n_initial=r.n if a.name == "grpo" else r.n_initial,
-                          omega_gamma=a.appo.gamma, omega_clip_eps=a.appo.omega_clip_eps, omega_form=a.appo.omega_form,
-                          omega_noise_ratio=a.appo.omega_noise_ratio, appo_fork=a.appo.fork, appo_points=a.appo.points,
-                          arpo_tau=a.arpo.tau, arpo_beta=a.arpo.beta, arpo_entropy_window=a.arpo.entropy_window,
-                          tree_expand_nodes=a.tree.expand_nodes, tree_max_rounds=a.tree.expand_iters)
-
-
 def build_components(cfg: Config, run_dir: str | Path, train_dataset: Any = None,
                      val_dataset: Any = None) -> Components:
     """Everything :class:`~appo.train.trainer.Trainer` needs, built from ``cfg``. ``train_dataset`` /
@@ -197,9 +170,9 @@ def build_components(cfg: Config, run_dir: str | Path, train_dataset: Any = None
     tools = build_tools(specs)
     reward_fn = build_reward(cfg)
     optimizer, scheduler = build_optimizer(model, cfg, cfg.trainer.total_training_steps)
-    appo_cfg = cfg.algorithm.appo
-    needs_ref = cfg.actor.use_kl_loss or (cfg.algorithm.name == "appo" and appo_cfg.anchor == "reference")
-    needs_prev = cfg.algorithm.name == "appo" and appo_cfg.anchor == "previous"
+    anchor = get_algorithm(cfg.algorithm.name).omega_anchor(cfg)  # Omega's: previous / reference need a copy
+    needs_ref = cfg.actor.use_kl_loss or anchor == "reference"
+    needs_prev = anchor == "previous"
     return Components(
         model=model, tokenizer=tokenizer, engine=build_engine(model, tokenizer, cfg), tools=tools,
         reward_fn=reward_fn, train_examples=train, val_examples=val, optimizer=optimizer, scheduler=scheduler,
@@ -214,7 +187,7 @@ class ConfigWorkerFactory:
     ``model.path``, ``HFEngine``, tools from ``tool_specs``). Picklable: Ray ships it to each worker."""
 
     cfg: Any
-    """The run's :class:`~appo.train.config.Config`."""
+    """The run's :class:`~appo.config.Config`."""
     tool_specs: tuple
     """Resolved tool specs (:func:`tool_specs_for`: corpus and index paths filled in;
     files the trainer wrote, read by the workers, so multi-node runs need a shared file system)."""
@@ -237,7 +210,7 @@ def build_rollout_pool(cfg: Config, components: Components):
     from appo.distributed.ray_rollout import RayRolloutPool
 
     r = cfg.rollout
-    if r.name != "hf":
+    if not get_engine_spec(r.name).ray_workers:
         raise ValueError(f"rollout.workers={r.workers} runs HFEngine workers; rollout.name={r.name!r} is not supported")
     specs = components.extra.get("tool_specs")
     if specs is None or any(not isinstance(s, (str, dict)) for s in specs):
@@ -245,5 +218,6 @@ def build_rollout_pool(cfg: Config, components: Components):
                          "'file.py:function'); these components hold none or hold tool objects: put the specs in "
                          "Components.extra['tool_specs']")
     factory = ConfigWorkerFactory(cfg, tuple(specs), device="cuda" if r.worker_gpus > 0 else "cpu")
-    return RayRolloutPool(factory, r.workers, anchor=cfg.algorithm.appo.anchor, address=r.ray_address,
+    anchor = get_algorithm(cfg.algorithm.name).omega_anchor(cfg) or "rollout"  # used only when Omega is scored
+    return RayRolloutPool(factory, r.workers, anchor=anchor, address=r.ray_address,
                           num_cpus=r.worker_cpus, num_gpus=r.worker_gpus, max_restarts=r.worker_restarts)
