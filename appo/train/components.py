@@ -53,8 +53,13 @@ class Components:
     """Frozen initial policy (KL penalty, ``reference`` anchor); None when unused."""
     prev_model: torch.nn.Module | None = None
     """The policy before the latest update (APPO's ``previous`` anchor); None when unused."""
+    tool_specs: tuple | None = None
+    """The specs ``tools`` were built from (names, dicts, ``file.py:function``; corpus paths resolved): Ray
+    rollout workers build their own tools from them. None when the tools were handed in as objects."""
+    corpus: str | None = None
+    """The search corpus written for the procedural tasks (``run_dir/corpus.jsonl``), if any."""
     extra: dict = field(default_factory=dict)
-    """Anything else (e.g. the written search corpus path)."""
+    """Anything else a custom script wants to carry."""
     train_model: torch.nn.Module | None = None
     """The module the update runs (``model`` itself, or its DDP / FSDP2 wrapper across processes); the
     trainer sets it (:meth:`appo.distributed.ddp.DistEnv.wrap`); None before that."""
@@ -177,7 +182,7 @@ def build_components(cfg: Config, run_dir: str | Path, train_dataset: Any = None
         model=model, tokenizer=tokenizer, engine=build_engine(model, tokenizer, cfg), tools=tools,
         reward_fn=reward_fn, train_examples=train, val_examples=val, optimizer=optimizer, scheduler=scheduler,
         ref_model=frozen_copy(model) if needs_ref else None, prev_model=frozen_copy(model) if needs_prev else None,
-        extra={"corpus": str(corpus) if corpus else None, "tool_specs": specs},
+        tool_specs=tuple(specs), corpus=str(corpus) if corpus else None,
     )
 
 
@@ -205,18 +210,18 @@ class ConfigWorkerFactory:
 
 def build_rollout_pool(cfg: Config, components: Components):
     """``rollout.workers`` Ray actors (:class:`appo.distributed.ray_rollout.RayRolloutPool`), each building
-    the model, engine and tools from ``cfg`` as this process did (tool specs from ``components.extra``;
+    the model, engine and tools from ``cfg`` as this process did (tool specs from ``components.tool_specs``;
     files they name must be readable by every worker). Weights are not pushed here: the trainer does."""
     from appo.distributed.ray_rollout import RayRolloutPool
 
     r = cfg.rollout
     if not get_engine_spec(r.name).ray_workers:
         raise ValueError(f"rollout.workers={r.workers} runs HFEngine workers; rollout.name={r.name!r} is not supported")
-    specs = components.extra.get("tool_specs")
+    specs = components.tool_specs
     if specs is None or any(not isinstance(s, (str, dict)) for s in specs):
         raise ValueError("rollout.workers > 0 builds each worker's tools from their specs (names, dicts, "
                          "'file.py:function'); these components hold none or hold tool objects: put the specs in "
-                         "Components.extra['tool_specs']")
+                         "Components.tool_specs")
     factory = ConfigWorkerFactory(cfg, tuple(specs), device="cuda" if r.worker_gpus > 0 else "cpu")
     anchor = get_algorithm(cfg.algorithm.name).omega_anchor(cfg) or "rollout"  # used only when Omega is scored
     return RayRolloutPool(factory, r.workers, anchor=anchor, address=r.ray_address,

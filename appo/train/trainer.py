@@ -27,6 +27,7 @@ from appo.config import Config, save_config
 from appo.core import get_advantage_estimator
 from appo.data.sources import PromptSampler
 from appo.distributed.ddp import Quiet, init_distributed
+from appo.dump import TokenTexts, step_record, write_step
 from appo.eval import evaluate
 from appo.prompts import resolve_system_prompt
 from appo.train.batching import advantage_inputs, collate, with_fields
@@ -39,7 +40,6 @@ from appo.train.components import (
     loop_limits,
     sampling_params,
 )
-from appo.train.dump import TokenTexts, step_record, write_step
 from appo.train.logprobs import compute_logprobs_batched
 from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics, timer
 from appo.train.packing import packed_logprobs_batched

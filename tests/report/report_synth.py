@@ -1,5 +1,5 @@
 """Synthetic step dumps for the report tests, written through the trainer's own dump code
-(``appo.train.dump.step_record``) from hand-built ``Rollout`` records."""
+(``appo.dump.step_record``) from hand-built ``Rollout`` records."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import random
 
 import torch
 
+from appo.dump import TokenTexts, step_record
 from appo.rewards.base import RewardOutput
-from appo.train.dump import TokenTexts, step_record
 from appo.types import Example, Rollout, ToolSpan
 
 INJECTION = "<script>alert(1)</script>"
