@@ -65,13 +65,12 @@ def fixed_batch(model):
 
 def rank_batch(batch, rank: int):
     """The rows of ``rank``'s prompts (as the trainer shards them), groups renumbered 0..G/W-1."""
-    n_groups = int(batch.extras["group_B"].max()) + 1
+    n_groups = int(batch.group_B.max()) + 1
     groups = DistEnv(rank=rank, world_size=WORLD).shard_positions(n_groups, PROMPTS_PER_STEP)
-    rows = [i for g in groups for i in torch.nonzero(batch.extras["group_B"] == g).flatten().tolist()]
+    rows = [i for g in groups for i in torch.nonzero(batch.group_B == g).flatten().tolist()]
     sub = select_rows(batch, rows).batch
     local = {g: j for j, g in enumerate(groups)}
-    extras = {**sub.extras, "group_B": torch.tensor([local[int(g)] for g in sub.extras["group_B"]])}
-    return dataclasses.replace(sub, extras=extras)
+    return dataclasses.replace(sub, group_B=torch.tensor([local[int(g)] for g in sub.group_B]))
 
 
 def adamw(model):
