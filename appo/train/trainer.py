@@ -20,15 +20,32 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from appo.agent import RolloutContext, engine_logprobs, prompt_specs, run_strategy, teacher_forced_logp_fn
+from appo.agent import (
+    RolloutContext,
+    engine_logprobs,
+    prompt_specs,
+    run_strategy,
+    teacher_forced_logp_fn,
+)
 from appo.core import get_advantage_estimator
 from appo.distributed.ddp import Quiet, init_distributed
 from appo.eval import evaluate
 from appo.prompts import resolve_system_prompt
 from appo.train.batching import advantage_inputs, collate, with_fields
-from appo.train.checkpoint import load_checkpoint, load_latest_checkpoint, restore, save_checkpoint
+from appo.train.checkpoint import (
+    load_checkpoint,
+    load_latest_checkpoint,
+    restore,
+    save_checkpoint,
+)
 from appo.train.components import (
-    STRATEGY_OF, Components, build_components, build_rollout_pool, loop_limits, sampling_params, strategy_config,
+    STRATEGY_OF,
+    Components,
+    build_components,
+    build_rollout_pool,
+    loop_limits,
+    sampling_params,
+    strategy_config,
 )
 from appo.train.config import Config, save_config
 from appo.train.data_source import PromptSampler
@@ -37,6 +54,7 @@ from appo.train.logprobs import compute_logprobs_batched
 from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics, timer
 from appo.train.packing import packed_logprobs_batched
 from appo.train.progress import ProgressDisplay
+from appo.train.shared_prefix import tree_logprobs_batched, tree_wins
 from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 
 
@@ -116,6 +134,15 @@ class Trainer:
             entropy_coeff=a.entropy_coeff, temperature=self.cfg.rollout.temperature,
             future_kl=self.cfg.algorithm.name == "appo" and appo.future_kl, future_kl_coef=appo.future_kl_coef)
 
+    def use_shared_prefix(self, batch) -> bool:
+        """``actor.shared_prefix``: ``true``, ``false``, or ``auto`` = the trie layout's estimated cost wins on
+        ``batch`` (:func:`appo.train.shared_prefix.tree_wins`) and the model's attention takes a 4D mask."""
+        mode = self.cfg.actor.shared_prefix
+        if mode != "auto":
+            return bool(mode)
+        impl = getattr(self.c.model.config, "_attn_implementation", None) or "eager"
+        return impl in ("sdpa", "eager") and tree_wins(batch, self.c.model.config)
+
     def skip_old_logp(self, opts: UpdateOptions) -> bool:
         """``actor.old_logp=auto`` and the step is exactly on-policy (:func:`appo.train.update.on_policy_step`):
         in-process rollouts (no Ray workers), one epoch, one mini-batch over ``data.train_batch_size``."""
@@ -172,7 +199,11 @@ class Trainer:
         T, max_tok = cfg.rollout.temperature, cfg.actor.ppo_max_token_len_per_gpu
         logprobs_batched = packed_logprobs_batched if cfg.actor.use_remove_padding else compute_logprobs_batched
         opts = self.update_options()
-        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts))
+        tree = self.use_shared_prefix(batch)
+        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts), shared_prefix=tree)
+        if tree:
+            logprobs_batched = tree_logprobs_batched
+        m["actor/shared_prefix"] = float(tree)
         with timer("old_log_prob", m):
             old_logp = batch.old_logp_BR if opts.old_logp_from_current else \
                 logprobs_batched(c.model, batch, T, max_tokens=max_tok)[0]
