@@ -42,8 +42,8 @@ def compute_logprobs(
     device = next(model.parameters()).device
     R = b.responses_BR.shape[1]
     logits = keep_logits(model, R + 1, input_ids=b.input_ids_BL.to(device),
-                         attention_mask=b.attention_mask_BL.to(device), position_ids=b.position_ids_BL.to(device),
-                         use_cache=False)
+                         attention_mask=b.attention_mask_BL.to(device),
+                         position_ids=b.position_ids_BL.to(device), use_cache=False)
     mask = b.response_mask_BR.to(device)
     # position P - 1 + t predicts response token t
     logp_BR, entropy_BR = token_stats(logits[:, :-1], b.responses_BR.to(device), temperature, with_entropy=with_entropy,

@@ -11,12 +11,7 @@ import pytest
 import torch
 
 from appo.core import get_advantage_estimator, get_policy_loss
-from appo.train.batching import (
-    advantage_inputs,
-    collate,
-    split_micro_batches,
-    with_fields,
-)
+from appo.train.batching import advantage_inputs, collate, split_micro_batches, with_fields
 from appo.train.logprobs import compute_logprobs
 from appo.train.shared_prefix import (
     layout_costs,
@@ -64,7 +59,8 @@ def _batch(tok, algorithm: str, train_on_branches: bool, seed: int = 0):
     rows = _rows(len(tok), algorithm, seed=seed)
     rewards = torch.tensor([float(random.Random(seed * 31 + i).random() < 0.5) for i in range(len(rows))])
     adv_NT, _ = get_advantage_estimator(algorithm)(advantage_inputs(rows, rewards))
-    return collate(rows, pad_id=tok.pad_token_id, train_on_branches=train_on_branches, advantages_NT=adv_NT)
+    trained_B = [r.origin == "initial" or train_on_branches for r in rows]
+    return collate(rows, pad_id=tok.pad_token_id, trained_B=trained_B, advantages_NT=adv_NT)
 
 
 def test_trie_shares_prompts_and_branch_prefixes(tiny_tokenizer):
