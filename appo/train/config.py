@@ -140,9 +140,10 @@ class RolloutConfig:
     """Keep the k most likely tokens (0 or -1 = off)."""
     max_tool_calls: int = 3
     """Tool calls allowed per rollout (3 for reasoning, 6 for deep search in the reference work)."""
-    protocol: Literal["tags", "hermes"] = "tags"
-    """Tool-call format: ``tags`` (``<python>...</python>``, results in ``<result>``) or ``hermes``
-    (``<tool_call>{json}</tool_call>``, the Qwen chat-template format)."""
+    protocol: Literal["tags", "hermes", "template"] = "tags"
+    """Tool-call format: ``tags`` (``<python>...</python>``, results in ``<result>``), ``hermes``
+    (``<tool_call>{json}</tool_call>``, the Qwen chat-template format), or ``template`` (the format the
+    tokenizer's ``response_template`` defines, read by transformers' ``parse_response``; parallel calls)."""
     system_prompt: str | None = None
     """System prompt: literal text, a name in ``appo.prompts.SYSTEM_PROMPTS`` (``reference``, ``fewshot``,
     ``short``), or None to keep the dataset's own (verl rows) or the protocol's default."""
@@ -375,6 +376,9 @@ class TrainerConfig:
     """Validate every this many steps; -1 never."""
     val_before_train: bool = True
     """Validate once before the first step."""
+    val_greedy: bool = False
+    """When ``rollout.val_kwargs`` samples (temperature > 0), also validate greedily on the same problems:
+    ``val/greedy_step_N.json`` and ``val/greedy_<source>/<metric>`` next to the sampled pass."""
     max_actor_ckpt_to_keep: int | None = 3
     """Checkpoints kept on disk (oldest deleted first); None keeps all."""
     default_local_dir: str | None = None
