@@ -47,7 +47,7 @@ from typing import Callable, Literal, Mapping, Sequence
 from appo.agent.protocols import ToolProtocol, TurnAction, end_of_turn_ids, get_protocol, tool_map
 from appo.engine.base import Engine, Generation, GenerationRequest, SamplingParams
 from appo.tools.base import Tool
-from appo.types import RowOrigin, Rollout, StopReason, ToolResult, ToolSpan
+from appo.types import Rollout, RowOrigin, StopReason, ToolResult, ToolSpan
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -293,7 +293,7 @@ class AgentLoop:
             out.append(ro)
         return out
 
-    def run(self, on_round: Callable[["AgentLoop", list[TurnEvent]], None] | None = None) -> list[Rollout]:
+    def run(self, on_round: Callable[[AgentLoop, list[TurnEvent]], None] | None = None) -> list[Rollout]:
         """Step until every row has finished; ``on_round`` may :meth:`add` rows between rounds."""
         while self.active():
             events = self.step()

@@ -71,7 +71,7 @@ class TurnAction:
     """Character offset in the turn text where the call text begins (for tool spans)."""
     name: str = ""
     """Tool name the model asked for (``""`` when it could not be read)."""
-    more: tuple["TurnAction", ...] = ()
+    more: tuple[TurnAction, ...] = ()
     """Further calls of the same turn (parallel tool calls; ``template`` protocol), run with this one and
     answered in order."""
 

@@ -115,7 +115,8 @@ class TemplateProtocol(ToolProtocol):
         key = (id(tokenizer), n)
         if key not in self._pieces:
             results = [self._PROBE_RESULT.format(k=k) for k in range(n)]
-            msgs = [{"role": "user", "content": self._PROBE_USER}, {"role": "assistant", "content": self._PROBE_ASSISTANT}]
+            msgs = [{"role": "user", "content": self._PROBE_USER}, {"role": "assistant",
+                                                                    "content": self._PROBE_ASSISTANT}]
             msgs += [{"role": "tool", "content": r} for r in results]
             text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             if text.count(self._PROBE_ASSISTANT) != 1 or any(text.count(r) != 1 for r in results):

@@ -376,6 +376,9 @@ class TrainerConfig:
     """Validate every this many steps; -1 never."""
     val_before_train: bool = True
     """Validate once before the first step."""
+    val_greedy: bool = False
+    """When ``rollout.val_kwargs`` samples (temperature > 0), also validate greedily on the same problems:
+    ``val/greedy_step_N.json`` and ``val/greedy_<source>/<metric>`` next to the sampled pass."""
     max_actor_ckpt_to_keep: int | None = 3
     """Checkpoints kept on disk (oldest deleted first); None keeps all."""
     default_local_dir: str | None = None

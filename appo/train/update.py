@@ -23,6 +23,7 @@ import torch
 from appo.core import aggregate, apply_future_kl, future_kl_scale, get_policy_loss, kl_penalty
 from appo.distributed.ddp import DistEnv
 from appo.train.batching import select_rows
+from appo.train.logprobs import compute_logprobs
 from appo.train.packing import check_packing_support, micro_batches, micro_logprobs
 from appo.types import Batch
 
@@ -145,7 +146,7 @@ def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=No
                     if share > 0:
                         (_micro_loss(model, m, opts, loss_fn, sums) * share).backward()
                     elif dist.enabled:  # a zero-weight pass: the collectives need this rank all the same
-                        dist.idle_pass(model, batch)
+                        _idle_pass(model, batch)
             norm = torch.nn.utils.clip_grad_norm_(params, opts.grad_clip if opts.grad_clip > 0 else float("inf"))
             norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
             sums["actor/grad_norm"].append(float(norm))
@@ -184,3 +185,12 @@ def _micro_loss(model, m, opts: UpdateOptions, loss_fn, sums: dict[str, list[flo
     for k, v in metrics.items():
         sums[k].append(v)
     return loss
+
+
+def _idle_pass(model: torch.nn.Module, batch: Batch) -> None:
+    """A zero-weight forward/backward over the shortest row of ``batch``: it takes part in the
+    collectives of a micro-batch this rank does not have (DDP, FSDP2), and adds nothing to any gradient."""
+    lengths = batch.attention_mask_BL.sum(1)
+    row = select_rows(batch, [int(torch.argmin(lengths))])
+    logp, _ = compute_logprobs(model, row)
+    (logp.sum() * 0.0).backward()

@@ -7,14 +7,13 @@ import random
 
 import pytest
 import torch
+from run_helpers import tiny_base, tiny_config
 
 import appo.train.trainer as trainer_mod
 from appo.train.batching import collate, with_fields
 from appo.train.logprobs import compute_logprobs_batched
 from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 from appo.types import Rollout
-
-from run_helpers import tiny_base, tiny_config
 
 
 def _batch(V: int, pad_id: int, n: int = 8, groups: int = 2, seed: int = 0):
