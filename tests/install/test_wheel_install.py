@@ -71,12 +71,15 @@ def test_wheel_has_configs_and_no_checkout(wheel_venv, tiny_base, tmp_path):
                cwd=tmp_path).stdout.splitlines()
     assert Path(out[0]).resolve().is_relative_to(wheel_venv.resolve()), out[0]
     assert "demo" in out[1] and "study" in out[1]
-    # No bundled benchmark data in a wheel: the error is one line naming the fix, exit code 2.
+    # No bundled data in a wheel (gsm8k and the recorded search cache of the default tools): one line naming
+    # the fix, exit code 2.
     proc = subprocess.run([str(wheel_venv / "bin" / "appo"), "eval", "--model", str(tiny_base), "--benchmarks",
                            "gsm8k", "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env=_env())
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "APPO_DATA_DIR" in proc.stderr and "Traceback" not in proc.stderr
+    assert "carries no bundled data" in proc.stderr and "APPO_DATA_DIR" in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]  # (transformers' loading bars come before it)
+    assert "Traceback" not in proc.stderr and last.startswith("appo eval: error: ") and "APPO_DATA_DIR" in last
 
 
 def test_wheel_trains_demo_config_one_step(wheel_venv, tiny_base, tmp_path):
