@@ -12,8 +12,8 @@ from appo.data.benchmarks import (
 )
 from appo.data.paths import describe_roots, find_data_file
 from appo.data.records import Example, Metric, TaskKind
-from appo.data.rows import read_rows
-from appo.data.verl import default_metric, is_verl_row, load_verl_parquet
+from appo.data.rows import DataError, read_rows
+from appo.data.verl import default_metric, is_verl_row, load_verl_parquet, looks_like_verl
 
 
 def _normalise_math_or_gsm8k(row: dict, path: str, row_index: int, spec: BenchmarkSpec) -> Example:
@@ -73,8 +73,9 @@ def load_dataset(
         )
     first = next(iter(read_rows(path)), None)
     if first is None:
-        return []
-    if is_verl_row(first[1]):
+        raise DataError(path, None, "the file has no rows", "add rows (one JSON object per line for .jsonl) "
+                        "or remove it from the data list")
+    if is_verl_row(first[1]) or looks_like_verl(first[1]):  # the verl reader names a missing reward_model
         return load_verl_parquet(path, limit=limit, kind=kind, metric=metric)
     name = source_name(path)
     known = BENCHMARKS.get(name)
