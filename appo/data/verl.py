@@ -34,11 +34,13 @@ def is_verl_row(row: dict) -> bool:
 
 
 def looks_like_verl(row: dict) -> bool:
-    """True when ``row`` carries verl's chat-message ``prompt`` (a list of {role, content}) or a
-    ``reward_model`` field: a verl row, possibly one missing a field (the verl reader names which)."""
+    """True when ``row`` has a ``reward_model`` field, or verl's chat-message ``prompt`` together with a
+    verl column (``data_source``, ``ability``, ``extra_info``): a verl row, possibly one missing or
+    mangling ``reward_model`` (the verl reader then names it). Callers that also accept TRL rows check
+    that the row has no answer column first."""
     prompt = row.get("prompt")
     chat = isinstance(prompt, list) and bool(prompt) and all(isinstance(m, dict) and "role" in m for m in prompt)
-    return chat or "reward_model" in row
+    return "reward_model" in row or (chat and any(k in row for k in ("data_source", "ability", "extra_info")))
 
 
 def _answers(path, row_index: int, ground_truth) -> tuple[str, ...]:

@@ -67,6 +67,7 @@ from appo.engine.batch_cache import BatchKVCache
 from appo.engine.fast_decode import FastDecoder
 from appo.engine.kv_store import PrefixKVStore
 from appo.engine.sampling import StopStrings, counter_uniforms, sample_next
+from appo.models.lm_logits import accepts_logits_to_keep
 
 
 @dataclass
@@ -186,7 +187,7 @@ class HFEngine:
         self._vocab = model.get_input_embeddings().num_embeddings
         sig = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in sig else "past_key_values"
-        self._keep_kw = "logits_to_keep" in sig
+        self._keep_kw = accepts_logits_to_keep(model)
         self._eos = self._eos_override if self._eos_override is not None else self._default_eos(model)
         self.store.release()
         self._fast = None

@@ -136,6 +136,9 @@ def row_html(node: Node, group: Any, reward_scale: float) -> str:
                      f'BS {esc(fmt(bs))}</span>')
     else:
         h.append(f'<span class="tag">{esc(r.get("origin", "initial"))}</span>')
+    if r.get("trained") is not None:  # dumps before the field existed carry no value
+        h.append('<span class="tag" title="the loss trained on this row">trained</span>' if r["trained"] else
+                 '<span class="tag" title="signal only: the loss did not train on this row">not trained</span>')
     h.append(f'<span class="tag rw" style="background:{reward_color(reward, reward_scale)}">'
              f'reward {esc(fmt(reward) or "?")}</span>')
     h.append(f'<span class="tag">stop: {esc(r.get("stop_reason", "?"))}</span>')

@@ -50,7 +50,10 @@ ABLATIONS = (
     Variant("appo/train_branches=on", ("algorithm.name=appo", "algorithm.appo.train_on_branches=true"), "ablation"),
     Variant("appo/points=entropy", ("algorithm.name=appo", "algorithm.appo.points=entropy"), "ablation"),
     Variant("appo/points=random", ("algorithm.name=appo", "algorithm.appo.points=random"), "ablation"),
-    Variant("appo/fork=after", ("algorithm.name=appo", "algorithm.appo.fork=after"), "ablation"),
+    Variant("appo/fork=redraw", ("algorithm.name=appo", "algorithm.appo.fork=redraw"), "ablation"),
+    Variant("appo/fork=redraw,credit=none", ("algorithm.name=appo", "algorithm.appo.fork=redraw",
+                                             "algorithm.appo.redraw_credit=none"), "ablation"),
+    Variant("appo/prefix=mean", ("algorithm.name=appo", "algorithm.appo.prefix_combine=mean"), "ablation"),
 )
 """APPO's choices, each changed alone from the defaults."""
 

@@ -178,7 +178,8 @@ def batch_metrics(batch: Any, scores_B: torch.Tensor | Sequence[float] | None = 
     (per-row scores), ``critic/advantages/{mean,max,min}`` (over trained tokens),
     ``response_length/{mean,max,min}`` and ``response_length/clip_ratio`` (rows that hit
     ``max_response_length``), ``prompt_length/{mean,max,min}``, and appo's ``tool_calls/mean`` and
-    ``response_length/model_tokens_mean`` (tokens the model wrote, tool results excluded)."""
+    ``response_length/model_tokens_mean`` (tokens the model wrote, tool results excluded) and
+    ``rollout/trained_row_rate`` (share of rows the loss trains on)."""
     out: dict[str, float] = {}
     if scores_B is not None:
         out.update(_stats("critic/score", torch.as_tensor(scores_B, dtype=torch.float64)))
@@ -192,6 +193,8 @@ def batch_metrics(batch: Any, scores_B: torch.Tensor | Sequence[float] | None = 
     out.update(_stats("prompt_length", batch.attention_mask_BL[:, :-R].sum(1) if R else batch.attention_mask_BL.sum(1)))
     if "model_mask_BR" in batch.extras:
         out["response_length/model_tokens_mean"] = float(batch.extras["model_mask_BR"].sum(1).double().mean())
+    if "trained_B" in batch.extras:
+        out["rollout/trained_row_rate"] = float(batch.extras["trained_B"].double().mean())
     if "num_tool_calls_B" in batch.extras:
         out["tool_calls/mean"] = float(batch.extras["num_tool_calls_B"].double().mean())
     return out

@@ -1,4 +1,4 @@
-"""The training loop, top to bottom (DESIGN 3): prompts -> rollouts -> rewards -> advantages ->
+"""The training loop, top to bottom (docs/algorithm.md 12): prompts -> rollouts -> rewards -> advantages ->
 old log-probs -> PPO updates -> metrics -> checkpoint -> validation.
 
 :func:`train` is the Python call behind ``appo train``. :class:`Trainer` holds the run's live objects
@@ -11,10 +11,12 @@ Under ``torchrun`` each rank runs this loop on its share of the prompts; ``self.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +40,8 @@ from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics,
 from appo.train.packing import packed_logprobs_batched
 from appo.train.progress import ProgressDisplay
 from appo.train.resume_check import check_resume_config
-from appo.train.update import UpdateOptions, ppo_update
+from appo.train.trained_rows import trained_row_mask
+from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 
 
 @dataclass
@@ -65,7 +68,8 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """One training run. ``Trainer(cfg).fit()``; pass ``components`` to bring your own parts."""
 
-    def __init__(self, cfg: Config, components: Components | None = None):
+    def __init__(self, cfg: Config, components: Components | None = None, train_dataset: Any = None,
+                 val_dataset: Any = None):
         self.cfg = cfg
         self.dist = init_distributed(cfg.actor.strategy, cfg.model.device, cfg.trainer.dist_timeout_s)
         self.run_dir = Path(cfg.trainer.default_local_dir)
@@ -76,7 +80,7 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
         seed_everything(cfg.trainer.seed)
         with self.dist.main_first():  # rank 0 writes the run's shared files (search corpus, index) first
-            components = components or build_components(cfg, self.run_dir)
+            components = components or build_components(cfg, self.run_dir, train_dataset, val_dataset)
         self.c = self.dist.wrap(components, cfg)  # DDP / FSDP2 module for the update (the model itself in one process)
         self.sampler = PromptSampler(len(self.c.train_examples), cfg.data.train_batch_size, cfg.data.seed,
                                      cfg.data.shuffle)
@@ -120,12 +124,20 @@ class Trainer:
             entropy_coeff=a.entropy_coeff, temperature=self.cfg.rollout.temperature,
             future_kl=self.cfg.algorithm.name == "appo" and appo.future_kl, future_kl_coef=appo.future_kl_coef)
 
+    def skip_old_logp(self, opts: UpdateOptions) -> bool:
+        """``actor.old_logp=auto`` and the step is exactly on-policy (:func:`appo.train.update.on_policy_step`):
+        in-process rollouts (no Ray workers), one epoch, one mini-batch over ``data.train_batch_size``."""
+        return self.cfg.actor.old_logp == "auto" and on_policy_step(
+            opts, self.cfg.data.train_batch_size, self.rollout_pool is None, self.c.model)
+
     def advantage_options(self) -> dict:
         """Keyword options of the chosen advantage estimator."""
         alg = self.cfg.algorithm
         opts = {"norm_by_std": alg.norm_adv_by_std_in_grpo}
         if alg.adv_estimator == "appo":
-            opts.update(proximity_scaling=alg.appo.proximity_scaling, decay=alg.appo.proximity_decay)
+            a = alg.appo
+            opts.update(proximity_scaling=a.proximity_scaling, decay=a.proximity_decay, prefix_combine=a.prefix_combine,
+                        redraw_contrast=a.fork == "redraw" and a.redraw_credit == "contrast")
         return opts
 
     def push_rollout_weights(self, with_previous: bool = False) -> None:
@@ -163,13 +175,18 @@ class Trainer:
         # 3. Advantages: token-level [N, T] from the registry.
         with timer("adv", m):
             adv_NT, adv_metrics = self.estimator(advantage_inputs(rows, rewards_N), **self.advantage_options())
-            batch = collate(rows, c.tokenizer.pad_token_id, cfg.algorithm.appo.train_on_branches, adv_NT)
+            trained = trained_row_mask(cfg.algorithm.name, rows, cfg.algorithm.appo.train_on_branches)
+            batch = collate(rows, c.tokenizer.pad_token_id, trained, adv_NT)
 
-        # 4. Old (and reference) log-probs, recomputed by the trainer as in verl.
+        # 4. Old (and reference) log-probs, recomputed by the trainer as in verl; on-policy steps skip the
+        #    old pass (the update's own log-probs, detached, are the old ones).
         T, max_tok = cfg.rollout.temperature, cfg.actor.ppo_max_token_len_per_gpu
         logprobs_batched = packed_logprobs_batched if cfg.actor.use_remove_padding else compute_logprobs_batched
+        opts = self.update_options()
+        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts))
         with timer("old_log_prob", m):
-            old_logp, _ = logprobs_batched(c.model, batch, T, max_tokens=max_tok)
+            old_logp = batch.old_logp_BR if opts.old_logp_from_current else \
+                logprobs_batched(c.model, batch, T, max_tokens=max_tok)[0]
             ref_logp = None
             if c.ref_model is not None and cfg.actor.use_kl_loss:
                 ref_logp, _ = logprobs_batched(c.ref_model, batch, T, max_tokens=max_tok)
@@ -181,7 +198,7 @@ class Trainer:
 
         # 6. PPO mini-batch updates.
         with timer("update_actor", m):
-            m.update(ppo_update(c.train_model, c.optimizer, batch, self.update_options(), c.scheduler, self.dist))
+            m.update(ppo_update(c.train_model, c.optimizer, batch, opts, c.scheduler, self.dist))
             self.dist.pull_weights(c)  # FSDP2: the rollout copy gets the new full weights
         if self.rollout_pool is not None:
             with timer("sync_weights", m):
@@ -196,7 +213,8 @@ class Trainer:
         m["timing_s/step"] = time.perf_counter() - t0
         done, every = step + 1, cfg.trainer.dump_rollouts_freq
         if every > 0 and (done == 1 or done % every == 0 or done == cfg.trainer.total_training_steps):
-            record = step_record(done, rows, examples, scored, adv_NT, self.texts, {"algorithm": cfg.algorithm.name})
+            record = step_record(done, rows, examples, scored, adv_NT, self.texts, {"algorithm": cfg.algorithm.name},
+                                 trained=trained)
             record = self.dist.gather_step_record(record, cfg.actor.ppo_mini_batch_size)  # None except on rank 0
             if record is not None:
                 write_step(self.run_dir, record)
@@ -344,10 +362,13 @@ def _val_metrics(summary: dict) -> dict[str, float]:
     return {f"val/{source}/{k}": v for source, s in summary.items() for k, v in s.items()}
 
 
-def train(cfg: Config) -> TrainResult:
+def train(cfg: Config, train_dataset: Any = None, val_dataset: Any = None) -> TrainResult:
     """Train with ``cfg`` (see :mod:`appo.train.config`); the Python call behind ``appo train`` (and of
-    each rank under ``torchrun``)."""
-    trainer = Trainer(cfg)
+    each rank under ``torchrun``). ``train_dataset`` / ``val_dataset``: a ``datasets.Dataset`` or
+    ``DatasetDict`` (TRL or verl rows), a list of row dicts or of Examples, used instead of
+    ``data.train_files`` / ``data.val_files`` (see :mod:`appo.data.hf`); the run's saved config does not
+    record them, so resuming such a run needs the same datasets passed again."""
+    trainer = Trainer(cfg, train_dataset=train_dataset, val_dataset=val_dataset)
     try:
         return trainer.fit()
     finally:

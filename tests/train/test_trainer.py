@@ -28,6 +28,8 @@ def test_one_step_per_algorithm(base, tmp_path, algorithm):
     assert m["rollout/rows"] == 2 * 4  # train_batch_size x rollout.n, whatever the strategy
     if algorithm == "appo":  # arpo and tree fork at tool results, which a random model rarely reaches
         assert m["rollout/branches_per_prompt"] == 2
+    # APPO trains its initial rows only (branch rows are signal); the baselines train every row they sample
+    assert m["rollout/trained_row_rate"] == (0.5 if algorithm == "appo" else 1.0)
     after = load_file(tmp_path / "run" / "checkpoints" / "step_000001" / "model" / "model.safetensors")
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed, "no weight changed after one step with a varied reward"
@@ -50,6 +52,7 @@ def test_run_dir_contents(base, tmp_path):
     assert branches and all(r["parent"] is not None and r["split"] is not None for r in branches)
     initial = [r for r in rows if r["origin"] == "initial"]
     assert all(len(r["tokens"]) == len(r["entropy"]) == len(r["advantage"]) == len(r["score"]) for r in initial)
+    assert all(r["trained"] is True for r in initial) and all(r["trained"] is False for r in branches)
 
 
 def test_previous_anchor_is_the_policy_before_the_last_update(base, tmp_path):
