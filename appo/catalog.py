@@ -61,7 +61,8 @@ def _algorithms() -> list[Entry]:
     from appo.core import ADVANTAGE_ESTIMATORS, POLICY_LOSSES
     from appo.train.config import AlgorithmName
 
-    out = [Entry(name, "algorithm.name (rollout strategy and default advantage)") for name in typing.get_args(AlgorithmName)]
+    what = "algorithm.name (rollout strategy and default advantage)"
+    out = [Entry(name, what) for name in typing.get_args(AlgorithmName)]
     out += [Entry(name, f"algorithm.adv_estimator: {_doc(fn)}") for name, fn in sorted(ADVANTAGE_ESTIMATORS.items())]
     out += [Entry(name, f"actor.policy_loss: {_doc(fn)}") for name, fn in sorted(POLICY_LOSSES.items())]
     return out

@@ -521,7 +521,8 @@ def validate_config(cfg: Config) -> Config:
                        "sft.lr": cfg.sft.lr}.items():
         if value < 0:
             raise ConfigError(f"{key}={value} must be >= 0")
-    for key, value in {"data.train_max_samples": d.train_max_samples, "data.val_max_samples": d.val_max_samples}.items():
+    samples = {"data.train_max_samples": d.train_max_samples, "data.val_max_samples": d.val_max_samples}
+    for key, value in samples.items():
         if value == 0 or value < -1:
             raise ConfigError(f"{key}={value} must be >= 1, or -1 for all examples")
     if r.workers and r.worker_cpus <= 0:

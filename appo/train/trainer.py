@@ -246,7 +246,8 @@ class Trainer:
         logger = MetricsLogger(self.run_dir, t.logger, project=t.project_name, experiment=t.experiment_name,
                                resume_step=self.start_step if self.start_step else None,
                                console_keys=CONSOLE_KEYS) if main else Quiet()
-        progress = ProgressDisplay(t.total_training_steps, t.experiment_name, start=self.start_step) if main else Quiet()
+        progress = (ProgressDisplay(t.total_training_steps, t.experiment_name, start=self.start_step) if main
+                    else Quiet())
         stop = StopRequest(enabled=not self.dist.enabled)  # Ctrl-C: finish the step, save, stop (module interrupt)
         try:
             stop.__enter__()

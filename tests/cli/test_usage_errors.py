@@ -109,8 +109,8 @@ def test_list_version_and_defaults_in_help(capsys):
 def test_print_config_prints_the_resolved_config_and_runs_nothing(tmp_path, capsys):
     import yaml
 
-    code, out, _ = run_main(["train", "-c", "demo", "actor.optim.lr=3e-4", f"trainer.default_local_dir={tmp_path / 'r'}",
-                             "--print-config"], capsys)
+    code, out, _ = run_main(["train", "-c", "demo", "actor.optim.lr=3e-4",
+                             f"trainer.default_local_dir={tmp_path / 'r'}", "--print-config"], capsys)
     cfg = yaml.safe_load(out)
     assert code == 0 and cfg["actor"]["optim"]["lr"] == 3e-4 and cfg["algorithm"]["adv_estimator"] == "appo"
     assert not (tmp_path / "r").exists()
