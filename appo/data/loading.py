@@ -10,9 +10,9 @@ from appo.data.benchmarks import BENCHMARKS, load_benchmark, read_examples, sour
 from appo.data.chat_rows import ANSWER_FIELDS, guess_kind, normalise_row
 from appo.data.hf import is_local_dataset, load_local
 from appo.data.paths import describe_roots, find_data_file
-from appo.data.records import Example, Metric, TaskKind
 from appo.data.rows import DataError, collect, first_field, read_rows
 from appo.data.verl import default_metric, is_verl_row, load_verl_parquet, looks_like_verl
+from appo.types import Example, Metric, TaskKind
 
 
 def resolve_path(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path | None:

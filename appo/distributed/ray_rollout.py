@@ -51,7 +51,6 @@ GPU placement groups, NCCL weight broadcast.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import time
@@ -62,7 +61,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from appo.train.components import frozen_copy
+from appo.models.loading import frozen_copy
 
 RAY_HINT = "pip install 'appo[dist]' (Ray)"
 
@@ -177,29 +176,6 @@ class WorkerParts:
 
 
 @dataclass(frozen=True)
-class ConfigWorkerFactory:
-    """Builds a worker's parts from a training config, as the trainer builds its own (model from
-    ``model.path``, ``HFEngine``, tools from ``tool_specs``). Picklable: Ray ships it to each worker."""
-
-    cfg: Any
-    """The run's :class:`~appo.train.config.Config`."""
-    tool_specs: tuple
-    """Resolved tool specs (``appo.train.components.tool_specs_for``: corpus and index paths filled in;
-    files the trainer wrote, read by the workers, so multi-node runs need a shared file system)."""
-    device: str = "cpu"
-    """Where the worker's model lives (``cuda`` when the actor was given a GPU)."""
-
-    def __call__(self) -> WorkerParts:
-        from appo.tools.registry import build_tools
-        from appo.train.components import build_engine, build_model
-
-        cfg = dataclasses.replace(self.cfg, model=dataclasses.replace(self.cfg.model, device=self.device))
-        model, tokenizer = build_model(cfg)
-        model.eval()
-        return WorkerParts(model, tokenizer, build_engine(model, tokenizer, cfg), build_tools(list(self.tool_specs)))
-
-
-@dataclass(frozen=True)
 class RolloutCall:
     """What a worker needs from the driver's RolloutContext besides its own engine and tools."""
 
@@ -308,7 +284,8 @@ class RayRolloutPool:
     """N rollout workers on Ray (see the module docstring). Use as a context manager or call :meth:`close`.
 
     Args:
-        factory: a picklable ``() -> WorkerParts`` run inside each worker (e.g. :class:`ConfigWorkerFactory`).
+        factory: a picklable ``() -> WorkerParts`` run inside each worker (e.g.
+            :class:`appo.train.components.ConfigWorkerFactory`).
         num_workers: actors to start.
         anchor: APPO's Omega anchor the workers use when a context asks for Omega.
         address: Ray address (None: the running Ray, or a new local instance; ``auto``: the cluster of
@@ -458,7 +435,7 @@ class RayRolloutPool:
         if self._owns_ray and self.ray.is_initialized():
             self.ray.shutdown()
 
-    def __enter__(self) -> "RayRolloutPool":
+    def __enter__(self) -> RayRolloutPool:
         return self
 
     def __exit__(self, *exc) -> None:

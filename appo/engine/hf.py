@@ -174,7 +174,8 @@ class HFEngine:
                              "it with attn_implementation='sdpa' (or call model.set_attn_implementation('sdpa'))")
         layer_types = getattr(config, "layer_types", None) or ()
         if any(t != "full_attention" for t in layer_types):
-            raise NotImplementedError(f"HFEngine supports full-attention layers only; this model has {set(layer_types)}")
+            raise NotImplementedError("HFEngine supports full-attention layers only; this model has "
+                                      f"{set(layer_types)}")
         window = getattr(config, "sliding_window", None)
         self._window = window if window and getattr(config, "use_sliding_window", True) and not layer_types else None
         self.model = model
@@ -195,7 +196,8 @@ class HFEngine:
 
     def _default_eos(self, model) -> frozenset[int]:
         ids: set[int] = set()
-        for source in (getattr(self.tokenizer, "eos_token_id", None), getattr(model.generation_config, "eos_token_id", None)
+        for source in (getattr(self.tokenizer, "eos_token_id", None), getattr(model.generation_config, "eos_token_id",
+                                                                              None)
                        if getattr(model, "generation_config", None) is not None else None):
             if isinstance(source, int):
                 ids.add(source)

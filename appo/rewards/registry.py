@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Callable
 
 from appo.rewards.base import RewardFn
+from appo.rewards.builtin import BUILTIN_REWARDS
 
-REWARDS: dict[str, RewardFn] = {}
+REWARDS: dict[str, RewardFn] = dict(BUILTIN_REWARDS)
 """Named reward functions; every value implements :class:`~appo.rewards.base.RewardFn`."""
 
 
@@ -32,8 +33,6 @@ def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
 
 def get_reward(spec: str) -> RewardFn:
     """Resolve ``spec``: a name in :data:`REWARDS`, or ``path/to/file.py:function`` (imported on each call)."""
-    import appo.rewards.builtin  # noqa: F401 - registers the built-ins
-
     if spec in REWARDS:
         return REWARDS[spec]
     if ":" in spec or spec.endswith(".py"):

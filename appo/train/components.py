@@ -6,7 +6,7 @@ Each builder is a small documented call, so a script can assemble a run by hand 
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -16,13 +16,13 @@ from typing import Any
 import torch
 
 from appo.agent import LoopLimits, StrategyConfig
-from appo.data.records import Example
+from appo.data.sources import data_overrides, examples_for, load_examples, write_task_corpus
 from appo.engine.base import SamplingParams
-from appo.models.loading import LoraSpec, load_model_and_tokenizer
+from appo.models.loading import LoraSpec, frozen_copy, load_model_and_tokenizer
 from appo.rewards import get_reward
 from appo.tools.registry import build_tools
 from appo.train.config import Config
-from appo.train.data_source import data_overrides, examples_for, load_examples, write_task_corpus
+from appo.types import Example
 
 STRATEGY_OF = {"appo": "appo", "grpo": "independent", "arpo": "arpo", "tree_grpo": "tree"}
 """Rollout strategy of each algorithm."""
@@ -68,14 +68,6 @@ def build_model(cfg: Config):
     return load_model_and_tokenizer(m.path, m.dtype, m.device, lora, tokenizer_path=m.tokenizer_path,
                                     trust_remote_code=m.trust_remote_code,
                                     gradient_checkpointing=m.enable_gradient_checkpointing)
-
-
-def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy in eval mode with gradients off (reference / previous policy)."""
-    clone = copy.deepcopy(model).eval()
-    for p in clone.parameters():
-        p.requires_grad_(False)
-    return clone
 
 
 def tool_specs_for(cfg: Config, run_dir: str | Path) -> tuple[list, Path | None]:
@@ -216,11 +208,33 @@ def build_components(cfg: Config, run_dir: str | Path, train_dataset: Any = None
     )
 
 
+@dataclass(frozen=True)
+class ConfigWorkerFactory:
+    """Builds a worker's parts from a training config, as the trainer builds its own (model from
+    ``model.path``, ``HFEngine``, tools from ``tool_specs``). Picklable: Ray ships it to each worker."""
+
+    cfg: Any
+    """The run's :class:`~appo.train.config.Config`."""
+    tool_specs: tuple
+    """Resolved tool specs (:func:`tool_specs_for`: corpus and index paths filled in;
+    files the trainer wrote, read by the workers, so multi-node runs need a shared file system)."""
+    device: str = "cpu"
+    """Where the worker's model lives (``cuda`` when the actor was given a GPU)."""
+
+    def __call__(self):
+        cfg = dataclasses.replace(self.cfg, model=dataclasses.replace(self.cfg.model, device=self.device))
+        model, tokenizer = build_model(cfg)
+        model.eval()
+        from appo.distributed.ray_rollout import WorkerParts
+
+        return WorkerParts(model, tokenizer, build_engine(model, tokenizer, cfg), build_tools(list(self.tool_specs)))
+
+
 def build_rollout_pool(cfg: Config, components: Components):
     """``rollout.workers`` Ray actors (:class:`appo.distributed.ray_rollout.RayRolloutPool`), each building
     the model, engine and tools from ``cfg`` as this process did (tool specs from ``components.extra``;
     files they name must be readable by every worker). Weights are not pushed here: the trainer does."""
-    from appo.distributed.ray_rollout import ConfigWorkerFactory, RayRolloutPool
+    from appo.distributed.ray_rollout import RayRolloutPool
 
     r = cfg.rollout
     if r.name != "hf":

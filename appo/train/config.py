@@ -140,9 +140,10 @@ class RolloutConfig:
     """Keep the k most likely tokens (0 or -1 = off)."""
     max_tool_calls: int = 3
     """Tool calls allowed per rollout (3 for reasoning, 6 for deep search in the reference work)."""
-    protocol: Literal["tags", "hermes"] = "tags"
-    """Tool-call format: ``tags`` (``<python>...</python>``, results in ``<result>``) or ``hermes``
-    (``<tool_call>{json}</tool_call>``, the Qwen chat-template format)."""
+    protocol: Literal["tags", "hermes", "template"] = "tags"
+    """Tool-call format: ``tags`` (``<python>...</python>``, results in ``<result>``), ``hermes``
+    (``<tool_call>{json}</tool_call>``, the Qwen chat-template format), or ``template`` (the format the
+    tokenizer's ``response_template`` defines, read by transformers' ``parse_response``; parallel calls)."""
     system_prompt: str | None = None
     """System prompt: literal text, a name in ``appo.prompts.SYSTEM_PROMPTS`` (``reference``, ``fewshot``,
     ``short``), or None to keep the dataset's own (verl rows) or the protocol's default."""
@@ -309,6 +310,12 @@ class ActorConfig:
     sequence, position ids restarting per row, attention kept inside each row (transformers' packed
     masks; flash-attention varlen where the model uses it). Same log-probs as the padded layout (to
     1e-5); saves the padding's compute on length-mixed batches. Needs a model from transformers' own code."""
+    shared_prefix: bool | Literal["auto"] = "auto"
+    """Shared-prefix training: each group's rows as one token trie (prompt and branch prefixes computed once,
+    a 4D ancestor mask, per-node positions) in the update and the old/reference log-prob passes; same
+    numbers as the padded layout (1e-5). ``auto``: per step, when a flop estimate of the trie is below 0.8x
+    the padded layout's (``appo.train.shared_prefix.tree_wins``); ``true`` always (takes precedence over
+    ``use_remove_padding``); ``false`` never. Needs sdpa or eager attention (``auto`` falls back otherwise)."""
     old_logp: Literal["auto", "recompute"] = "auto"
     """Old log-probs of the PPO ratio. ``auto``: when the step is exactly on-policy (``ppo_epochs`` = 1, one
     mini-batch = ``data.train_batch_size``, the in-process engine generated with the trainer's weights, no
@@ -378,6 +385,9 @@ class TrainerConfig:
     """Validate every this many steps; -1 never."""
     val_before_train: bool = True
     """Validate once before the first step."""
+    val_greedy: bool = False
+    """When ``rollout.val_kwargs`` samples (temperature > 0), also validate greedily on the same problems:
+    ``val/greedy_step_N.json`` and ``val/greedy_<source>/<metric>`` next to the sampled pass."""
     max_actor_ckpt_to_keep: int | None = 3
     """Checkpoints kept on disk (oldest deleted first); None keeps all."""
     default_local_dir: str | None = None

@@ -3,8 +3,8 @@
 ``run_dir/rollouts/step_XXXXXX.json`` (XXXXXX = steps completed, as in ``metrics.jsonl``: the rollouts
 of the first training step are ``step_000001``) holds, per prompt, its question and answers, and per row: tree
 links (uid, parent, split, root, origin), whether the loss trained on it (``trained``), the stop reason, the
-reward and its metrics, tool spans, and per response token its text, loss mask, entropy, Omega, Branching Score and advantage. Values are
-rounded to 4 decimals; -inf scores are written as null.
+reward and its metrics, tool spans, and per response token its text, loss mask, entropy, Omega, Branching
+Score and advantage. Values are rounded to 4 decimals; -inf scores are written as null.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from typing import Any, Sequence
 
 import torch
 
-from appo.data.records import Example
 from appo.rewards.base import RewardOutput
-from appo.types import Rollout
+from appo.types import Example, Rollout
 
 DUMP_DIR = "rollouts"
 

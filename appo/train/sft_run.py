@@ -19,12 +19,12 @@ from typing import Sequence
 import torch
 
 from appo.agent import render_demonstration
-from appo.data.records import Example
+from appo.data.sources import load_examples, task_of
 from appo.prompts import resolve_system_prompt
 from appo.train.components import build_model, build_tools_for
 from appo.train.config import Config, save_config
-from appo.train.data_source import load_examples, task_of
 from appo.train.sft import sft_train
+from appo.types import Example
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def run_sft(cfg: Config, log_fn=None, progress: bool = False) -> SftResult:
     if not pairs:
         raise ValueError("no demonstrations: data.train_files names no procedural task or demonstration file")
     say(f"rendering {len(pairs)} demonstrations (the tools run for each)")
-    examples = render_all(pairs, tokenizer, tools, cfg.rollout.protocol, 
+    examples = render_all(pairs, tokenizer, tools, cfg.rollout.protocol,
                           resolve_system_prompt(cfg.rollout.system_prompt, tools, cfg.rollout.protocol))
     s = cfg.sft
     total = s.epochs * math.ceil(len(examples) / s.batch_size)

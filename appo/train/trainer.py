@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +23,23 @@ import torch
 
 from appo.agent import RolloutContext, engine_logprobs, prompt_specs, run_strategy, teacher_forced_logp_fn
 from appo.core import get_advantage_estimator
+from appo.data.sources import PromptSampler
 from appo.distributed.ddp import Quiet, init_distributed
 from appo.eval import evaluate
 from appo.prompts import resolve_system_prompt
 from appo.train.batching import advantage_inputs, collate, with_fields
 from appo.train.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint, restore, save_checkpoint
 from appo.train.components import (
-    STRATEGY_OF, Components, build_components, build_rollout_pool, loop_limits, sampling_params, strategy_config,
+    STRATEGY_OF,
+    Components,
+    build_components,
+    build_optimizer,
+    build_rollout_pool,
+    loop_limits,
+    sampling_params,
+    strategy_config,
 )
 from appo.train.config import Config, save_config
-from appo.train.data_source import PromptSampler
 from appo.train.dump import TokenTexts, step_record, write_step
 from appo.train.interrupt import StopRequest, TrainingInterrupted
 from appo.train.logprobs import compute_logprobs_batched
@@ -40,6 +47,7 @@ from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics,
 from appo.train.packing import packed_logprobs_batched
 from appo.train.progress import ProgressDisplay
 from appo.train.resume_check import check_resume_config
+from appo.train.shared_prefix import tree_logprobs_batched, tree_wins
 from appo.train.trained_rows import trained_row_mask
 from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 
@@ -81,7 +89,8 @@ class Trainer:
         seed_everything(cfg.trainer.seed)
         with self.dist.main_first():  # rank 0 writes the run's shared files (search corpus, index) first
             components = components or build_components(cfg, self.run_dir, train_dataset, val_dataset)
-        self.c = self.dist.wrap(components, cfg)  # DDP / FSDP2 module for the update (the model itself in one process)
+        # DDP / FSDP2 module for the update (the model itself in one process); FSDP2 rebuilds the optimizer
+        self.c = self.dist.wrap(components, cfg, lambda m: build_optimizer(m, cfg, cfg.trainer.total_training_steps))
         self.sampler = PromptSampler(len(self.c.train_examples), cfg.data.train_batch_size, cfg.data.seed,
                                      cfg.data.shuffle)
         self.strategy = STRATEGY_OF[cfg.algorithm.name]
@@ -124,6 +133,15 @@ class Trainer:
             entropy_coeff=a.entropy_coeff, temperature=self.cfg.rollout.temperature,
             future_kl=self.cfg.algorithm.name == "appo" and appo.future_kl, future_kl_coef=appo.future_kl_coef)
 
+    def use_shared_prefix(self, batch) -> bool:
+        """``actor.shared_prefix``: ``true``, ``false``, or ``auto`` = the trie layout's estimated cost wins on
+        ``batch`` (:func:`appo.train.shared_prefix.tree_wins`) and the model's attention takes a 4D mask."""
+        mode = self.cfg.actor.shared_prefix
+        if mode != "auto":
+            return bool(mode)
+        impl = getattr(self.c.model.config, "_attn_implementation", None) or "eager"
+        return impl in ("sdpa", "eager") and tree_wins(batch, self.c.model.config)
+
     def skip_old_logp(self, opts: UpdateOptions) -> bool:
         """``actor.old_logp=auto`` and the step is exactly on-policy (:func:`appo.train.update.on_policy_step`):
         in-process rollouts (no Ray workers), one epoch, one mini-batch over ``data.train_batch_size``."""
@@ -154,7 +172,8 @@ class Trainer:
         """One step: generate -> reward -> advantage -> old log-probs -> update. Returns its metrics."""
         cfg, c, m = self.cfg, self.c, {}
         t0 = time.perf_counter()
-        indices = self.dist.shard_prompts(self.sampler.next_indices(), cfg.actor.ppo_mini_batch_size)  # this rank's share
+        indices = self.dist.shard_prompts(self.sampler.next_indices(),
+                                          cfg.actor.ppo_mini_batch_size)  # this rank's share
         examples = [c.train_examples[i] for i in indices]
 
         # 1. Rollouts: the algorithm's strategy (independent / arpo / appo / tree) through the tool loop.
@@ -183,7 +202,11 @@ class Trainer:
         T, max_tok = cfg.rollout.temperature, cfg.actor.ppo_max_token_len_per_gpu
         logprobs_batched = packed_logprobs_batched if cfg.actor.use_remove_padding else compute_logprobs_batched
         opts = self.update_options()
-        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts))
+        tree = self.use_shared_prefix(batch)
+        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts), shared_prefix=tree)
+        if tree:
+            logprobs_batched = tree_logprobs_batched
+        m["actor/shared_prefix"] = float(tree)
         with timer("old_log_prob", m):
             old_logp = batch.old_logp_BR if opts.old_logp_from_current else \
                 logprobs_batched(c.model, batch, T, max_tokens=max_tok)[0]
@@ -222,20 +245,31 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ the run
     def validate(self, step: int) -> dict:
-        """Greedy (``rollout.val_kwargs``) rollouts over the validation set after ``step`` steps; writes
-        every scored answer to ``val/step_XXXXXX.json`` and returns the summary by source."""
+        """Rollouts sampled as ``rollout.val_kwargs`` says (greedy by default, ``n`` per problem) over the
+        validation set after ``step`` steps; writes every scored answer to ``val/step_XXXXXX.json`` and
+        returns the summary by source. With ``trainer.val_greedy`` and a sampling temperature > 0, a greedy
+        pass over the same problems follows (``val/greedy_step_XXXXXX.json``; sources ``greedy_<source>``)."""
+        cfg = self.cfg
+        params = sampling_params(cfg, validation=True)
+        summary = self._validate_pass(step, params, cfg.rollout.val_kwargs.n, "")
+        if cfg.trainer.val_greedy and params.temperature > 0:
+            greedy = self._validate_pass(step, replace(params, temperature=0.0, top_p=1.0, top_k=0), 1, "greedy_")
+            summary.update({f"greedy_{source}": s for source, s in greedy.items()})
+        return summary
+
+    def _validate_pass(self, step: int, params, n: int, prefix: str) -> dict:
+        """One validation pass with ``params``, ``n`` samples per problem, written to ``val/<prefix>step_N.json``."""
         cfg, c = self.cfg, self.c
         c.model.eval()
         examples, result = self.dist.shard_list(c.val_examples), None  # this rank's share (all, in one process)
         if examples:
             result = evaluate(c.engine, c.tokenizer, examples, reward_fn=c.reward_fn, tools=c.tools,
-                              protocol=cfg.rollout.protocol, params=sampling_params(cfg, validation=True),
-                              limits=loop_limits(cfg), n=cfg.rollout.val_kwargs.n,
+                              protocol=cfg.rollout.protocol, params=params, limits=loop_limits(cfg), n=n,
                               batch_size=cfg.data.val_batch_size or cfg.rollout.max_batch_size,
                               seed=cfg.trainer.seed, system_prompt=self.system_prompt)
         result = self.dist.gather_eval(result)  # every rank's rows, pooled
         if self.dist.is_main:
-            result.to_json(self.run_dir / "val" / f"step_{step:06d}.json")
+            result.to_json(self.run_dir / "val" / f"{prefix}step_{step:06d}.json")
         return result.summary
 
     def fit(self) -> TrainResult:
@@ -257,7 +291,8 @@ class Trainer:
             for step in range(self.start_step, t.total_training_steps):
                 metrics = self.train_step(step)
                 done = step + 1
-                if self.c.val_examples and t.test_freq > 0 and (done % t.test_freq == 0 or done == t.total_training_steps):
+                last = done == t.total_training_steps
+                if self.c.val_examples and t.test_freq > 0 and (done % t.test_freq == 0 or last):
                     result.val[done] = self.validate(done)
                     metrics.update(_val_metrics(result.val[done]))
                 logger.log(metrics, step=done)
@@ -303,7 +338,8 @@ class Trainer:
         optimizer = self.dist.savable_optimizer(c)  # FSDP2: the full state, gathered by every rank
         path = None
         if self.dist.is_main:
-            path = save_checkpoint(self.run_dir, step, c.model, optimizer, c.scheduler, data_state=self.sampler.state_dict(),
+            path = save_checkpoint(self.run_dir, step, c.model, optimizer, c.scheduler,
+                                   data_state=self.sampler.state_dict(),
                                    extra=extra, tokenizer=c.tokenizer, keep=self.cfg.trainer.max_actor_ckpt_to_keep)
         self.dist.barrier()
         return path
@@ -332,7 +368,10 @@ class Trainer:
         t = self.cfg.trainer
         if t.resume_mode == "disable":
             return 0
-        ckpt = load_checkpoint(t.resume_from_path) if t.resume_mode == "resume_path" else load_latest_checkpoint(self.run_dir)
+        if t.resume_mode == "resume_path":
+            ckpt = load_checkpoint(t.resume_from_path)
+        else:
+            ckpt = load_latest_checkpoint(self.run_dir)
         if ckpt is None:
             return 0
         c = self.c
@@ -354,9 +393,10 @@ def check_prompt_lengths(prompts, examples, max_len: int) -> None:
     for p in prompts:
         if len(p.prompt_ids) > max_len:
             ex = examples[p.group]
-            raise ValueError(f"example {ex.id!r} has a {len(p.prompt_ids)}-token prompt (system prompt and chat template "
-                             f"included), over data.max_prompt_length={max_len}; raise data.max_prompt_length, shorten "
-                             "rollout.system_prompt, or drop long examples (data.train_files)")
+            raise ValueError(f"example {ex.id!r} has a {len(p.prompt_ids)}-token prompt (system prompt and chat "
+                             f"template included), over data.max_prompt_length={max_len}; raise "
+                             "data.max_prompt_length, shorten rollout.system_prompt, or drop long examples "
+                             "(data.train_files)")
 
 
 def _val_metrics(summary: dict) -> dict[str, float]:

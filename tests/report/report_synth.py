@@ -9,11 +9,10 @@ import random
 
 import torch
 
-from appo.data.records import Example
 from appo.rewards.base import RewardOutput
 from appo.train.dump import TokenTexts, step_record
 from appo.train.trained_rows import trained_row_mask
-from appo.types import Rollout, ToolSpan
+from appo.types import Example, Rollout, ToolSpan
 
 INJECTION = "<script>alert(1)</script>"
 
