@@ -1,7 +1,7 @@
 """The registry of named reward functions, and :func:`get_reward` that resolves a config string.
 
 A reward spec is either a registered name (``default``, ``arpo``, ``answer``, ``math``, ``qa_f1``,
-``qa_em``, ``format``) or ``path/to/file.py:function`` for a user's own function (see
+``qa_em``, ``format``, ``llm_judge``) or ``path/to/file.py:function`` for a user's own function (see
 :mod:`appo.rewards.custom` for the signatures accepted).
 """
 
@@ -33,6 +33,7 @@ def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
 def get_reward(spec: str) -> RewardFn:
     """Resolve ``spec``: a name in :data:`REWARDS`, or ``path/to/file.py:function`` (imported on each call)."""
     import appo.rewards.builtin  # noqa: F401 - registers the built-ins
+    import appo.rewards.llm_judge  # noqa: F401 - registers llm_judge (openai is imported on first use)
 
     if spec in REWARDS:
         return REWARDS[spec]
