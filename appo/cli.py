@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 
-def _config(args) -> "Config":  # noqa: F821
+def _config(args) -> Config:  # noqa: F821
     from appo.train.config import load_config
 
     return load_config(resolve_config_path(args.config), args.overrides)
@@ -59,7 +59,8 @@ def cmd_sft(args) -> int:
 
     result = run_sft(_config(args))
     loss = result.metrics["epoch_loss"]
-    print(f"SFT on {result.num_examples} demonstrations: loss {loss[0]:.3f} -> {loss[-1]:.3f}; model {result.model_dir}")
+    print(f"SFT on {result.num_examples} demonstrations: loss {loss[0]:.3f} -> {loss[-1]:.3f}; "
+          f"model {result.model_dir}")
     return 0
 
 
@@ -150,18 +151,36 @@ def cmd_bench(args) -> int:
     return run_from_args(args)
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    """``0,1,2`` or ``0-9`` (inclusive) or a mix (``0-3,7``) as a tuple of ints."""
+    out: list[int] = []
+    for part in (p for p in text.split(",") if p):
+        lo, _, hi = part.partition("-")
+        try:
+            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+        except ValueError:
+            raise ValueError(f"--seeds {text!r}: write integers or ranges, e.g. 0,1,2 or 0-9") from None
+    return tuple(out)
+
+
 def cmd_study(args) -> int:
     from appo.study import StudySettings, run_study
     from appo.study.analysis import write_results
 
-    settings = StudySettings(
-        tasks=tuple(args.tasks.split(",")), seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps,
-        test_freq=args.test_freq, val_examples=args.val_examples, ablations=not args.no_ablations,
-        workers=args.workers, sft_examples=args.sft_examples, sft_epochs=args.sft_epochs,
-        extra_overrides=tuple(args.overrides))
+    try:
+        settings = StudySettings(
+            tasks=tuple(args.tasks.split(",")), seeds=_int_list(args.seeds), steps=args.steps,
+            test_freq=args.test_freq, val_examples=args.val_examples, val_samples=args.val_samples,
+            val_greedy=not args.no_greedy, final_evals=args.final_evals, ablations=not args.no_ablations,
+            variants=tuple(v for v in (args.variants or "").split(",") if v), workers=args.workers,
+            sft_examples=args.sft_examples, sft_epochs=args.sft_epochs, extra_overrides=tuple(args.overrides))
+    except ValueError as e:
+        print(f"appo study: {e}", file=sys.stderr)
+        return 2
     if args.smoke:
         settings = StudySettings(tasks=settings.tasks[:1], seeds=(0,), steps=2, test_freq=1, val_examples=4,
-                                 ablations=False, workers=1, sft_examples=32, sft_epochs=1,
+                                 val_samples=2, final_evals=2, ablations=False, workers=1, sft_examples=32,
+                                 sft_epochs=1, variants=settings.variants,
                                  extra_overrides=("data.train_batch_size=2", "actor.ppo_mini_batch_size=2",
                                                   "rollout.n=4", "rollout.n_initial=2", *args.overrides))
 
@@ -212,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_ in (("train", cmd_train, "train a policy with RL"),
                             ("sft", cmd_sft, "supervised cold start on demonstrations")):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("--config", "-c", help="YAML config file or a shipped config name (demo, smollm2_135m, paper_7b, study)")
+        s.add_argument("--config", "-c",
+                       help="YAML config file or a shipped config name (demo, smollm2_135m, paper_7b, study)")
         s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. actor.optim.lr=1e-5")
         s.set_defaults(fn=fn)
 
@@ -222,11 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--endpoint", default=None,
                    help="evaluate an OpenAI-compatible server (http://host:port/v1) instead")
     s.add_argument("--api-key", default=None, help="the endpoint's API key (default $OPENAI_API_KEY)")
-    s.add_argument("--benchmarks", required=True, help="comma-separated names (gsm8k,math500,hotpotqa,...), files or proc: tasks")
+    s.add_argument("--benchmarks", required=True,
+                   help="comma-separated names (gsm8k,math500,hotpotqa,...), files or proc: tasks")
     s.add_argument("--limit", type=int, default=None, help="examples per benchmark")
     s.add_argument("--tools", default="python,search", help="comma-separated tools (default: python,search)")
     s.add_argument("--reward", default="default", help="reward name or file.py:function")
-    s.add_argument("--protocol", default="tags", choices=["tags", "hermes"])
+    s.add_argument("--protocol", default="tags", choices=["tags", "hermes", "template"])
     s.add_argument("--system-prompt", default=None, help="reference, fewshot, short, or literal text")
     s.add_argument("--max-response-tokens", type=int, default=1024)
     s.add_argument("--max-tool-calls", type=int, default=3)
@@ -249,11 +270,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("study", help="APPO vs GRPO/ARPO/Tree-GRPO and ablations at equal budget (CPU, ~2 h)")
     s.add_argument("--out", default="runs/study")
-    s.add_argument("--tasks", default="arith,multihop,mix")
-    s.add_argument("--seeds", default="0,1,2")
+    s.add_argument("--tasks", default="arith,chain", help="comma-separated: arith, chain, multihop, mix or proc: specs")
+    s.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, or a range like 0-9")
     s.add_argument("--steps", type=int, default=60)
     s.add_argument("--test-freq", type=int, default=10)
-    s.add_argument("--val-examples", type=int, default=128)
+    s.add_argument("--val-examples", type=int, default=256, help="held-out problems per evaluation")
+    s.add_argument("--val-samples", type=int, default=4, help="samples per problem at the training temperature")
+    s.add_argument("--no-greedy", action="store_true", help="skip the greedy validation pass")
+    s.add_argument("--final-evals", type=int, default=3, help="the final score averages the last N evaluations")
+    s.add_argument("--variants", default=None, help="comma-separated variants to run (default: all), e.g. grpo,appo")
     s.add_argument("--no-ablations", action="store_true")
     s.add_argument("--workers", type=int, default=2, help="runs at once (one torch thread each)")
     s.add_argument("--sft-examples", type=int, default=4000)
@@ -271,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("analyze", help="measure which rollout positions change the outcome (Monte-Carlo re-draws) "
                                        "and how entropy, Omega and the Branching Score rank them")
-    s.add_argument("--model", required=True, help="HF folder, cached hub id, .gguf file or alias (smollm2-135m-instruct)")
+    s.add_argument("--model", required=True,
+                   help="HF folder, cached hub id, .gguf file or alias (smollm2-135m-instruct)")
     s.add_argument("--data", required=True, help="benchmark name, data file or proc: task spec")
     s.add_argument("--prompts", type=int, default=4, help="examples analysed (the first ones)")
     s.add_argument("--rollouts", type=int, default=2, help="rollouts per prompt")
@@ -279,10 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", type=int, default=4, help="M: continuations re-drawn per position")
     s.add_argument("--paired", action="store_true", help="also M continuations that keep token t (token effect)")
     s.add_argument("--tools", default="python", help="comma-separated tools (default: python)")
-    s.add_argument("--protocol", default="tags", choices=["tags", "hermes"])
+    s.add_argument("--protocol", default="tags", choices=["tags", "hermes", "template"])
     s.add_argument("--system-prompt", default=None, help="reference, fewshot, short, or literal text")
     s.add_argument("--reward", default="default", help="reward name or file.py:function")
-    s.add_argument("--anchor-model", default=None, help="anchor policy for Omega (same tokenizer); none: Omega constant")
+    s.add_argument("--anchor-model", default=None,
+                   help="anchor policy for Omega (same tokenizer); none: Omega constant")
     s.add_argument("--max-response-tokens", type=int, default=256)
     s.add_argument("--max-tool-calls", type=int, default=3)
     s.add_argument("--temperature", type=float, default=1.0)
@@ -297,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/analysis", help="output folder")
     s.set_defaults(fn=cmd_analyze)
 
-    s = sub.add_parser("bench", help="speed and memory against model.generate and TRL, side by side (docs/benchmarks.md)")
+    s = sub.add_parser("bench",
+                       help="speed and memory against model.generate and TRL, side by side (docs/benchmarks.md)")
     from appo.bench import add_arguments
 
     add_arguments(s)

@@ -33,16 +33,13 @@ from typing import Callable, Sequence
 import torch
 
 from appo.agent.loop import AgentLoop, LoopLimits, LoopStart, fork_start
-from appo.analysis.positions import (
-    choose_positions, redraw_start, token_regions, tool_boundaries, tool_distance,
-)
+from appo.analysis.positions import choose_positions, redraw_start, token_regions, tool_boundaries, tool_distance
 from appo.analysis.records import AnalysisConfig, PositionRecord, RolloutRecord
 from appo.core import branching_score, likelihood_gain
-from appo.data.records import Example
 from appo.engine.base import Engine, SamplingParams
-from appo.train.dump import TokenTexts
 from appo.rewards.base import RewardFn, RewardOutput
-from appo.types import Rollout
+from appo.train.dump import TokenTexts
+from appo.types import Example, Rollout
 
 LogpFn = Callable[[list[Rollout]], list[torch.Tensor]]
 
@@ -129,7 +126,7 @@ def estimate_influence(
     cfg, texts, timing = config, TokenTexts(tokenizer), {}
     t0 = clock()
     loop = make_loop(engine, tokenizer, tools, cfg, random.Random(f"{cfg.seed}/rollouts"), "analysis/rollout/")
-    for g, (ex, ids) in enumerate(zip(examples, prompt_ids)):
+    for g, (_ex, ids) in enumerate(zip(examples, prompt_ids)):
         for u in range(cfg.rollouts_per_prompt):
             loop.add(LoopStart(group=g, uid=u, prompt_ids=tuple(ids), data_index=g))
     try:

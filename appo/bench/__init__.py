@@ -136,7 +136,8 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
     models = opts.models[:1] if opts.smoke else opts.models
     threads = opts.threads[:1] if opts.smoke else opts.threads
     t_start = time.time()
-    result = {"machine": harness.machine_record(), "options": _jsonable(opts), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    result = {"machine": harness.machine_record(), "options": _jsonable(opts),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "figures": [], "sections": [], "trl_skipped": no_trl}
 
     def add(figs, section, model, t, load_before):
@@ -187,7 +188,8 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
         if "rl_step" in opts.sections:
             load = harness.load_average()
             if no_trl:
-                add([harness.skipped("rl_step", f"{model_name} vs TRL", no_trl)], "rl_step", model_name, threads[0], load)
+                add([harness.skipped("rl_step", f"{model_name} vs TRL", no_trl)], "rl_step", model_name, threads[0],
+                    load)
             else:
                 from appo.bench.rl_step import rl_step_figures
 
@@ -236,14 +238,16 @@ def format_line(f: dict) -> str:
         speed += f" [{f['speedup_min']:.2f}-{f['speedup_max']:.2f}]"
     met = {True: "met", False: "MISSED", None: ""}[f["met"]]
     rss = f"{f.get('ours_peak_rss_mb') or 0:.0f}/{f.get('baseline_peak_rss_mb') or 0:.0f}"
-    return f"{f['section']:<9} {f['name']:<42} {u:<8} {ours:<28} {base:<28} {speed:<20} {f['target_text']:<34} {met:<6} {rss}"
+    return (f"{f['section']:<9} {f['name']:<42} {u:<8} {ours:<28} {base:<28} {speed:<20} "
+            f"{f['target_text']:<34} {met:<6} {rss}")
 
 
 def format_table(result: dict) -> str:
     """The whole result as a fixed-width table (plus the machine line)."""
     m = result["machine"]
-    head = (f"{'section':<9} {'figure':<42} {'unit':<8} {'ours median [min-max]':<28} {'baseline median [min-max]':<28} "
-            f"{'speedup [min-max]':<20} {'target':<34} {'':<6} peak RSS MiB ours/base")
+    head = (f"{'section':<9} {'figure':<42} {'unit':<8} {'ours median [min-max]':<28} "
+            f"{'baseline median [min-max]':<28} {'speedup [min-max]':<20} {'target':<34} {'':<6} "
+            "peak RSS MiB ours/base")
     lines = [f"machine: {m['cpu']}, {m['logical_cores']} cores, torch {m['torch']}, transformers {m['transformers']}, "
              f"trl {m['trl']}", head]
     lines += [format_line(f) for f in result["figures"]]
@@ -262,12 +266,15 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_arguments(ap) -> None:
     """The ``appo bench`` options."""
-    ap.add_argument("--models", default="tiny,smollm2-135m-instruct", help="comma-separated: tiny, smollm2-135m-instruct, a folder")
-    ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts (rl_step/memory use the first)")
+    ap.add_argument("--models", default="tiny,smollm2-135m-instruct",
+                    help="comma-separated: tiny, smollm2-135m-instruct, a folder")
+    ap.add_argument("--threads", default="1,2",
+                    help="comma-separated torch thread counts (rl_step/memory use the first)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--repeats", type=int, default=3, help="recorded repeats per figure (>= 3 for a real run)")
     ap.add_argument("--no-trl", action="store_true", help="skip the TRL comparisons")
-    ap.add_argument("--smoke", action="store_true", help="seconds-long sizes, first model and thread count only (schema check, numbers mean nothing)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="seconds-long sizes, first model and thread count only (schema check, numbers mean nothing)")
     ap.add_argument("--json", default="runs/bench/bench.json", help="where to write the JSON result")
 
 

@@ -6,7 +6,7 @@ fp32, ``num_generations`` rows per prompt, ``per_device_train_batch_size`` = row
 optimizer step per generation batch, as our trainer), temperature 1 without top-k/top-p, no KL
 (``beta=0``, also our default), no dataset shuffling (both sides see the prompts in the same order).
 The prompts are our chat-templated prompt texts, so TRL tokenizes them to the same ids; the reward
-scores each completion with :mod:`appo.rewards` against the same :class:`~appo.data.records.Example`.
+scores each completion with :mod:`appo.rewards` against the same :class:`~appo.types.Example`.
 """
 
 from __future__ import annotations

@@ -25,10 +25,9 @@ import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from appo.data.records import Example
 from appo.rewards.base import RewardOutput
 from appo.rewards.extract import extract_answer
-from appo.rewards.registry import register_reward
+from appo.types import Example
 
 JUDGE_PROMPT = """You are an evaluation assistant. Please determine if the predicted answer is equivalent to the \
 labeled answer.
@@ -67,7 +66,6 @@ def judge_messages(question: str, gold: Sequence[str], prediction: str) -> list[
     return [{"role": "user", "content": text}]
 
 
-@register_reward("llm_judge")
 def llm_judge(examples: Sequence[Example], responses: Sequence[str], *, base_url: str | None = None,
               model: str | None = None, api_key: str | None = None, timeout_s: float = 60.0, max_retries: int = 2,
               workers: int = 8, max_tokens: int = 16) -> list[RewardOutput]:

@@ -116,6 +116,7 @@ def create_app(generator: ServedGenerator, settings: ServerSettings) -> FastAPI:
     """The FastAPI app serving ``generator`` under ``settings`` (endpoints in the module docstring)."""
     app = FastAPI(title="appo serve", version="1")
     proto = get_protocol(settings.protocol)
+    proto.bind(generator.tokenizer)
 
     @app.exception_handler(APIError)
     async def _api_error(_req: Request, exc: APIError):

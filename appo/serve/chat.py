@@ -14,8 +14,10 @@ the format it was trained on:
 A finished model turn is read back with the protocol's own :meth:`ToolProtocol.parse_turn`: a valid
 call becomes one OpenAI ``tool_calls`` entry (arguments as a JSON string; ``finish_reason`` becomes
 ``tool_calls``) and the text before the call is the message ``content``. A malformed call (unknown tool,
-bad JSON) is returned as plain content, for the client to see. One call per turn, as the protocols
-write them (the engine stops at the first call's closing string).
+bad JSON) is returned as plain content, for the client to see. ``tags`` and ``hermes`` write one call per
+turn (the engine stops at the first call's closing string); the ``template`` protocol (transformers'
+response parser) returns every parallel call of the turn. In the history, calls are written back in
+``tags`` syntax for ``tags`` and as Hermes ``<tool_call>{json}</tool_call>`` otherwise.
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ def render_prompt(tokenizer, protocol: str | ToolProtocol, messages: Sequence[Ma
                   tools: Mapping[str, Tool]) -> list[int]:
     """Prompt token ids for an OpenAI ``messages`` list (see the module docstring)."""
     proto = get_protocol(protocol)
+    proto.bind(tokenizer)
     if not messages:
         raise ValueError("messages is empty; send at least one user message")
     roles = [m.get("role") for m in messages]
@@ -162,7 +165,8 @@ def parse_turn(protocol: str | ToolProtocol, text: str, finish: str, tools: Mapp
     if not tools:
         return ParsedTurn(text)
     act = proto.parse_turn(text, "stop" if finish == "stop" else "eos", tools)
-    if act.kind != "call" or act.error is not None or act.call is None:
+    acts = (act, *act.more) if act.kind == "call" else ()
+    if not acts or any(a.error is not None or a.call is None for a in acts):
         return ParsedTurn(text)
     before = text[: act.call_start].rstrip()
-    return ParsedTurn(before or None, (act.call,))
+    return ParsedTurn(before or None, tuple(a.call for a in acts))

@@ -33,13 +33,12 @@ from typing import Any
 
 from appo.agent.loop import LoopLimits
 from appo.agent.protocols import get_protocol, tool_map
-from appo.data.records import Example
 from appo.engine.base import SamplingParams
 from appo.eval import EvalResult, EvalRow, summarize
 from appo.rewards.base import RewardFn
 from appo.serve.chat import call_text
 from appo.tools.base import Tool
-from appo.types import ToolResult
+from appo.types import Example, ToolResult
 
 
 def openai_client(base_url: str, api_key: str | None = None, timeout_s: float = 120.0, max_retries: int = 2):
@@ -258,7 +257,7 @@ def evaluate_endpoint_benchmarks(
     from appo.prompts import resolve_system_prompt
     from appo.rewards import get_reward
     from appo.tools.registry import build_tools
-    from appo.train.data_source import load_examples, write_task_corpus
+    from appo.data.sources import load_examples, write_task_corpus
 
     client = openai_client(endpoint, api_key, max_retries=0)
     model = check_endpoint(client, endpoint, model)

@@ -7,7 +7,14 @@ import math
 import pytest
 
 from appo.analysis.stats import (
-    average_ranks, default_k, format_summary, precision_at_k, spearman, spearman_within, summarize, topk_weights,
+    average_ranks,
+    default_k,
+    format_summary,
+    precision_at_k,
+    spearman,
+    spearman_within,
+    summarize,
+    topk_weights,
 )
 
 # Five analysed positions.
@@ -115,7 +122,7 @@ def test_token_effect_estimator_by_hand():
     assert p.branch_mean == 0.25 and p.keep_mean == 1.0
     assert p.branch_var == pytest.approx(0.25)  # (0.75^2 + 3 * 0.25^2) / 3
     assert p.standard_error == pytest.approx(0.25)
-    assert p.effect_standard_error == pytest.approx(0.25 * math.sqrt((0.25 / 4)))  # var_same 0.25, var_other 0
+    assert p.effect_standard_error == pytest.approx(0.25 * math.sqrt(0.25 / 4))  # var_same 0.25, var_other 0
     never = PositionRecord(**base, logprob=math.log(0.9), branch_rewards=(1.0, 0.0), influence=0.5,
                            keep_rewards=(0.0, 1.0), branch_same=(True, True))
     assert never.token_effect == 0.0  # no re-draw drew another token
@@ -126,7 +133,7 @@ def test_token_effect_estimator_by_hand():
 
 def test_last_number_reward_scores_unformatted_answers():
     from appo.analysis.outcomes import last_number, last_number_reward
-    from appo.data.records import Example
+    from appo.types import Example
 
     ex = [Example(id=f"q/{i}", question="?", answers=(a,), kind="math", metric="math_equiv", data_source="q")
           for i, a in enumerate(("18", "70000", "3"))]
