@@ -127,7 +127,9 @@ def cmd_analyze(args) -> int:
     from appo.analysis import analyze
 
     extra = {k: getattr(args, k) for k in ("max_response_tokens", "max_tool_calls", "temperature", "precision_k",
-                                           "near_tool_tokens", "batch_size", "paired")}
+                                           "near_tool_tokens", "batch_size", "paired", "bootstrap")}
+    if args.omega_variants is not None:
+        extra["omega_variants"] = tuple(v for v in args.omega_variants.split() if v)
 
     def progress(phase: str, done: int, total: int) -> None:
         print(f"[analyze] {phase}: {done}/{total}", file=sys.stderr, flush=True)
@@ -316,6 +318,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--precision-k", type=int, default=None, help="K of precision@K (default 20%% of positions)")
     s.add_argument("--near-tool-tokens", type=int, default=5, help="N: 'near a tool call' means within N tokens")
     s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--omega-variants", default=None,
+                   help="space-separated Omega variants 'form,g=gamma' (form clipped/mean/sum) scored next to the "
+                        "configured Omega with an anchor (default: appo.analysis.records.OMEGA_VARIANTS; '' none)")
+    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for precision@K intervals (0: none)")
     s.add_argument("--split", default="test", help="stream of a proc: task (train/test)")
     s.add_argument("--data-seed", type=int, default=0)
     s.add_argument("--seed", type=int, default=0)

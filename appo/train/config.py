@@ -307,6 +307,12 @@ class ActorConfig:
     sequence, position ids restarting per row, attention kept inside each row (transformers' packed
     masks; flash-attention varlen where the model uses it). Same log-probs as the padded layout (to
     1e-5); saves the padding's compute on length-mixed batches. Needs a model from transformers' own code."""
+    shared_prefix: bool | Literal["auto"] = "auto"
+    """Shared-prefix training: each group's rows as one token trie (prompt and branch prefixes computed once,
+    a 4D ancestor mask, per-node positions) in the update and the old/reference log-prob passes; same
+    numbers as the padded layout (1e-5). ``auto``: per step, when a flop estimate of the trie is below 0.8x
+    the padded layout's (``appo.train.shared_prefix.tree_wins``); ``true`` always (takes precedence over
+    ``use_remove_padding``); ``false`` never. Needs sdpa or eager attention (``auto`` falls back otherwise)."""
     old_logp: Literal["auto", "recompute"] = "auto"
     """Old log-probs of the PPO ratio. ``auto``: when the step is exactly on-policy (``ppo_epochs`` = 1, one
     mini-batch = ``data.train_batch_size``, the in-process engine generated with the trainer's weights, no

@@ -45,6 +45,7 @@ from appo.train.logprobs import compute_logprobs_batched
 from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics, timer
 from appo.train.packing import packed_logprobs_batched
 from appo.train.progress import ProgressDisplay
+from appo.train.shared_prefix import tree_logprobs_batched, tree_wins
 from appo.train.trained_rows import trained_row_mask
 from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 
@@ -127,6 +128,15 @@ class Trainer:
             entropy_coeff=a.entropy_coeff, temperature=self.cfg.rollout.temperature,
             future_kl=self.cfg.algorithm.name == "appo" and appo.future_kl, future_kl_coef=appo.future_kl_coef)
 
+    def use_shared_prefix(self, batch) -> bool:
+        """``actor.shared_prefix``: ``true``, ``false``, or ``auto`` = the trie layout's estimated cost wins on
+        ``batch`` (:func:`appo.train.shared_prefix.tree_wins`) and the model's attention takes a 4D mask."""
+        mode = self.cfg.actor.shared_prefix
+        if mode != "auto":
+            return bool(mode)
+        impl = getattr(self.c.model.config, "_attn_implementation", None) or "eager"
+        return impl in ("sdpa", "eager") and tree_wins(batch, self.c.model.config)
+
     def skip_old_logp(self, opts: UpdateOptions) -> bool:
         """``actor.old_logp=auto`` and the step is exactly on-policy (:func:`appo.train.update.on_policy_step`):
         in-process rollouts (no Ray workers), one epoch, one mini-batch over ``data.train_batch_size``."""
@@ -188,7 +198,11 @@ class Trainer:
         T, max_tok = cfg.rollout.temperature, cfg.actor.ppo_max_token_len_per_gpu
         logprobs_batched = packed_logprobs_batched if cfg.actor.use_remove_padding else compute_logprobs_batched
         opts = self.update_options()
-        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts))
+        tree = self.use_shared_prefix(batch)
+        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts), shared_prefix=tree)
+        if tree:
+            logprobs_batched = tree_logprobs_batched
+        m["actor/shared_prefix"] = float(tree)
         with timer("old_log_prob", m):
             old_logp = batch.old_logp_BR if opts.old_logp_from_current else \
                 logprobs_batched(c.model, batch, T, max_tokens=max_tok)[0]
