@@ -7,6 +7,8 @@ train      :func:`appo.train.trainer.train`
 sft        :func:`appo.train.sft_run.run_sft`
 sft-train  :func:`appo.train.sft_run.sft_then_train`
 eval       :func:`appo.eval.evaluate_benchmarks`
+           (``--endpoint``: :func:`appo.serve.client.evaluate_endpoint_benchmarks`)
+serve      :func:`appo.serve.server.serve`
 report     :func:`appo.report.write_report`
 demo       :func:`appo.demo.run_demo`
 build-tiny :func:`appo.demo.build_tiny_base`
@@ -178,6 +180,18 @@ def cmd_list(args) -> int:
     return 0
 
 
+def _eval_endpoint(args, benchmarks, on_batch):
+    """``appo eval --endpoint URL``: the chat-level agent over an OpenAI-compatible server."""
+    from appo.serve.client import evaluate_endpoint_benchmarks
+
+    return evaluate_endpoint_benchmarks(
+        args.endpoint, benchmarks, model=args.model, api_key=args.api_key, limit=args.limit,
+        tools=[t for t in args.tools.split(",") if t], reward=args.reward, protocol=args.protocol,
+        system_prompt=args.system_prompt, max_response_tokens=args.max_response_tokens,
+        max_tool_calls=args.max_tool_calls, temperature=args.temperature, n=args.n, workers=args.batch_size,
+        seed=args.seed, on_batch=on_batch)
+
+
 def cmd_eval(args) -> int:
     from appo.eval import evaluate_benchmarks, format_table
     from appo.train.progress import ProgressDisplay
@@ -196,8 +210,12 @@ def cmd_eval(args) -> int:
         bar = bars.setdefault(name, ProgressDisplay(total, f"eval {name}"))
         bar.update(done, advance=0, acc=summary.get("acc"), tool_calls=summary.get("tool_calls"))
 
+    if not args.model and not args.endpoint:
+        print("appo eval: error: give --model PATH (a local model) or --endpoint URL (an OpenAI-compatible server)",
+              file=sys.stderr)
+        return 2
     try:
-        result = evaluate_benchmarks(
+        result = _eval_endpoint(args, benchmarks, on_batch) if args.endpoint else evaluate_benchmarks(
             args.model, benchmarks, limit=args.limit, tools=tools,
             reward=args.reward, protocol=args.protocol, system_prompt=args.system_prompt,
             max_response_tokens=args.max_response_tokens, max_tool_calls=args.max_tool_calls,
@@ -330,6 +348,34 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {one_line(message)}; see `{self.prog} --help`\n")
 
 
+def cmd_serve(args) -> int:
+    from appo.serve.server import serve
+
+    serve(args.model, host=args.host, port=args.port, name=args.name, protocol=args.protocol, device=args.device,
+          dtype=args.dtype, max_tokens=args.max_tokens, max_batch_size=args.max_batch_size,
+          num_threads=args.num_threads or None, log_level=args.log_level)
+    return 0
+
+
+def _add_serve_parser(sub) -> None:
+    s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (chat, completions, tools, log-probs) "
+                                     "for a model or a run's checkpoint")
+    s.add_argument("model", help="model folder / hub id / .gguf / alias, a run directory (latest checkpoint), "
+                                 "RUN/checkpoints/step_N or RUN/checkpoints/latest")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--name", default=None, help="model id clients send (default: RUN/step_N or the folder name)")
+    s.add_argument("--protocol", default="auto", help="tool-call protocol: auto (the run's, else from the chat "
+                                                      "template), tags or hermes")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--dtype", default="float32")
+    s.add_argument("--max-tokens", type=int, default=512, help="default max_tokens of a request")
+    s.add_argument("--max-batch-size", type=int, default=16)
+    s.add_argument("--num-threads", type=int, default=0, help="torch threads while generating (0: torch's setting)")
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(fn=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (each ``--help`` shows the defaults)."""
     p = ArgumentParser(prog="appo", description="RL for tool-using LLM agents (APPO, GRPO, ARPO, Tree-GRPO)",
@@ -367,8 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_list)
 
     s = sub.add_parser("eval", help="evaluate a model with tools on benchmarks")
-    s.add_argument("--model", required=True,
-                   help="HF folder, cached hub id, .gguf file or alias (smollm2-135m-instruct)")
+    s.add_argument("--model", default=None, help="HF folder, cached hub id, .gguf file or alias "
+                   "(smollm2-135m-instruct); with --endpoint: the served model's id (default: the first it lists)")
+    s.add_argument("--endpoint", default=None,
+                   help="evaluate an OpenAI-compatible server (http://host:port/v1) instead")
+    s.add_argument("--api-key", default=None, help="the endpoint's API key (default $OPENAI_API_KEY)")
     s.add_argument("--benchmarks", required=True, type=spec_list,
                    help="comma-separated names (gsm8k,math500,...), files or proc: tasks; commas inside [] stay")
     s.add_argument("--limit", type=positive_int, default=None, help="examples per benchmark (>= 1; default all)")
@@ -381,11 +430,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-tool-calls", type=int, default=3)
     s.add_argument("--temperature", type=float, default=0.0)
     s.add_argument("--n", type=int, default=1, help="samples per question")
-    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--batch-size", type=int, default=32, help="prompts per engine call (--endpoint: requests at once)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", default="eval_results.json", help="JSON output path")
     s.set_defaults(fn=cmd_eval)
+
+    _add_serve_parser(sub)
 
     s = sub.add_parser("report", help="static HTML report of a run's decision points and curves")
     s.add_argument("run_dir")

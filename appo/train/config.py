@@ -359,7 +359,7 @@ class RewardConfig:
     """Reward function."""
 
     name: str = "default"
-    """A registered reward (``default``, ``format_combined``, ...) or ``file.py:function``."""
+    """A registered reward (``default``, ``answer``, ``llm_judge``, ...) or ``file.py:function``."""
     kwargs: dict = field(default_factory=dict)
     """Keyword arguments for the reward function."""
     funcs: tuple[str, ...] = ()
@@ -452,7 +452,8 @@ class Config:
     actor: ActorConfig = field(default_factory=ActorConfig)
     """Policy update."""
     tools: tuple[str | dict, ...] = ("python",)
-    """Tools: names (``python``, ``search``), dicts with a ``name`` and options, or ``file.py:function``.
+    """Tools: names (``python``, ``search``), dicts with a ``name`` and options, ``file.py:function``, or
+    ``mcp:<command>`` / ``mcp:<http url>`` (every tool of an MCP server; :mod:`appo.tools.mcp`).
     A plain ``search`` with procedural training data searches the tasks' generated corpus (BM25)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Reward function."""
