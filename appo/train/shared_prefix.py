@@ -169,7 +169,8 @@ def tree_logprobs(
         raise ValueError(f"temperature={temperature} must be > 0 (log-probs of greedy decoding are undefined)")
     device = next(model.parameters()).device
     params = next(model.parameters())
-    impl = getattr(model.config, "_attn_implementation", None) or "eager"
+    config = getattr(getattr(model, "module", model), "config", None)  # DDP wraps the model
+    impl = getattr(config, "_attn_implementation", None) or "eager"
     allowed = tree.allowed_GSS.to(device)[:, None]
     if impl == "sdpa":
         mask = allowed
