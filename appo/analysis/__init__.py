@@ -20,6 +20,7 @@ May import: the layers below the trainer, :mod:`appo.dump` and :mod:`appo.report
 
 from appo.analysis.api import AnalysisResult, analyze, analyze_examples
 from appo.analysis.montecarlo import Estimate, estimate_influence
+from appo.analysis.pool import load_positions, pooled_summaries
 from appo.analysis.positions import (
     REGIONS,
     choose_positions,
@@ -33,6 +34,7 @@ from appo.analysis.stats import Summary, format_summary, precision_at_k, spearma
 
 __all__ = [
     "AnalysisConfig", "AnalysisResult", "Estimate", "PositionRecord", "REGIONS", "RolloutRecord", "Summary",
-    "analyze", "analyze_examples", "choose_positions", "estimate_influence", "format_summary", "precision_at_k",
+    "analyze", "analyze_examples", "choose_positions", "estimate_influence", "format_summary", "load_positions",
+    "pooled_summaries", "precision_at_k",
     "redraw_start", "spearman", "summarize", "token_regions", "tool_boundaries", "tool_distance", "topk_weights",
 ]

@@ -94,10 +94,12 @@ def _summary(est: Estimate, config: AnalysisConfig, effect: bool = False) -> Sum
     ps = est.positions
     target = [p.token_effect for p in ps] if effect else [p.influence for p in ps]
     scores = score_lists(ps)
+    for name in (ps[0].variant_scores if ps else {}):  # the Omega variants (docs/algorithm.md 3.1)
+        scores[name] = [p.variant_scores.get(name) for p in ps]
     return summarize(target, scores, [p.tool_distance for p in ps], [p.region for p in ps], k=config.precision_k,
                      near_tool_tokens=config.near_tool_tokens,
                      standard_error=[p.effect_standard_error if effect else p.standard_error for p in ps],
-                     rollout=[(p.group, p.rollout) for p in ps])
+                     rollout=[(p.group, p.rollout) for p in ps], bootstrap=config.bootstrap, seed=config.seed)
 
 
 def analyze_examples(

@@ -33,6 +33,10 @@ _FOREIGN_NAMES = {
     "eval_steps": "trainer.test_freq", "lora_r": "model.lora_rank", "r": "model.lora_rank",
     "model_name_or_path": "model.path", "torch_dtype": "model.dtype", "top_k": "rollout.top_k",
     "resume": "trainer.resume_mode", "keep_checkpoints": "trainer.max_actor_ckpt_to_keep",
+    "n_gpus_per_node": "appo takes the number of GPUs from the launcher: torchrun --nproc_per_node=N -m appo train "
+                       "... (docs/scaling.md); for Ray rollout workers set rollout.workers and rollout.worker_gpus",
+    "nnodes": "appo takes the number of nodes from the launcher (torchrun --nnodes=N) or the Ray cluster "
+              "(rollout.ray_address); see docs/scaling.md",
 }
 
 

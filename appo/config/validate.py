@@ -18,7 +18,8 @@ from appo.engine.registry import get_engine_spec
 def validate_config(cfg: Config) -> Config:
     """Check the cross-field rules; return ``cfg`` unchanged or raise :class:`ConfigError` with the fix.
 
-    Rules: counts and lengths >= 1; rollout workers, GPUs and restarts >= 0, worker CPUs > 0;
+    Rules: counts and lengths >= 1 (``sft.num_examples``, epochs and batch size included); rollout workers,
+    GPUs, restarts and timeout >= 0, worker CPUs > 0; ``data.*_max_samples`` >= 1 or -1;
     ``actor.ppo_mini_batch_size`` divides ``data.train_batch_size``; ``trainer.dist_timeout_s`` >= 1;
     temperature > 0 and top-p in (0, 1]; clip ratios, lr, grad clip, LoRA rank, tool calls >= 0;
     dual-clip bound > 1; a ``cuda`` device only where CUDA is available; ``resume_path`` needs
@@ -36,14 +37,20 @@ def validate_config(cfg: Config) -> Config:
         "actor.ppo_micro_batch_size_per_gpu": act.ppo_micro_batch_size_per_gpu, "actor.ppo_epochs": act.ppo_epochs,
         "actor.ppo_max_token_len_per_gpu": act.ppo_max_token_len_per_gpu,
         "trainer.dist_timeout_s": t.dist_timeout_s,
+        "sft.num_examples": cfg.sft.num_examples, "sft.epochs": cfg.sft.epochs, "sft.batch_size": cfg.sft.batch_size,
     }
     for key, value in at_least_one.items():
         if value < 1:
             raise ConfigError(f"{key}={value} must be >= 1")
     for key, value in {"rollout.workers": r.workers, "rollout.worker_gpus": r.worker_gpus,
-                       "rollout.worker_restarts": r.worker_restarts}.items():
+                       "rollout.worker_restarts": r.worker_restarts, "rollout.worker_timeout_s": r.worker_timeout_s,
+                       "sft.lr": cfg.sft.lr}.items():
         if value < 0:
             raise ConfigError(f"{key}={value} must be >= 0")
+    samples = {"data.train_max_samples": d.train_max_samples, "data.val_max_samples": d.val_max_samples}
+    for key, value in samples.items():
+        if value == 0 or value < -1:
+            raise ConfigError(f"{key}={value} must be >= 1, or -1 for all examples")
     if r.workers and r.worker_cpus <= 0:
         raise ConfigError(f"rollout.worker_cpus={r.worker_cpus} must be > 0")
     if d.train_batch_size % act.ppo_mini_batch_size:

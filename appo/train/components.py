@@ -225,4 +225,5 @@ def build_rollout_pool(cfg: Config, components: Components):
     factory = ConfigWorkerFactory(cfg, tuple(specs), device="cuda" if r.worker_gpus > 0 else "cpu")
     anchor = get_algorithm(cfg.algorithm.name).omega_anchor(cfg) or "rollout"  # used only when Omega is scored
     return RayRolloutPool(factory, r.workers, anchor=anchor, address=r.ray_address,
-                          num_cpus=r.worker_cpus, num_gpus=r.worker_gpus, max_restarts=r.worker_restarts)
+                          num_cpus=r.worker_cpus, num_gpus=r.worker_gpus, max_restarts=r.worker_restarts,
+                          timeout_s=r.worker_timeout_s or None)

@@ -6,8 +6,10 @@ import math
 
 import pytest
 
+from appo.analysis.records import AnalysisConfig, parse_omega_variant
 from appo.analysis.stats import (
     average_ranks,
+    bootstrap_precision,
     default_k,
     format_summary,
     precision_at_k,
@@ -144,3 +146,33 @@ def test_last_number_reward_scores_unformatted_answers():
     assert last_number("1,234.5 then 7.") == "7" and last_number("no digits") is None
     with pytest.raises(ValueError, match="responses"):
         last_number_reward(ex, ["1"])
+
+
+def test_bootstrap_precision_intervals():
+    # 6 rollouts x 3 positions; "oracle" is the influence itself, "anti" its negation, entropy in between
+    infl = [x for r in range(6) for x in (1.0 + r, 0.0, 0.0)]
+    rollout = [r for r in range(6) for _ in range(3)]
+    scores = {"entropy": [0.5, 1.0, 0.0] * 6, "oracle": list(infl), "anti": [-x for x in infl]}
+    ci, diff = bootstrap_precision(infl, scores, rollout, resamples=200, seed=1)
+    # (a resample repeats rollouts, whose equal influence values then tie: the oracle's lower bound is < 1)
+    assert 0.5 < ci["oracle"][0] and ci["oracle"][1] == 1.0 and ci["anti"] == (0.0, 0.0)
+    assert ci["entropy"] == (0.0, 0.0)  # entropy's top K holds only zero-influence positions
+    assert diff["oracle"][0] > 0.5 and diff["anti"] == (0.0, 0.0) and "entropy" not in diff
+    assert bootstrap_precision(infl, scores, rollout, resamples=200, seed=1) == (ci, diff)  # deterministic
+    s = summarize(infl, scores, [None] * 18, ["think"] * 18, rollout=rollout, bootstrap=50)
+    assert s.bootstrap == 50 and s.precision_ci["anti"] == (0.0, 0.0) and s.precision_at_k["oracle"] == 1.0
+    text = format_summary(s)
+    assert "minus entropy [95% CI]" in text and "-0.000 [+0.000, +0.000]" not in text and "+1.000 [+" in text
+    assert summarize(infl, scores, [None] * 18, ["think"] * 18, rollout=rollout).precision_ci == {}
+
+
+def test_parse_omega_variant():
+    assert parse_omega_variant("sum") == ("sum", 1.0)
+    assert parse_omega_variant("mean,g=0.5") == ("mean", 0.5)
+    for bad in ("log", "sum,g=0", "sum,g=x", "sum,gamma=0.5"):
+        with pytest.raises(ValueError, match="omega variant"):
+            parse_omega_variant(bad)
+    with pytest.raises(ValueError, match="omega variant"):
+        AnalysisConfig(omega_variants=("clip",))
+    with pytest.raises(ValueError, match="bootstrap"):
+        AnalysisConfig(bootstrap=-1)
