@@ -59,8 +59,10 @@ class AppoConfig:
 
 @register_algorithm
 class APPO(Algorithm):
-    """APPO: ``rollout.n_initial`` roots, branches at the highest-scoring points (the ``appo`` strategy and
-    estimator), Omega against ``algorithm.appo.anchor``, future-KL scaling in the loss."""
+    """APPO: branches where the Branching Score is highest, Omega against an anchor, future-KL in the loss.
+
+    ``rollout.n_initial`` roots per prompt, the ``appo`` strategy and estimator, Omega against
+    ``algorithm.appo.anchor``."""
 
     name = "appo"
     strategy = "appo"

@@ -23,8 +23,9 @@ class ArpoConfig:
 
 @register_algorithm
 class ARPO(Algorithm):
-    """ARPO: ``rollout.n_initial`` roots, forks after tool results where the entropy rises (the ``arpo``
-    strategy and estimator)."""
+    """ARPO: forks after tool results where the entropy rises (the ``arpo`` strategy and estimator).
+
+    ``rollout.n_initial`` roots per prompt; every row, initial and forked, is trained."""
 
     name = "arpo"
     strategy = "arpo"

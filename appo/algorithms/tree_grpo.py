@@ -21,8 +21,9 @@ class TreeConfig:
 
 @register_algorithm
 class TreeGRPO(Algorithm):
-    """Tree-GRPO: ``rollout.n_initial`` trees per prompt expanded at agent-step boundaries (the ``tree``
-    strategy, the ``tree_grpo`` estimator)."""
+    """Tree-GRPO: trees of whole agent steps (the ``tree`` strategy, the ``tree_grpo`` estimator).
+
+    ``rollout.n_initial`` trees per prompt, expanded at agent-step boundaries; every leaf row is trained."""
 
     name = "tree_grpo"
     strategy = "tree"
