@@ -5,23 +5,32 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-slow smollm2 bench clean docs
+.PHONY: setup demo test lint test-slow smollm2 bench clean docs lock
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml requirements/cpu.txt
+# requirements/cpu.lock pins every package (transitive ones too); requirements/cpu.txt lists the direct ones.
+$(VENV)/.installed: pyproject.toml requirements/cpu.lock
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install --upgrade pip
-	$(PIP) install -r requirements/cpu.txt
-	$(PIP) install --no-deps gguf==0.19.0
+	$(PIP) install -r requirements/cpu.lock
 	$(PIP) install --no-deps -e .
 	touch $@
+
+# After editing requirements/cpu.txt: install it over the set-up and re-pin everything it reaches.
+lock: setup
+	$(PIP) install -r requirements/cpu.txt gguf==0.19.0
+	$(PY) scripts/lock_cpu.py > requirements/cpu.lock
 
 demo: setup
 	$(VENV)/bin/appo demo
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -m "not slow"
+
+# ruff, configured in pyproject.toml ([tool.ruff]); `make test` runs it first.
+lint: setup
+	$(PY) -m ruff check .
 
 test-slow: setup
 	$(PY) -m pytest -m slow

@@ -6,6 +6,8 @@ command    Python call
 train      :func:`appo.train.trainer.train`
 sft        :func:`appo.train.sft_run.run_sft`
 eval       :func:`appo.eval.evaluate_benchmarks`
+           (``--endpoint``: :func:`appo.serve.client.evaluate_endpoint_benchmarks`)
+serve      :func:`appo.serve.server.serve`
 report     :func:`appo.report.write_report`
 demo       :func:`appo.demo.run_demo`
 bench      :func:`appo.bench.run_bench`
@@ -23,7 +25,7 @@ import sys
 from pathlib import Path
 
 
-def _config(args) -> "Config":  # noqa: F821
+def _config(args) -> Config:  # noqa: F821
     from appo.train.config import load_config
 
     return load_config(resolve_config_path(args.config), args.overrides)
@@ -57,8 +59,21 @@ def cmd_sft(args) -> int:
 
     result = run_sft(_config(args))
     loss = result.metrics["epoch_loss"]
-    print(f"SFT on {result.num_examples} demonstrations: loss {loss[0]:.3f} -> {loss[-1]:.3f}; model {result.model_dir}")
+    print(f"SFT on {result.num_examples} demonstrations: loss {loss[0]:.3f} -> {loss[-1]:.3f}; "
+          f"model {result.model_dir}")
     return 0
+
+
+def _eval_endpoint(args, benchmarks, on_batch):
+    """``appo eval --endpoint URL``: the chat-level agent over an OpenAI-compatible server."""
+    from appo.serve.client import evaluate_endpoint_benchmarks
+
+    return evaluate_endpoint_benchmarks(
+        args.endpoint, benchmarks, model=args.model, api_key=args.api_key, limit=args.limit,
+        tools=[t for t in args.tools.split(",") if t], reward=args.reward, protocol=args.protocol,
+        system_prompt=args.system_prompt, max_response_tokens=args.max_response_tokens,
+        max_tool_calls=args.max_tool_calls, temperature=args.temperature, n=args.n, workers=args.batch_size,
+        seed=args.seed, on_batch=on_batch)
 
 
 def cmd_eval(args) -> int:
@@ -72,8 +87,12 @@ def cmd_eval(args) -> int:
         bar = bars.setdefault(name, ProgressDisplay(total, f"eval {name}"))
         bar.update(done, advance=0, acc=summary.get("acc"), tool_calls=summary.get("tool_calls"))
 
+    if not args.model and not args.endpoint:
+        print("appo eval: error: give --model PATH (a local model) or --endpoint URL (an OpenAI-compatible server)",
+              file=sys.stderr)
+        return 2
     try:
-        result = evaluate_benchmarks(
+        result = _eval_endpoint(args, benchmarks, on_batch) if args.endpoint else evaluate_benchmarks(
             args.model, benchmarks, limit=args.limit, tools=[t for t in args.tools.split(",") if t],
             reward=args.reward, protocol=args.protocol, system_prompt=args.system_prompt,
             max_response_tokens=args.max_response_tokens, max_tool_calls=args.max_tool_calls,
@@ -108,7 +127,9 @@ def cmd_analyze(args) -> int:
     from appo.analysis import analyze
 
     extra = {k: getattr(args, k) for k in ("max_response_tokens", "max_tool_calls", "temperature", "precision_k",
-                                           "near_tool_tokens", "batch_size", "paired")}
+                                           "near_tool_tokens", "batch_size", "paired", "bootstrap")}
+    if args.omega_variants is not None:
+        extra["omega_variants"] = tuple(v for v in args.omega_variants.split() if v)
 
     def progress(phase: str, done: int, total: int) -> None:
         print(f"[analyze] {phase}: {done}/{total}", file=sys.stderr, flush=True)
@@ -132,18 +153,36 @@ def cmd_bench(args) -> int:
     return run_from_args(args)
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    """``0,1,2`` or ``0-9`` (inclusive) or a mix (``0-3,7``) as a tuple of ints."""
+    out: list[int] = []
+    for part in (p for p in text.split(",") if p):
+        lo, _, hi = part.partition("-")
+        try:
+            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
+        except ValueError:
+            raise ValueError(f"--seeds {text!r}: write integers or ranges, e.g. 0,1,2 or 0-9") from None
+    return tuple(out)
+
+
 def cmd_study(args) -> int:
     from appo.study import StudySettings, run_study
     from appo.study.analysis import write_results
 
-    settings = StudySettings(
-        tasks=tuple(args.tasks.split(",")), seeds=tuple(int(s) for s in args.seeds.split(",")), steps=args.steps,
-        test_freq=args.test_freq, val_examples=args.val_examples, ablations=not args.no_ablations,
-        workers=args.workers, sft_examples=args.sft_examples, sft_epochs=args.sft_epochs,
-        extra_overrides=tuple(args.overrides))
+    try:
+        settings = StudySettings(
+            tasks=tuple(args.tasks.split(",")), seeds=_int_list(args.seeds), steps=args.steps,
+            test_freq=args.test_freq, val_examples=args.val_examples, val_samples=args.val_samples,
+            val_greedy=not args.no_greedy, final_evals=args.final_evals, ablations=not args.no_ablations,
+            variants=tuple(v for v in (args.variants or "").split(",") if v), workers=args.workers,
+            sft_examples=args.sft_examples, sft_epochs=args.sft_epochs, extra_overrides=tuple(args.overrides))
+    except ValueError as e:
+        print(f"appo study: {e}", file=sys.stderr)
+        return 2
     if args.smoke:
         settings = StudySettings(tasks=settings.tasks[:1], seeds=(0,), steps=2, test_freq=1, val_examples=4,
-                                 ablations=False, workers=1, sft_examples=32, sft_epochs=1,
+                                 val_samples=2, final_evals=2, ablations=False, workers=1, sft_examples=32,
+                                 sft_epochs=1, variants=settings.variants,
                                  extra_overrides=("data.train_batch_size=2", "actor.ppo_mini_batch_size=2",
                                                   "rollout.n=4", "rollout.n_initial=2", *args.overrides))
 
@@ -158,6 +197,34 @@ def cmd_study(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from appo.serve.server import serve
+
+    serve(args.model, host=args.host, port=args.port, name=args.name, protocol=args.protocol, device=args.device,
+          dtype=args.dtype, max_tokens=args.max_tokens, max_batch_size=args.max_batch_size,
+          num_threads=args.num_threads or None, log_level=args.log_level)
+    return 0
+
+
+def _add_serve_parser(sub) -> None:
+    s = sub.add_parser("serve", help="an OpenAI-compatible HTTP server (chat, completions, tools, log-probs) "
+                                     "for a model or a run's checkpoint")
+    s.add_argument("model", help="model folder / hub id / .gguf / alias, a run directory (latest checkpoint), "
+                                 "RUN/checkpoints/step_N or RUN/checkpoints/latest")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--name", default=None, help="model id clients send (default: RUN/step_N or the folder name)")
+    s.add_argument("--protocol", default="auto", help="tool-call protocol: auto (the run's, else from the chat "
+                                                      "template), tags or hermes")
+    s.add_argument("--device", default="auto")
+    s.add_argument("--dtype", default="float32")
+    s.add_argument("--max-tokens", type=int, default=512, help="default max_tokens of a request")
+    s.add_argument("--max-batch-size", type=int, default=16)
+    s.add_argument("--num-threads", type=int, default=0, help="torch threads while generating (0: torch's setting)")
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(fn=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     p = argparse.ArgumentParser(prog="appo", description="RL for tool-using LLM agents (APPO, GRPO, ARPO, Tree-GRPO)")
@@ -166,27 +233,35 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, help_ in (("train", cmd_train, "train a policy with RL"),
                             ("sft", cmd_sft, "supervised cold start on demonstrations")):
         s = sub.add_parser(name, help=help_)
-        s.add_argument("--config", "-c", help="YAML config file or a shipped config name (demo, smollm2_135m, paper_7b, study)")
+        s.add_argument("--config", "-c",
+                       help="YAML config file or a shipped config name (demo, smollm2_135m, paper_7b, study)")
         s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. actor.optim.lr=1e-5")
         s.set_defaults(fn=fn)
 
     s = sub.add_parser("eval", help="evaluate a model with tools on benchmarks")
-    s.add_argument("--model", required=True, help="HF folder, cached hub id, .gguf file or alias (smollm2-135m-instruct)")
-    s.add_argument("--benchmarks", required=True, help="comma-separated names (gsm8k,math500,hotpotqa,...), files or proc: tasks")
+    s.add_argument("--model", default=None, help="HF folder, cached hub id, .gguf file or alias "
+                   "(smollm2-135m-instruct); with --endpoint: the served model's id (default: the first it lists)")
+    s.add_argument("--endpoint", default=None,
+                   help="evaluate an OpenAI-compatible server (http://host:port/v1) instead")
+    s.add_argument("--api-key", default=None, help="the endpoint's API key (default $OPENAI_API_KEY)")
+    s.add_argument("--benchmarks", required=True,
+                   help="comma-separated names (gsm8k,math500,hotpotqa,...), files or proc: tasks")
     s.add_argument("--limit", type=int, default=None, help="examples per benchmark")
     s.add_argument("--tools", default="python,search", help="comma-separated tools (default: python,search)")
     s.add_argument("--reward", default="default", help="reward name or file.py:function")
-    s.add_argument("--protocol", default="tags", choices=["tags", "hermes"])
+    s.add_argument("--protocol", default="tags", choices=["tags", "hermes", "template"])
     s.add_argument("--system-prompt", default=None, help="reference, fewshot, short, or literal text")
     s.add_argument("--max-response-tokens", type=int, default=1024)
     s.add_argument("--max-tool-calls", type=int, default=3)
     s.add_argument("--temperature", type=float, default=0.0)
     s.add_argument("--n", type=int, default=1, help="samples per question")
-    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--batch-size", type=int, default=32, help="prompts per engine call (--endpoint: requests at once)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--device", default="auto")
     s.add_argument("--out", default="eval_results.json", help="JSON output path")
     s.set_defaults(fn=cmd_eval)
+
+    _add_serve_parser(sub)
 
     s = sub.add_parser("report", help="static HTML report of a run's decision points and curves")
     s.add_argument("run_dir")
@@ -197,11 +272,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("study", help="APPO vs GRPO/ARPO/Tree-GRPO and ablations at equal budget (CPU, ~2 h)")
     s.add_argument("--out", default="runs/study")
-    s.add_argument("--tasks", default="arith,multihop,mix")
-    s.add_argument("--seeds", default="0,1,2")
+    s.add_argument("--tasks", default="arith,chain", help="comma-separated: arith, chain, multihop, mix or proc: specs")
+    s.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, or a range like 0-9")
     s.add_argument("--steps", type=int, default=60)
     s.add_argument("--test-freq", type=int, default=10)
-    s.add_argument("--val-examples", type=int, default=128)
+    s.add_argument("--val-examples", type=int, default=256, help="held-out problems per evaluation")
+    s.add_argument("--val-samples", type=int, default=4, help="samples per problem at the training temperature")
+    s.add_argument("--no-greedy", action="store_true", help="skip the greedy validation pass")
+    s.add_argument("--final-evals", type=int, default=3, help="the final score averages the last N evaluations")
+    s.add_argument("--variants", default=None, help="comma-separated variants to run (default: all), e.g. grpo,appo")
     s.add_argument("--no-ablations", action="store_true")
     s.add_argument("--workers", type=int, default=2, help="runs at once (one torch thread each)")
     s.add_argument("--sft-examples", type=int, default=4000)
@@ -219,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("analyze", help="measure which rollout positions change the outcome (Monte-Carlo re-draws) "
                                        "and how entropy, Omega and the Branching Score rank them")
-    s.add_argument("--model", required=True, help="HF folder, cached hub id, .gguf file or alias (smollm2-135m-instruct)")
+    s.add_argument("--model", required=True,
+                   help="HF folder, cached hub id, .gguf file or alias (smollm2-135m-instruct)")
     s.add_argument("--data", required=True, help="benchmark name, data file or proc: task spec")
     s.add_argument("--prompts", type=int, default=4, help="examples analysed (the first ones)")
     s.add_argument("--rollouts", type=int, default=2, help="rollouts per prompt")
@@ -227,16 +307,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--samples", type=int, default=4, help="M: continuations re-drawn per position")
     s.add_argument("--paired", action="store_true", help="also M continuations that keep token t (token effect)")
     s.add_argument("--tools", default="python", help="comma-separated tools (default: python)")
-    s.add_argument("--protocol", default="tags", choices=["tags", "hermes"])
+    s.add_argument("--protocol", default="tags", choices=["tags", "hermes", "template"])
     s.add_argument("--system-prompt", default=None, help="reference, fewshot, short, or literal text")
     s.add_argument("--reward", default="default", help="reward name or file.py:function")
-    s.add_argument("--anchor-model", default=None, help="anchor policy for Omega (same tokenizer); none: Omega constant")
+    s.add_argument("--anchor-model", default=None,
+                   help="anchor policy for Omega (same tokenizer); none: Omega constant")
     s.add_argument("--max-response-tokens", type=int, default=256)
     s.add_argument("--max-tool-calls", type=int, default=3)
     s.add_argument("--temperature", type=float, default=1.0)
     s.add_argument("--precision-k", type=int, default=None, help="K of precision@K (default 20%% of positions)")
     s.add_argument("--near-tool-tokens", type=int, default=5, help="N: 'near a tool call' means within N tokens")
     s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--omega-variants", default=None,
+                   help="space-separated Omega variants 'form,g=gamma' (form clipped/mean/sum) scored next to the "
+                        "configured Omega with an anchor (default: appo.analysis.records.OMEGA_VARIANTS; '' none)")
+    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for precision@K intervals (0: none)")
     s.add_argument("--split", default="test", help="stream of a proc: task (train/test)")
     s.add_argument("--data-seed", type=int, default=0)
     s.add_argument("--seed", type=int, default=0)
@@ -245,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/analysis", help="output folder")
     s.set_defaults(fn=cmd_analyze)
 
-    s = sub.add_parser("bench", help="speed and memory against model.generate and TRL, side by side (docs/benchmarks.md)")
+    s = sub.add_parser("bench",
+                       help="speed and memory against model.generate and TRL, side by side (docs/benchmarks.md)")
     from appo.bench import add_arguments
 
     add_arguments(s)

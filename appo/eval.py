@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from appo.agent import LoopLimits, RolloutContext, StrategyConfig, prompt_specs, run_strategy
-from appo.data.records import Example
 from appo.engine.base import SamplingParams
 from appo.rewards.base import RewardFn
+from appo.types import Example
 
 
 @dataclass(frozen=True)
@@ -168,12 +168,12 @@ def evaluate_benchmarks(
     benchmark (names, or dataset files / ``proc:`` specs), ``limit`` examples each. The Python call
     behind ``appo eval``. ``system_prompt``: None keeps the data's own or the protocol's default; the
     names in :data:`appo.prompts.SYSTEM_PROMPTS` (``reference``, ``fewshot``) or literal text."""
+    from appo.data.sources import load_examples, write_task_corpus
     from appo.engine.hf import HFEngine
     from appo.models.loading import load_model_and_tokenizer
     from appo.prompts import resolve_system_prompt
     from appo.rewards import get_reward
     from appo.tools.registry import build_tools
-    from appo.train.data_source import load_examples, write_task_corpus
 
     lm, tokenizer = load_model_and_tokenizer(model, device=device)
     specs = list(tools)

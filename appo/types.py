@@ -1,4 +1,4 @@
-"""Typed records that flow through appo: prompts -> rollouts -> rewards -> advantages -> loss.
+"""Typed records that flow through appo: examples (prompts) -> rollouts -> rewards -> advantages -> loss.
 
 Every record is a frozen dataclass with a docstring per field. Token-level fields of a rollout are
 response-aligned: index t is the t-th token after the prompt, whether the model sampled it
@@ -23,6 +23,32 @@ StopReason = Literal["answer", "eos", "max_tool_calls", "max_length", "no_action
 """
 
 RowOrigin = Literal["initial", "branch"]
+
+
+TaskKind = Literal["math", "qa"]
+Metric = Literal["math_equiv", "f1", "em"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """A question with its reference answers, normalised across verl parquet, benchmarks and generators."""
+
+    id: str
+    """Stable id: ``<source>/<row index>`` for files, ``<task>/<seed>/<index>`` for generated tasks."""
+    question: str
+    """The user question, without any system prompt."""
+    answers: tuple[str, ...]
+    """Reference answers; QA lists aliases, math has one canonical answer (LaTeX or plain)."""
+    kind: TaskKind
+    """``math`` (scored by equivalence) or ``qa`` (scored by F1 / EM against aliases)."""
+    metric: Metric
+    """The headline metric for this example."""
+    data_source: str
+    """Dataset name (``gsm8k``, ``hotpotqa``, ``proc_arith``, ...), as verl's ``data_source``."""
+    messages: tuple[dict, ...] | None = None
+    """Prompt messages when the data carries its own (verl rows: system + user); None = build from question."""
+    extra_info: dict = field(default_factory=dict)
+    """Anything else the source provides (verl ``extra_info``, difficulty knobs, ...)."""
 
 
 @dataclass(frozen=True)

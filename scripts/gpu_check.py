@@ -607,11 +607,12 @@ def speed_rl_step(model_dir: Path, args, sizes: Sizes, dtype: str, deadline: flo
         # generation (decode) + old log-probs (forward) + update (forward + backward), ours; model FLOP only
         flops = (shape.decode_flops(int(rows), prompt, int(resp)) + shape.forward_flops(rows * (prompt + resp), prompt)
                  + shape.train_flops(rows * (prompt + resp), prompt))
-        upd = d.get("phases_median_s", {}).get("update_actor")
+        upd = d.get("phases_median_s", {}).get("update")
         out[alg] = {"ours_s_per_step": step_s, "trl_s_per_step": f["baseline"]["median"] if f.get("baseline") else None,
                     "speedup_vs_trl": f.get("speedup"), "speedup_min_max": [f.get("speedup_min"), f.get("speedup_max")],
                     "ours_s": f["ours"], "trl_s": f.get("baseline"), "tokens_ours": d.get("tokens_ours"),
                     "tokens_trl": d.get("tokens_trl"), "phases_median_s": d.get("phases_median_s"),
+                    "trl_phases_median_s": d.get("trl_phases_median_s"),
                     "rows": rows, "response_mean": resp, "prompt_mean": prompt,
                     "model_tflops_whole_step": flops / step_s / 1e12,
                     "update_tflops": (shape.train_flops(rows * (prompt + resp), prompt) / upd / 1e12) if upd else None,

@@ -49,10 +49,12 @@ from appo.agent.protocols import (
     turn_end_id,
 )
 from appo.agent.strategies import run_strategy
+from appo.agent.template_protocol import TemplateProtocol  # noqa: E402 - registers the `template` protocol
 
 __all__ = [
     "AgentLoop", "HermesProtocol", "LoopLimits", "LoopStart", "PROTOCOLS", "PromptSpec", "ROLLOUT_STRATEGIES",
-    "RolloutContext", "RolloutOutput", "StrategyConfig", "TagsProtocol", "TokenAlignmentError", "ToolProtocol",
+    "RolloutContext", "RolloutOutput", "StrategyConfig", "TagsProtocol", "TemplateProtocol", "TokenAlignmentError",
+    "ToolProtocol",
     "TurnAction", "TurnEvent", "build_prompt_ids", "check_tree", "end_of_turn_ids", "engine_logprobs",
     "fork_start", "get_protocol", "get_strategy", "prompt_specs", "register_protocol", "register_strategy",
     "render_demonstration", "rollout_metrics", "run_strategy", "teacher_forced_logp_fn", "turn_end_id",

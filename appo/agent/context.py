@@ -37,7 +37,7 @@ class PromptSpec:
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    """Knobs of the rollout strategies (key names follow DESIGN)."""
+    """Knobs of the rollout strategies (docs/algorithm.md names them)."""
 
     n_total: int = 16
     """Rows per prompt every strategy returns (the budget)."""
@@ -47,11 +47,17 @@ class StrategyConfig:
     """APPO: discount of the likelihood-gain sum."""
     omega_clip_eps: float = 0.2
     """APPO: Omega is clipped to [1 - eps, 1 + eps]."""
-    appo_fork: str = "redraw"
-    """APPO: where a branch point t forks. ``redraw``: from ``response[:t]``, so the branch re-samples
-    token t, the token whose entropy H_t scored the point (split = t - 1). ``after``: from
-    ``response[: t + 1]`` as DESIGN 1.4 and the reference code write it, keeping token t and re-sampling
-    from t + 1 (split = t)."""
+    omega_form: str = "clipped"
+    """APPO: how the suffix sum becomes Omega (``appo.core.likelihood_gain``): ``clipped`` (the paper),
+    ``mean`` (length-normalised) or ``sum`` (unclipped log-ratio, z-scored by the score)."""
+    omega_noise_ratio: float = 2.0
+    """APPO: Omega of a row is numerical noise (BS falls back to Z(H)) when the spread of its suffix sum is
+    at most this many times the spread the measured trainer-vs-engine mismatch gives (``rollout`` anchor)."""
+    appo_fork: str = "after"
+    """APPO: where a branch point t forks. ``after`` (the paper and the reference code): from
+    ``response[: t + 1]``, keeping token t and re-sampling from t + 1 (split = t). ``redraw``: from
+    ``response[:t]``, so the branch re-samples token t, the token whose entropy H_t scored the point
+    (split = t - 1)."""
     appo_points: str = "score"
     """APPO ablations of the point choice: ``score`` (the Branching Score), ``entropy`` (BS = Z(H): Omega
     ignored), ``random`` (uniformly random valid points, seeded)."""
@@ -73,6 +79,10 @@ class StrategyConfig:
                              f"n_total={self.n_total}, n_initial={self.n_initial}")
         if self.appo_points not in ("score", "entropy", "random"):
             raise ValueError(f"StrategyConfig.appo_points={self.appo_points!r} must be 'score', 'entropy' or 'random'")
+        if self.omega_form not in ("clipped", "mean", "sum"):
+            raise ValueError(f"StrategyConfig.omega_form={self.omega_form!r} must be 'clipped', 'mean' or 'sum'")
+        if not self.omega_noise_ratio >= 0:
+            raise ValueError(f"StrategyConfig.omega_noise_ratio={self.omega_noise_ratio} must be >= 0")
         if self.appo_fork not in ("redraw", "after"):
             raise ValueError(f"StrategyConfig.appo_fork={self.appo_fork!r} must be 'redraw' or 'after'")
         if self.arpo_entropy_window < 1 or self.tree_expand_nodes < 1 or self.tree_max_rounds < 0:
@@ -110,7 +120,7 @@ class RolloutContext:
     @classmethod
     def create(cls, engine, tokenizer, protocol: str | ToolProtocol, tools: Sequence[Tool] | Mapping[str, Tool],
                params: SamplingParams | None = None, limits: LoopLimits | None = None, seed: int = 0,
-               **kwargs) -> "RolloutContext":
+               **kwargs) -> RolloutContext:
         """A context with a protocol looked up by name, tools by name, and ``random.Random(seed)``."""
         return cls(engine=engine, tokenizer=tokenizer, protocol=get_protocol(protocol), tools=tool_map(tools),
                    params=params or SamplingParams(), limits=limits or LoopLimits(), rng=random.Random(seed),
@@ -188,7 +198,7 @@ def teacher_forced_logp_fn(model, temperature: float = 1.0, batch_size: int = 8)
     return fn
 
 
-def prompt_specs(ctx: "RolloutContext", examples: Sequence, data_indices: Sequence[int] | None = None,
+def prompt_specs(ctx: RolloutContext, examples: Sequence, data_indices: Sequence[int] | None = None,
                  system_prompt: str | None = None) -> list[PromptSpec]:
     """One PromptSpec per example (group = position), prompts built by the context's protocol."""
     idx = list(data_indices) if data_indices is not None else [-1] * len(examples)

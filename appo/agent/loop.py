@@ -47,7 +47,7 @@ from typing import Callable, Literal, Mapping, Sequence
 from appo.agent.protocols import ToolProtocol, TurnAction, end_of_turn_ids, get_protocol, tool_map
 from appo.engine.base import Engine, Generation, GenerationRequest, SamplingParams
 from appo.tools.base import Tool
-from appo.types import RowOrigin, Rollout, StopReason, ToolResult, ToolSpan
+from appo.types import Rollout, RowOrigin, StopReason, ToolResult, ToolSpan
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -235,6 +235,7 @@ class AgentLoop:
         """Root of every seed this loop hands out (requests, :meth:`rng_for`)."""
         self._round = 0
         self.protocol = get_protocol(protocol)
+        self.protocol.bind(tokenizer)
         self.tools = tool_map(tools)
         self.protocol_stops = self.protocol.stop_strings(self.tools)
         self.stops = tuple(dict.fromkeys((*self.protocol_stops, *params.stop)))
@@ -292,7 +293,7 @@ class AgentLoop:
             out.append(ro)
         return out
 
-    def run(self, on_round: Callable[["AgentLoop", list[TurnEvent]], None] | None = None) -> list[Rollout]:
+    def run(self, on_round: Callable[[AgentLoop, list[TurnEvent]], None] | None = None) -> list[Rollout]:
         """Step until every row has finished; ``on_round`` may :meth:`add` rows between rounds."""
         while self.active():
             events = self.step()
@@ -436,13 +437,17 @@ class AgentLoop:
         n_calls, limit = len(r.spans), self.limits.max_tool_calls
         if n_calls >= limit:
             if self.limits.on_tool_limit == "message" and n_calls == limit:
-                return replace(act, error=self.protocol.limit_message(limit))
+                return replace(act, error=self.protocol.limit_message(limit), more=())
             r.stop = "max_tool_calls"
             return None
+        if act.more and n_calls + 1 + len(act.more) > limit:  # parallel calls past the limit are not run
+            return replace(act, more=act.more[: limit - n_calls - 1])
         return act
 
-    def _run_calls(self, calls: list[tuple[int, TurnAction, str]]) -> None:
-        """Run the valid calls grouped per tool (groups in parallel), then append every result."""
+    def _run_calls(self, turns: list[tuple[int, TurnAction, str]]) -> None:
+        """Run the valid calls grouped per tool (groups in parallel), then append every result; a turn's
+        parallel calls (``TurnAction.more``) run with the others and are answered in order."""
+        calls = [(i, a, finish) for i, act, finish in turns for a in (act, *act.more)]
         results: dict[int, ToolResult] = {}
         groups: dict[str, list[int]] = {}
         for n, (_, act, _) in enumerate(calls):
@@ -465,15 +470,22 @@ class AgentLoop:
             if len(outs[name]) != len(idx):
                 raise RuntimeError(f"tool {name!r} returned {len(outs[name])} results for {len(idx)} calls")
             results.update(zip(idx, outs[name]))
-        for n, (i, act, finish) in enumerate(calls):
-            self._append_result(i, act, results[n], after_eos=finish == "eos")
+        n = 0
+        for i, act, finish in turns:
+            acts = (act, *act.more)
+            ids = self.protocol.results_ids(self.tokenizer, [results[n + k] for k in range(len(acts))],
+                                            after_eos=finish == "eos")
+            r = self.rows[i]
+            starts = [self._token_at_char(r, r.turn_start, a.call_start + 1) if len(r.ids) > r.turn_start
+                      else r.turn_start for a in acts]  # before any result moves turn_start
+            for k, a in enumerate(acts):
+                if r.stop is None:
+                    self._append_result(i, a, results[n + k], ids[k], starts[k])
+            n += len(acts)
 
-    def _append_result(self, i: int, act: TurnAction, result: ToolResult, after_eos: bool) -> None:
+    def _append_result(self, i: int, act: TurnAction, result: ToolResult, ids: list[int], call_start: int) -> None:
         r = self.rows[i]
-        call_start = self._token_at_char(r, r.turn_start, act.call_start + 1) if len(r.ids) > r.turn_start \
-            else r.turn_start
         call_end = len(r.ids)
-        ids = self.protocol.result_ids(self.tokenizer, result, after_eos=after_eos)
         room = self._remaining(r)
         cut = len(ids) > room
         ids = ids[:room]

@@ -2,7 +2,7 @@
 
 A protocol is the only part of the agent that looks at text. It turns one model turn (decoded) into a
 :class:`TurnAction` (call a tool, answer, end, nothing), and turns a :class:`~appo.types.ToolResult`
-into the token ids appended after the call (``loss_mask`` 0). Two are registered:
+into the token ids appended after the call (``loss_mask`` 0). Three are registered:
 
 ``tags`` (the reference work, DESIGN 1): the whole trajectory is one assistant turn::
 
@@ -30,6 +30,10 @@ assistant turn (e.g. ``<|im_end|>\\n``), the tool message, and the next generati
 (``<|im_start|>assistant\\n``), all with ``loss_mask`` 0. They are read off a probe conversation
 (user, assistant, tool) rendered by the template (see :meth:`HermesProtocol._template_pieces`). A turn
 that ends without a tool call is the final answer.
+
+``template`` (:mod:`appo.agent.template_protocol`): the format the tokenizer's ``response_template``
+defines, parsed by transformers' ``parse_response``; several calls in one turn run as parallel calls
+(:attr:`TurnAction.more`).
 
 Malformed calls (unknown tool, empty body, a close without an open, an unclosed call, bad JSON)
 never raise: :meth:`ToolProtocol.parse_turn` returns an action carrying an ``ok=False``
@@ -67,6 +71,9 @@ class TurnAction:
     """Character offset in the turn text where the call text begins (for tool spans)."""
     name: str = ""
     """Tool name the model asked for (``""`` when it could not be read)."""
+    more: tuple[TurnAction, ...] = ()
+    """Further calls of the same turn (parallel tool calls; ``template`` protocol), run with this one and
+    answered in order."""
 
 
 def _error(text: str, error: str) -> ToolResult:
@@ -118,6 +125,16 @@ class ToolProtocol(ABC):
     def result_ids(self, tokenizer, result: ToolResult, after_eos: bool = False) -> list[int]:
         """:meth:`result_text` tokenized on its own (``add_special_tokens=False``)."""
         return list(tokenizer.encode(self.result_text(tokenizer, result, after_eos), add_special_tokens=False))
+
+    def results_ids(self, tokenizer, results: Sequence[ToolResult], after_eos: bool = False) -> list[list[int]]:
+        """Ids appended after each of a turn's calls, in order (one call: :meth:`result_ids`). Protocols
+        with parallel calls split the text that answers them all into one piece per result."""
+        if len(results) != 1:
+            raise ValueError(f"protocol {self.name!r} answers one call per turn, got {len(results)}")
+        return [self.result_ids(tokenizer, results[0], after_eos)]
+
+    def bind(self, tokenizer) -> None:
+        """Called once by the agent loop with its tokenizer, before any :meth:`parse_turn` (default: nothing)."""
 
     def limit_message(self, max_tool_calls: int) -> ToolResult:
         """What the model sees in place of a result when it asks for a call past the limit."""
@@ -419,6 +436,7 @@ def render_demonstration(
     limits (a demonstration is taken as written). Raises if a non-final turn does not end in a call.
     """
     proto = get_protocol(protocol)
+    proto.bind(tokenizer)
     tools = tool_map(tools)
     if not turns:
         raise ValueError("render_demonstration: turns is empty; pass at least the final answer turn")

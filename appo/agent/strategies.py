@@ -5,7 +5,7 @@ KV their parents left under their cache keys; every key is released when the str
 return exactly ``cfg.n_total`` rows per prompt. Row uids are given in creation order: initial rows
 ``0 .. n_initial-1``, then forks/fills.
 
-Choices where DESIGN is silent (also in each function's docstring):
+Choices where the papers are silent (also in each function's docstring; docs/algorithm.md 11):
 
 - ARPO's normalised entropy is the mean entropy of a window of tokens divided by ``log |V|`` (the
   maximum entropy), so ``dH`` lies in [-1, 1]. The copy forks at the tool result (it shares the
@@ -43,7 +43,7 @@ from appo.agent.context import (
     rollout_metrics,
 )
 from appo.agent.loop import AgentLoop, LoopStart, TurnEvent, fork_start
-from appo.core import arpo_branch_probability, branching_score, likelihood_gain, select_branch_points
+from appo.core import arpo_branch_probability, branching_score, likelihood_gain, omega_noise_rows, select_branch_points
 from appo.types import Rollout
 
 __all__ = [
@@ -174,22 +174,26 @@ def _random_points(valid: list[torch.Tensor], k: int, rng) -> list[tuple[int, in
 
 @register_strategy("appo")
 def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) -> RolloutOutput:
-    """APPO: Branching-Score forks from the initial rows (DESIGN 1, steps 1-4; depth 1).
+    """APPO: Branching-Score forks from the initial rows (docs/algorithm.md 2-5; depth 1).
 
-    Per initial row: ``H`` = the engine's entropies; ``Omega = likelihood_gain(logp_current,
-    logp_anchor, valid, omega_gamma, omega_clip_eps)`` from ``ctx.current_logp_fn`` /
-    ``ctx.anchor_logp_fn``; ``BS = branching_score(H, Omega, valid)`` (Z(H) * Z(Omega), falling back
-    to Z(H) when Omega has zero variance; without the two fns Omega is 1 everywhere, hence BS = Z(H)).
-    Valid tokens are model tokens (loss_mask 1), not whitespace-only, and not the row's last token nor
-    a token with no response budget after it. Per prompt, ``select_branch_points`` pools the initial
-    rows' strict candidates (Z(H) > 0 and Z(Omega) > 0) and takes ``k = n_total - n_initial`` points;
-    each point (row i, position t) forks through the same loop (KV of the parent reused via its cache
-    key): with ``cfg.appo_fork = "redraw"`` (default) from ``prompt + response[:t]`` so the branch
-    re-samples token t itself (split = t - 1); with ``"after"`` from ``prompt + response[: t + 1]`` as
-    DESIGN 1.4 writes it (split = t). H_t is the entropy of the distribution token t was drawn from,
-    so only ``redraw`` re-makes the uncertain choice the score points at; ``after`` keeps it.
-    Initial rows get ``omega`` and ``scores`` for reports. ``cfg.appo_points`` selects ablations:
-    ``entropy`` (Omega ignored, BS = Z(H)) and ``random`` (uniform valid points). Leaves out: depth > 1.
+    Per initial row: ``H`` = the engine's entropies; ``Omega = likelihood_gain(logp_current, logp_anchor,
+    valid, omega_gamma, omega_clip_eps, form=omega_form)`` from ``ctx.current_logp_fn`` /
+    ``ctx.anchor_logp_fn``; ``BS = branching_score(H, Omega, valid)`` (Z(H) * Z(Omega), falling back to
+    Z(H) when Omega has zero variance or is numerical noise, :func:`~appo.core.omega_noise_rows`: for the
+    ``rollout`` anchor (:func:`engine_logprobs`) the noise is the measured trainer-vs-engine mismatch
+    ``logp_current - logp_engine``, which is all of delta, so that anchor always falls back to Z(H) when
+    the engine runs the current weights; without the two fns Omega is 1 everywhere, hence BS = Z(H)).
+    Valid tokens are model tokens (loss_mask 1), not whitespace-only, and (``after``) not the row's last
+    token nor a token with no response budget after it, (``redraw``) not position 0. Per prompt,
+    ``select_branch_points`` pools the initial rows' strict candidates (Z(H) > 0 and Z(Omega) > 0) and
+    takes ``k = n_total - n_initial`` points; each point (row i, position t) forks through the same loop
+    (KV of the parent reused via its cache key): with ``cfg.appo_fork = "after"`` (default, the paper and
+    the reference code) from ``prompt + response[: t + 1]`` (split = t: token t is kept and lies in the
+    shared prefix, so it gets the branch contrast); with ``"redraw"`` from ``prompt + response[:t]`` so
+    the branch re-samples token t itself (split = t - 1; the advantage's ``redraw_contrast`` gives the
+    parent's token t its contrast, docs/algorithm.md 6.3). Initial rows get ``omega`` and ``scores`` for
+    reports. ``cfg.appo_points`` selects ablations: ``entropy`` (Omega ignored, BS = Z(H)) and ``random``
+    (uniform valid points). Leaves out: depth > 1.
     """
     check_prompts(prompts)
     k = cfg.n_total - cfg.n_initial
@@ -202,15 +206,23 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
                      and cfg.appo_points == "score")
         cur = _logps(ctx.current_logp_fn, initial, "current_logp_fn") if use_omega else None
         anc = _logps(ctx.anchor_logp_fn, initial, "anchor_logp_fn") if use_omega else None
+        anchor_is_engine = ctx.anchor_logp_fn is engine_logprobs  # `rollout` anchor: delta is engine-vs-trainer
         annotated: list[Rollout] = []
         by_group: dict[int, list[tuple[int, Rollout, object, torch.Tensor]]] = {}
         n_deg = n_strict = n_points = 0
         for i, row in enumerate(initial):
             valid = _valid_mask(ctx, row, cfg.appo_fork)
             ent = torch.tensor(row.entropies, dtype=torch.float32)
-            omega = (likelihood_gain(cur[i], anc[i], valid, cfg.omega_gamma, cfg.omega_clip_eps) if use_omega
-                     else torch.ones_like(ent))
-            bs = branching_score(ent, omega, valid)
+            noise = None
+            if use_omega:
+                omega = likelihood_gain(cur[i], anc[i], valid, cfg.omega_gamma, cfg.omega_clip_eps,
+                                        form=cfg.omega_form)
+                mismatch = cur[i] - anc[i] if anchor_is_engine else None
+                noise = omega_noise_rows(cur[i], anc[i], valid, cfg.omega_gamma, logp_noise=mismatch,
+                                         ratio=cfg.omega_noise_ratio)
+            else:
+                omega = torch.ones_like(ent)
+            bs = branching_score(ent, omega, valid, omega_noise=noise)
             n_deg += int(bs.omega_degenerate)
             annotated.append(replace(row, omega=tuple(omega.tolist()), scores=tuple(bs.score.tolist())))
             by_group.setdefault(row.group, []).append((i, annotated[-1], bs, valid))

@@ -22,10 +22,9 @@ from typing import Sequence
 import torch
 
 from appo.analysis.records import PositionRecord
-from appo.data.records import Example
 from appo.rewards.base import RewardOutput
 from appo.train.dump import TokenTexts, step_record, write_step
-from appo.types import Rollout
+from appo.types import Example, Rollout
 
 DUMP_STEP = 0
 """Step number of the analysis dump (``rollouts/step_000000.json``): no training step was taken."""

@@ -7,7 +7,7 @@ fp32 (or the GPU and bf16, for ``scripts/gpu_check.py``), ``num_generations`` ro
 optimizer step per generation batch, as our trainer), temperature 1 without top-k/top-p, no KL
 (``beta=0``, also our default), no dataset shuffling (both sides see the prompts in the same order).
 The prompts are our chat-templated prompt texts, so TRL tokenizes them to the same ids; the reward
-scores each completion with :mod:`appo.rewards` against the same :class:`~appo.data.records.Example`.
+scores each completion with :mod:`appo.rewards` against the same :class:`~appo.types.Example`.
 """
 
 from __future__ import annotations

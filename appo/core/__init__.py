@@ -1,6 +1,6 @@
 """The pure algorithm core: branching, advantages, losses. Tensors and plain numbers in, tensors out.
 
-Nothing here reads a config object, logs, or touches a model; see DESIGN section 1 for the maths.
+Nothing here reads a config object, logs, or touches a model; the maths is in docs/algorithm.md.
 """
 
 from appo.core.advantages import (
@@ -14,11 +14,14 @@ from appo.core.advantages import (
     tree_roots,
 )
 from appo.core.branching import (
+    OMEGA_FORMS,
     BranchingScore,
     arpo_branch_probability,
     branching_score,
     likelihood_gain,
+    omega_noise_rows,
     select_branch_points,
+    suffix_gain,
     token_entropy,
     topk_entropy,
 )
@@ -36,6 +39,7 @@ from appo.core.ops import discounted_suffix_sum, group_zscore, masked_mean, zsco
 
 __all__ = [
     "ADVANTAGE_ESTIMATORS",
+    "OMEGA_FORMS",
     "POLICY_LOSSES",
     "BranchingScore",
     "aggregate",
@@ -53,10 +57,12 @@ __all__ = [
     "kl_penalty",
     "likelihood_gain",
     "masked_mean",
+    "omega_noise_rows",
     "ppo_clip",
     "register_advantage",
     "register_policy_loss",
     "select_branch_points",
+    "suffix_gain",
     "token_entropy",
     "topk_entropy",
     "tree_grpo_advantage",

@@ -1,7 +1,7 @@
 """Advantage estimators: a registry of ``fn(inputs: AdvantageInputs, **options) -> (adv_NT, metrics)``.
 
 Every estimator returns token-level advantages float32 [N, T], exactly 0 where ``mask_NT == 0``, and a
-metrics dict of floats. Group statistics use the population std and ``eps = 1e-6`` (DESIGN 1.6); a
+metrics dict of floats. Group statistics use the population std and ``eps = 1e-6`` (docs/algorithm.md 6); a
 group with a single row gets advantage 0. Options are explicit keywords, so a misspelled option
 raises ``TypeError`` instead of being ignored.
 """
@@ -123,7 +123,7 @@ def grpo_advantage(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """GRPO: ``A_i = (R_i - mean_g) / (std_g + eps)`` over all rows of the prompt, on every token.
 
-    Population std (DESIGN 1.6; verl uses the unbiased ``torch.std``, which shrinks |A| by
+    Population std (docs/algorithm.md 6.1; verl uses the unbiased ``torch.std``, which shrinks |A| by
     ``sqrt((n-1)/n)``). ``norm_by_std=False`` gives ``R_i - mean_g``. A one-row group gets 0 (verl
     would give it its raw reward). Leaves out: tree fields (ignored) and any cross-prompt whitening.
     """
@@ -151,19 +151,31 @@ def appo_advantage(
     *,
     proximity_scaling: bool = False,
     decay: float = 0.9,
+    redraw_contrast: bool = False,
+    prefix_combine: str = "sum",
     norm_by_std: bool = True,
     eps: float = 1e-6,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """APPO dual-group advantage (DESIGN 1.6) with optional branch-proximity scaling (DESIGN 1.7).
+    """APPO dual-group advantage (docs/algorithm.md 6.2) with its options (6.3-6.5).
 
     ``A_init_i`` = z-score of R over the prompt's initial rows, ``A_branch_b`` = z-score over the
     prompt's branch rows (each group separately; population std, ``eps``; one-row group -> 0).
     Every row r gets on token t:  ``A_{r,t} = A_own_r + mean_{c in C(r), t <= split_c} A_branch_c``
     where ``A_own`` is ``A_init`` or ``A_branch`` and ``C(r)`` are r's DIRECT children; tokens after
-    every child's split keep ``A_own_r``. For depth 1 (the paper) this is exactly DESIGN's rule for
+    every child's split keep ``A_own_r``. For depth 1 (the paper) this is exactly the paper's rule for
     initial rows, and branch rows get their own ``A_branch_b``. For depth > 1 credit goes to the
     direct parent only (a grandchild does not reach the initial row), and all branch rows of a
     prompt, whatever their depth, form one branch group.
+
+    ``prefix_combine="mean"`` renormalises the shared-prefix tokens (those with an active child):
+    ``A_{r,t} = (A_own_r + mean_c A_branch_c) / 2``, so they carry the same scale as the tokens after
+    every split instead of up to twice it; ``"sum"`` (default) is the paper's sum.
+
+    ``redraw_contrast=True`` (for ``fork=redraw``, where a child c re-samples the parent's token
+    ``d_c = split_c + 1`` and so does not share it) adds to the parent's token d the contrast of the
+    choice it made against its re-draws there: ``(R_r - mean_{c: d_c = d} R_c) / (std_branch + eps)``
+    (``std_branch`` = population std of the prompt's branch rewards; without ``norm_by_std`` no division;
+    0 when the prompt has fewer than 2 branch rows, as for any one-row group).
 
     ``proximity_scaling=True`` multiplies the token advantage of every row with children by
     ``M_t = mean_{c in C(r), t <= split_c} [1 + rho_c * decay^(split_c - t)]`` (1 where no child is
@@ -172,12 +184,14 @@ def appo_advantage(
     score gives rho = 0. The clamp keeps ``M`` in [1, 2] so that a negative BS can never flip an
     advantage's sign; with strict candidates (BS > 0) it is the plain ratio. Needs ``branch_score_N``.
 
-    Leaves out: which rows are trained on (the trainer's loss mask), and the reference code's
+    Leaves out: which rows are trained on (``appo.train.trained_rows``), and the reference code's
     application of M to a last-token reward (where it has no effect).
     """
     N, T = _check(inputs)
     if not decay > 0:
         raise ValueError(f"decay={decay} must be > 0")
+    if prefix_combine not in ("sum", "mean"):
+        raise ValueError(f"prefix_combine={prefix_combine!r} must be 'sum' or 'mean'")
     is_branch, parent, split = _branch_structure(inputs, N)
     R, g, mask = inputs.rewards_N, inputs.group_N, inputs.mask_NT
     dev = R.device
@@ -197,7 +211,13 @@ def appo_advantage(
             0, par_B, active_BT * own_N[kids][:, None]
         )
         has = cnt_NT > 0
-        adv_NT = adv_NT + torch.where(has, sum_NT / cnt_NT.clamp_min(1.0), torch.zeros_like(sum_NT))
+        branch_term_NT = torch.where(has, sum_NT / cnt_NT.clamp_min(1.0), torch.zeros_like(sum_NT))
+        if prefix_combine == "mean":
+            adv_NT = torch.where(has, (adv_NT + branch_term_NT) / 2.0, adv_NT)
+        else:
+            adv_NT = adv_NT + branch_term_NT
+        if redraw_contrast:
+            adv_NT = adv_NT + _redraw_contrast(R, g, is_branch, par_B, split_B, kids, N, T, eps, norm_by_std)
         if proximity_scaling:
             if inputs.branch_score_N is None:
                 raise ValueError("proximity_scaling=True needs branch_score_N (the BS at each branch's split)")
@@ -222,6 +242,28 @@ def appo_advantage(
     metrics["appo/branch_rows"] = float(is_branch.sum())
     metrics["appo/initial_rows"] = float((~is_branch).sum())
     return adv_NT, metrics
+
+
+def _redraw_contrast(R: torch.Tensor, g: torch.Tensor, is_branch: torch.Tensor, par_B: torch.Tensor,
+                     split_B: torch.Tensor, kids: torch.Tensor, N: int, T: int, eps: float,
+                     norm_by_std: bool) -> torch.Tensor:
+    """``[N, T]`` float64: on each parent's re-drawn token ``d = split + 1``, ``(R_parent - mean R of the
+    children re-drawn there) / (std of the prompt's branch rewards + eps)``; 0 elsewhere and for prompts
+    with fewer than 2 branch rows."""
+    Rd = R.double()
+    out = torch.zeros(N, T, dtype=torch.float64, device=R.device)
+    d_B = split_B + 1
+    keep = d_B < T
+    for p, d in {(int(p), int(d)) for p, d, k in zip(par_B.tolist(), d_B.tolist(), keep.tolist()) if k}:
+        sel = (par_B == p) & (d_B == d)
+        br = is_branch & (g == g[p])
+        if int(br.sum()) < 2:
+            continue
+        diff = Rd[p] - Rd[kids[sel]].mean()
+        if norm_by_std:
+            diff = diff / (Rd[br].std(unbiased=False) + eps)
+        out[p, d] = diff
+    return out
 
 
 def tree_roots(parent_N: torch.Tensor) -> torch.Tensor:

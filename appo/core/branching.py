@@ -1,6 +1,6 @@
 """Where to branch: token entropy, likelihood gain Omega, Branching Score, branch-point selection.
 
-Implements DESIGN section 1 step 2-3 (APPO) and ARPO's branch probability. Pure tensor functions.
+Implements docs/algorithm.md sections 2-4 (APPO) and 9 (ARPO's branch probability). Pure tensor functions.
 Token positions are response positions; ``mask`` marks the tokens that may be branched on (model-
 sampled tokens; the caller also clears whitespace-only tokens, which needs the tokenizer).
 """
@@ -16,6 +16,8 @@ import torch
 from appo.core.ops import DiscountOver, _check_same_shape, discounted_suffix_sum, zscore_masked
 
 TopkTail = Literal["lump", "renormalize", "drop"]
+OmegaForm = Literal["clipped", "mean", "sum"]
+OMEGA_FORMS = ("clipped", "mean", "sum")
 
 
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -71,6 +73,30 @@ def topk_entropy(topk_logprobs: torch.Tensor, *, tail: TopkTail = "lump") -> tor
     raise ValueError(f"tail={tail!r} must be one of 'lump', 'renormalize', 'drop'")
 
 
+def suffix_gain(
+    logp_current: torch.Tensor,
+    logp_anchor: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 1.0,
+    *,
+    discount_over: DiscountOver = "valid",
+) -> torch.Tensor:
+    """The unclipped log likelihood gain of the continuation after each token, float64 ``[..., T]``.
+
+    ``delta_k = logp_current_k - logp_anchor_k`` on valid tokens (mask 1; invalid tokens contribute 0),
+    ``S_t = sum_{k >= t, valid} gamma^{d(t,k)} delta_k`` with ``d`` counting valid tokens only
+    (``discount_over="all"`` counts every position; with ``gamma = 1`` the two agree). Detached. Raises
+    when a valid position is NaN/inf. Leaves out: the exponent, clip and normalisation (see
+    :func:`likelihood_gain`).
+    """
+    _check_same_shape(logp_current=logp_current, logp_anchor=logp_anchor, mask=mask)
+    delta = logp_current.detach().double() - logp_anchor.detach().double()
+    valid = mask != 0
+    if valid.any() and not torch.isfinite(delta[valid]).all():
+        raise ValueError("likelihood_gain: log-probs are NaN/inf at valid positions; mask them out")
+    return discounted_suffix_sum(delta, mask, gamma, discount_over=discount_over)
+
+
 def likelihood_gain(
     logp_current: torch.Tensor,
     logp_anchor: torch.Tensor,
@@ -80,28 +106,77 @@ def likelihood_gain(
     *,
     max_exponent: float = 20.0,
     discount_over: DiscountOver = "valid",
+    form: OmegaForm = "clipped",
 ) -> torch.Tensor:
-    """Accumulated likelihood gain of the continuation after each token (APPO's Omega).
+    """Accumulated likelihood gain of the continuation after each token (APPO's Omega, docs/algorithm.md 3).
 
-    ``delta_k = logp_current_k - logp_anchor_k`` on valid tokens (mask 1; invalid tokens contribute
-    0), ``S_t = sum_{k >= t, valid} gamma^{d(t,k)} delta_k`` with ``d`` counting valid tokens only
-    (DESIGN: "over valid tokens"; ``discount_over="all"`` counts every position instead; with the
-    default ``gamma = 1`` the two agree), ``Omega_t = clip(exp(clamp(S_t, +-max_exponent)),
-    1 - clip_eps, 1 + clip_eps)``.
+    With ``S_t`` = :func:`suffix_gain` (``gamma``-discounted sum of ``delta_k = logp_current_k -
+    logp_anchor_k`` over the valid tokens k >= t):
 
-    Shapes ``[..., T]``; returns float32 ``[..., T]``, detached, with Omega = 1.0 (no gain) at invalid
-    positions. Leaves out: which anchor policy to use (the caller passes its log-probs).
+    - ``"clipped"`` (the paper): ``Omega_t = clip(exp(clamp(S_t, +-max_exponent)), 1 - clip_eps, 1 + clip_eps)``.
+    - ``"mean"`` (length-normalised): the same with ``S_t / W_t``, ``W_t = sum_{k >= t, valid} gamma^{d(t,k)}``,
+      the mean gain per remaining token, so long suffixes do not saturate the clip.
+    - ``"sum"`` (unclipped): ``Omega_t = S_t`` itself, a log-ratio (no exponent, no clip); the Branching
+      Score z-scores it, so this is the z-scored suffix sum.
+
+    Shapes ``[..., T]``; returns float32 ``[..., T]``, detached, with the no-gain value (1.0; 0.0 for
+    ``"sum"``) at invalid positions. Leaves out: which anchor policy to use (the caller passes its
+    log-probs) and whether the gain is numerical noise (:func:`omega_noise_rows`).
     """
-    _check_same_shape(logp_current=logp_current, logp_anchor=logp_anchor, mask=mask)
     if not clip_eps >= 0:
         raise ValueError(f"clip_eps={clip_eps} must be >= 0")
-    delta = logp_current.detach().double() - logp_anchor.detach().double()
+    if form not in OMEGA_FORMS:
+        raise ValueError(f"form={form!r} must be one of {', '.join(OMEGA_FORMS)}")
+    S = suffix_gain(logp_current, logp_anchor, mask, gamma, discount_over=discount_over)
     valid = mask != 0
-    if valid.any() and not torch.isfinite(delta[valid]).all():
-        raise ValueError("likelihood_gain: log-probs are NaN/inf at valid positions; mask them out")
-    S = discounted_suffix_sum(delta, mask, gamma, discount_over=discount_over)
+    if form == "sum":
+        return torch.where(valid, S, torch.zeros_like(S)).to(torch.float32)
+    if form == "mean":
+        W = discounted_suffix_sum(torch.ones_like(S), mask, gamma, discount_over=discount_over)
+        S = S / W.clamp_min(1e-12)
     omega = S.clamp(-max_exponent, max_exponent).exp().clamp(1.0 - clip_eps, 1.0 + clip_eps)
     return torch.where(valid, omega, torch.ones_like(omega)).to(torch.float32)
+
+
+def omega_noise_rows(
+    logp_current: torch.Tensor,
+    logp_anchor: torch.Tensor,
+    mask: torch.Tensor,
+    gamma: float = 1.0,
+    *,
+    logp_noise: torch.Tensor | None = None,
+    ratio: float = 2.0,
+    tol: float = 1e-6,
+    discount_over: DiscountOver = "valid",
+) -> torch.Tensor:
+    """Per row, whether Omega carries no more than numerical noise (docs/algorithm.md 3.2), bool ``[...]``.
+
+    The test is on the unclipped suffix sum ``S`` (:func:`suffix_gain`), not on Omega: a row is noise
+    when ``std(S) <= max(tol, ratio * std(S_noise))`` over its valid tokens, where ``S_noise`` is the
+    same suffix sum of ``logp_noise``, the measured numerical error of ``delta`` (for the ``rollout``
+    anchor: ``logp_current - logp_engine``, the trainer-vs-engine mismatch on the same weights; None
+    when the anchor is scored by the trainer's own kernels, then only ``tol`` applies). On the tiny
+    fp32 model the mismatch is |delta| < 1e-6 per token, std(S) ~ 1e-6, which the old absolute test on
+    Omega (tol 1e-6) flagged on about half the rows only. Leaves out: clipping (a row whose Omega is
+    all at one clip bound is caught by :func:`branching_score`'s own zero-variance test).
+    """
+    if not ratio >= 0 or not tol >= 0:
+        raise ValueError(f"ratio={ratio} and tol={tol} must be >= 0")
+    S = suffix_gain(logp_current, logp_anchor, mask, gamma, discount_over=discount_over)
+    _, deg = zscore_masked(S, mask, tol=tol)
+    if logp_noise is None:
+        return deg
+    _check_same_shape(logp_current=logp_current, logp_noise=logp_noise)
+    N = discounted_suffix_sum(logp_noise.detach().double(), mask, gamma, discount_over=discount_over)
+    return deg | (_masked_std(S, mask) <= ratio * _masked_std(N, mask))
+
+
+def _masked_std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    valid = (mask != 0).to(torch.float64)
+    n = valid.sum(-1).clamp_min(1.0)
+    xd = torch.where(mask != 0, x.to(torch.float64), torch.zeros((), dtype=torch.float64))
+    mean = xd.sum(-1) / n
+    return torch.sqrt((((xd - mean.unsqueeze(-1)) * valid) ** 2).sum(-1) / n)
 
 
 @dataclass(frozen=True)
@@ -123,22 +198,31 @@ class BranchingScore:
 
 
 def branching_score(
-    entropy: torch.Tensor, omega: torch.Tensor, mask: torch.Tensor, *, tol: float = 1e-6
+    entropy: torch.Tensor, omega: torch.Tensor, mask: torch.Tensor, *, tol: float = 1e-6,
+    omega_noise: torch.Tensor | None = None,
 ) -> BranchingScore:
     """APPO Branching Score ``BS_t = Z(H_t) * Z(Omega_t)``, Z = z-score within one rollout.
 
     Rows are the last-dim slices: a single ``[T]`` rollout or a batch ``[N, T]`` (any ``[..., T]``).
     Z uses the population std over the row's valid tokens (mask != 0). Zero-variance handling
     (std <= ``tol``): a factor with no variation carries no ranking information and is dropped from
-    the product, so ``BS = Z(H)`` when Omega is degenerate (DESIGN's fallback), ``BS = Z(Omega)`` when
-    entropy is degenerate, and ``BS = 0`` when both are. Strict candidates need a positive z on
-    every non-degenerate factor (none when both are degenerate). Invalid positions score ``-inf``.
-    Leaves out: the whitespace-token exclusion (clear those tokens in ``mask``).
+    the product, so ``BS = Z(H)`` when Omega is degenerate (the paper's fallback), ``BS = Z(Omega)`` when
+    entropy is degenerate, and ``BS = 0`` when both are. ``omega_noise`` (bool per row, e.g. from
+    :func:`omega_noise_rows`) marks rows whose Omega is numerical noise: they are degenerate too, with
+    Z(Omega) = 0. Strict candidates need a positive z on every non-degenerate factor (none when both are
+    degenerate). Invalid positions score ``-inf``. Leaves out: the whitespace-token exclusion (clear
+    those tokens in ``mask``).
     """
     _check_same_shape(entropy=entropy, omega=omega, mask=mask)
     valid = mask != 0
     z_h, deg_h = zscore_masked(entropy, mask, tol=tol)
     z_o, deg_o = zscore_masked(omega, mask, tol=tol)
+    if omega_noise is not None:
+        if tuple(omega_noise.shape) != tuple(deg_o.shape):
+            raise ValueError(f"omega_noise has shape {tuple(omega_noise.shape)}; expected one bool per row "
+                             f"{tuple(deg_o.shape)}")
+        deg_o = deg_o | omega_noise.to(deg_o.device).bool()
+        z_o = torch.where(deg_o.unsqueeze(-1), torch.zeros_like(z_o), z_o)
     dh, do = deg_h.unsqueeze(-1), deg_o.unsqueeze(-1)
     one = torch.ones_like(z_h)
     score = torch.where(dh, one, z_h) * torch.where(do, one, z_o)
@@ -175,7 +259,7 @@ def select_branch_points(
     k: int,
     strict_masks: torch.Tensor | Sequence[torch.Tensor] | None = None,
 ) -> list[tuple[int, int]]:
-    """Pick exactly ``k`` branch points ``(rollout_index, position)`` for ONE prompt (DESIGN 1.3).
+    """Pick exactly ``k`` branch points ``(rollout_index, position)`` for ONE prompt (docs/algorithm.md 4).
 
     Candidates are pooled over the prompt's rollouts and ranked by score (higher first), ties broken
     by lower rollout index, then lower position. Order of filling: (1) strict candidates

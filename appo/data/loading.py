@@ -6,27 +6,13 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from appo.data.benchmarks import (
-    BENCHMARKS, BenchmarkSpec, load_benchmark, normalise_gsm8k, normalise_math, normalise_plain,
-    read_examples, source_name,
-)
+from appo.data.benchmarks import BENCHMARKS, load_benchmark, read_examples, source_name
+from appo.data.chat_rows import guess_kind, normalise_row
+from appo.data.hf import is_local_dataset, load_local
 from appo.data.paths import describe_roots, find_data_file
-from appo.data.records import Example, Metric, TaskKind
-from appo.data.rows import read_rows
+from appo.data.rows import collect, read_rows
 from appo.data.verl import default_metric, is_verl_row, load_verl_parquet
-
-
-def _normalise_math_or_gsm8k(row: dict, path: str, row_index: int, spec: BenchmarkSpec) -> Example:
-    if isinstance(row.get("answer"), str) and "####" in row["answer"]:
-        return normalise_gsm8k(row, path, row_index, spec)
-    return normalise_math(row, path, row_index, spec)
-
-
-def _guess_kind(row: dict) -> TaskKind:
-    answer = row.get("answer")
-    if "problem" in row or "solution" in row or (isinstance(answer, str) and "####" in answer):
-        return "math"
-    return "qa"
+from appo.types import Example, Metric, TaskKind
 
 
 def resolve_path(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path | None:
@@ -44,14 +30,19 @@ def load_dataset(
     data_dir: str | os.PathLike | None = None,
     kind: TaskKind | None = None,
     metric: Metric | None = None,
+    split: str = "train",
 ) -> list[Example]:
-    """Load Examples from a benchmark name, a verl parquet file, or a JSONL / JSON / parquet file of rows.
+    """Load Examples from a benchmark name, a data file, or a local Hugging Face dataset.
 
     - a name in :data:`~appo.data.benchmarks.BENCHMARKS` -> :func:`load_benchmark`;
+    - a folder (``save_to_disk`` output, or a folder of parquet / jsonl / arrow files) or an ``.arrow`` file,
+      optionally ``#split`` -> :func:`appo.data.hf.load_local` (``split`` picks a DatasetDict's split
+      when the spec names none);
     - a file whose rows are verl rows -> :func:`~appo.data.verl.verl_row_to_example` per row;
     - a file named like a benchmark (``math.jsonl``, ``gsm8k.jsonl``) -> that benchmark's normaliser;
-    - any other file -> question/answer fields found by name; ``kind`` defaults to ``math`` when rows
-      have ``problem`` or ``solution`` fields or a ``#### N`` answer, else ``qa``.
+    - any other ``.jsonl`` / ``.json`` / ``.parquet`` file -> :func:`appo.data.chat_rows.normalise_row` per row
+      (TRL conversational or standard rows, or question/answer rows); ``kind`` defaults to the guess
+      from the first row (:func:`~appo.data.chat_rows.guess_kind`), for the whole file.
 
     ``kind`` and ``metric`` override what the loader would choose. Paths are tried as given, then
     relative to the data directories (see :mod:`appo.data.paths`).
@@ -65,11 +56,13 @@ def load_dataset(
                 for e in examples
             ]
         return examples
+    if is_local_dataset(spec_text):
+        return load_local(spec_text, want=split, kind=kind, metric=metric, limit=limit)
     path = resolve_path(spec, data_dir)
     if path is None:
         raise FileNotFoundError(
-            f"dataset {spec_text!r} is neither a benchmark name ({', '.join(sorted(BENCHMARKS))}) nor an existing "
-            f"file; {describe_roots(data_dir)}"
+            f"dataset {spec_text!r} is neither a benchmark name ({', '.join(sorted(BENCHMARKS))}), an existing "
+            f"file nor a dataset folder; {describe_roots(data_dir)}"
         )
     first = next(iter(read_rows(path)), None)
     if first is None:
@@ -79,9 +72,6 @@ def load_dataset(
     name = source_name(path)
     known = BENCHMARKS.get(name)
     if known is not None and (kind is None or kind == known.kind):
-        spec_obj = replace(known, metric=metric or known.metric)
-    else:
-        file_kind = kind or _guess_kind(first[1])
-        normaliser = _normalise_math_or_gsm8k if file_kind == "math" else normalise_plain
-        spec_obj = BenchmarkSpec(name, (str(path),), file_kind, metric or default_metric(file_kind), normaliser, False)
-    return read_examples(path, spec_obj, limit)
+        return read_examples(path, replace(known, metric=metric or known.metric), limit)
+    file_kind = kind or guess_kind(first[1])
+    return collect(path, lambda row, i: normalise_row(row, str(path), i, name, file_kind, metric), limit)

@@ -9,9 +9,10 @@ Search order for a relative data path such as ``benchmarks/gsm8k.jsonl``:
 
 The first directory that holds the file wins, so a user can keep only the files they add (say the
 full MATH test set) in their own folder and still reach the bundled ones. A regular (non-editable)
-``pip install`` copies only the ``appo`` package, not ``data/`` (4 MB of third-party datasets with their
-own licences); such an install finds no bundled data and the error says to set ``APPO_DATA_DIR`` to a
-checkout's ``data/`` folder.
+``pip install`` copies only the ``appo`` package, not ``data/`` (6 MB of third-party datasets under their
+own licences, some research-use only: GAIA, HLE, WebWalkerQA, xbench); such an install finds no bundled
+data and the error says to set ``APPO_DATA_DIR`` to a checkout's ``data/`` folder. What runs without a
+checkout needs no data file: the demo, the study and ``appo train -c demo`` use procedural tasks.
 """
 
 from __future__ import annotations
@@ -52,10 +53,10 @@ def find_data_file(relative: str | os.PathLike, data_dir: str | os.PathLike | No
 
 
 def describe_roots(data_dir: str | os.PathLike | None = None) -> str:
-    """Human-readable list of the searched directories, for error messages."""
+    """Human-readable list of the searched directories and the fix, for error messages (one line)."""
     roots = data_roots(data_dir)
-    where = ", ".join(str(r) for r in roots) if roots else "nowhere (no data_dir, no $APPO_DATA_DIR, no bundled data/)"
-    return (
-        f"searched {where}; pass data_dir=..., or set {ENV_VAR} to a folder holding it "
-        "(a non-editable install has no bundled data: point it at a checkout's data/)"
-    )
+    where = f"searched {', '.join(str(r) for r in roots)}" if roots else "no data directory to search"
+    if bundled_data_dir() is None:
+        return (f"{where}; this install carries no bundled data (a wheel ships only the package): set "
+                f"{ENV_VAR} to the data/ folder of an appo checkout, or to a folder of your own files")
+    return f"{where}; pass data_dir=..., or set {ENV_VAR} to a folder holding it"

@@ -1,4 +1,4 @@
-"""verl-format parquet rows -> :class:`~appo.data.records.Example`.
+"""verl-format parquet rows -> :class:`~appo.types.Example`.
 
 A verl row has ``data_source``, ``prompt`` (chat messages: system prompt + user question), ``ability``,
 ``reward_model`` (``{ground_truth, style}``) and ``extra_info`` (``{index, question, split, ...}``).
@@ -22,8 +22,8 @@ import os
 import re
 from pathlib import Path
 
-from appo.data.records import Example, Metric, TaskKind
 from appo.data.rows import DataError, EmptyAnswerError, collect
+from appo.types import Example, Metric, TaskKind
 
 _MATH_SOURCE_RE = re.compile(r"math|gsm|aime|amc", re.IGNORECASE)
 

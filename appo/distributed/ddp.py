@@ -183,7 +183,7 @@ class DistEnv:
     def lockstep(self, micro: list[Any]) -> list[Any | None]:
         """``micro`` padded with None to the largest micro-batch count of any rank, so every rank runs
         the same number of forward/backward passes (DDP's last one all-reduces, FSDP2 all-gathers in
-        each). The caller turns a None into :meth:`idle_pass`."""
+        each). The caller turns a None into a zero-weight pass."""
         n = self.all_max(len(micro)) if self.enabled else len(micro)
         return list(micro) + [None] * (n - len(micro))
 
@@ -194,27 +194,17 @@ class DistEnv:
             return model.no_sync()
         return contextlib.nullcontext()
 
-    def idle_pass(self, model: torch.nn.Module, batch: Any) -> None:
-        """A zero-weight forward/backward over the shortest row of ``batch``: it takes part in the
-        collectives of a micro-batch this rank does not have, and adds nothing to any gradient."""
-        from appo.train.batching import select_rows
-        from appo.train.logprobs import compute_logprobs
-
-        lengths = batch.attention_mask_BL.sum(1)
-        row = select_rows(batch, [int(torch.argmin(lengths))])
-        logp, _ = compute_logprobs(model, row)
-        (logp.sum() * 0.0).backward()
-
     def loss_scale(self) -> float:
         """Factor on each rank's loss so that the ranks' gradient *average* (DDP, FSDP2) is their sum."""
         return float(self.world_size)
 
     # --------------------------------------------------------------------------------- model setup
-    def wrap(self, components: Any, cfg: Any) -> Any:
+    def wrap(self, components: Any, cfg: Any, make_optimizer: Callable[[torch.nn.Module], tuple] | None = None) -> Any:
         """``components`` with ``train_model`` set: the module the update runs. ``none``: the model
         itself; ``ddp``: a DDP wrapper of it (same parameters, so the optimizer and the engine are
-        unchanged); ``fsdp2``: a sharded copy, with optimizer and scheduler rebuilt from ``cfg`` over its
-        parameters. Checks that the prompt batch splits evenly over the ranks."""
+        unchanged); ``fsdp2``: a sharded copy, with optimizer and scheduler rebuilt over its parameters
+        by ``make_optimizer(module) -> (optimizer, scheduler)`` (required for ``fsdp2``). Checks that
+        the prompt batch splits evenly over the ranks."""
         if self.strategy == "none":
             return dataclasses.replace(components, train_model=components.model)
         self.shard_positions(cfg.data.train_batch_size, cfg.actor.ppo_mini_batch_size)  # raises if uneven
@@ -222,10 +212,10 @@ class DistEnv:
         if self.strategy == "ddp":
             device_ids = [self.local_rank] if self.backend == "nccl" else None
             return dataclasses.replace(components, train_model=ddp_wrap(model, device_ids))
-        from appo.train.components import build_optimizer
-
+        if make_optimizer is None:
+            raise ValueError("DistEnv.wrap with strategy fsdp2 needs make_optimizer (the sharded copy's optimizer)")
         sharded = fsdp2_shard(copy.deepcopy(model).train(), self.device.type, self.world_size)
-        optimizer, scheduler = build_optimizer(sharded, cfg, cfg.trainer.total_training_steps)
+        optimizer, scheduler = make_optimizer(sharded)
         return dataclasses.replace(components, train_model=sharded, optimizer=optimizer, scheduler=scheduler)
 
     def pull_weights(self, components: Any) -> None:

@@ -47,7 +47,6 @@ update (rollouts of step k+1 under weights k), GPU placement groups, NCCL weight
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 import warnings
@@ -57,7 +56,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from appo.train.components import frozen_copy
+from appo.models.loading import frozen_copy
 
 RAY_HINT = "pip install 'appo[dist]' (Ray)"
 
@@ -165,29 +164,6 @@ class WorkerParts:
     """An Engine over ``model`` (``HFEngine``)."""
     tools: Any
     """Tools: a list or a name -> Tool mapping."""
-
-
-@dataclass(frozen=True)
-class ConfigWorkerFactory:
-    """Builds a worker's parts from a training config, as the trainer builds its own (model from
-    ``model.path``, ``HFEngine``, tools from ``tool_specs``). Picklable: Ray ships it to each worker."""
-
-    cfg: Any
-    """The run's :class:`~appo.train.config.Config`."""
-    tool_specs: tuple
-    """Resolved tool specs (``appo.train.components.tool_specs_for``: corpus and index paths filled in;
-    files the trainer wrote, read by the workers, so multi-node runs need a shared file system)."""
-    device: str = "cpu"
-    """Where the worker's model lives (``cuda`` when the actor was given a GPU)."""
-
-    def __call__(self) -> WorkerParts:
-        from appo.tools.registry import build_tools
-        from appo.train.components import build_engine, build_model
-
-        cfg = dataclasses.replace(self.cfg, model=dataclasses.replace(self.cfg.model, device=self.device))
-        model, tokenizer = build_model(cfg)
-        model.eval()
-        return WorkerParts(model, tokenizer, build_engine(model, tokenizer, cfg), build_tools(list(self.tool_specs)))
 
 
 @dataclass(frozen=True)
@@ -299,7 +275,8 @@ class RayRolloutPool:
     """N rollout workers on Ray (see the module docstring). Use as a context manager or call :meth:`close`.
 
     Args:
-        factory: a picklable ``() -> WorkerParts`` run inside each worker (e.g. :class:`ConfigWorkerFactory`).
+        factory: a picklable ``() -> WorkerParts`` run inside each worker (e.g.
+            :class:`appo.train.components.ConfigWorkerFactory`).
         num_workers: actors to start.
         anchor: APPO's Omega anchor the workers use when a context asks for Omega.
         address: Ray address (None: the running Ray, or a new local instance; ``auto``: the cluster of
@@ -420,7 +397,7 @@ class RayRolloutPool:
         if self._owns_ray and self.ray.is_initialized():
             self.ray.shutdown()
 
-    def __enter__(self) -> "RayRolloutPool":
+    def __enter__(self) -> RayRolloutPool:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -67,6 +67,7 @@ from appo.engine.batch_cache import BatchKVCache
 from appo.engine.fast_decode import FastDecoder
 from appo.engine.kv_store import PrefixKVStore
 from appo.engine.sampling import StopStrings, counter_uniforms, sample_next
+from appo.models.lm_logits import accepts_logits_to_keep
 
 
 @dataclass
@@ -173,7 +174,8 @@ class HFEngine:
                              "it with attn_implementation='sdpa' (or call model.set_attn_implementation('sdpa'))")
         layer_types = getattr(config, "layer_types", None) or ()
         if any(t != "full_attention" for t in layer_types):
-            raise NotImplementedError(f"HFEngine supports full-attention layers only; this model has {set(layer_types)}")
+            raise NotImplementedError("HFEngine supports full-attention layers only; this model has "
+                                      f"{set(layer_types)}")
         window = getattr(config, "sliding_window", None)
         self._window = window if window and getattr(config, "use_sliding_window", True) and not layer_types else None
         self.model = model
@@ -186,7 +188,7 @@ class HFEngine:
         self._vocab = model.get_input_embeddings().num_embeddings
         sig = inspect.signature(model.forward).parameters
         self._cache_kw = "cache" if "cache" in sig else "past_key_values"
-        self._keep_kw = "logits_to_keep" in sig
+        self._keep_kw = accepts_logits_to_keep(model)
         self._eos = self._eos_override if self._eos_override is not None else self._default_eos(model)
         self.store.release()
         self._fast = None
@@ -194,7 +196,8 @@ class HFEngine:
 
     def _default_eos(self, model) -> frozenset[int]:
         ids: set[int] = set()
-        for source in (getattr(self.tokenizer, "eos_token_id", None), getattr(model.generation_config, "eos_token_id", None)
+        for source in (getattr(self.tokenizer, "eos_token_id", None), getattr(model.generation_config, "eos_token_id",
+                                                                              None)
                        if getattr(model, "generation_config", None) is not None else None):
             if isinstance(source, int):
                 ids.add(source)

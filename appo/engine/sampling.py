@@ -3,7 +3,8 @@
 ``sample_next`` implements, per row with logits ``z`` and temperature ``T > 0``:
 
 - base policy ``pi = softmax(z / T)``; reported ``logp = log pi(a)`` and ``H = -sum_v pi_v log pi_v``
-  (exact, over the whole vocabulary, *before* any truncation, as ``appo.engine.base`` specifies);
+  (exact, over the whole vocabulary, *before* any truncation, as ``appo.engine.base`` specifies), from
+  :func:`appo.core.token_stats.token_stats`, the kernel the scorer and the trainer use too;
 - the sampling distribution is ``pi`` restricted to the top-k tokens and then to the smallest set of
   most likely tokens whose mass reaches ``top_p`` (nucleus), renormalised;
 - a draw is an inverse-CDF lookup: ``u = (1 - U) * sum(q)`` with ``U ~ Uniform[0, 1)`` from the call's
@@ -27,6 +28,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from appo.core.token_stats import token_stats
+
 
 def sample_next(
     logits_BV: torch.Tensor,
@@ -39,25 +42,21 @@ def sample_next(
     """Sample one token per row; returns ``(tokens_B, logp_B, entropy_B)`` (float32 for the last two).
 
     ``uniforms_B`` (values in [0, 1), one per row) replaces the draws from ``generator`` when given."""
-    logits_BV = logits_BV.float()
     greedy = temperature <= 0.0
-    scaled_BV = logits_BV if greedy else logits_BV / temperature
-    logp_BV = torch.log_softmax(scaled_BV, dim=-1)
-    probs_BV = logp_BV.exp()
-    entropy_B = -(probs_BV * logp_BV).nansum(-1)  # nansum: 0 * log 0 = 0 for -inf logits
     if greedy:
         tokens_B = logits_BV.argmax(-1)
     else:
-        q_BV = probs_BV
+        z_BV = logits_BV.float() / temperature
+        q_BV = torch.softmax(z_BV, dim=-1)
         if top_k > 0 or top_p < 1.0:
-            q_BV = probs_BV.masked_fill(~support_mask(logp_BV, top_p, top_k), 0.0)
+            q_BV = q_BV.masked_fill(~support_mask(z_BV, top_p, top_k), 0.0)
         cdf_BV = q_BV.cumsum(-1)
         if uniforms_B is None:
             u_B1 = torch.rand(q_BV.shape[0], 1, generator=generator, device=q_BV.device, dtype=cdf_BV.dtype)
         else:
             u_B1 = uniforms_B.to(device=q_BV.device, dtype=cdf_BV.dtype).reshape(-1, 1)
         tokens_B = torch.searchsorted(cdf_BV, (1.0 - u_B1) * cdf_BV[:, -1:]).squeeze(-1)
-    logp_B = logp_BV.gather(-1, tokens_B[:, None]).squeeze(-1)
+    logp_B, entropy_B = token_stats(logits_BV, tokens_B, 1.0 if greedy else temperature)
     return tokens_B, logp_B, entropy_B
 
 
@@ -88,6 +87,8 @@ def counter_uniforms(seeds: Sequence[int], counters: Sequence[int]) -> torch.Ten
 
 def support_mask(logp_BV: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> torch.Tensor:
     """Boolean ``[B, V]`` mask of the tokens that top-k then top-p (nucleus) keep; the top token is always kept.
+
+    ``logp_BV`` may be log-probs or the temperature-scaled logits they come from (same order, same softmax).
 
     Top-p keeps token ``v`` when the probability mass of the tokens ranked strictly above it (within the
     top-k set, renormalised) is below ``top_p``. Ties at the k-th value are all kept.

@@ -20,10 +20,12 @@ logits is about ``batch_size * max_response_len * vocab * 4`` bytes.
 
 from __future__ import annotations
 
-import inspect
 from typing import Sequence
 
 import torch
+
+from appo.core.token_stats import token_stats
+from appo.models.lm_logits import keep_logits
 
 
 def score_sequences(
@@ -48,8 +50,7 @@ def score_sequences(
     device, dtype = params.device, params.dtype if params.is_floating_point() else torch.float32
     impl = getattr(model.config, "_attn_implementation", None) or "eager"
     mask_dtype = torch.bool if impl == "sdpa" else dtype
-    keep_kw = "logits_to_keep" in inspect.signature(model.forward).parameters
-    inv_t = 1.0 / temperature if temperature > 0 else 1.0
+    temp = temperature if temperature > 0 else 1.0
 
     results: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * len(sequences)
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
@@ -73,19 +74,13 @@ def score_sequences(
                 allowed = (causal_TT[None] & real_BT[:, None, :]) | torch.eye(T, dtype=torch.bool)[None]
                 mask = allowed[:, None] if mask_dtype == torch.bool else torch.where(
                     allowed[:, None], torch.zeros((), dtype=mask_dtype), torch.finfo(mask_dtype).min)
-                kwargs = {"logits_to_keep": K} if keep_kw else {}
-                logits = model(input_ids=ids_BT.to(device), attention_mask=mask.to(device),
-                               position_ids=pos_BT.to(device), use_cache=False, **kwargs).logits
-                logits = logits[:, -K:]
+                logits = keep_logits(model, K, input_ids=ids_BT.to(device), attention_mask=mask.to(device),
+                                     position_ids=pos_BT.to(device), use_cache=False)
+                # logits column c (of the last K) predicts the token at padded column T - K + c + 1
+                logp_BK, ent_BK = token_stats(logits[:, :-1], ids_BT[:, T - K + 1 :].to(device), temp)
                 for b, (s, i) in enumerate(zip(seqs, idx)):
                     n = len(s) - response_starts[i]
-                    # logits column c (of the last K) predicts token at padded column T - K + c + 1
-                    z_nV = logits[b, K - 1 - n : K - 1].float() * inv_t
-                    logp_nV = torch.log_softmax(z_nV, dim=-1)
-                    targets_n = torch.tensor(s[response_starts[i] :], dtype=torch.long, device=z_nV.device)
-                    logp_n = logp_nV.gather(-1, targets_n[:, None]).squeeze(-1)
-                    ent_n = torch.special.entr(logp_nV.exp()).sum(-1)
-                    results[i] = (logp_n.cpu(), ent_n.cpu())
+                    results[i] = (logp_BK[b, K - 1 - n :].cpu(), ent_BK[b, K - 1 - n :].cpu())
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]

@@ -63,7 +63,7 @@ from appo.engine.base import FinishReason, Generation, GenerationRequest, Sampli
 from appo.engine.hf import _check_params
 
 INSTALL_HINT = "pip install 'appo[vllm]'"
-"""What to run when vLLM is missing (the project's optional extra, ``vllm>=0.8``)."""
+"""What to run when vLLM is missing (the project's optional extra, ``vllm>=0.8.5,<0.12``)."""
 
 DEFAULT_LOGPROBS_K = 20
 """vLLM's default ``max_logprobs``: the largest ``logprobs=K`` an engine accepts unless raised at construction."""

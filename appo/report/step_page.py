@@ -11,9 +11,7 @@ from typing import Any, Mapping, Sequence
 from appo.report.assets import CSS, page_script
 from appo.report.run import num
 from appo.report.tokens import SIGNALS, context_html, esc, fmt, fork_markers, render_tokens, signals_present
-from appo.report.tree import (
-    Node, anchor_id, build_tree, decision_table, is_fork, prompt_anchor, reward_color, tree_svg,
-)
+from appo.report.tree import Node, anchor_id, build_tree, decision_table, is_fork, prompt_anchor, reward_color, tree_svg
 
 MAX_ROW_METRICS = 8
 """Reward metrics shown in a row header (the rest are in its title)."""
@@ -136,6 +134,9 @@ def row_html(node: Node, group: Any, reward_scale: float) -> str:
                      f'BS {esc(fmt(bs))}</span>')
     else:
         h.append(f'<span class="tag">{esc(r.get("origin", "initial"))}</span>')
+    if r.get("trained") is not None:  # dumps before the field existed carry no value
+        h.append('<span class="tag" title="the loss trained on this row">trained</span>' if r["trained"] else
+                 '<span class="tag" title="signal only: the loss did not train on this row">not trained</span>')
     h.append(f'<span class="tag rw" style="background:{reward_color(reward, reward_scale)}">'
              f'reward {esc(fmt(reward) or "?")}</span>')
     h.append(f'<span class="tag">stop: {esc(r.get("stop_reason", "?"))}</span>')

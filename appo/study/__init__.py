@@ -2,8 +2,20 @@
 budget on procedural tasks, plus APPO's ablations; see :mod:`appo.study.runner` and
 :mod:`appo.study.analysis`, and ``docs/results.md`` for the results."""
 
-from appo.study.analysis import RunResult, format_rows, load_results, paired_bootstrap, plot_curves, table
-from appo.study.runner import ABLATIONS, MAIN, TASKS, StudySettings, Variant, plan, run_study
+from appo.study.analysis import (
+                                 RunResult,
+                                 bootstrap,
+                                 differences,
+                                 equal_token_differences,
+                                 format_rows,
+                                 load_results,
+                                 paired_bootstrap,
+                                 plot_curves,
+                                 seeds_needed,
+                                 table,
+)
+from appo.study.runner import ABLATIONS, MAIN, TASK_OVERRIDES, TASKS, StudySettings, Variant, plan, run_study
 
-__all__ = ["ABLATIONS", "MAIN", "TASKS", "RunResult", "StudySettings", "Variant", "format_rows", "load_results",
-           "paired_bootstrap", "plan", "plot_curves", "run_study", "table"]
+__all__ = ["ABLATIONS", "MAIN", "TASKS", "TASK_OVERRIDES", "RunResult", "StudySettings", "Variant", "bootstrap",
+           "differences", "equal_token_differences", "format_rows", "load_results", "paired_bootstrap", "plan",
+           "plot_curves", "run_study", "seeds_needed", "table"]

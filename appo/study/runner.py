@@ -50,35 +50,53 @@ ABLATIONS = (
     Variant("appo/train_branches=on", ("algorithm.name=appo", "algorithm.appo.train_on_branches=true"), "ablation"),
     Variant("appo/points=entropy", ("algorithm.name=appo", "algorithm.appo.points=entropy"), "ablation"),
     Variant("appo/points=random", ("algorithm.name=appo", "algorithm.appo.points=random"), "ablation"),
-    Variant("appo/fork=after", ("algorithm.name=appo", "algorithm.appo.fork=after"), "ablation"),
+    Variant("appo/fork=redraw", ("algorithm.name=appo", "algorithm.appo.fork=redraw"), "ablation"),
+    Variant("appo/fork=redraw,credit=none", ("algorithm.name=appo", "algorithm.appo.fork=redraw",
+                                             "algorithm.appo.redraw_credit=none"), "ablation"),
+    Variant("appo/prefix=mean", ("algorithm.name=appo", "algorithm.appo.prefix_combine=mean"), "ablation"),
 )
 """APPO's choices, each changed alone from the defaults."""
 
 TASKS = {
     "arith": "proc:arith?n_operands=[2,2]&digits=[1,2]&direct_p=0.5",
+    "chain": "proc:chain?steps=[3,4]",
     "multihop": "proc:multihop?hops=[2]&kb_size=60",
-    "mix": "proc:mix?weights=[0.5,0.5,0.0]&multihop={hops: [2], kb_size: 60}&arith={n_operands: [2, 2], digits: [1, 2], direct_p: 0.5}",
+    "mix": ("proc:mix?weights=[0.5,0.5,0.0]&multihop={hops: [2], kb_size: 60}"
+            "&arith={n_operands: [2, 2], digits: [1, 2], direct_p: 0.5}"),
 }
-"""Study tasks: arithmetic that needs Python, two-hop questions that need search, and their mix."""
+"""Study tasks: arithmetic where the opening decides (call Python or answer from memory), a value carried
+through 3-4 Python calls where mid-trajectory copies decide, two-hop questions that need search, and a mix."""
+
+TASK_OVERRIDES = {"chain": ("rollout.max_tool_calls=4",)}
+"""Config overrides a task needs on top of the study's base config (its runs and its start model's SFT)."""
 
 
 @dataclass(frozen=True)
 class StudySettings:
-    """Budget of the study (equal for every variant)."""
+    """Budget and protocol of the study (equal for every variant)."""
 
-    tasks: tuple[str, ...] = ("arith", "multihop", "mix")
+    tasks: tuple[str, ...] = ("arith", "chain")
     """Names in :data:`TASKS` (or ``proc:`` specs)."""
     seeds: tuple[int, ...] = (0, 1, 2)
-    """RL seeds (sampling and data order); the start model is shared."""
+    """RL seeds (sampling and data order); the start model is shared. How many the intervals need:
+    :func:`appo.study.analysis.seeds_needed`, printed in the results table."""
     steps: int = 60
     """Training steps per run."""
     test_freq: int = 10
-    """Validate every this many steps."""
-    val_examples: int = 128
+    """Validate every this many steps (and before the first)."""
+    val_examples: int = 256
     """Held-out problems per evaluation. They are generated from the run's ``data.seed`` (= its seed): the same for
     every variant at one seed, different across seeds, so comparisons are paired by seed."""
+    val_samples: int = 4
+    """Samples per held-out problem at the training temperature; a problem's score is their mean accuracy."""
+    val_greedy: bool = True
+    """Also evaluate greedily on the same problems (the second column)."""
+    final_evals: int = 3
+    """The final score averages the last this many evaluations (after step 0), per problem."""
     ablations: bool = True
     """Also run the APPO ablations (on the first task only)."""
+    variants: tuple[str, ...] = ()
+    """Run only these variants (names of :data:`MAIN` / :data:`ABLATIONS`); empty runs them all."""
     workers: int = 2
     """Runs at once (each with one torch thread)."""
     sft_examples: int = 4000
@@ -87,6 +105,20 @@ class StudySettings:
     """SFT epochs."""
     extra_overrides: tuple[str, ...] = ()
     """Overrides applied to every run (e.g. a smaller batch for a smoke test)."""
+
+    def __post_init__(self):
+        known = {v.name for v in MAIN + ABLATIONS}
+        unknown = [v for v in self.variants if v not in known]
+        if unknown:
+            raise ValueError(f"unknown study variant(s) {unknown}; choose from {sorted(known)}")
+        bad = [t for t in self.tasks if not t.startswith("proc:") and t not in TASKS]
+        if bad:
+            raise ValueError(f"unknown study task(s) {bad}; choose from {sorted(TASKS)} or give a proc: spec")
+        for name in ("steps", "test_freq", "val_examples", "val_samples", "final_evals", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"study setting {name}={getattr(self, name)} must be >= 1")
+        if not self.seeds:
+            raise ValueError("study needs at least one seed")
 
 
 @dataclass
@@ -110,39 +142,56 @@ def prepare_start_model(task: str, out: Path, settings: StudySettings) -> Path:
     model_dir = out / "sft" / "sft_model"
     if (model_dir / "config.json").exists():
         return model_dir
+    from appo.data.sources import task_of
     from appo.demo import DemoSettings
     from appo.models.demo_model import build_demo_base
     from appo.prompts import resolve_system_prompt
-    from appo.train.data_source import task_of
     from appo.train.sft_run import run_sft
 
     spec = task_spec(task)
-    cfg = load_config(shipped_config_path("study"), [f'data.train_files=["{spec}"]'])
+    cfg = load_config(shipped_config_path("study"), [f'data.train_files=["{spec}"]', *TASK_OVERRIDES.get(task, ())])
     d = DemoSettings()
     base = build_demo_base(out / "base", [task_of(spec)], resolve_system_prompt(cfg.rollout.system_prompt) or "",
                            vocab_size=d.vocab_size, hidden_size=d.hidden_size, num_layers=d.num_layers,
                            num_heads=d.num_heads, seed=d.seed)
     run_sft(load_config(shipped_config_path("study"), [
         f'data.train_files=["{spec}"]', f"model.path={base}", f"trainer.default_local_dir={out / 'sft'}",
-        f"sft.num_examples={settings.sft_examples}", f"sft.epochs={settings.sft_epochs}", *settings.extra_overrides]))
+        f"sft.num_examples={settings.sft_examples}", f"sft.epochs={settings.sft_epochs}", *TASK_OVERRIDES.get(task, ()),
+        *settings.extra_overrides]))
     return model_dir
 
 
+def variants_of(settings: StudySettings, first_task: bool) -> tuple[Variant, ...]:
+    """The variants run on a task: the main ones, the ablations on the first task (when enabled), kept to
+    ``settings.variants`` when that is set."""
+    vs = MAIN + (ABLATIONS if settings.ablations and first_task else ())
+    return tuple(v for v in vs if not settings.variants or v.name in settings.variants)
+
+
+def validation_overrides(settings: StudySettings) -> list[str]:
+    """How every run validates: ``val_samples`` samples per problem at the training temperature over
+    ``val_examples`` problems every ``test_freq`` steps and before the first, plus a greedy pass."""
+    temperature = load_config(shipped_config_path("study"), list(settings.extra_overrides)).rollout.temperature
+    return [f"data.val_max_samples={settings.val_examples}", f"rollout.val_kwargs.temperature={temperature}",
+            f"rollout.val_kwargs.n={settings.val_samples}", f"trainer.val_greedy={str(settings.val_greedy).lower()}",
+            f"trainer.test_freq={settings.test_freq}", "trainer.val_before_train=true"]
+
+
 def plan(settings: StudySettings, out: Path) -> list[RunSpec]:
-    """Every (task, variant, seed) run, main comparison first."""
+    """Every (task, variant, seed) run, seed-major (so a study stopped early has every task and variant at
+    the first seeds rather than every seed of the first variants)."""
     runs = []
-    for ti, task in enumerate(settings.tasks):
-        variants = MAIN + (ABLATIONS if settings.ablations and ti == 0 else ())
-        for v in variants:
-            for seed in settings.seeds:
+    val = validation_overrides(settings)
+    for seed in settings.seeds:
+        for ti, task in enumerate(settings.tasks):
+            for v in variants_of(settings, ti == 0):
                 run_dir = out / task / "runs" / v.name.replace("/", "__") / f"seed{seed}"
                 spec = task_spec(task)
                 runs.append(RunSpec(task, v, seed, run_dir, [
-                    f'data.train_files=["{spec}"]', f'data.val_files=["{spec}"]',
-                    f"data.val_max_samples={settings.val_examples}", f"data.seed={seed}", f"trainer.seed={seed}",
-                    f"trainer.total_training_steps={settings.steps}", f"trainer.test_freq={settings.test_freq}",
+                    f'data.train_files=["{spec}"]', f'data.val_files=["{spec}"]', *val,
+                    f"data.seed={seed}", f"trainer.seed={seed}", f"trainer.total_training_steps={settings.steps}",
                     f"trainer.default_local_dir={run_dir}", f"trainer.experiment_name={task}-{v.name}-s{seed}",
-                    "trainer.num_threads=1", *v.overrides, *settings.extra_overrides]))
+                    "trainer.num_threads=1", *TASK_OVERRIDES.get(task, ()), *v.overrides, *settings.extra_overrides]))
     return runs
 
 

@@ -9,7 +9,10 @@ Accepted specs (a single spec, or a list/tuple of them):
 - ``"path/to/file.py:function"`` or ``"package.module:function"``: a user function as a
   :class:`~appo.tools.functions.FunctionTool` (options as above: ``{"name": "file.py:f", "timeout_s": 5}``,
   ``tool_name`` renames it);
-- a :class:`~appo.tools.base.Tool` instance (kept) or a plain callable (wrapped as a function tool).
+- a :class:`~appo.tools.base.Tool` instance (kept) or a plain callable (wrapped as a function tool);
+- ``"mcp:<command line>"`` or ``"mcp:http://host:port/mcp"``: every tool an MCP server lists
+  (:mod:`appo.tools.mcp`; options ``timeout_s``, ``connect_timeout_s``, ``include``, ``prefix``, ``env``,
+  ``cwd``, ``stderr_path``, ``max_output_chars``, ``max_workers``: ``{"name": "mcp:...", "timeout_s": 10}``).
 
 Options of ``python``: :class:`~appo.tools.sandbox_process.SandboxConfig` fields plus ``max_workers``.
 Options of ``search``: ``backend`` (``cache`` | ``bm25`` | ``http``) with its arguments (cache:
@@ -144,7 +147,15 @@ def _function_tool(obj: Any, options: dict) -> Tool:
     return FunctionTool(obj, **opts)
 
 
-def _one(spec: Any) -> Tool:
+def _mcp(target: str, options: dict) -> list[Tool]:
+    from appo.tools.mcp import mcp_tools
+
+    allowed = set(inspect.signature(mcp_tools).parameters) - {"target"}
+    _split(options, allowed, f"the MCP server mcp:{target}")
+    return list(mcp_tools(target, **options))
+
+
+def _one(spec: Any) -> Tool | list[Tool]:
     if isinstance(spec, Tool):
         return spec
     if callable(spec) and not isinstance(spec, (str, dict)):
@@ -170,6 +181,8 @@ def _one(spec: Any) -> Tool:
         raise ValueError(f"tool spec {spec!r} has no name")
     if name in TOOL_BUILDERS:
         return TOOL_BUILDERS[name](**options)
+    if name.startswith("mcp:"):
+        return _mcp(name[len("mcp:"):], options)
     if ":" in name:
         return _function_tool(load_function(name), options)
     raise ValueError(f"unknown tool {name!r}; registered: {', '.join(sorted(TOOL_BUILDERS))}, "
@@ -177,16 +190,27 @@ def _one(spec: Any) -> Tool:
 
 
 def build_tools(specs: Any) -> list[Tool]:
-    """Tools from a spec or a list of specs (formats in the module docstring); names must be unique."""
+    """Tools from a spec or a list of specs (formats in the module docstring); names must be unique.
+    An ``mcp:`` spec adds every tool its server lists; on an error the tools built so far are closed."""
     if specs is None:
         return []
     if isinstance(specs, dict) and "name" not in specs and len(specs) > 1:
         specs = [{k: v} for k, v in specs.items()]  # {"python": {...}, "search": {...}}
     if isinstance(specs, (str, dict, Tool)) or callable(specs) or not isinstance(specs, (list, tuple)):
         specs = [specs]
-    tools = [_one(s) for s in specs]
+    tools: list[Tool] = []
+    try:
+        for s in specs:
+            one = _one(s)
+            tools.extend(one if isinstance(one, list) else [one])
+    except BaseException:
+        for t in tools:
+            t.close()
+        raise
     names = [t.name for t in tools]
     dup = next((n for n in names if names.count(n) > 1), None)
     if dup is not None:
+        for t in tools:
+            t.close()
         raise ValueError(f"two tools are named {dup!r}; give one of them another name (tool_name=...)")
     return tools

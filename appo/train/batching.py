@@ -25,24 +25,28 @@ from appo.types import AdvantageInputs, Batch, Rollout
 def collate(
     rollouts: Sequence[Rollout],
     pad_id: int,
-    train_on_branches: bool = False,
+    trained_B: Sequence[bool] | None = None,
     advantages_NT: torch.Tensor | None = None,
 ) -> Batch:
     """Collate rows in order into a :class:`Batch` (B = N = len(rollouts)).
 
-    ``loss_mask_BR = rollout.loss_mask * trained_row``, where a row is trained if it is an initial row or
-    ``train_on_branches`` (a trained branch row is trained on its whole response, shared prefix included,
-    with its own advantage: ARPO's convention). ``old_logp_BR`` is filled with the behaviour log-probs
+    ``loss_mask_BR = rollout.loss_mask * trained_B``: ``trained_B`` says per row whether the loss trains on
+    it (the algorithm's rule, :func:`appo.train.trained_rows.trained_row_mask`); None trains every row. A
+    trained branch row is trained on its whole response, shared prefix included, with its own advantage
+    (ARPO's convention: a fork copies its parent's loss mask). ``old_logp_BR`` is filled with the behaviour log-probs
     the engine returned (recompute it with :func:`appo.train.logprobs.compute_logprobs` when the trainer's
     numerics differ). ``advantages_NT`` (float [N, T >= R], e.g. from an advantage estimator) is cut to
     R columns and zeroed outside the response; None gives zeros. ``extras`` carries per-row
     ``group_B``, ``uid_B``, ``is_branch_B``, ``data_index_B``, ``num_tool_calls_B``, ``prompt_len_B``,
-    ``response_len_B``, the behaviour ``rollout_logp_BR`` / ``rollout_entropy_BR``, and ``model_mask_BR``
-(the rollout's own loss mask: model-written tokens, whether or not the row is trained).
+    ``response_len_B``, ``trained_B``, the behaviour ``rollout_logp_BR`` / ``rollout_entropy_BR``, and
+    ``model_mask_BR`` (the rollout's own loss mask: model-written tokens, whether or not the row is trained).
     """
     if not rollouts:
         raise ValueError("collate needs at least one rollout")
     B = len(rollouts)
+    trained_B = [True] * B if trained_B is None else [bool(x) for x in trained_B]
+    if len(trained_B) != B:
+        raise ValueError(f"trained_B has {len(trained_B)} entries for {B} rollouts; give one bool per row")
     P = max(len(r.prompt_ids) for r in rollouts)
     R = max(1, max(len(r.response_ids) for r in rollouts))
     if P == 0:
@@ -62,9 +66,8 @@ def collate(
             input_ids[i, P : P + n] = torch.tensor(r.response_ids, dtype=torch.long)
             attention[i, P : P + n] = 1
             response_mask[i, :n] = 1
-            trained = r.origin == "initial" or train_on_branches
             model_mask[i, :n] = torch.tensor(r.loss_mask, dtype=torch.float32)
-            loss_mask[i, :n] = model_mask[i, :n] * float(trained)
+            loss_mask[i, :n] = model_mask[i, :n] * float(trained_B[i])
             logp[i, :n] = torch.tensor(r.logprobs, dtype=torch.float32)
             entropy[i, :n] = torch.tensor(r.entropies, dtype=torch.float32)
     if advantages_NT is None:
@@ -82,6 +85,7 @@ def collate(
         "num_tool_calls_B": torch.tensor([r.num_tool_calls for r in rollouts]),
         "prompt_len_B": torch.tensor([len(r.prompt_ids) for r in rollouts]),
         "response_len_B": torch.tensor([len(r.response_ids) for r in rollouts]),
+        "trained_B": torch.tensor(trained_B, dtype=torch.bool),
         "rollout_logp_BR": logp.clone(),
         "rollout_entropy_BR": entropy,
         "model_mask_BR": model_mask,

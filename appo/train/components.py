@@ -6,7 +6,7 @@ Each builder is a small documented call, so a script can assemble a run by hand 
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass, field
@@ -16,13 +16,13 @@ from typing import Any
 import torch
 
 from appo.agent import LoopLimits, StrategyConfig
-from appo.data.records import Example
+from appo.data.sources import data_overrides, examples_for, load_examples, write_task_corpus
 from appo.engine.base import SamplingParams
-from appo.models.loading import LoraSpec, load_model_and_tokenizer
+from appo.models.loading import LoraSpec, frozen_copy, load_model_and_tokenizer
 from appo.rewards import get_reward
 from appo.tools.registry import build_tools
 from appo.train.config import Config
-from appo.train.data_source import load_examples, write_task_corpus
+from appo.types import Example
 
 STRATEGY_OF = {"appo": "appo", "grpo": "independent", "arpo": "arpo", "tree_grpo": "tree"}
 """Rollout strategy of each algorithm."""
@@ -70,14 +70,6 @@ def build_model(cfg: Config):
                                     gradient_checkpointing=m.enable_gradient_checkpointing)
 
 
-def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
-    """A deep copy in eval mode with gradients off (reference / previous policy)."""
-    clone = copy.deepcopy(model).eval()
-    for p in clone.parameters():
-        p.requires_grad_(False)
-    return clone
-
-
 def tool_specs_for(cfg: Config, run_dir: str | Path) -> tuple[list, Path | None]:
     """The tool specs of ``cfg.tools`` with a plain ``search`` resolved to the procedural tasks' corpus
     (written to ``run_dir/corpus.jsonl``, BM25, top-2) when the training data has one; and that corpus."""
@@ -120,6 +112,19 @@ def build_engine(model, tokenizer, cfg: Config):
     return HFEngine(model, tokenizer, max_batch_size=r.max_batch_size)
 
 
+def build_reward(cfg: Config):
+    """The batch reward of ``cfg.reward``: ``funcs`` with ``weights`` (:mod:`appo.rewards.weighted`) when
+    given, else ``name`` with ``kwargs``."""
+    r = cfg.reward
+    if r.funcs:
+        from appo.rewards.weighted import build_weighted
+
+        return build_weighted(r.funcs, r.weights)
+    if r.weights:
+        raise ValueError("reward.weights is set but reward.funcs is empty; list the functions in reward.funcs")
+    return functools.partial(get_reward(r.name), **r.kwargs) if r.kwargs else get_reward(r.name)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: Config, total_steps: int):
     """AdamW over trainable parameters and a LambdaLR: linear warm-up over ``lr_warmup_steps``, then
     constant, or cosine down to ``min_lr_ratio * lr`` at ``total_steps``."""
@@ -159,28 +164,38 @@ def strategy_config(cfg: Config) -> StrategyConfig:
     """Rollout-strategy knobs from ``rollout`` and ``algorithm``."""
     a, r = cfg.algorithm, cfg.rollout
     return StrategyConfig(n_total=r.n, n_initial=r.n if a.name == "grpo" else r.n_initial,
-                          omega_gamma=a.appo.gamma, omega_clip_eps=a.appo.omega_clip_eps, appo_fork=a.appo.fork, appo_points=a.appo.points,
+                          omega_gamma=a.appo.gamma, omega_clip_eps=a.appo.omega_clip_eps, omega_form=a.appo.omega_form,
+                          omega_noise_ratio=a.appo.omega_noise_ratio, appo_fork=a.appo.fork, appo_points=a.appo.points,
                           arpo_tau=a.arpo.tau, arpo_beta=a.arpo.beta, arpo_entropy_window=a.arpo.entropy_window,
                           tree_expand_nodes=a.tree.expand_nodes, tree_max_rounds=a.tree.expand_iters)
 
 
-def build_components(cfg: Config, run_dir: str | Path) -> Components:
-    """Everything :class:`~appo.train.trainer.Trainer` needs, built from ``cfg``."""
+def build_components(cfg: Config, run_dir: str | Path, train_dataset: Any = None,
+                     val_dataset: Any = None) -> Components:
+    """Everything :class:`~appo.train.trainer.Trainer` needs, built from ``cfg``. ``train_dataset`` /
+    ``val_dataset`` (a ``datasets.Dataset`` / ``DatasetDict``, a list of rows or of Examples) replace
+    ``data.train_files`` / ``data.val_files`` when given."""
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True)
     d = cfg.data
-    if not d.train_files:
+    if not d.train_files and train_dataset is None:
         raise ValueError("data.train_files is empty; name a benchmark, a parquet/jsonl file or a procedural "
                          "task, e.g. data.train_files=[proc:arith]")
-    train = load_examples(d.train_files, "train", d.train_max_samples, d.seed)
-    val = load_examples(d.val_files, "test", d.val_max_samples, d.seed) if d.val_files else []
+    kind, metric = data_overrides(d.task, d.metric)
+    if train_dataset is not None:
+        train = examples_for(d, train_dataset, "train")
+    else:
+        train = load_examples(d.train_files, "train", d.train_max_samples, d.seed, kind, metric)
+    if val_dataset is not None:
+        val = examples_for(d, val_dataset, "test")
+    else:
+        val = load_examples(d.val_files, "test", d.val_max_samples, d.seed, kind, metric) if d.val_files else []
     model, tokenizer = build_model(cfg)
     specs, corpus = tool_specs_for(cfg, run_dir)
     tools = build_tools(specs)
-    r = cfg.reward
-    reward_fn = functools.partial(get_reward(r.name), **r.kwargs) if r.kwargs else get_reward(r.name)
+    reward_fn = build_reward(cfg)
     optimizer, scheduler = build_optimizer(model, cfg, cfg.trainer.total_training_steps)
     appo_cfg = cfg.algorithm.appo
     needs_ref = cfg.actor.use_kl_loss or (cfg.algorithm.name == "appo" and appo_cfg.anchor == "reference")
@@ -193,11 +208,33 @@ def build_components(cfg: Config, run_dir: str | Path) -> Components:
     )
 
 
+@dataclass(frozen=True)
+class ConfigWorkerFactory:
+    """Builds a worker's parts from a training config, as the trainer builds its own (model from
+    ``model.path``, ``HFEngine``, tools from ``tool_specs``). Picklable: Ray ships it to each worker."""
+
+    cfg: Any
+    """The run's :class:`~appo.train.config.Config`."""
+    tool_specs: tuple
+    """Resolved tool specs (:func:`tool_specs_for`: corpus and index paths filled in;
+    files the trainer wrote, read by the workers, so multi-node runs need a shared file system)."""
+    device: str = "cpu"
+    """Where the worker's model lives (``cuda`` when the actor was given a GPU)."""
+
+    def __call__(self):
+        cfg = dataclasses.replace(self.cfg, model=dataclasses.replace(self.cfg.model, device=self.device))
+        model, tokenizer = build_model(cfg)
+        model.eval()
+        from appo.distributed.ray_rollout import WorkerParts
+
+        return WorkerParts(model, tokenizer, build_engine(model, tokenizer, cfg), build_tools(list(self.tool_specs)))
+
+
 def build_rollout_pool(cfg: Config, components: Components):
     """``rollout.workers`` Ray actors (:class:`appo.distributed.ray_rollout.RayRolloutPool`), each building
     the model, engine and tools from ``cfg`` as this process did (tool specs from ``components.extra``;
     files they name must be readable by every worker). Weights are not pushed here: the trainer does."""
-    from appo.distributed.ray_rollout import ConfigWorkerFactory, RayRolloutPool
+    from appo.distributed.ray_rollout import RayRolloutPool
 
     r = cfg.rollout
     if r.name != "hf":

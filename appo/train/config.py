@@ -71,10 +71,21 @@ class DataConfig:
     """Datasets and lengths (verl: ``data``)."""
 
     train_files: tuple[str, ...] = ()
-    """Training data: benchmark names, ``.parquet`` (verl rows) or ``.jsonl`` files, or procedural task
-    specs such as ``proc:arith``. A single string is read as a one-element list."""
+    """Training data: benchmark names, ``.parquet`` / ``.jsonl`` / ``.json`` files (verl, TRL conversational or
+    standard, or question/answer rows), local Hugging Face datasets (a ``save_to_disk`` folder, a folder of
+    data files, an ``.arrow`` file; ``folder#split`` names a split), or procedural task specs such as
+    ``proc:arith``. A single string is read as a one-element list. From Python, ``train(cfg,
+    train_dataset=...)`` takes a ``datasets.Dataset`` / ``DatasetDict`` or a list of rows instead."""
     val_files: tuple[str, ...] = ()
-    """Validation data, same forms as ``train_files``; empty disables validation."""
+    """Validation data, same forms as ``train_files`` (a DatasetDict gives its ``test`` / ``validation``
+    split); empty disables validation."""
+    task: Literal["auto", "math", "qa"] = "auto"
+    """How rows of files and datasets are scored: ``math`` (math-verify equivalence), ``qa`` (token F1 / EM
+    over answer aliases), ``auto`` (verl ``ability`` or a ``task`` column, else ``math`` for ``problem`` /
+    ``solution`` / ``#### N`` rows and numeric or LaTeX answers, else ``qa``). Benchmarks by name keep
+    their own unless set; procedural tasks always keep theirs."""
+    metric: Literal["auto", "math_equiv", "f1", "em"] = "auto"
+    """Headline metric of file and dataset rows; ``auto``: ``math_equiv`` for math, ``f1`` for QA."""
     train_batch_size: int = 8
     """Prompts per training step (each gets ``rollout.n`` rows)."""
     val_batch_size: int | None = None
@@ -129,9 +140,10 @@ class RolloutConfig:
     """Keep the k most likely tokens (0 or -1 = off)."""
     max_tool_calls: int = 3
     """Tool calls allowed per rollout (3 for reasoning, 6 for deep search in the reference work)."""
-    protocol: Literal["tags", "hermes"] = "tags"
-    """Tool-call format: ``tags`` (``<python>...</python>``, results in ``<result>``) or ``hermes``
-    (``<tool_call>{json}</tool_call>``, the Qwen chat-template format)."""
+    protocol: Literal["tags", "hermes", "template"] = "tags"
+    """Tool-call format: ``tags`` (``<python>...</python>``, results in ``<result>``), ``hermes``
+    (``<tool_call>{json}</tool_call>``, the Qwen chat-template format), or ``template`` (the format the
+    tokenizer's ``response_template`` defines, read by transformers' ``parse_response``; parallel calls)."""
     system_prompt: str | None = None
     """System prompt: literal text, a name in ``appo.prompts.SYSTEM_PROMPTS`` (``reference``, ``fewshot``,
     ``short``), or None to keep the dataset's own (verl rows) or the protocol's default."""
@@ -167,15 +179,22 @@ class RolloutConfig:
 # ------------------------------------------------------------------------------------------- algorithm
 @dataclass(frozen=True)
 class AppoConfig:
-    """APPO's branching and procedure-level scaling (DESIGN section 1, steps 2-7)."""
+    """APPO's branching and procedure-level scaling (docs/algorithm.md sections 2-8)."""
 
     anchor: Literal["previous", "rollout", "reference"] = "previous"
     """Policy that Omega compares against: ``previous`` (before the last update), ``rollout`` (the
     engine's own log-probs; the reference code's choice) or ``reference`` (the initial policy)."""
     gamma: float = 1.0
-    """Discount of the likelihood-gain sum in Omega."""
+    """Discount of the likelihood-gain sum in Omega (the paper: 1; FIPO's future-KL uses 2^(-1/64))."""
     omega_clip_eps: float = 0.2
-    """Omega is clipped to ``[1 - eps, 1 + eps]``."""
+    """Omega is clipped to ``[1 - eps, 1 + eps]`` (``omega_form`` clipped and mean)."""
+    omega_form: Literal["clipped", "mean", "sum"] = "clipped"
+    """How the suffix sum S of log-prob gains becomes Omega: ``clipped`` ``clip(exp(S))`` (the paper),
+    ``mean`` ``clip(exp(S / remaining tokens))`` (length-normalised), ``sum`` S itself (unclipped)."""
+    omega_noise_ratio: float = 2.0
+    """Omega of a row counts as numerical noise, and BS falls back to Z(H), when the spread of its suffix
+    sum is at most this many times the spread of the measured trainer-vs-engine mismatch (``rollout``
+    anchor; for the other anchors only the zero-variance test applies)."""
     proximity_scaling: bool = False
     """Branch-proximity scaling ``M_t = 1 + (BS_b / max BS) * decay^(split_b - t)`` of the token advantage."""
     proximity_decay: float = 0.9
@@ -184,15 +203,24 @@ class AppoConfig:
     """Future-KL scaling of the advantage inside the loss, ``A * (1 + b * f_t)``."""
     future_kl_coef: float = 1.0
     """``b`` in the future-KL scaling."""
-    fork: Literal["redraw", "after"] = "redraw"
-    """Where a branch point t forks: ``redraw`` re-samples token t (prefix ``response[:t]``), the token
-    whose entropy scored the point; ``after`` keeps it and re-samples from t + 1 (prefix
-    ``response[:t+1]``, DESIGN 1.4 and the reference code)."""
+    fork: Literal["after", "redraw"] = "after"
+    """Where a branch point t forks: ``after`` keeps token t and re-samples from t + 1 (prefix
+    ``response[:t+1]``, the paper and the reference code; token t is in the shared prefix and gets the
+    branch contrast); ``redraw`` re-samples token t (prefix ``response[:t]``), the token whose entropy
+    scored the point (its credit: ``redraw_credit``)."""
+    redraw_credit: Literal["contrast", "none"] = "contrast"
+    """``fork=redraw`` only: ``contrast`` gives the parent's re-drawn token t ``(R_i - mean R of its
+    re-draws) / std_branch`` on top of its advantage; ``none`` (ablation) leaves the decision itself
+    without branch signal unless ``train_on_branches``."""
+    prefix_combine: Literal["sum", "mean"] = "sum"
+    """Shared-prefix tokens of the dual-group advantage: ``sum`` ``A_init + mean A_branch`` (the paper,
+    up to twice the scale of the tokens after the split), ``mean`` ``(A_init + mean A_branch) / 2``."""
     points: Literal["score", "entropy", "random"] = "score"
     """How branch points are chosen: ``score`` (the Branching Score Z(H) * Z(Omega)); ablations
     ``entropy`` (BS = Z(H), Omega ignored) and ``random`` (uniform over valid model tokens)."""
     train_on_branches: bool = False
-    """Train on branch rows too; by default they only supply advantage signal (loss mask 0)."""
+    """Train on branch rows too; by default they only supply advantage signal (loss mask 0), as in the
+    reference. APPO only: ARPO and Tree-GRPO always train every row (``appo.train.trained_rows``)."""
 
 
 @dataclass(frozen=True)
@@ -279,6 +307,17 @@ class ActorConfig:
     sequence, position ids restarting per row, attention kept inside each row (transformers' packed
     masks; flash-attention varlen where the model uses it). Same log-probs as the padded layout (to
     1e-5); saves the padding's compute on length-mixed batches. Needs a model from transformers' own code."""
+    shared_prefix: bool | Literal["auto"] = "auto"
+    """Shared-prefix training: each group's rows as one token trie (prompt and branch prefixes computed once,
+    a 4D ancestor mask, per-node positions) in the update and the old/reference log-prob passes; same
+    numbers as the padded layout (1e-5). ``auto``: per step, when a flop estimate of the trie is below 0.8x
+    the padded layout's (``appo.train.shared_prefix.tree_wins``); ``true`` always (takes precedence over
+    ``use_remove_padding``); ``false`` never. Needs sdpa or eager attention (``auto`` falls back otherwise)."""
+    old_logp: Literal["auto", "recompute"] = "auto"
+    """Old log-probs of the PPO ratio. ``auto``: when the step is exactly on-policy (``ppo_epochs`` = 1, one
+    mini-batch = ``data.train_batch_size``, the in-process engine generated with the trainer's weights, no
+    dropout), skip the no-grad pass and use the update's own log-probs, detached (TRL does the same), so
+    the ratio is 1; otherwise recompute them. ``recompute``: always run the pass (verl)."""
     strategy: Literal["auto", "none", "ddp", "fsdp2"] = "auto"
     """How the update runs across processes started by ``torchrun`` (verl's key; appo adds ``ddp``):
     ``auto`` is ``ddp`` when ``WORLD_SIZE`` > 1, else ``none`` (one process, no torch.distributed).
@@ -317,9 +356,14 @@ class RewardConfig:
     """Reward function."""
 
     name: str = "default"
-    """A registered reward (``default``, ``format_combined``, ...) or ``file.py:function``."""
+    """A registered reward (``default``, ``answer``, ``llm_judge``, ...) or ``file.py:function``."""
     kwargs: dict = field(default_factory=dict)
     """Keyword arguments for the reward function."""
+    funcs: tuple[str, ...] = ()
+    """Several rewards summed with ``weights`` (TRL's ``reward_funcs``): registered names or
+    ``file.py:function``; each is logged as ``reward/<name>``. Non-empty: replaces ``name`` (and ``kwargs``)."""
+    weights: tuple[float, ...] = ()
+    """One weight per entry of ``funcs`` (TRL's ``reward_weights``); empty: all 1.0."""
 
 
 @dataclass(frozen=True)
@@ -338,6 +382,9 @@ class TrainerConfig:
     """Validate every this many steps; -1 never."""
     val_before_train: bool = True
     """Validate once before the first step."""
+    val_greedy: bool = False
+    """When ``rollout.val_kwargs`` samples (temperature > 0), also validate greedily on the same problems:
+    ``val/greedy_step_N.json`` and ``val/greedy_<source>/<metric>`` next to the sampled pass."""
     max_actor_ckpt_to_keep: int | None = 3
     """Checkpoints kept on disk (oldest deleted first); None keeps all."""
     default_local_dir: str | None = None
@@ -397,7 +444,8 @@ class Config:
     actor: ActorConfig = field(default_factory=ActorConfig)
     """Policy update."""
     tools: tuple[str | dict, ...] = ("python",)
-    """Tools: names (``python``, ``search``), dicts with a ``name`` and options, or ``file.py:function``.
+    """Tools: names (``python``, ``search``), dicts with a ``name`` and options, ``file.py:function``, or
+    ``mcp:<command>`` / ``mcp:<http url>`` (every tool of an MCP server; :mod:`appo.tools.mcp`).
     A plain ``search`` with procedural training data searches the tasks' generated corpus (BM25)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Reward function."""

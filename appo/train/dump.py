@@ -2,9 +2,9 @@
 
 ``run_dir/rollouts/step_XXXXXX.json`` (XXXXXX = steps completed, as in ``metrics.jsonl``: the rollouts
 of the first training step are ``step_000001``) holds, per prompt, its question and answers, and per row: tree
-links (uid, parent, split, root, origin), the stop reason, the reward and its metrics, tool spans, and
-per response token its text, loss mask, entropy, Omega, Branching Score and advantage. Values are
-rounded to 4 decimals; -inf scores are written as null.
+links (uid, parent, split, root, origin), whether the loss trained on it (``trained``), the stop reason, the
+reward and its metrics, tool spans, and per response token its text, loss mask, entropy, Omega, Branching
+Score and advantage. Values are rounded to 4 decimals; -inf scores are written as null.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from typing import Any, Sequence
 
 import torch
 
-from appo.data.records import Example
 from appo.rewards.base import RewardOutput
-from appo.types import Rollout
+from appo.types import Example, Rollout
 
 DUMP_DIR = "rollouts"
 
@@ -48,9 +47,14 @@ class TokenTexts:
 
 
 def step_record(step: int, rows: Sequence[Rollout], examples: Sequence[Example], scored: Sequence[RewardOutput],
-                adv_NT: torch.Tensor, texts: TokenTexts, extra: dict | None = None) -> dict:
+                adv_NT: torch.Tensor, texts: TokenTexts, extra: dict | None = None,
+                trained: Sequence[bool] | None = None) -> dict:
     """The JSON-ready record of one step (see the module docstring). ``rows[i]`` belongs to
-    ``examples[rows[i].group]`` and is scored by ``scored[i]``; ``adv_NT`` is row-aligned."""
+    ``examples[rows[i].group]`` and is scored by ``scored[i]``; ``adv_NT`` and ``trained`` (per row, whether
+    the loss trained on it, :func:`appo.train.trained_rows.trained_row_mask`) are row-aligned; ``trained``
+    None writes null (not known)."""
+    if trained is not None and len(trained) != len(rows):
+        raise ValueError(f"trained has {len(trained)} entries for {len(rows)} rows")
     prompts: dict[int, dict] = {}
     for i, r in enumerate(rows):
         ex = examples[r.group]
@@ -60,6 +64,7 @@ def step_record(step: int, rows: Sequence[Rollout], examples: Sequence[Example],
         n = len(r.response_ids)
         p["rows"].append({
             "uid": r.uid, "origin": r.origin, "parent": r.parent, "split": r.split, "root": r.tree,
+            "trained": None if trained is None else bool(trained[i]),
             "stop_reason": r.stop_reason, "reward": _num(scored[i].score),
             "metrics": {k: _num(v) for k, v in scored[i].metrics.items()},
             "branch_score": _num(r.branch_score) if r.branch_score is not None else None,

@@ -5,34 +5,22 @@ P the batch's prompt width (responses start at column P, verl layout); ``H[b, t]
 sum softmax(z') * z'`` with ``z' = z / temperature`` is the entropy of the same next-token distribution.
 
 Memory: the model is asked for the logits of the last R + 1 positions only (``logits_to_keep``, when its
-forward accepts it), so prompt positions never reach the LM head; log-softmax is taken in fp32 as
-``gather(z') - logsumexp(z')`` without materialising a full log-prob tensor beyond logsumexp's own
-temporary. The entropy is computed without gradient unless ``entropy_grad`` (an entropy bonus).
+forward accepts it: :func:`appo.models.lm_logits.keep_logits`), so prompt positions never reach the LM
+head; log-prob and entropy come from :func:`appo.core.token_stats.token_stats` (fp32, ``gather(z') -
+logsumexp(z')``), the kernel the engine and the scorer use too. The entropy is computed without gradient
+unless ``entropy_grad`` (an entropy bonus).
 Left out: chunking the vocabulary projection over the sequence (liger/verl's fused kernels); for long
 responses with big vocabularies, use smaller micro-batches (:func:`appo.train.batching.split_micro_batches`).
 """
 
 from __future__ import annotations
 
-import inspect
-
 import torch
 
+from appo.core.token_stats import token_stats
+from appo.models.lm_logits import keep_logits
 from appo.train.batching import MicroBatch, merge_micro_outputs, split_micro_batches
 from appo.types import Batch
-
-_ACCEPTS_LOGITS_TO_KEEP: dict[type, bool] = {}
-
-
-def _accepts_logits_to_keep(model: torch.nn.Module) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    cls = type(base)
-    if cls not in _ACCEPTS_LOGITS_TO_KEEP:
-        try:
-            _ACCEPTS_LOGITS_TO_KEEP[cls] = "logits_to_keep" in inspect.signature(base.forward).parameters
-        except (TypeError, ValueError):
-            _ACCEPTS_LOGITS_TO_KEEP[cls] = False
-    return _ACCEPTS_LOGITS_TO_KEEP[cls]
 
 
 def compute_logprobs(
@@ -53,23 +41,15 @@ def compute_logprobs(
     b = batch.batch if isinstance(batch, MicroBatch) else batch
     device = next(model.parameters()).device
     R = b.responses_BR.shape[1]
-    kwargs = {"input_ids": b.input_ids_BL.to(device), "attention_mask": b.attention_mask_BL.to(device),
-              "position_ids": b.position_ids_BL.to(device), "use_cache": False}
-    if _accepts_logits_to_keep(model):
-        kwargs["logits_to_keep"] = R + 1
-    logits = model(**kwargs).logits
-    z_BRV = logits[:, -(R + 1) : -1].float()  # position P - 1 + t predicts response token t
-    if temperature != 1.0:
-        z_BRV = z_BRV / temperature
-    targets = b.responses_BR.to(device)
+    logits = keep_logits(model, R + 1, input_ids=b.input_ids_BL.to(device),
+                         attention_mask=b.attention_mask_BL.to(device),
+                         position_ids=b.position_ids_BL.to(device), use_cache=False)
     mask = b.response_mask_BR.to(device)
-    lse_BR = torch.logsumexp(z_BRV, dim=-1)
-    logp_BR = (z_BRV.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - lse_BR) * mask
-    entropy_BR = None
-    if with_entropy:
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            p_BRV = torch.exp(z_BRV - lse_BR.unsqueeze(-1))
-            entropy_BR = (lse_BR - (p_BRV * z_BRV).sum(-1)) * mask
+    # position P - 1 + t predicts response token t
+    logp_BR, entropy_BR = token_stats(logits[:, :-1], b.responses_BR.to(device), temperature, with_entropy=with_entropy,
+                                      entropy_grad=entropy_grad)
+    logp_BR = logp_BR * mask
+    entropy_BR = entropy_BR * mask if entropy_BR is not None else None
     return logp_BR, entropy_BR
 
 

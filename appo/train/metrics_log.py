@@ -112,7 +112,7 @@ class MetricsLogger:
             self._wandb.finish()
             self._wandb = None
 
-    def __enter__(self) -> "MetricsLogger":
+    def __enter__(self) -> MetricsLogger:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -177,13 +177,20 @@ def batch_metrics(batch: Any, scores_B: torch.Tensor | Sequence[float] | None = 
     """verl's data metrics for a collated :class:`~appo.types.Batch`: ``critic/score/{mean,max,min}``
     (per-row scores), ``critic/advantages/{mean,max,min}`` (over trained tokens),
     ``response_length/{mean,max,min}`` and ``response_length/clip_ratio`` (rows that hit
-    ``max_response_length``), ``prompt_length/{mean,max,min}``, and appo's ``tool_calls/mean`` and
-    ``response_length/model_tokens_mean`` (tokens the model wrote, tool results excluded)."""
+    ``max_response_length``), ``prompt_length/{mean,max,min}``, and appo's ``tool_calls/mean``,
+    ``response_length/model_tokens_mean`` (tokens the model wrote, tool results excluded),
+    ``rollout/trained_row_rate`` (share of rows the loss trains on) and the step's budget: ``batch/rows``
+    (rows generated), ``batch/trained_rows`` (rows with a loss token) and ``batch/loss_tokens`` (tokens the
+    policy loss is taken over, summed over the batch; the study's equal-trained-tokens comparison adds them
+    up)."""
     out: dict[str, float] = {}
     if scores_B is not None:
         out.update(_stats("critic/score", torch.as_tensor(scores_B, dtype=torch.float64)))
     mask = batch.loss_mask_BR.bool()
     out.update(_stats("critic/advantages", batch.advantages_BR[mask]))
+    out["batch/rows"] = float(mask.shape[0])
+    out["batch/trained_rows"] = float(mask.any(1).sum())
+    out["batch/loss_tokens"] = float(mask.sum())
     resp_len = batch.response_mask_BR.sum(1)
     out.update(_stats("response_length", resp_len))
     if max_response_length is not None:
@@ -192,6 +199,8 @@ def batch_metrics(batch: Any, scores_B: torch.Tensor | Sequence[float] | None = 
     out.update(_stats("prompt_length", batch.attention_mask_BL[:, :-R].sum(1) if R else batch.attention_mask_BL.sum(1)))
     if "model_mask_BR" in batch.extras:
         out["response_length/model_tokens_mean"] = float(batch.extras["model_mask_BR"].sum(1).double().mean())
+    if "trained_B" in batch.extras:
+        out["rollout/trained_row_rate"] = float(batch.extras["trained_B"].double().mean())
     if "num_tool_calls_B" in batch.extras:
         out["tool_calls/mean"] = float(batch.extras["num_tool_calls_B"].double().mean())
     return out

@@ -19,7 +19,8 @@ packed log-probs and entropies equal the padded computation to 1e-5 and that a r
 move when its neighbour in the pack changes.
 
 Only the logits that predict response tokens reach the LM head (``logits_to_keep`` as an index
-tensor); log-softmax and entropy follow :func:`appo.train.logprobs.compute_logprobs` exactly, and the
+tensor); log-prob and entropy come from :func:`appo.core.token_stats.token_stats`, as in
+:func:`appo.train.logprobs.compute_logprobs`, and the
 results are scattered back into the micro-batch's ``[b, R']`` response layout, so the loss code
 never sees the packing. The name ``use_remove_padding`` is verl's (its actor unpads the micro-batch
 into one ``total_nnz`` sequence for flash-attention varlen): the meaning is the same.
@@ -33,8 +34,11 @@ from dataclasses import dataclass
 
 import torch
 
+from appo.core.token_stats import token_stats
+from appo.models.lm_logits import keep_logits
 from appo.train.batching import MicroBatch, select_rows, split_micro_batches
 from appo.train.logprobs import compute_logprobs, logprobs_in_row_order
+from appo.train.shared_prefix import TreeMicroBatch, tree_logprobs, tree_micro_batches
 from appo.types import Batch
 
 
@@ -143,31 +147,25 @@ def packed_logprobs(
         raise ValueError(f"temperature={temperature} must be > 0 (log-probs of greedy decoding are undefined)")
     device = next(model.parameters()).device
     index = packed.logit_index_K.to(device)
-    out = model(input_ids=packed.input_ids_1S.to(device), position_ids=packed.position_ids_1S.to(device),
-                attention_mask=None, use_cache=False, logits_to_keep=index)
-    z_KV = out.logits[0].float()
-    if z_KV.shape[0] != index.numel():  # a model that ignores logits_to_keep returns every position
-        z_KV = z_KV[index]
-    if temperature != 1.0:
-        z_KV = z_KV / temperature
+    z_1KV = keep_logits(model, index, input_ids=packed.input_ids_1S.to(device),
+                        position_ids=packed.position_ids_1S.to(device), attention_mask=None, use_cache=False)
     b = packed.batch
-    targets_K = b.responses_BR.to(device)[packed.target_row_K.to(device), packed.target_col_K.to(device)]
-    lse_K = torch.logsumexp(z_KV, dim=-1)
-    logp_K = z_KV.gather(-1, targets_K.unsqueeze(-1)).squeeze(-1) - lse_K
     rows, cols = packed.target_row_K.to(device), packed.target_col_K.to(device)
+    targets_K = b.responses_BR.to(device)[rows, cols]
+    logp_K, ent_K = token_stats(z_1KV[0], targets_K, temperature, with_entropy=with_entropy, entropy_grad=entropy_grad)
     zeros_BR = torch.zeros(b.responses_BR.shape, device=device, dtype=logp_K.dtype)
     logp_BR = zeros_BR.index_put((rows, cols), logp_K)
-    entropy_BR = None
-    if with_entropy:
-        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-            p_KV = torch.exp(z_KV - lse_K.unsqueeze(-1))
-            entropy_BR = zeros_BR.index_put((rows, cols), lse_K - (p_KV * z_KV).sum(-1))
+    entropy_BR = zeros_BR.index_put((rows, cols), ent_K) if ent_K is not None else None
     return logp_BR, entropy_BR
 
 
-def micro_batches(batch: Batch, max_tokens: int | None, max_rows: int | None, pack: bool) -> list[MicroBatch]:
-    """The update's micro-batches: packed (``pack``; ``max_tokens`` counts real tokens) or padded and
-    length-grouped (:func:`~appo.train.batching.split_micro_batches`; ``max_tokens`` counts padded ones)."""
+def micro_batches(batch: Batch, max_tokens: int | None, max_rows: int | None, pack: bool,
+                  tree: bool = False) -> list[MicroBatch]:
+    """The update's micro-batches: shared-prefix tries (``tree``, :mod:`appo.train.shared_prefix`; groups
+    kept together), packed (``pack``; ``max_tokens`` counts real tokens) or padded and length-grouped
+    (:func:`~appo.train.batching.split_micro_batches`; ``max_tokens`` counts padded ones)."""
+    if tree:
+        return tree_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
     if pack:
         return pack_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
     return split_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
@@ -175,7 +173,9 @@ def micro_batches(batch: Batch, max_tokens: int | None, max_rows: int | None, pa
 
 def micro_logprobs(model, micro: MicroBatch, temperature: float = 1.0, with_entropy: bool = False,
                    entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (and entropies) of one micro-batch, packed or padded, in its ``[b, R']`` layout."""
+    """Log-probs (and entropies) of one micro-batch, tree, packed or padded, in its ``[b, R']`` layout."""
+    if isinstance(micro, TreeMicroBatch):
+        return tree_logprobs(model, micro, temperature, with_entropy, entropy_grad)
     if isinstance(micro, PackedMicroBatch):
         return packed_logprobs(model, micro, temperature, with_entropy, entropy_grad)
     return compute_logprobs(model, micro, temperature, with_entropy, entropy_grad)

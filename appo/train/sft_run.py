@@ -17,12 +17,12 @@ from typing import Sequence
 import torch
 
 from appo.agent import render_demonstration
-from appo.data.records import Example
+from appo.data.sources import load_examples, task_of
 from appo.prompts import resolve_system_prompt
 from appo.train.components import build_model, build_tools_for
 from appo.train.config import Config, save_config
-from appo.train.data_source import load_examples, task_of
 from appo.train.sft import sft_train
+from appo.types import Example
 
 
 @dataclass(frozen=True)
@@ -89,10 +89,12 @@ def run_sft(cfg: Config, log_fn=None) -> SftResult:
     pairs = demonstrations(cfg)
     if not pairs:
         raise ValueError("no demonstrations: data.train_files names no procedural task or demonstration file")
-    examples = render_all(pairs, tokenizer, tools, cfg.rollout.protocol, resolve_system_prompt(cfg.rollout.system_prompt))
+    examples = render_all(pairs, tokenizer, tools, cfg.rollout.protocol,
+                          resolve_system_prompt(cfg.rollout.system_prompt))
     s = cfg.sft
-    metrics = sft_train(model, examples, lr=s.lr, epochs=s.epochs, batch_size=s.batch_size, grad_clip=cfg.actor.grad_clip,
-                        weight_decay=s.weight_decay, seed=cfg.trainer.seed, pad_id=tokenizer.pad_token_id, log_fn=log_fn)
+    metrics = sft_train(model, examples, lr=s.lr, epochs=s.epochs, batch_size=s.batch_size,
+                        grad_clip=cfg.actor.grad_clip, weight_decay=s.weight_decay, seed=cfg.trainer.seed,
+                        pad_id=tokenizer.pad_token_id, log_fn=log_fn)
     out = Path(s.output_dir or run_dir / "sft_model")
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -1,4 +1,4 @@
-"""The training loop, top to bottom (DESIGN 3): prompts -> rollouts -> rewards -> advantages ->
+"""The training loop, top to bottom (docs/algorithm.md 12): prompts -> rollouts -> rewards -> advantages ->
 old log-probs -> PPO updates -> metrics -> checkpoint -> validation.
 
 :func:`train` is the Python call behind ``appo train``. :class:`Trainer` holds the run's live objects
@@ -11,32 +11,43 @@ Under ``torchrun`` each rank runs this loop on its share of the prompts; ``self.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from appo.agent import RolloutContext, engine_logprobs, prompt_specs, run_strategy, teacher_forced_logp_fn
 from appo.core import get_advantage_estimator
+from appo.data.sources import PromptSampler
 from appo.distributed.ddp import Quiet, init_distributed
 from appo.eval import evaluate
 from appo.prompts import resolve_system_prompt
 from appo.train.batching import advantage_inputs, collate, with_fields
 from appo.train.checkpoint import load_checkpoint, load_latest_checkpoint, restore, save_checkpoint
 from appo.train.components import (
-    STRATEGY_OF, Components, build_components, build_rollout_pool, loop_limits, sampling_params, strategy_config,
+    STRATEGY_OF,
+    Components,
+    build_components,
+    build_optimizer,
+    build_rollout_pool,
+    loop_limits,
+    sampling_params,
+    strategy_config,
 )
 from appo.train.config import Config, save_config
-from appo.train.data_source import PromptSampler
 from appo.train.dump import TokenTexts, step_record, write_step
 from appo.train.logprobs import compute_logprobs_batched
 from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics, timer
 from appo.train.packing import packed_logprobs_batched
 from appo.train.progress import ProgressDisplay
-from appo.train.update import UpdateOptions, ppo_update
+from appo.train.shared_prefix import tree_logprobs_batched, tree_wins
+from appo.train.trained_rows import trained_row_mask
+from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 
 
 @dataclass
@@ -63,7 +74,8 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """One training run. ``Trainer(cfg).fit()``; pass ``components`` to bring your own parts."""
 
-    def __init__(self, cfg: Config, components: Components | None = None):
+    def __init__(self, cfg: Config, components: Components | None = None, train_dataset: Any = None,
+                 val_dataset: Any = None):
         self.cfg = cfg
         self.dist = init_distributed(cfg.actor.strategy, cfg.model.device, cfg.trainer.dist_timeout_s)
         self.run_dir = Path(cfg.trainer.default_local_dir)
@@ -72,8 +84,9 @@ class Trainer:
             save_config(cfg, self.run_dir / "config.yaml")
         seed_everything(cfg.trainer.seed)
         with self.dist.main_first():  # rank 0 writes the run's shared files (search corpus, index) first
-            components = components or build_components(cfg, self.run_dir)
-        self.c = self.dist.wrap(components, cfg)  # DDP / FSDP2 module for the update (the model itself in one process)
+            components = components or build_components(cfg, self.run_dir, train_dataset, val_dataset)
+        # DDP / FSDP2 module for the update (the model itself in one process); FSDP2 rebuilds the optimizer
+        self.c = self.dist.wrap(components, cfg, lambda m: build_optimizer(m, cfg, cfg.trainer.total_training_steps))
         self.sampler = PromptSampler(len(self.c.train_examples), cfg.data.train_batch_size, cfg.data.seed,
                                      cfg.data.shuffle)
         self.strategy = STRATEGY_OF[cfg.algorithm.name]
@@ -115,12 +128,29 @@ class Trainer:
             entropy_coeff=a.entropy_coeff, temperature=self.cfg.rollout.temperature,
             future_kl=self.cfg.algorithm.name == "appo" and appo.future_kl, future_kl_coef=appo.future_kl_coef)
 
+    def use_shared_prefix(self, batch) -> bool:
+        """``actor.shared_prefix``: ``true``, ``false``, or ``auto`` = the trie layout's estimated cost wins on
+        ``batch`` (:func:`appo.train.shared_prefix.tree_wins`) and the model's attention takes a 4D mask."""
+        mode = self.cfg.actor.shared_prefix
+        if mode != "auto":
+            return bool(mode)
+        impl = getattr(self.c.model.config, "_attn_implementation", None) or "eager"
+        return impl in ("sdpa", "eager") and tree_wins(batch, self.c.model.config)
+
+    def skip_old_logp(self, opts: UpdateOptions) -> bool:
+        """``actor.old_logp=auto`` and the step is exactly on-policy (:func:`appo.train.update.on_policy_step`):
+        in-process rollouts (no Ray workers), one epoch, one mini-batch over ``data.train_batch_size``."""
+        return self.cfg.actor.old_logp == "auto" and on_policy_step(
+            opts, self.cfg.data.train_batch_size, self.rollout_pool is None, self.c.model)
+
     def advantage_options(self) -> dict:
         """Keyword options of the chosen advantage estimator."""
         alg = self.cfg.algorithm
         opts = {"norm_by_std": alg.norm_adv_by_std_in_grpo}
         if alg.adv_estimator == "appo":
-            opts.update(proximity_scaling=alg.appo.proximity_scaling, decay=alg.appo.proximity_decay)
+            a = alg.appo
+            opts.update(proximity_scaling=a.proximity_scaling, decay=a.proximity_decay, prefix_combine=a.prefix_combine,
+                        redraw_contrast=a.fork == "redraw" and a.redraw_credit == "contrast")
         return opts
 
     def push_rollout_weights(self, with_previous: bool = False) -> None:
@@ -137,14 +167,16 @@ class Trainer:
         """One step: generate -> reward -> advantage -> old log-probs -> update. Returns its metrics."""
         cfg, c, m = self.cfg, self.c, {}
         t0 = time.perf_counter()
-        indices = self.dist.shard_prompts(self.sampler.next_indices(), cfg.actor.ppo_mini_batch_size)  # this rank's share
+        indices = self.dist.shard_prompts(self.sampler.next_indices(),
+                                          cfg.actor.ppo_mini_batch_size)  # this rank's share
         examples = [c.train_examples[i] for i in indices]
 
         # 1. Rollouts: the algorithm's strategy (independent / arpo / appo / tree) through the tool loop.
         c.model.eval()
         with timer("gen", m):
             ctx = self.rollout_context(step)
-            prompts = prompt_specs(ctx, examples, indices, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
+            prompts = prompt_specs(ctx, examples, indices,
+                                   system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
             check_prompt_lengths(prompts, examples, cfg.data.max_prompt_length)
             run = run_strategy if self.rollout_pool is None else self.rollout_pool.run_strategy  # in-process or Ray
             out = run(self.strategy, ctx, prompts, strategy_config(cfg))
@@ -158,13 +190,22 @@ class Trainer:
         # 3. Advantages: token-level [N, T] from the registry.
         with timer("adv", m):
             adv_NT, adv_metrics = self.estimator(advantage_inputs(rows, rewards_N), **self.advantage_options())
-            batch = collate(rows, c.tokenizer.pad_token_id, cfg.algorithm.appo.train_on_branches, adv_NT)
+            trained = trained_row_mask(cfg.algorithm.name, rows, cfg.algorithm.appo.train_on_branches)
+            batch = collate(rows, c.tokenizer.pad_token_id, trained, adv_NT)
 
-        # 4. Old (and reference) log-probs, recomputed by the trainer as in verl.
+        # 4. Old (and reference) log-probs, recomputed by the trainer as in verl; on-policy steps skip the
+        #    old pass (the update's own log-probs, detached, are the old ones).
         T, max_tok = cfg.rollout.temperature, cfg.actor.ppo_max_token_len_per_gpu
         logprobs_batched = packed_logprobs_batched if cfg.actor.use_remove_padding else compute_logprobs_batched
+        opts = self.update_options()
+        tree = self.use_shared_prefix(batch)
+        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts), shared_prefix=tree)
+        if tree:
+            logprobs_batched = tree_logprobs_batched
+        m["actor/shared_prefix"] = float(tree)
         with timer("old_log_prob", m):
-            old_logp, _ = logprobs_batched(c.model, batch, T, max_tokens=max_tok)
+            old_logp = batch.old_logp_BR if opts.old_logp_from_current else \
+                logprobs_batched(c.model, batch, T, max_tokens=max_tok)[0]
             ref_logp = None
             if c.ref_model is not None and cfg.actor.use_kl_loss:
                 ref_logp, _ = logprobs_batched(c.ref_model, batch, T, max_tokens=max_tok)
@@ -176,7 +217,7 @@ class Trainer:
 
         # 6. PPO mini-batch updates.
         with timer("update_actor", m):
-            m.update(ppo_update(c.train_model, c.optimizer, batch, self.update_options(), c.scheduler, self.dist))
+            m.update(ppo_update(c.train_model, c.optimizer, batch, opts, c.scheduler, self.dist))
             self.dist.pull_weights(c)  # FSDP2: the rollout copy gets the new full weights
         if self.rollout_pool is not None:
             with timer("sync_weights", m):
@@ -191,7 +232,8 @@ class Trainer:
         m["timing_s/step"] = time.perf_counter() - t0
         done, every = step + 1, cfg.trainer.dump_rollouts_freq
         if every > 0 and (done == 1 or done % every == 0 or done == cfg.trainer.total_training_steps):
-            record = step_record(done, rows, examples, scored, adv_NT, self.texts, {"algorithm": cfg.algorithm.name})
+            record = step_record(done, rows, examples, scored, adv_NT, self.texts, {"algorithm": cfg.algorithm.name},
+                                 trained=trained)
             record = self.dist.gather_step_record(record, cfg.actor.ppo_mini_batch_size)  # None except on rank 0
             if record is not None:
                 write_step(self.run_dir, record)
@@ -199,31 +241,43 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ the run
     def validate(self, step: int) -> dict:
-        """Greedy (``rollout.val_kwargs``) rollouts over the validation set after ``step`` steps; writes
-        every scored answer to ``val/step_XXXXXX.json`` and returns the summary by source."""
+        """Rollouts sampled as ``rollout.val_kwargs`` says (greedy by default, ``n`` per problem) over the
+        validation set after ``step`` steps; writes every scored answer to ``val/step_XXXXXX.json`` and
+        returns the summary by source. With ``trainer.val_greedy`` and a sampling temperature > 0, a greedy
+        pass over the same problems follows (``val/greedy_step_XXXXXX.json``; sources ``greedy_<source>``)."""
+        cfg = self.cfg
+        params = sampling_params(cfg, validation=True)
+        summary = self._validate_pass(step, params, cfg.rollout.val_kwargs.n, "")
+        if cfg.trainer.val_greedy and params.temperature > 0:
+            greedy = self._validate_pass(step, replace(params, temperature=0.0, top_p=1.0, top_k=0), 1, "greedy_")
+            summary.update({f"greedy_{source}": s for source, s in greedy.items()})
+        return summary
+
+    def _validate_pass(self, step: int, params, n: int, prefix: str) -> dict:
+        """One validation pass with ``params``, ``n`` samples per problem, written to ``val/<prefix>step_N.json``."""
         cfg, c = self.cfg, self.c
         c.model.eval()
         examples, result = self.dist.shard_list(c.val_examples), None  # this rank's share (all, in one process)
         if examples:
             result = evaluate(c.engine, c.tokenizer, examples, reward_fn=c.reward_fn, tools=c.tools,
-                              protocol=cfg.rollout.protocol, params=sampling_params(cfg, validation=True),
-                              limits=loop_limits(cfg), n=cfg.rollout.val_kwargs.n,
+                              protocol=cfg.rollout.protocol, params=params, limits=loop_limits(cfg), n=n,
                               batch_size=cfg.data.val_batch_size or cfg.rollout.max_batch_size,
                               seed=cfg.trainer.seed, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
         result = self.dist.gather_eval(result)  # every rank's rows, pooled
         if self.dist.is_main:
-            result.to_json(self.run_dir / "val" / f"step_{step:06d}.json")
+            result.to_json(self.run_dir / "val" / f"{prefix}step_{step:06d}.json")
         return result.summary
 
     def fit(self) -> TrainResult:
         """Run from ``start_step`` to ``trainer.total_training_steps``; checkpoints, validation, logs."""
-        cfg, t = self.cfg, self.cfg.trainer
+        t = self.cfg.trainer
         result = TrainResult(self.run_dir, self.start_step)
         main = self.dist.is_main  # only rank 0 logs
         logger = MetricsLogger(self.run_dir, t.logger, project=t.project_name, experiment=t.experiment_name,
                                resume_step=self.start_step if self.start_step else None,
                                console_keys=CONSOLE_KEYS) if main else Quiet()
-        progress = ProgressDisplay(t.total_training_steps, t.experiment_name, start=self.start_step) if main else Quiet()
+        progress = ProgressDisplay(t.total_training_steps, t.experiment_name,
+                                   start=self.start_step) if main else Quiet()
         try:
             if self.c.val_examples and t.val_before_train and self.start_step == 0:
                 result.val[0] = self.validate(0)
@@ -231,7 +285,8 @@ class Trainer:
             for step in range(self.start_step, t.total_training_steps):
                 metrics = self.train_step(step)
                 done = step + 1
-                if self.c.val_examples and t.test_freq > 0 and (done % t.test_freq == 0 or done == t.total_training_steps):
+                last = done == t.total_training_steps
+                if self.c.val_examples and t.test_freq > 0 and (done % t.test_freq == 0 or last):
                     result.val[done] = self.validate(done)
                     metrics.update(_val_metrics(result.val[done]))
                 logger.log(metrics, step=done)
@@ -262,7 +317,8 @@ class Trainer:
         optimizer = self.dist.savable_optimizer(c)  # FSDP2: the full state, gathered by every rank
         path = None
         if self.dist.is_main:
-            path = save_checkpoint(self.run_dir, step, c.model, optimizer, c.scheduler, data_state=self.sampler.state_dict(),
+            path = save_checkpoint(self.run_dir, step, c.model, optimizer, c.scheduler,
+                                   data_state=self.sampler.state_dict(),
                                    extra=extra, tokenizer=c.tokenizer, keep=self.cfg.trainer.max_actor_ckpt_to_keep)
         self.dist.barrier()
         return path
@@ -271,7 +327,10 @@ class Trainer:
         t = self.cfg.trainer
         if t.resume_mode == "disable":
             return 0
-        ckpt = load_checkpoint(t.resume_from_path) if t.resume_mode == "resume_path" else load_latest_checkpoint(self.run_dir)
+        if t.resume_mode == "resume_path":
+            ckpt = load_checkpoint(t.resume_from_path)
+        else:
+            ckpt = load_latest_checkpoint(self.run_dir)
         if ckpt is None:
             return 0
         c = self.c
@@ -293,19 +352,23 @@ def check_prompt_lengths(prompts, examples, max_len: int) -> None:
     for p in prompts:
         if len(p.prompt_ids) > max_len:
             ex = examples[p.group]
-            raise ValueError(f"example {ex.id!r} has a {len(p.prompt_ids)}-token prompt (system prompt and chat template "
-                             f"included), over data.max_prompt_length={max_len}; raise data.max_prompt_length, shorten "
-                             "rollout.system_prompt, or drop long examples (data.train_files)")
+            raise ValueError(f"example {ex.id!r} has a {len(p.prompt_ids)}-token prompt (system prompt and chat "
+                             f"template included), over data.max_prompt_length={max_len}; raise "
+                             "data.max_prompt_length, shorten rollout.system_prompt, or drop long examples "
+                             "(data.train_files)")
 
 
 def _val_metrics(summary: dict) -> dict[str, float]:
     return {f"val/{source}/{k}": v for source, s in summary.items() for k, v in s.items()}
 
 
-def train(cfg: Config) -> TrainResult:
+def train(cfg: Config, train_dataset: Any = None, val_dataset: Any = None) -> TrainResult:
     """Train with ``cfg`` (see :mod:`appo.train.config`); the Python call behind ``appo train`` (and of
-    each rank under ``torchrun``)."""
-    trainer = Trainer(cfg)
+    each rank under ``torchrun``). ``train_dataset`` / ``val_dataset``: a ``datasets.Dataset`` or
+    ``DatasetDict`` (TRL or verl rows), a list of row dicts or of Examples, used instead of
+    ``data.train_files`` / ``data.val_files`` (see :mod:`appo.data.hf`); the run's saved config does not
+    record them, so resuming such a run needs the same datasets passed again."""
+    trainer = Trainer(cfg, train_dataset=train_dataset, val_dataset=val_dataset)
     try:
         return trainer.fit()
     finally:

@@ -23,7 +23,9 @@ import torch
 from appo.core import aggregate, apply_future_kl, future_kl_scale, get_policy_loss, kl_penalty
 from appo.distributed.ddp import DistEnv
 from appo.train.batching import select_rows
+from appo.train.logprobs import compute_logprobs
 from appo.train.packing import check_packing_support, micro_batches, micro_logprobs
+from appo.train.shared_prefix import check_tree_support
 from appo.types import Batch
 
 
@@ -66,6 +68,12 @@ class UpdateOptions:
     """b in ``A * (1 + b f)``."""
     temperature: float = 1.0
     """Sampling temperature; log-probs are of ``softmax(logits / temperature)``."""
+    shared_prefix: bool = False
+    """Lay each micro-batch's groups out as token tries (:mod:`appo.train.shared_prefix`): shared prompt and
+    branch prefixes computed once; takes precedence over ``pack``."""
+    old_logp_from_current: bool = False
+    """Exactly on-policy step (one epoch, one mini-batch, rollouts from these weights): the old log-probs are
+    the current ones, detached, and ``batch.old_logp_BR`` is not read (see :func:`on_policy_step`)."""
 
 
 def _mini_batches(batch: Batch, prompts_per_step: int, by_position: bool = False) -> list[torch.Tensor]:
@@ -82,6 +90,22 @@ def _mini_batches(batch: Batch, prompts_per_step: int, by_position: bool = False
         if len(rows) or by_position:
             out.append(rows)
     return out
+
+
+def on_policy_step(opts: UpdateOptions, prompts_per_step: int, engine_shares_weights: bool,
+                   model: torch.nn.Module) -> bool:
+    """Whether old log-probs equal the update's current ones: one epoch, one mini-batch covering the step's
+    ``prompts_per_step`` prompts, rollouts generated with the trainer's weights (``engine_shares_weights``),
+    and no active dropout in ``model`` (train-mode forwards would then differ from the rollout's). Then
+    ``pi_old = pi_theta`` at the only optimizer step, and a recomputed pass would only repeat the update's
+    own forward (to float rounding)."""
+    if opts.ppo_epochs != 1 or opts.ppo_mini_batch_size < prompts_per_step or not engine_shares_weights:
+        return False
+    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+        return False
+    config = getattr(getattr(model, "module", model), "config", None)
+    rates = [v for k, v in (vars(config).items() if config is not None else ()) if k.endswith("dropout")]
+    return not any(isinstance(v, (int, float)) and v > 0 for v in rates)
 
 
 def _loss_units(mask_BR: torch.Tensor, seq_mode: bool) -> float:
@@ -107,13 +131,16 @@ def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=No
     sums: dict[str, list[float]] = defaultdict(list)
     seq_mode = opts.loss_agg_mode.startswith("seq-mean")
     max_rows = None if opts.max_tokens else opts.micro_batch_rows
-    if opts.pack:
+    if opts.shared_prefix:
+        check_tree_support(model)
+    elif opts.pack:
         check_packing_support(model)
     model.train()
     for _ in range(opts.ppo_epochs):
         for rows in _mini_batches(batch, opts.ppo_mini_batch_size // dist.world_size, by_position=dist.enabled):
             mini = select_rows(batch, rows).batch if len(rows) else None
-            micro = micro_batches(mini, opts.max_tokens, max_rows, opts.pack) if mini is not None else []
+            micro = [] if mini is None else micro_batches(mini, opts.max_tokens, max_rows, opts.pack,
+                                                          opts.shared_prefix)
             total = dist.all_sum(_loss_units(mini.loss_mask_BR, seq_mode) if mini is not None else 0.0)
             if total == 0:  # no rank has loss tokens here (several ranks only: one process never builds it)
                 continue
@@ -126,7 +153,7 @@ def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=No
                     if share > 0:
                         (_micro_loss(model, m, opts, loss_fn, sums) * share).backward()
                     elif dist.enabled:  # a zero-weight pass: the collectives need this rank all the same
-                        dist.idle_pass(model, batch)
+                        _idle_pass(model, batch)
             norm = torch.nn.utils.clip_grad_norm_(params, opts.grad_clip if opts.grad_clip > 0 else float("inf"))
             norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
             sums["actor/grad_norm"].append(float(norm))
@@ -147,12 +174,13 @@ def _micro_loss(model, m, opts: UpdateOptions, loss_fn, sums: dict[str, list[flo
     b = m.batch
     logp, ent = micro_logprobs(model, m, opts.temperature, with_entropy=True, entropy_grad=opts.entropy_coeff != 0)
     dev = logp.device  # the batch is collated on the CPU; the loss runs where the model is (CUDA: move it there)
-    mask, adv, old = b.loss_mask_BR.to(dev), b.advantages_BR.to(dev), b.old_logp_BR.to(dev)
+    mask, adv = b.loss_mask_BR.to(dev), b.advantages_BR.to(dev)
+    old_logp = logp.detach() if opts.old_logp_from_current else b.old_logp_BR.to(dev)
     if opts.future_kl:
-        f = future_kl_scale(logp.detach(), old, adv, mask)
+        f = future_kl_scale(logp.detach(), old_logp, adv, mask)
         adv = apply_future_kl(adv, f, opts.future_kl_coef)
         sums["actor/future_kl_scale"].append(float((f * mask).sum() / mask.sum().clamp(min=1)))
-    loss, metrics = loss_fn(logp, old, adv, mask, agg=opts.loss_agg_mode, clip_ratio_low=opts.clip_ratio_low,
+    loss, metrics = loss_fn(logp, old_logp, adv, mask, agg=opts.loss_agg_mode, clip_ratio_low=opts.clip_ratio_low,
                             clip_ratio_high=opts.clip_ratio_high, clip_ratio_c=opts.clip_ratio_c)
     if opts.kl_loss_coef and b.ref_logp_BR is not None:
         kl = aggregate(kl_penalty(logp, b.ref_logp_BR.to(dev), opts.kl_loss_type), mask, opts.loss_agg_mode)
@@ -164,3 +192,12 @@ def _micro_loss(model, m, opts: UpdateOptions, loss_fn, sums: dict[str, list[flo
     for k, v in metrics.items():
         sums[k].append(v)
     return loss
+
+
+def _idle_pass(model: torch.nn.Module, batch: Batch) -> None:
+    """A zero-weight forward/backward over the shortest row of ``batch``: it takes part in the
+    collectives of a micro-batch this rank does not have (DDP, FSDP2), and adds nothing to any gradient."""
+    lengths = batch.attention_mask_BL.sum(1)
+    row = select_rows(batch, [int(torch.argmin(lengths))])
+    logp, _ = compute_logprobs(model, row)
+    (logp.sum() * 0.0).backward()

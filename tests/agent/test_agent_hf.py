@@ -25,11 +25,10 @@ from appo.agent import (
     teacher_forced_logp_fn,
 )
 from appo.agent.protocols import get_protocol
-from appo.data.records import Example
 from appo.engine.base import SamplingParams
 from appo.engine.hf import HFEngine
 from appo.engine.scoring import score_sequences
-from appo.types import ToolResult
+from appo.types import Example, ToolResult
 
 EX = Example(id="t/0", question="What is 2+3?", answers=("5",), kind="math", metric="math_equiv", data_source="t")
 
@@ -91,3 +90,43 @@ def test_hf_tool_round_and_fork_reuse(tiny_model, tiny_tokenizer, protocol):
     assert rows[1].response_ids[: span.result_end] == row.response_ids[: span.result_end]
     assert engine.stats.reused_tokens - before >= len(prompt) + span.result_end - 1
     loop.release()
+
+
+def test_rollout_anchor_omega_is_flagged_as_mismatch_on_real_engine_trainer_pairs(tiny_model, tiny_tokenizer):
+    """Real pairs: the engine's log-probs (KV-cached decode) against the trainer's teacher forcing on the same
+    weights differ by float noise (|delta| ~ 1e-6), which the old absolute test on Omega's std (1e-6) missed
+    on about half the rows. The test on the suffix sum relative to that measured mismatch flags every row,
+    so the `rollout` anchor falls back to BS = Z(H); a real policy change (a perturbed copy of the weights,
+    as after an update) stays well above the same mismatch and is kept."""
+    from appo.core import omega_noise_rows, zscore_masked
+
+    tok = tiny_tokenizer
+    engine = HFEngine(tiny_model, tok, max_batch_size=8)
+    current = teacher_forced_logp_fn(tiny_model)
+    ctx = RolloutContext.create(engine, tok, "tags", [StubPython(), StubSearch()], SamplingParams(max_new_tokens=24),
+                                LoopLimits(max_response_tokens=24), seed=5, current_logp_fn=current,
+                                anchor_logp_fn=engine_logprobs)
+    prompts = prompt_specs(ctx, [EX, EX], [0, 1])
+    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=6, n_initial=4))
+    assert out.metrics["appo/omega_degenerate_rate"] == 1.0
+    rows = [r for r in out.rows if r.origin == "initial"]
+    for r in rows:  # BS = Z(H) over the valid (finite-score) tokens
+        valid = torch.isfinite(torch.tensor(r.scores))
+        z, _ = zscore_masked(torch.tensor(r.entropies), valid)
+        torch.testing.assert_close(torch.tensor(r.scores)[valid], z[valid], atol=1e-5, rtol=0)
+
+    cur, eng = current(rows), engine_logprobs(rows)
+    moved = type(tiny_model)(tiny_model.config)
+    moved.load_state_dict(tiny_model.state_dict())
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in moved.parameters():
+            p.add_(1e-3 * torch.randn(p.shape, generator=gen))
+    prev = teacher_forced_logp_fn(moved.eval())(rows)
+    for r, c, e, a in zip(rows, cur, eng, prev):
+        m = torch.tensor(r.loss_mask, dtype=torch.bool)
+        if int(m.sum()) < 3:
+            continue
+        assert float((c - e)[m].abs().max()) < 1e-4  # the measured mismatch is float noise
+        assert bool(omega_noise_rows(c, e, m, logp_noise=c - e))  # `rollout` anchor: noise
+        assert not bool(omega_noise_rows(c, a, m, logp_noise=c - e))  # a real policy change: signal

@@ -18,8 +18,8 @@ from appo.agent import (
     register_strategy,
     run_strategy,
 )
-from appo.data.records import Example
 from appo.engine.base import SamplingParams
+from appo.types import Example
 
 STRATEGIES = ["independent", "arpo", "appo", "tree"]
 
@@ -129,7 +129,7 @@ def test_appo_no_branch_budget(tiny_tokenizer):
     assert all(r.origin == "initial" for r in out.rows) and len(out.rows) == 6
 
 
-def _planted(tok, gain_row):
+def _planted(tok, gain_row, rollout_anchor=False):
     """Two single-turn rows; row 0 has an entropy spike at p0, row 1 a larger one at q (a decoy).
 
     Omega is made high up to the spike of ``gain_row`` only (delta > 0 right at it), and high only at
@@ -162,7 +162,10 @@ def _planted(tok, gain_row):
             out.append(torch.tensor(r.logprobs) + d)
         return out
 
-    ctx = make_ctx(tok, engine=engine, current_logp_fn=current, anchor_logp_fn=engine_logprobs)
+    # an anchor scored like the trainer scores (not the engine's own numbers: those are the `rollout` anchor,
+    # whose delta is the trainer-vs-engine mismatch and is treated as noise)
+    anchor = engine_logprobs if rollout_anchor else (lambda rows: [torch.tensor(r.logprobs) for r in rows])
+    ctx = make_ctx(tok, engine=engine, current_logp_fn=current, anchor_logp_fn=anchor)
     prompts = prompts_for(ctx, ("Q?",))
     holder["P"] = len(prompts[0].prompt_ids)
     return ctx, prompts, spike
@@ -187,8 +190,25 @@ def test_appo_choice_follows_omega(tiny_tokenizer):
         {0: "<think>alpha beta gamma delta one two three four</think><answer>\\boxed{1}</answer>",
          1: "<think>so then ok fine more words here now</think><answer>\\boxed{2}</answer>",
          2: "<think>so then ok fine more words here now</think><answer>\\boxed{2}</answer>"}[int(key.split("/")[1])]])
-    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2))
+    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2, appo_fork="redraw"))
     assert (out.rows[2].parent, out.rows[2].split) == (1, spike[1] - 1)  # redraw: the fork re-samples the spike
+    assert out.metrics["appo/omega_degenerate_rate"] == 0.0
+
+
+def test_appo_rollout_anchor_gain_is_mismatch_and_falls_back_to_entropy(tiny_tokenizer):
+    """With the `rollout` anchor the same planted gain is, by construction, trainer-vs-engine mismatch: every
+    row falls back to BS = Z(H) (the scores equal the entropy-only scores), while the trainer-scored anchor
+    keeps Omega in the score."""
+    def scores(rollout_anchor, points="score"):
+        ctx, prompts, _ = _planted(tiny_tokenizer, gain_row=0, rollout_anchor=rollout_anchor)
+        out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2, appo_points=points))
+        return out.metrics["appo/omega_degenerate_rate"], [r.scores for r in out.rows if r.origin == "initial"]
+
+    rate, rollout_scores = scores(True)
+    assert rate == 1.0
+    assert rollout_scores == scores(False, points="entropy")[1]
+    rate, trainer_scores = scores(False)
+    assert rate == 0.0 and trainer_scores != rollout_scores
 
 
 def test_arpo_forks_at_tool_results_with_probability_one(tiny_tokenizer):
@@ -249,13 +269,15 @@ def test_registry_and_prompt_checks(tiny_tokenizer):
         StrategyConfig(n_total=2, n_initial=3)
 
 
-def test_appo_entropy_only_points(tiny_tokenizer):
+@pytest.mark.parametrize("fork, shift", [("redraw", 1), ("after", 0)])
+def test_appo_entropy_only_points(tiny_tokenizer, fork, shift):
     ctx, prompts, spike = _planted(tiny_tokenizer, gain_row=0)
-    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2, appo_points="entropy"))
+    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2, appo_points="entropy",
+                                                            appo_fork=fork))
     rows0 = [r for r in out.rows if r.origin == "initial"]
     assert all(set(r.omega) == {1.0} for r in rows0)  # Omega ignored: an entropy spike wins
     b = out.rows[2]
-    assert b.origin == "branch" and b.split + 1 == spike[b.parent]
+    assert b.origin == "branch" and b.split + shift == spike[b.parent]
     assert b.branch_score == pytest.approx(max(max(r.scores) for r in rows0))
 
 

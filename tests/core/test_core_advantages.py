@@ -10,12 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appo.core.advantages import (
-    ADVANTAGE_ESTIMATORS,
-    get_advantage_estimator,
-    register_advantage,
-    tree_roots,
-)
+from appo.core.advantages import ADVANTAGE_ESTIMATORS, get_advantage_estimator, register_advantage, tree_roots
 from appo.types import AdvantageInputs
 
 NAN = float("nan")
@@ -106,6 +101,69 @@ def test_appo_dual_group_by_hand():
     assert adv[3].tolist() == [0.0] * 5  # fully masked
     assert adv[4:].abs().max() == 0  # equal rewards -> 0
     assert met["appo/branch_rows"] == 2 and met["appo/initial_rows"] == 4
+
+
+def test_appo_prefix_mean_by_hand():
+    adv, _ = get_advantage_estimator("appo")(appo_hand_inputs(), prefix_combine="mean")
+    # row 0: t <= 1: (1 + mean(1, -1)) / 2 = .5; t = 2, 3: (1 + (-1)) / 2 = 0; t = 4 (after every split): 1
+    assert adv[0].tolist() == pytest.approx([0.5, 0.5, 0, 0, 1], abs=1e-5)
+    assert adv[1].tolist() == pytest.approx([-1, -1, -1, 0, 0], abs=1e-5)  # no children: unchanged
+    assert adv[2].tolist() == pytest.approx([0, 0, 1, 1, 1], abs=1e-5)  # branch rows: unchanged
+    with pytest.raises(ValueError, match="prefix_combine"):
+        get_advantage_estimator("appo")(appo_hand_inputs(), prefix_combine="max")
+
+
+def test_appo_prefix_mean_keeps_prefix_scale_of_suffix():
+    # a parent with R = 1 whose 3 redraw-free branches all score 1 too (A_branch = +1 each after z-scoring
+    # against a 0-reward branch elsewhere): sum gives 2x on the prefix, mean gives 1x
+    inp = AdvantageInputs(
+        rewards_N=torch.tensor([1.0, 0.0, 1.0, 0.0]),
+        group_N=torch.zeros(4, dtype=torch.long),
+        mask_NT=torch.ones(4, 4),
+        parent_N=torch.tensor([-1, -1, 0, 1]),
+        split_N=torch.tensor([-1, -1, 1, 1]),
+    )
+    s, _ = get_advantage_estimator("appo")(inp)
+    m, _ = get_advantage_estimator("appo")(inp, prefix_combine="mean")
+    assert s[0].tolist() == pytest.approx([2, 2, 1, 1], abs=1e-5)
+    assert m[0].tolist() == pytest.approx([1, 1, 1, 1], abs=1e-5)
+
+
+def test_appo_redraw_contrast_by_hand():
+    # prompt 0: initial rows 0 (R 1), 1 (R 0). Redraw forks of row 0 at token d = split + 1 = 2: rows 2 (R 0)
+    # and 3 (R 1); of row 1 at d = 1: row 4 (R 1). Branch rewards [0, 1, 1]: mean 2/3, std sqrt(2)/3 = .4714.
+    inp = AdvantageInputs(
+        rewards_N=torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0]),
+        group_N=torch.zeros(5, dtype=torch.long),
+        mask_NT=torch.ones(5, 4),
+        parent_N=torch.tensor([-1, -1, 0, 0, 1]),
+        split_N=torch.tensor([-1, -1, 1, 1, 0]),
+    )
+    base, _ = get_advantage_estimator("appo")(inp)
+    adv, _ = get_advantage_estimator("appo")(inp, redraw_contrast=True)
+    sd = math.sqrt(2) / 3
+    # row 0's token 2: (R_0 - mean(R_2, R_3)) / sd = (1 - .5) / .4714 = 1.0607; other tokens unchanged
+    delta = (adv - base).tolist()
+    assert delta[0] == pytest.approx([0, 0, 0.5 / sd, 0], abs=1e-5)
+    # row 1's token 1: (0 - 1) / sd = -2.1213
+    assert delta[1] == pytest.approx([0, -1 / sd, 0, 0], abs=1e-5)
+    assert delta[2:] == [[0.0] * 4] * 3  # branch rows: unchanged
+    adv_raw, _ = get_advantage_estimator("appo")(inp, redraw_contrast=True, norm_by_std=False)
+    base_raw, _ = get_advantage_estimator("appo")(inp, norm_by_std=False)
+    assert float(adv_raw[0, 2] - base_raw[0, 2]) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_appo_redraw_contrast_needs_two_branch_rows():
+    inp = AdvantageInputs(
+        rewards_N=torch.tensor([1.0, 0.0, 0.0]),
+        group_N=torch.zeros(3, dtype=torch.long),
+        mask_NT=torch.ones(3, 3),
+        parent_N=torch.tensor([-1, -1, 0]),
+        split_N=torch.tensor([-1, -1, 0]),
+    )
+    a, _ = get_advantage_estimator("appo")(inp, redraw_contrast=True)
+    b, _ = get_advantage_estimator("appo")(inp)
+    assert torch.equal(a, b)
 
 
 def test_appo_proximity_scaling_by_hand():
@@ -214,12 +272,18 @@ def random_forest(rng: random.Random, T: int):
         n_init = rng.randint(1, 4)
         start = len(R)
         for _ in range(n_init):
-            R.append(float(rng.choice([0, 0.5, 1, -1]))); grp.append(gid); parent.append(-1); split.append(-1)
+            R.append(float(rng.choice([0, 0.5, 1, -1])))
+            grp.append(gid)
+            parent.append(-1)
+            split.append(-1)
             bs.append(NAN)
         for _ in range(rng.randint(0, 5)):
             p = rng.randrange(start, len(R))  # any earlier row of the prompt: depth may exceed 1
-            R.append(float(rng.choice([0, 0.5, 1, -1]))); grp.append(gid); parent.append(p)
-            split.append(rng.randrange(0, T + 2)); bs.append(rng.choice([rng.uniform(-1, 3), NAN]))
+            R.append(float(rng.choice([0, 0.5, 1, -1])))
+            grp.append(gid)
+            parent.append(p)
+            split.append(rng.randrange(0, T + 2))
+            bs.append(rng.choice([rng.uniform(-1, 3), NAN]))
     mask = [[1 if rng.random() < 0.8 else 0 for _ in range(T)] for _ in R]
     return R, grp, mask, parent, split, bs
 

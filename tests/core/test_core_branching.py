@@ -13,7 +13,9 @@ from appo.core.branching import (
     arpo_branch_probability,
     branching_score,
     likelihood_gain,
+    omega_noise_rows,
     select_branch_points,
+    suffix_gain,
     token_entropy,
     topk_entropy,
 )
@@ -113,6 +115,51 @@ def test_likelihood_gain_by_hand():
     # discount over all positions: S0 = .1 + .25*.2 = .15
     om = likelihood_gain(cur, anc, torch.tensor([1, 0, 1]), gamma=0.5, clip_eps=0.5, discount_over="all")
     assert float(om[0]) == pytest.approx(math.exp(0.15), abs=1e-6)
+
+
+def test_likelihood_gain_forms_by_hand():
+    cur = torch.tensor([0.10, -0.05, 0.20])
+    anc = torch.zeros(3)
+    ones = torch.ones(3)
+    # sum: S itself, unclipped
+    assert likelihood_gain(cur, anc, ones, form="sum").tolist() == pytest.approx([0.25, 0.15, 0.20], abs=1e-6)
+    assert suffix_gain(cur, anc, ones).tolist() == pytest.approx([0.25, 0.15, 0.20], abs=1e-7)
+    # mean: S / remaining tokens = [.25/3, .15/2, .2/1] -> exp, then clip at 1.2 only the last (exp(.2) = 1.2214)
+    om = likelihood_gain(cur, anc, ones, form="mean")
+    assert om.tolist() == pytest.approx([math.exp(0.25 / 3), math.exp(0.075), 1.2], abs=1e-6)
+    # mean with gamma .5 and a masked middle: W0 = 1 + .5 = 1.5, S0 = .1 + .5*.2 = .2 -> exp(.2/1.5)
+    om = likelihood_gain(cur, anc, torch.tensor([1, 0, 1]), gamma=0.5, form="mean")
+    assert om.tolist() == pytest.approx([math.exp(0.2 / 1.5), 1.0, 1.2], abs=1e-6)
+    assert likelihood_gain(cur, anc, torch.tensor([1, 0, 1]), form="sum")[1] == 0.0  # invalid: no gain
+    with pytest.raises(ValueError, match="form"):
+        likelihood_gain(cur, anc, ones, form="log")
+
+
+def test_omega_noise_rows_by_hand():
+    m = torch.ones(2, 4)
+    anc = torch.zeros(2, 4)
+    cur = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.3, -0.1, 0.2, 0.0]])
+    # no noise model: only the zero-variance test on S (row 0: S = 0)
+    assert omega_noise_rows(cur, anc, m).tolist() == [True, False]
+    # rollout anchor: delta IS the measured mismatch -> std(S) = std(S_noise) <= 2 std(S_noise)
+    assert omega_noise_rows(cur, anc, m, logp_noise=cur - anc).tolist() == [True, True]
+    # a real gain 10x the mismatch passes, a gain equal to 1.5x the mismatch does not (ratio 2)
+    assert omega_noise_rows(cur, anc, m, logp_noise=(cur - anc) / 10).tolist() == [True, False]
+    assert omega_noise_rows(cur, anc, m, logp_noise=(cur - anc) / 1.5).tolist() == [True, True]
+    assert omega_noise_rows(cur, anc, m, logp_noise=(cur - anc) / 1.5, ratio=1.0).tolist() == [True, False]
+
+
+def test_branching_score_omega_noise_falls_back_to_entropy():
+    H = torch.tensor([[1.0, 3.0, 2.0, 0.5]])
+    O = torch.tensor([[1.0, 1.1, 0.9, 1.05]])
+    m = torch.ones(1, 4)
+    fallback = branching_score(H, torch.ones(1, 4), m)
+    noisy = branching_score(H, O, m, omega_noise=torch.tensor([True]))
+    assert noisy.score.tolist() == fallback.score.tolist() and bool(noisy.omega_degenerate)
+    assert noisy.z_omega.abs().max() == 0 and noisy.strict.tolist() == fallback.strict.tolist()
+    assert branching_score(H, O, m, omega_noise=torch.tensor([False])).score.tolist() != fallback.score.tolist()
+    with pytest.raises(ValueError, match="omega_noise"):
+        branching_score(H, O, m, omega_noise=torch.tensor([True, False]))
 
 
 def test_likelihood_gain_clamps_huge_exponents():

@@ -6,10 +6,20 @@ import re
 import bm25s
 import pytest
 
-from appo.data.procedural import TASKS, ArithTask, MultihopTask, Task, build_kb, get_task, register_task, split_of
+from appo.data.procedural import (
+    TASKS,
+    ArithTask,
+    ChainTask,
+    MultihopTask,
+    Task,
+    build_kb,
+    get_task,
+    register_task,
+    split_of,
+)
 from appo.data.procedural.multihop import TEMPLATES, walk
 
-NAMES = ("arith", "multihop", "combo", "mix")
+NAMES = ("arith", "chain", "multihop", "combo", "mix")
 
 
 def test_registry():
@@ -196,6 +206,54 @@ def test_token_budget(mix_search):
     prompt_tokens = max(len(tok(e.question)["input_ids"]) for e in examples)
     demo_tokens = max(len(tok(r)["input_ids"]) for r in responses)
     assert prompt_tokens < 120 and demo_tokens < 200, (prompt_tokens, demo_tokens)
+
+
+def test_chain_carries_each_result_into_the_next_call():
+    task = ChainTask()
+    examples = task.generate(200, seed=0)
+    precedence_traps = 0
+    for e in examples:
+        info = e.extra_info
+        turns = task.demonstration(e)
+        calls = [re.search(r"<python>print\((\d+) ([-+*]) (\d+)\)</python>$", t).groups() for t in turns[:-1]]
+        assert 3 <= len(calls) == len(info["steps"]) <= 4
+        assert calls[0][0] == str(info["start"])
+        for (x, _, _), previous in zip(calls[1:], info["values"]):
+            assert x == str(previous)  # the carried value is the previous call's result
+        assert [[op, int(k)] for _, op, k in calls] == info["steps"]
+        assert all(0 <= v <= 999 for v in info["values"]) and e.answers == (str(info["values"][-1]),)
+        assert all(f"{op} {k}" in e.question for op, k in info["steps"])
+        one_shot = " ".join([str(info["start"])] + [f"{op} {k}" for op, k in info["steps"]])
+        precedence_traps += eval(one_shot) != info["values"][-1]  # digits and + - * only
+    assert precedence_traps > 40  # one flat expression is often wrong: the task must be chained
+    assert {len(e.extra_info["steps"]) for e in examples} == {3, 4}
+
+
+def test_chain_knobs():
+    task = ChainTask(steps=(2, 2), start_digits=(2, 2), ops=("*",), multiplier=(2, 3), max_value=10_000)
+    for e in task.generate(20, seed=1):
+        assert len(e.extra_info["steps"]) == 2 and 10 <= e.extra_info["start"] <= 99
+        assert all(op == "*" and 2 <= k <= 3 for op, k in e.extra_info["steps"])
+    with pytest.raises(ValueError, match="ops"):
+        ChainTask(ops=("/",))
+    with pytest.raises(ValueError, match="steps"):
+        ChainTask(steps=(0, 2))
+    with pytest.raises(ValueError, match="max_value"):
+        ChainTask(start_digits=(3, 3), max_value=99)
+
+
+def test_chain_verifier_and_token_budget():
+    from appo.models.tiny import train_tokenizer
+
+    task = get_task("chain")
+    examples = task.generate(200, seed=0) + task.generate(20, seed=0, split="test")
+    responses = [run_demo(task, e, None) for e in examples]
+    scores = task.verify(examples, responses)
+    assert all(s.score == pytest.approx(1.0) and s.metrics["acc"] == 1.0 for s in scores)
+    tok = train_tokenizer([x.question for x in examples] + responses, vocab_size=512)
+    prompt_tokens = max(len(tok(x.question)["input_ids"]) for x in examples)
+    demo_tokens = max(len(tok(x)["input_ids"]) for x in responses)
+    assert prompt_tokens < 60 and demo_tokens < 170, (prompt_tokens, demo_tokens)
 
 
 def test_task_contract_rejects_bad_held_out():

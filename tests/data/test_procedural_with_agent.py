@@ -38,9 +38,10 @@ class StubSearch(Tool):
         return ToolResult(text="\n".join(self.docs[i]["text"] for i in ids[0]))
 
 
-def test_rendered_demonstrations_score_full_marks(tiny_tokenizer):
-    task = get_task("mix")
-    tools = [StubPython(), StubSearch(task.corpus())]
+@pytest.mark.parametrize("name", ["mix", "chain"])
+def test_rendered_demonstrations_score_full_marks(tiny_tokenizer, name):
+    task = get_task(name)
+    tools = [StubPython()] + ([StubSearch(task.corpus())] if task.corpus() else [])
     examples = task.generate(24, seed=1)
     responses = []
     for example in examples:

@@ -15,14 +15,13 @@ import random
 
 import pytest
 import torch
+from ddp_harness import run_ranks
 
 from appo.distributed.ddp import DistEnv
 from appo.train.batching import collate, select_rows, with_fields
 from appo.train.logprobs import compute_logprobs
 from appo.train.update import UpdateOptions, ppo_update
 from appo.types import Rollout
-
-from ddp_harness import run_ranks
 
 WORLD = 2
 PROMPTS_PER_STEP = 2  # global ppo_mini_batch_size
@@ -52,7 +51,8 @@ def fixed_batch(model):
         for u in range(3):
             n = rng.randint(20, 28) if long else rng.randint(3, 8)
             mask = tuple(int(rng.random() < 0.8) for _ in range(n))
-            rows.append(Rollout(group=g, uid=u, prompt_ids=prompt, response_ids=tuple(rng.randrange(1, 64) for _ in range(n)),
+            response = tuple(rng.randrange(1, 64) for _ in range(n))
+            rows.append(Rollout(group=g, uid=u, prompt_ids=prompt, response_ids=response,
                                 logprobs=(0.0,) * n, entropies=(0.0,) * n, loss_mask=mask, stop_reason="eos"))
     gen = torch.Generator().manual_seed(0)
     adv = torch.randn(len(rows), 28, generator=gen)

@@ -18,10 +18,10 @@ import torch
 from ray_harness import TinyFactory, start_local_ray
 
 from appo.agent import LoopLimits, PromptSpec, RolloutContext, StrategyConfig, run_strategy, teacher_forced_logp_fn
-from appo.data.records import Example
 from appo.distributed.ray_rollout import RayRolloutPool, policy_weights
 from appo.engine.base import SamplingParams
-from appo.train.components import frozen_copy
+from appo.models.loading import frozen_copy
+from appo.types import Example
 
 QUESTIONS = ("What is 1+1?", "Who wrote it?", "Compute 7*6.", "Name a city.")
 TOL = 1e-4
@@ -55,7 +55,8 @@ def setup(ray_cluster, tiny_model_dir, tmp_path_factory):
 
 def _ctx(local, previous, seed=5):
     return RolloutContext.create(local.engine, local.tokenizer, "tags", local.tools,
-                                 SamplingParams(max_new_tokens=16), LoopLimits(max_tool_calls=2, max_response_tokens=40),
+                                 SamplingParams(max_new_tokens=16), LoopLimits(max_tool_calls=2,
+                                                                               max_response_tokens=40),
                                  seed=seed, current_logp_fn=teacher_forced_logp_fn(local.model),
                                  anchor_logp_fn=teacher_forced_logp_fn(previous), key_prefix="s0/")
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from report_synth import small_records, write_metrics
 
 from appo.train.dump import write_step
-from report_synth import small_records, write_metrics
 
 
 def make_small_run(root):

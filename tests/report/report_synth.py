@@ -9,10 +9,10 @@ import random
 
 import torch
 
-from appo.data.records import Example
 from appo.rewards.base import RewardOutput
 from appo.train.dump import TokenTexts, step_record
-from appo.types import Rollout, ToolSpan
+from appo.train.trained_rows import trained_row_mask
+from appo.types import Example, Rollout, ToolSpan
 
 INJECTION = "<script>alert(1)</script>"
 
@@ -83,7 +83,8 @@ def small_records() -> tuple[list[dict], list[str]]:
         adv = torch.zeros(len(rows), T)
         for i, r in enumerate(rows):
             adv[i, : len(r.response_ids)] = (rewards[i] - 0.3) * (1 + 0.1 * torch.arange(len(r.response_ids)))
-        rec = step_record(step, rows, examples, scored, adv, TokenTexts(VocabTokenizer(vocab)), {"algorithm": "appo"})
+        rec = step_record(step, rows, examples, scored, adv, TokenTexts(VocabTokenizer(vocab)), {"algorithm": "appo"},
+                          trained=trained_row_mask("appo", rows))
         records.append(rec)
     return records, vocab
 

@@ -6,12 +6,12 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from report_synth import INJECTION, big_record
 
 from appo.report import SIGNALS, write_report
 from appo.report.run import read_dump
 from appo.report.step_page import render_step
 from appo.report.tokens import esc, token_text
-from report_synth import INJECTION, big_record
 
 
 class RowTree(HTMLParser):
@@ -78,6 +78,7 @@ def test_rows_are_nested_under_their_parents_in_split_order(report):
     assert "branch of #0 after t=6" in h["g0r3"] and "BS 0.75" in h["g0r3"]
     assert "branch of #2 after t=5" in h["g0r4"] and "BS 0.25" in h["g0r4"]
     assert "reward 1.1" in h["g0r4"] and "stop: max_length" in h["g0r3"] and "acc 1" in h["g0r0"]
+    assert "not trained" in h["g0r2"] and "not trained" not in h["g0r0"] and "trained" in h["g0r0"]
 
 
 def test_branch_points_are_marked_on_the_parent_and_linked_both_ways(report):

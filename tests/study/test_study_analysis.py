@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
-from appo.study.analysis import RunResult, format_rows, paired_bootstrap, table
+from appo.study.analysis import (
+    RunResult,
+    differences,
+    equal_token_differences,
+    final_scores,
+    format_rows,
+    load_run,
+    paired_bootstrap,
+    scores_at_tokens,
+    seeds_needed,
+    t975,
+    table,
+)
+from appo.study.runner import TASK_OVERRIDES, StudySettings, plan
 
 
 def _run(variant: str, seed: int, correct: dict[str, float], start: float = 0.2) -> RunResult:
@@ -57,3 +71,94 @@ def test_table_rows_and_markdown():
     assert rows["grpo"]["start"] == pytest.approx(0.25) and rows["grpo"]["minutes"] == pytest.approx(2.0)
     md = format_rows(list(rows.values()))
     assert "| grpo | 2 | 25.0 | 25.0 ± 0.0 | 50.0 [" in md
+
+
+# --------------------------------------------------------------------------- protocol (issue 13)
+
+
+def test_final_score_averages_the_last_evaluations_per_problem():
+    by_step = {0: {"a": 0.0, "b": 0.0}, 10: {"a": 1.0, "b": 0.0}, 20: {"a": 0.5, "b": 1.0}, 30: {"a": 0.0, "b": 1.0}}
+    assert final_scores(by_step, 2) == {"a": 0.25, "b": 1.0}
+    assert final_scores(by_step, 9) == pytest.approx({"a": 0.5, "b": 2 / 3})  # step 0 never counts
+    assert final_scores({0: {"a": 1.0}}, 3) == {"a": 1.0}  # nothing after step 0: the start
+
+
+def test_scores_at_tokens_interpolates_between_evaluations():
+    r = RunResult("arith", "grpo", "main", 0, curve={0: 0.0, 10: 0.5, 20: 1.0},
+                  by_step={0: {"a": 0.0}, 10: {"a": 0.5}, 20: {"a": 1.0}},
+                  tokens={0: 0.0, 5: 500.0, 10: 1000.0, 15: 1500.0, 20: 3000.0})
+    assert scores_at_tokens(r, 500.0) == {"a": 0.25}
+    assert scores_at_tokens(r, 2000.0) == {"a": pytest.approx(0.75)}  # 1000 of the 2000 tokens from 10 to 20
+    assert scores_at_tokens(r, 9999.0) == {"a": 1.0}
+    # APPO trained on half the tokens: at equal tokens the baseline is read half-way
+    appo = RunResult("arith", "appo", "main", 0, curve={0: 0.0, 20: 0.5}, by_step={0: {"a": 0.0}, 20: {"a": 0.5}},
+                     tokens={0: 0.0, 20: 1000.0})
+    d = equal_token_differences([appo], [r])
+    assert d == {0: [pytest.approx(0.0)]}  # both at 0.5 after 1000 tokens
+    assert differences([appo], [r], lambda x: x.by_step[20]) == {0: [-0.5]}  # equal budget: APPO 0.5 vs 1.0
+
+
+def test_seeds_needed_by_hand():
+    # per-seed means 0.00, 0.06 -> sd = 0.0424; n = 2: t(1) * sd / sqrt(2) = 0.381 > 0.03 ...
+    # the smallest n with t975(n-1) * 0.0424 / sqrt(n) <= 0.03 is n = 10 (2.262 * 0.0424 / 3.162 = 0.0303 > 0.03),
+    # n = 11: 2.228 * 0.0424 / 3.317 = 0.0285
+    assert seeds_needed({0: [0.0, 0.0], 1: [0.06, 0.06]}) == 11
+    assert seeds_needed({0: [0.1], 1: [0.1], 2: [0.1]}) == 2  # no spread: two seeds suffice
+    assert math.isnan(seeds_needed({0: [0.1]}))
+    assert t975(1) == 12.706 and t975(30) == 2.042 and abs(t975(120) - 1.980) < 0.002
+
+
+def _write_run(run_dir, val, greedy, tokens):
+    (run_dir / "val").mkdir(parents=True)
+    for step, per_id in val.items():
+        rows = [{"id": i, "metrics": {"acc": a}} for i, samples in per_id.items() for a in samples]
+        (run_dir / "val" / f"step_{step:06d}.json").write_text(json.dumps({"summary": {}, "rows": rows}))
+    for step, per_id in greedy.items():
+        rows = [{"id": i, "metrics": {"acc": a}} for i, a in per_id.items()]
+        (run_dir / "val" / f"greedy_step_{step:06d}.json").write_text(json.dumps({"summary": {}, "rows": rows}))
+    lines = [{"step": s, "batch/loss_tokens": t, "rollout/tool_calls_per_rollout": 1.0, "timing_s/step": 6.0}
+             for s, t in tokens.items()]
+    (run_dir / "metrics.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+
+
+def test_load_run_reads_samples_greedy_and_tokens(tmp_path):
+    settings = StudySettings(tasks=("arith",), seeds=(0,), steps=2, test_freq=1, final_evals=2, ablations=False,
+                             variants=("grpo",))
+    (spec,) = plan(settings, tmp_path)
+    val = {0: {"p": [0, 0], "q": [0, 1]}, 1: {"p": [1, 0], "q": [1, 1]}, 2: {"p": [1, 1], "q": [0, 0]}}
+    _write_run(spec.run_dir, val=val,
+               greedy={0: {"p": 0, "q": 0}, 1: {"p": 1, "q": 1}, 2: {"p": 1, "q": 0}}, tokens={1: 100, 2: 50})
+    r = load_run(spec, final_evals=2)
+    assert r.curve == {0: 0.25, 1: 0.75, 2: 0.5}
+    assert r.final_correct == {"p": 0.75, "q": 0.5} and r.final == pytest.approx(0.625)
+    assert r.final_greedy == {"p": 1.0, "q": 0.5} and r.greedy_curve[1] == 1.0
+    assert r.tokens == {0: 0.0, 1: 100.0, 2: 150.0} and r.total_tokens == 150.0
+    assert r.tool_calls == 1.0 and r.wall_s == 12.0
+
+
+def test_plan_is_seed_major_and_validates_as_the_protocol_says(tmp_path):
+    settings = StudySettings(tasks=("arith", "chain"), seeds=(0, 1), ablations=True,
+                             variants=("grpo", "appo", "appo/M=on"),
+                             val_examples=256, val_samples=4)
+    runs = plan(settings, tmp_path)
+    assert [(r.seed, r.task, r.variant.name) for r in runs[:4]] == [
+        (0, "arith", "grpo"), (0, "arith", "appo"), (0, "arith", "appo/M=on"), (0, "chain", "grpo")]
+    assert len(runs) == 2 * (3 + 2)  # ablations on the first task only
+    o = runs[0].overrides
+    for want in ("data.val_max_samples=256", "rollout.val_kwargs.n=4", "rollout.val_kwargs.temperature=1.0",
+                 "trainer.val_greedy=true", "data.seed=0"):
+        assert want in o, want
+    chain = next(r for r in runs if r.task == "chain")
+    assert set(TASK_OVERRIDES["chain"]) <= set(chain.overrides)
+    with pytest.raises(ValueError, match="unknown study variant"):
+        StudySettings(variants=("ppo",))
+    with pytest.raises(ValueError, match="unknown study task"):
+        StudySettings(tasks=("sudoku",))
+
+
+def test_cli_rejects_bad_seeds_in_one_line(capsys):
+    from appo.cli import main
+
+    assert main(["study", "--seeds", "a-b", "--out", "/nonexistent"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--seeds" in err

@@ -15,6 +15,7 @@ from appo.train.batching import (
     select_rows,
     split_micro_batches,
 )
+from appo.train.trained_rows import trained_row_mask
 from appo.types import Rollout
 
 PAD = 0
@@ -45,7 +46,7 @@ def test_collate_layout_by_hand():
         make_rollout([4], [3, 2, 1], mask=[1, 1, 1], uid=1),
         make_rollout([9, 9], [7, 7, 7], mask=[0, 1, 1], uid=2, origin="branch", parent=0, split=0, branch_score=1.5),
     ]
-    b = collate(rows, pad_id=PAD)
+    b = collate(rows, pad_id=PAD, trained_B=[True, True, False])
     assert b.input_ids_BL.tolist() == [[5, 6, 7, 8, 9, 0], [0, 0, 4, 3, 2, 1], [0, 9, 9, 7, 7, 7]]
     assert b.attention_mask_BL.tolist() == [[1, 1, 1, 1, 1, 0], [0, 0, 1, 1, 1, 1], [0, 1, 1, 1, 1, 1]]
     assert b.position_ids_BL.tolist() == [[0, 1, 2, 3, 4, 4], [0, 0, 0, 1, 2, 3], [0, 0, 1, 2, 3, 4]]
@@ -53,7 +54,8 @@ def test_collate_layout_by_hand():
     assert b.response_mask_BR.tolist() == [[1, 1, 0], [1, 1, 1], [1, 1, 1]]
     # tool tokens (mask 0) and untrained branch rows are out of the loss
     assert b.loss_mask_BR.tolist() == [[1, 0, 0], [1, 1, 1], [0, 0, 0]]
-    assert collate(rows, PAD, train_on_branches=True).loss_mask_BR[2].tolist() == [0, 1, 1]
+    assert collate(rows, PAD).loss_mask_BR[2].tolist() == [0, 1, 1]  # None: every row trained
+    assert b.extras["trained_B"].tolist() == [True, True, False]
     assert b.old_logp_BR.tolist() == [[-0.5, 0, 0], [-0.5, -0.5, -0.5], [0, -0.5, -0.5]]
     assert b.extras["is_branch_B"].tolist() == [False, False, True]
     assert b.extras["prompt_len_B"].tolist() == [3, 1, 2] and b.extras["response_len_B"].tolist() == [2, 3, 3]
@@ -61,6 +63,8 @@ def test_collate_layout_by_hand():
     assert collate(rows, PAD, advantages_NT=adv).advantages_BR.tolist() == [[0, 1, 0], [4, 5, 6], [8, 9, 10]]
     with pytest.raises(ValueError, match="advantages_NT"):
         collate(rows, PAD, advantages_NT=torch.zeros(3, 2))
+    with pytest.raises(ValueError, match="trained_B has 2 entries"):
+        collate(rows, PAD, trained_B=[True, False])
 
 
 def test_collate_matches_rollouts_on_random_rows():
@@ -143,3 +147,36 @@ def test_select_rows_trims_padding():
     rows = [make_rollout([1] * 9, [2] * 30, uid=0), make_rollout([3, 4], [5], uid=1)]
     m = select_rows(collate(rows, PAD), [1])
     assert m.batch.input_ids_BL.tolist() == [[3, 4, 5]] and m.prompt_offset == 7
+
+
+def _tree_rows():
+    return [
+        make_rollout([5], [8, 9, 4], mask=[1, 1, 1], uid=0),
+        make_rollout([5], [3, 2, 1], mask=[1, 0, 1], uid=1),
+        make_rollout([5], [8, 9, 7], mask=[1, 1, 1], uid=2, origin="branch", parent=0, split=1, branch_score=1.0),
+        make_rollout([5], [3, 2, 6], mask=[1, 0, 1], uid=3, origin="branch", parent=1, split=1, branch_score=0.5),
+    ]
+
+
+@pytest.mark.parametrize("algorithm, on_branches, expected", [
+    ("appo", False, [True, True, False, False]),   # reference default: branch rows are signal only
+    ("appo", True, [True, True, True, True]),      # APPO's option
+    ("arpo", False, [True, True, True, True]),     # ARPO: every row, initial and forked
+    ("arpo", True, [True, True, True, True]),
+    ("tree_grpo", False, [True, True, True, True]),  # Tree-GRPO: every leaf (every row is a leaf path)
+    ("grpo", False, [True, True, True, True]),
+])
+def test_trained_row_mask_per_algorithm(algorithm, on_branches, expected):
+    rows = _tree_rows()
+    trained = trained_row_mask(algorithm, rows, on_branches)
+    assert trained == expected
+    b = collate(rows, PAD, trained)
+    # a trained fork copies its parent's loss mask (model tokens of its whole response, shared prefix too)
+    for i, r in enumerate(rows):
+        assert b.loss_mask_BR[i].tolist() == [float(m) * expected[i] for m in r.loss_mask]
+    assert b.extras["trained_B"].tolist() == expected
+
+
+def test_trained_row_mask_refuses_an_unknown_algorithm():
+    with pytest.raises(ValueError, match="unknown algorithm 'ppo'"):
+        trained_row_mask("ppo", _tree_rows())

@@ -57,12 +57,12 @@ def test_matches_naive_per_row(tiny_model, tiny_tokenizer, temperature):
 
 
 def test_full_logits_fallback_gives_the_same(tiny_model, tiny_tokenizer, monkeypatch):
-    from appo.train import logprobs as L
+    from appo.models import lm_logits as L
 
     batch = collate(_rollouts(tiny_tokenizer, seed=3), pad_id=tiny_tokenizer.pad_token_id)
     with torch.no_grad():
         kept, _ = compute_logprobs(tiny_model, batch)
-        monkeypatch.setitem(L._ACCEPTS_LOGITS_TO_KEEP, type(tiny_model), False)
+        monkeypatch.setitem(L._ACCEPTS, type(tiny_model), False)
         full, _ = compute_logprobs(tiny_model, batch)
     torch.testing.assert_close(kept, full)
 

@@ -115,6 +115,10 @@ def test_batch_metrics_by_hand():
     assert m["response_length/mean"] == 2.0 and m["response_length/clip_ratio"] == 0.5
     assert m["prompt_length/max"] == 4.0 and m["response_length/model_tokens_mean"] == 1.5
     assert m["tool_calls/mean"] == 0.0
+    assert m["batch/rows"] == 2.0 and m["batch/trained_rows"] == 2.0 and m["batch/loss_tokens"] == 3.0
+    untrained = collate([rows[0], row(4, 1, (0,), 1)], 0, advantages_NT=torch.zeros(2, 3))
+    m = batch_metrics(untrained)
+    assert m["batch/rows"] == 2.0 and m["batch/trained_rows"] == 1.0 and m["batch/loss_tokens"] == 2.0
 
 
 def test_progress_plain_mode_is_throttled_and_readable():

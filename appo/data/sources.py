@@ -17,7 +17,7 @@ import yaml
 
 from appo.data import load_dataset
 from appo.data.procedural import Task, get_task, write_jsonl
-from appo.data.records import Example
+from appo.types import Example, Metric, TaskKind
 
 PROC_PREFIX = "proc:"
 DEFAULT_PROC_TRAIN = 20_000
@@ -48,10 +48,12 @@ def task_of(spec: str) -> Task | None:
         raise ValueError(f"data spec {spec!r}: {exc}; see the task's docstring for its knobs") from None
 
 
-def load_examples(specs: Sequence[str], split: str, limit: int = -1, seed: int = 0) -> list[Example]:
-    """Examples of every spec, concatenated. ``split`` picks train/test streams of procedural tasks
-    (files are used whole); ``limit`` caps each spec (-1: files whole, procedural tasks
-    ``DEFAULT_PROC_TRAIN`` / ``DEFAULT_PROC_VAL``)."""
+def load_examples(specs: Sequence[str], split: str, limit: int = -1, seed: int = 0,
+                  kind: TaskKind | None = None, metric: Metric | None = None) -> list[Example]:
+    """Examples of every spec, concatenated. ``split`` picks train/test streams of procedural tasks and the
+    split of a dataset folder (other files are used whole); ``limit`` caps each spec (-1: files whole,
+    procedural tasks ``DEFAULT_PROC_TRAIN`` / ``DEFAULT_PROC_VAL``); ``kind`` / ``metric`` (config
+    ``data.task`` / ``data.metric``) override the scoring of file and dataset rows."""
     out: list[Example] = []
     for spec in specs:
         task = task_of(spec)
@@ -59,8 +61,24 @@ def load_examples(specs: Sequence[str], split: str, limit: int = -1, seed: int =
             n = limit if limit > 0 else (DEFAULT_PROC_TRAIN if split == "train" else DEFAULT_PROC_VAL)
             out.extend(task.generate(n, seed=seed, split=split))
         else:
-            out.extend(load_dataset(spec, limit=limit if limit > 0 else None))
+            out.extend(load_dataset(spec, limit=limit if limit > 0 else None, kind=kind, metric=metric,
+                                    split=split))
     return out
+
+
+def data_overrides(task: str, metric: str) -> tuple[TaskKind | None, Metric | None]:
+    """Config ``data.task`` / ``data.metric`` as loader overrides (``auto`` -> None)."""
+    return (None if task == "auto" else task), (None if metric == "auto" else metric)
+
+
+def examples_for(cfg_data, dataset, split: str) -> list[Example]:
+    """Examples of an in-memory dataset handed to ``train()`` (:func:`appo.data.hf.examples_from`), with the
+    config's ``task`` / ``metric`` and sample cap (``train_max_samples`` / ``val_max_samples``)."""
+    from appo.data.hf import examples_from
+
+    kind, metric = data_overrides(cfg_data.task, cfg_data.metric)
+    cap = cfg_data.train_max_samples if split == "train" else cfg_data.val_max_samples
+    return examples_from(dataset, want=split, kind=kind, metric=metric, limit=cap if cap > 0 else None)
 
 
 def write_task_corpus(specs: Sequence[str], path: str | Path) -> Path | None:
