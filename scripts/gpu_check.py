@@ -7,8 +7,8 @@ Correctness (a tiny Llama built locally, no hub), each a row of the printed tabl
 1. ``engine_fp32`` / ``engine_bf16``: HFEngine samples; its per-token log-probs and entropies must match a
    teacher-forced forward of the same sequences (``--tol`` fp32, ``--bf16-tol`` bf16); a fork that reuses
    kept KV must match the same fork recomputed by a fresh engine (same tokens in fp32, log-probs within tol).
-2. ``train_bf16``: one whole APPO ``Trainer.train_step`` in bf16 (finite metrics, gradient > 0), then 5 PPO
-   updates on that step's fixed batch (old log-probs and advantages kept): the policy loss must decrease.
+2. ``train_bf16``: one whole APPO ``Trainer.train_step`` in bf16 (finite metrics, gradient > 0), then 5 more PPO
+   updates on the batch that step trained on (old log-probs and advantages kept): the policy loss must decrease.
    Also recorded: the share of weights one AdamW step at lr 1e-6 changes at all, bf16 vs fp32 (rounding).
 3. ``checkpoint_resume``: 1 step saved, a new trainer resumes it: weights and optimizer state bitwise equal,
    the sampler where it was, and the next step runs; the gap to an uninterrupted 2-step run is recorded.
@@ -275,31 +275,6 @@ def check_engine(base: Path, dtype: str, tol: float, args, sizes: Sizes) -> dict
             "device": str(engine.device)}
 
 
-def fixed_batch(trainer, step: int):
-    """Steps 1-4 of ``Trainer.train_step`` (rollouts, rewards, advantages, old log-probs): one batch to update on."""
-    import torch
-
-    from appo.agent import prompt_specs, run_strategy
-    from appo.prompts import resolve_system_prompt
-    from appo.train.batching import advantage_inputs, collate, with_fields
-    from appo.train.components import strategy_config
-    from appo.train.logprobs import compute_logprobs_batched
-
-    cfg, c = trainer.cfg, trainer.c
-    indices = trainer.sampler.next_indices()
-    examples = [c.train_examples[i] for i in indices]
-    c.model.eval()
-    ctx = trainer.rollout_context(step)
-    specs = prompt_specs(ctx, examples, indices, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
-    rows = run_strategy(trainer.strategy, ctx, specs, strategy_config(cfg)).rows
-    scored = c.reward_fn([examples[r.group] for r in rows], [r.response_text for r in rows])
-    rewards = torch.tensor([s.score for s in scored], dtype=torch.float32)
-    adv, _ = trainer.estimator(advantage_inputs(rows, rewards), **trainer.advantage_options())
-    batch = collate(rows, c.tokenizer.pad_token_id, cfg.algorithm.appo.train_on_branches, adv)
-    old, _ = compute_logprobs_batched(c.model, batch, cfg.rollout.temperature)
-    return with_fields(batch, old_logp_BR=old), rewards
-
-
 def changed_fraction(model, batch, opts, lr: float) -> float:
     """Share of ``model``'s weights that one PPO update with AdamW at ``lr`` changes at all."""
     import torch
@@ -313,35 +288,53 @@ def changed_fraction(model, batch, opts, lr: float) -> float:
 
 
 def check_train_bf16(base: Path, workdir: Path, reward: Path, args) -> dict:
-    """A whole APPO step in bf16, then 5 PPO updates on one fixed batch: the policy loss must go down."""
+    """A whole APPO step in bf16, then 5 more PPO updates on the batch that step trained on (its old log-probs
+    and advantages kept): the policy loss must go down. The batch is taken where the step hands it to the update."""
+    import dataclasses as dc
+    from unittest import mock
+
     import torch
 
+    import appo.train.trainer as trainer_mod
+    from appo.train.batching import with_fields
+    from appo.train.logprobs import compute_logprobs_batched
     from appo.train.trainer import Trainer
     from appo.train.update import ppo_update
 
     trainer = Trainer(train_cfg(base, workdir / "run_bf16", reward, args.device, "bfloat16"))
+    seen: dict = {}
+
+    def recording_update(model, optimizer, batch, opts, *rest, **kw):
+        if not seen:  # before the step's update: pi_old = the current policy
+            old = batch.old_logp_BR
+            if old is None or opts.old_logp_from_current:
+                old, _ = compute_logprobs_batched(trainer.c.model, batch, opts.temperature)
+            seen.update(batch=with_fields(batch, old_logp_BR=old), opts=dc.replace(opts, old_logp_from_current=False))
+            # bf16 weights and a small learning rate: how much of one AdamW step survives rounding (fp32 copy as
+            # the control); on copies of the policy before any update (later, clipping zeroes the gradient).
+            seen["changed"] = {name: changed_fraction(copy.deepcopy(trainer.c.model).to(dt).train(), seen["batch"],
+                                                      seen["opts"], lr=1e-6)
+                               for name, dt in (("bfloat16", torch.bfloat16), ("float32", torch.float32))}
+        return ppo_update(model, optimizer, batch, opts, *rest, **kw)
+
     try:
         assert next(trainer.c.model.parameters()).dtype == torch.bfloat16
-        m = trainer.train_step(0)
+        with mock.patch.object(trainer_mod, "ppo_update", recording_update):
+            m = trainer.train_step(0)
         grad = float(m.get("actor/grad_norm", float("nan")))
-        batch, rewards = fixed_batch(trainer, 1)
-        # bf16 weights and a small learning rate: how much of one AdamW step survives rounding (fp32 copy as the
-        # control), taken before the updates below (after them every token is clipped: no gradient at all).
-        changed = {name: changed_fraction(copy.deepcopy(trainer.c.model).to(dt).train(), batch,
-                                          trainer.update_options(), lr=1e-6)
-                   for name, dt in (("bfloat16", torch.bfloat16), ("float32", torch.float32))}
-        losses = []
+        losses = [m.get("actor/pg_loss")]
         for _ in range(5):
-            u = ppo_update(trainer.c.train_model, trainer.c.optimizer, batch, trainer.update_options())
+            u = ppo_update(trainer.c.train_model, trainer.c.optimizer, seen["batch"], seen["opts"])
             losses.append(u["actor/pg_loss"])
     finally:
         trainer.close()
-    ok = (finite(m) and grad > 0 and all(map(math.isfinite, losses)) and losses[-1] < losses[0]
-          and float(rewards.std()) > 0)
+    batch = seen["batch"]
+    ok = (finite(m) and grad > 0 and all(map(math.isfinite, losses)) and losses[-1] < losses[1]
+          and float(batch.advantages_BR.abs().sum()) > 0)
     return {"ok": ok, "step_metrics_finite": finite(m), "grad_norm": grad, "step_seconds": m.get("timing_s/step"),
-            "rows": int(batch.response_mask_BR.shape[0]), "pg_loss_over_5_updates": losses,
-            "lr1e-6_adamw_step_changed_fraction_of_weights": changed,
-            "appo_branch_points": m.get("appo/branch_points")}
+            "rows": int(batch.response_mask_BR.shape[0]), "pg_loss_step_then_5_updates": losses,
+            "lr1e-6_adamw_step_changed_fraction_of_weights": seen["changed"],
+            "appo_branch_points": m.get("appo/branch_points"), "shared_prefix": m.get("actor/shared_prefix")}
 
 
 def check_checkpoint(base: Path, workdir: Path, reward: Path, args) -> dict:

@@ -101,7 +101,8 @@ def test_dry_run_rows_pass_in_process(tmp_path):
     assert set(doc["checks"]) == set(rows.split(","))
     assert all(r["ok"] is True for r in doc["checks"].values()), doc
     tr = doc["checks"]["train_bf16"]
-    assert tr["pg_loss_over_5_updates"][-1] < tr["pg_loss_over_5_updates"][0]
+    assert tr["pg_loss_step_then_5_updates"][-1] < tr["pg_loss_step_then_5_updates"][1]
+    assert tr["lr1e-6_adamw_step_changed_fraction_of_weights"]["float32"] > 0.5
     ro = doc["checks"]["speed_rollout"]
     assert ro["engine_tok_s"] > 0 and ro["generate_tok_s"] > 0 and ro["rows"] == mod.DRY_SIZES.rollout_rows
 
