@@ -42,6 +42,20 @@ SYSTEM_PROMPTS = {"reference": REFERENCE, "fewshot": FEWSHOT, "short": SHORT}
 """Named system prompts (``rollout.system_prompt`` and ``appo eval --system-prompt`` accept the names)."""
 
 
-def resolve_system_prompt(value: str | None) -> str | None:
-    """A name in :data:`SYSTEM_PROMPTS` -> its text; None or any other text is returned unchanged."""
-    return SYSTEM_PROMPTS.get(value, value) if value is not None else None
+def resolve_system_prompt(value: str | None, tools=None, protocol: str = "tags") -> str | None:
+    """A name in :data:`SYSTEM_PROMPTS` -> its text; None or any other text is returned unchanged.
+
+    With ``tools`` (a list or name -> Tool mapping) and the ``tags`` protocol, a named prompt gets one
+    line per tool it does not mention (``<name>`` absent from its text), saying how to call it and what it
+    does, so a user's function tool is described to the model (the named prompts only know ``python`` and
+    ``search``). Literal text is never changed: it is the user's own. The ``hermes`` protocol lists every
+    tool through the chat template, so nothing is added there."""
+    if value is None or value not in SYSTEM_PROMPTS:
+        return value
+    text = SYSTEM_PROMPTS[value]
+    if tools is None or protocol != "tags":
+        return text
+    from appo.agent.protocols import tag_tool_line, tool_map
+
+    extra = [tag_tool_line(name, tool) for name, tool in tool_map(tools).items() if f"<{name}>" not in text]
+    return "\n".join([text, *extra])

@@ -122,6 +122,10 @@ def create_app(generator: ServedGenerator, settings: ServerSettings) -> FastAPI:
     async def _api_error(_req: Request, exc: APIError):
         return _error(exc.status, exc.message, exc.kind, exc.param)
 
+    @app.exception_handler(ValueError)
+    async def _value_error(_req: Request, exc: ValueError):  # the engine's checks of a request (ids, lengths)
+        return _error(400, str(exc))
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
@@ -149,7 +153,8 @@ def create_app(generator: ServedGenerator, settings: ServerSettings) -> FastAPI:
         if not 1 <= mt <= settings.max_tokens_limit:
             raise APIError(f"max_tokens must be in [1, {settings.max_tokens_limit}]", param="max_tokens")
         return SamplingParams(temperature=1.0 if body.temperature is None else body.temperature,
-                              top_p=1.0 if body.top_p is None else body.top_p, max_new_tokens=mt, seed=body.seed)
+                              top_p=1.0 if body.top_p is None else body.top_p, max_new_tokens=mt,
+                              seed=None if body.seed is None else body.seed % 2**31)
 
     def user_stops(body: _Body) -> tuple[str, ...]:
         stops = [body.stop] if isinstance(body.stop, str) else list(body.stop or [])

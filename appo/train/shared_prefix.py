@@ -169,7 +169,8 @@ def tree_logprobs(
         raise ValueError(f"temperature={temperature} must be > 0 (log-probs of greedy decoding are undefined)")
     device = next(model.parameters()).device
     params = next(model.parameters())
-    impl = getattr(model.config, "_attn_implementation", None) or "eager"
+    config = getattr(getattr(model, "module", model), "config", None)  # DDP wraps the model
+    impl = getattr(config, "_attn_implementation", None) or "eager"
     allowed = tree.allowed_GSS.to(device)[:, None]
     if impl == "sdpa":
         mask = allowed
@@ -209,7 +210,8 @@ def layout_costs(batch: Batch, model_config) -> tuple[float, float]:
     """Estimated flops of one forward over ``batch`` as padded rows and as per-group tries: ``tokens x
     per-token linear flops + attention pairs x per-pair flops`` (dense attention in both layouts; the
     padded layout's micro-batches are ignored, the whole batch is one). Per token: the layers' matrix
-    products ``2 H (H + 2 H_kv) + 2 H^2 + 6 H I`` and the LM head ``2 H V``; per pair ``4 H`` per layer."""
+    products ``2 H (H + 2 H_kv) + 2 H^2 + 6 H I`` and the LM head ``2 H V``; per pair ``4 H`` per layer. A group
+    of more than :data:`TREE_MAX_NODES` nodes makes the tree's cost infinite."""
     c = model_config
     H, layers = c.hidden_size, c.num_hidden_layers
     heads = c.num_attention_heads
@@ -229,8 +231,13 @@ def layout_costs(batch: Batch, model_config) -> tuple[float, float]:
         for tok in toks:
             parent = trie.setdefault((parent, tok), len(trie))
     tree = sum(len(t) * per_token + len(t) ** 2 * per_pair for t in child.values())
+    if max(len(t) for t in child.values()) > TREE_MAX_NODES:
+        tree = float("inf")  # the [S, S] mask alone would not fit
     return float(padded), float(tree)
 
+
+TREE_MAX_NODES = 8192
+"""``auto`` never picks a trie of more nodes than this (its dense ``[S, S]`` mask: 64 MiB as booleans)."""
 
 TREE_MARGIN = 0.8
 """``auto`` uses the tree layout when its estimated cost is below this fraction of the padded one (the

@@ -120,6 +120,8 @@ def test_errors_are_openai_errors(client):
         client.chat.completions.create(model="tiny", messages=FIRST, temperature=5)
     with pytest.raises(openai.BadRequestError, match="no user message"):
         client.chat.completions.create(model="tiny", messages=[{"role": "assistant", "content": "x"}])
+    with pytest.raises(openai.BadRequestError, match="outside the model's vocabulary"):
+        client.completions.create(model="tiny", prompt=[1, 2, 10**6], max_tokens=2)
     with pytest.raises(openai.BadRequestError, match="tool_choice"):
         client.chat.completions.create(model="tiny", messages=FIRST, tools=[PYTHON_SCHEMA], tool_choice="required")
 

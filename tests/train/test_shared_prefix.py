@@ -145,7 +145,7 @@ def test_update_with_shared_prefix_equals_padded(tiny_model_dir, tiny_tokenizer,
     assert max(float((params[0][k] - params[1][k]).abs().max()) for k in params[0]) < 1e-5
 
 
-def test_auto_follows_the_cost_estimate(tiny_model, tiny_tokenizer):
+def test_auto_follows_the_cost_estimate(tiny_model, tiny_tokenizer, monkeypatch):
     V = len(tiny_tokenizer)
     cfg = tiny_model.config
     long_prompt = tuple(range(1, 200))
@@ -158,6 +158,8 @@ def test_auto_follows_the_cost_estimate(tiny_model, tiny_tokenizer):
                         logprobs=(0.0,) * 30, entropies=(0.0,) * 30, loss_mask=(1,) * 30, stop_reason="eos")
                 for u in range(8)]
     assert not tree_wins(collate(distinct, pad_id=0), cfg)
+    monkeypatch.setattr("appo.train.shared_prefix.TREE_MAX_NODES", 100)
+    assert not tree_wins(collate(shared, pad_id=0), cfg)  # a mask too big for auto
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "appo"])
