@@ -42,7 +42,8 @@ def test_named_prompt_that_mentions_a_missing_tool_warns_once():
         warnings.simplefilter("always")
         resolve_system_prompt("short", [_Named("python")], "tags")
         resolve_system_prompt("short", [_Named("python")], "tags")
-    assert len(caught) == 1 and "<search>" in str(caught[0].message) and "your own prompt text" in str(caught[0].message)
+    message = str(caught[0].message)
+    assert len(caught) == 1 and "<search>" in message and "your own prompt text" in message
 
 
 def test_literal_text_and_hermes_are_left_alone():
