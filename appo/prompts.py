@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 REFERENCE = (
     "You are a helpful assistant that can solve the given question step by step with the help of the wikipedia "
     "search tool and python interpreter tool. Given a question, you need to first think about the reasoning process "
@@ -57,5 +59,16 @@ def resolve_system_prompt(value: str | None, tools=None, protocol: str = "tags")
         return text
     from appo.agent.protocols import tag_tool_line, tool_map
 
-    extra = [tag_tool_line(name, tool) for name, tool in tool_map(tools).items() if f"<{name}>" not in text]
+    tools = tool_map(tools)
+    extra = [tag_tool_line(name, tool) for name, tool in tools.items() if f"<{name}>" not in text]
+    for name in ("python", "search"):
+        if f"<{name}>" in text and name not in tools and (value, name) not in _WARNED:
+            _WARNED.add((value, name))
+            warnings.warn(f"system prompt {value!r} tells the model about <{name}>, but no {name} tool is configured "
+                          f"(a call gets an error result); add the tool, or give your own prompt text instead of "
+                          f"the name", stacklevel=2)
     return "\n".join([text, *extra])
+
+
+_WARNED: set[tuple[str, str]] = set()
+"""(prompt name, tool) pairs already warned about in this process."""

@@ -19,6 +19,10 @@ Phases (``details.phases_median_s``, same names both sides): ``generation``, ``r
 step: advantages, collation, bookkeeping). TRL's are timed by wrapping its ``_generate``,
 ``_calculate_rewards`` and its no-grad ``_get_per_token_logps_and_entropies`` calls on the instance.
 
+Device: ``cpu`` in fp32 by default; ``scripts/gpu_check.py`` runs both sides on a GPU in bf16 (TRL with
+``bf16=True`` and, as ours, without gradient checkpointing), synchronising the device at the end of every
+timed span and recording each side's peak allocated GPU memory.
+
 Interleaving: TRL's training loop drives the repeats; our steps run from its callbacks, before its
 step in odd rounds and after it in even ones. Round 0 is a warm-up for all and is not recorded.
 The rows generated differ between the sides (sampling), so generated tokens are recorded per side
@@ -40,12 +44,13 @@ from appo.bench.trl_side import build_grpo_trainer
 
 
 def _our_trainer(model_name: str, algorithm: str, threads: int, prompts: int, rows: int, max_response: int,
-                 micro_rows: int, run_dir: str, *extra: str):
+                 micro_rows: int, run_dir: str, *extra: str, device: str = "cpu", dtype: str = "float32"):
     from appo.train.config import load_config
     from appo.train.trainer import Trainer
 
     cfg = load_config(None, [
-        f"model.path={model_path(model_name)}", "model.device=cpu", "data.train_files=[proc:arith]",
+        f"model.path={model_path(model_name)}", f"model.device={device}", f"model.dtype={dtype}",
+        "data.train_files=[proc:arith]",
         "data.train_max_samples=256", f"data.train_batch_size={prompts}", f"data.max_response_length={max_response}",
         "data.shuffle=false", f"rollout.n={rows}", f"rollout.n_initial={max(1, rows // 2)}",
         f"rollout.max_batch_size={max(64, prompts * rows)}", "rollout.system_prompt=short",
@@ -111,14 +116,24 @@ TARGETS = {("accum", "grpo"): 2.0, ("accum", "appo"): 2.0, ("trl", "grpo"): 1 / 
 
 
 def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, max_response: int, micro_rows: int,
-                    repeats: int, shape: str = "accum") -> list[dict]:
-    """Seconds per RL step: ours (grpo, appo) vs TRL GRPOTrainer at one shape (see the module docstring)."""
+                    repeats: int, shape: str = "accum", device: str = "cpu", dtype: str = "float32",
+                    label: str | None = None, trl_gradient_checkpointing: bool | None = None,
+                    deadline: float | None = None, progress=None) -> list[dict]:
+    """Seconds per RL step: ours (grpo, appo) vs TRL GRPOTrainer at one shape (see the module docstring).
+
+    ``device``/``dtype``: where and in what both sides train (``cuda`` + ``bfloat16`` for the GPU run).
+    ``label`` names the model in the figure (default ``model_name``). ``deadline`` (a ``time.perf_counter()``
+    value): no new round starts after it, and the figures hold the repeats that finished (a figure with none
+    is a ``skipped`` record holding the warm-up round's times). ``progress(line)`` is called after every step
+    of every side."""
     from transformers import TrainerCallback
+
+    from appo.bench.gpu import gpu_peak_mb, reset_gpu_peak, sync
 
     torch.set_num_threads(threads)
     tmp = tempfile.mkdtemp(prefix="appo-bench-rl-")
-    ours = {alg: _our_trainer(model_name, alg, threads, prompts, rows, max_response, micro_rows, f"{tmp}/{alg}")
-            for alg in ("grpo", "appo")}
+    ours = {alg: _our_trainer(model_name, alg, threads, prompts, rows, max_response, micro_rows, f"{tmp}/{alg}",
+                              device=device, dtype=dtype) for alg in ("grpo", "appo")}
     grpo = ours["grpo"]
     examples = grpo.c.train_examples
     tok = grpo.c.tokenizer
@@ -132,16 +147,28 @@ def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, m
     tokens = {k: [] for k in ("grpo", "appo", "trl")}
     phases = {alg: [] for alg in ours}  # our step's own timers, by PHASES name
     trl_phases: list[dict] = []
+    metrics = {alg: [] for alg in ours}  # token counts per repeat, for FLOP estimates
+    gpu_mb = dict.fromkeys(("grpo", "appo", "trl"), 0.0)
+    warmup_s: dict[str, float] = {}
+    say = progress or (lambda line: None)
     state = {"round": 0, "t": 0.0, "mem": None}
 
     def run_ours(rnd: int) -> None:
         for alg, tr in ours.items():
+            reset_gpu_peak(device)
             with PeakRSS() as mem:
                 t = time.perf_counter()
                 m = tr.train_step(rnd)
+                sync(device)
                 dt = time.perf_counter() - t
             torch.set_num_threads(threads)
+            timers = ", ".join(f"{k[9:]}={v:.2f}" for k, v in m.items() if k.startswith("timing_s/"))
+            say(f"rl_step round {rnd} ours {alg}: {dt:.2f} s ({timers})")
+            if rnd == 0:
+                warmup_s[alg] = dt
             if rnd > 0:
+                gpu_mb[alg] = max(gpu_mb[alg], gpu_peak_mb(device) or 0.0)
+                metrics[alg].append({k: v for k, v in m.items() if k.startswith(_TOKEN_KEYS)})
                 contenders[alg].values.append(dt)
                 contenders[alg].peak_rss_mb = max(contenders[alg].peak_rss_mb, mem.peak_mb)
                 tokens[alg].append(m.get("response_length/mean", float("nan")) * m.get("rollout/rows", rows * prompts))
@@ -152,14 +179,20 @@ def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, m
             if state["round"] % 2 == 1:
                 run_ours(state["round"])
             torch.set_num_threads(threads)
+            reset_gpu_peak(device)
             state["mem"] = PeakRSS().__enter__()
             state["timer"].start()
             state["t"] = time.perf_counter()
 
         def on_step_end(self, args, st, control, **kw):
+            sync(device)
             dt = time.perf_counter() - state["t"]
             state["mem"].__exit__(None, None, None)
+            say(f"rl_step round {state['round']} trl: {dt:.2f} s")
+            if state["round"] == 0:
+                warmup_s["trl"] = dt
             if state["round"] > 0:
+                gpu_mb["trl"] = max(gpu_mb["trl"], gpu_peak_mb(device) or 0.0)
                 trl_c.values.append(dt)
                 trl_c.peak_rss_mb = max(trl_c.peak_rss_mb, state["mem"].peak_mb)
                 lengths = state["trainer"]._metrics.get("train", {}).get("completions/mean_length") or [float("nan")]
@@ -168,10 +201,13 @@ def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, m
             if state["round"] % 2 == 0:
                 run_ours(state["round"])
             state["round"] += 1
+            if deadline is not None and time.perf_counter() > deadline:
+                control.should_training_stop = True
 
     trainer = build_grpo_trainer(trl_model, tok, texts, examples, rows_per_step=prompts * rows, num_generations=rows,
                                  max_completion=max_response, micro_rows=micro_rows, max_steps=repeats + 1, lr=1e-6,
-                                 output_dir=f"{tmp}/trl", callbacks=[Interleave()])
+                                 output_dir=f"{tmp}/trl", callbacks=[Interleave()], device=device,
+                                 bf16=dtype == "bfloat16", gradient_checkpointing=trl_gradient_checkpointing)
     state["trainer"] = trainer
     state["timer"] = TRLPhaseTimer(trainer)
     trainer.train()
@@ -179,10 +215,15 @@ def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, m
     for alg in ours:
         c = contenders[alg]
         n = min(len(c.values), len(trl_c.values))
+        name = f"{label or model_name} t{threads} {shape} {alg} vs TRL"
+        if n == 0:
+            out.append({"section": "rl_step", "name": name, "skipped": "no timed repeat finished before the deadline",
+                        "details": {"warmup_s": warmup_s, "device": device, "dtype": dtype}})
+            continue
         c.values, base = c.values[:n], Contender(trl_c.name, trl_c.run, trl_c.values[:n], trl_c.peak_rss_mb)
         target = TARGETS[(shape, alg)] if model_name == "tiny" or shape == "accum" else 1 / 0.8
         ratios = [o / b for o, b in zip(c.values, base.values)]
-        out.append(figure("rl_step", f"{model_name} t{threads} {shape} {alg} vs TRL", "s/step", c, base,
+        out.append(figure("rl_step", name, "s/step", c, base,
                           higher_is_better=False, target=target,
                           target_text=f"<= {1 / target:.2g}x TRL wall time",
                           details={"model": model_name, "threads": threads, "shape": shape, "prompts": prompts,
@@ -192,8 +233,15 @@ def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, m
                                    "ratio_ours_over_trl_median": statistics.median(ratios) if ratios else None,
                                    "tokens_ours": tokens[alg][:n], "tokens_trl": tokens["trl"][:n],
                                    "phases_median_s": _median_phases(phases[alg][:n]),
-                                   "trl_phases_median_s": _median_phases(trl_phases[:n])}))
+                                   "trl_phases_median_s": _median_phases(trl_phases[:n]), "device": device,
+                                   "dtype": dtype, "trl_gradient_checkpointing": trl_gradient_checkpointing,
+                                   "gpu_peak_mb": {"ours": gpu_mb[alg] or None, "trl": gpu_mb["trl"] or None},
+                                   "metrics_ours": metrics[alg][:n], "warmup_s": warmup_s}))
     return out
+
+
+_TOKEN_KEYS = ("response_length/mean", "prompt_length/mean", "rollout/rows", "appo/")
+"""Metrics kept per repeat in ``details.metrics_ours`` (token counts, for FLOP estimates)."""
 
 
 def _median_phases(rows: list[dict]) -> dict:

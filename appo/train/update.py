@@ -172,10 +172,10 @@ def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=No
 def _micro_loss(model, m, opts: UpdateOptions, loss_fn, sums: dict[str, list[float]]) -> torch.Tensor:
     """The loss of one micro-batch (its own aggregation over its tokens/rows); appends its metrics to ``sums``."""
     b = m.batch
-    mask = b.loss_mask_BR
     logp, ent = micro_logprobs(model, m, opts.temperature, with_entropy=True, entropy_grad=opts.entropy_coeff != 0)
-    adv = b.advantages_BR
-    old_logp = logp.detach() if opts.old_logp_from_current else b.old_logp_BR
+    dev = logp.device  # the batch is collated on the CPU; the loss runs where the model is (CUDA: move it there)
+    mask, adv = b.loss_mask_BR.to(dev), b.advantages_BR.to(dev)
+    old_logp = logp.detach() if opts.old_logp_from_current else b.old_logp_BR.to(dev)
     if opts.future_kl:
         f = future_kl_scale(logp.detach(), old_logp, adv, mask)
         adv = apply_future_kl(adv, f, opts.future_kl_coef)
@@ -183,7 +183,7 @@ def _micro_loss(model, m, opts: UpdateOptions, loss_fn, sums: dict[str, list[flo
     loss, metrics = loss_fn(logp, old_logp, adv, mask, agg=opts.loss_agg_mode, clip_ratio_low=opts.clip_ratio_low,
                             clip_ratio_high=opts.clip_ratio_high, clip_ratio_c=opts.clip_ratio_c)
     if opts.kl_loss_coef and b.ref_logp_BR is not None:
-        kl = aggregate(kl_penalty(logp, b.ref_logp_BR, opts.kl_loss_type), mask, opts.loss_agg_mode)
+        kl = aggregate(kl_penalty(logp, b.ref_logp_BR.to(dev), opts.kl_loss_type), mask, opts.loss_agg_mode)
         loss = loss + opts.kl_loss_coef * kl
         sums["actor/kl_loss"].append(float(kl.detach()))
     if opts.entropy_coeff:

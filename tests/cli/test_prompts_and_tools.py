@@ -32,6 +32,20 @@ def test_named_prompt_describes_a_function_tool_it_does_not_mention():
     assert resolve_system_prompt("fewshot", [tool], "tags").endswith("Price of an item in the shop.")
 
 
+def test_named_prompt_that_mentions_a_missing_tool_warns_once():
+    import warnings
+
+    from appo import prompts
+
+    prompts._WARNED.clear()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        resolve_system_prompt("short", [_Named("python")], "tags")
+        resolve_system_prompt("short", [_Named("python")], "tags")
+    message = str(caught[0].message)
+    assert len(caught) == 1 and "<search>" in message and "your own prompt text" in message
+
+
 def test_literal_text_and_hermes_are_left_alone():
     tool = FunctionTool(lookup_price)
     assert resolve_system_prompt("Answer briefly.", [tool], "tags") == "Answer briefly."
