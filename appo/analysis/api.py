@@ -133,7 +133,7 @@ def analyze_examples(
         raise ValueError("analyze: no examples; check the data spec and prompts")
     clock = clock or time.perf_counter
     t0 = clock()
-    system = resolve_system_prompt(config.system_prompt)
+    system = resolve_system_prompt(config.system_prompt, tools, config.protocol)  # names a user's tools too
     prompt_ids = [build_prompt_ids(config.protocol, ex, tokenizer, tools, system) for ex in examples]
     est = estimate_influence(engine, tokenizer, examples, prompt_ids, tools=tools, reward_fn=reward_fn,
                              config=config, current_logp_fn=current_logp_fn, anchor_logp_fn=anchor_logp_fn,

@@ -37,16 +37,31 @@ class RunFiles:
     """What is missing or was skipped, as sentences for the report (empty when all is there)."""
 
 
+RUN_MARKERS = (METRICS_FILE, DUMP_DIR, "config.yaml", "checkpoints")
+"""What the trainer writes into a run directory; a folder with none of them is not a run."""
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """True when ``path`` holds any of :data:`RUN_MARKERS` (a training run wrote it)."""
+    return any((Path(path) / m).exists() for m in RUN_MARKERS)
+
+
 def check_run_dir(run_dir: str | Path) -> Path:
-    """The resolved run directory; raises ``FileNotFoundError`` / ``NotADirectoryError`` naming the path
-    and the fix when it is not an existing directory."""
+    """The resolved run directory; raises ``FileNotFoundError`` / ``NotADirectoryError`` / ``ValueError``
+    naming the path and the fix when it is not an existing directory or not a training run's (none of
+    :data:`RUN_MARKERS`; the runs found one level below are suggested)."""
     path = Path(run_dir).expanduser()
     fix = ("fix: pass the run directory of a training run (trainer.default_local_dir, the folder holding "
-           f"{METRICS_FILE} and {DUMP_DIR}/), e.g. `appo report runs/demo/rl`")
+           f"{METRICS_FILE} and {DUMP_DIR}/), e.g. `appo report runs/demo/train`")
     if not path.exists():
         raise FileNotFoundError(f"run directory {str(path)!r} does not exist; {fix}")
     if not path.is_dir():
         raise NotADirectoryError(f"run directory {str(path)!r} is a file, not a folder; {fix}")
+    if not is_run_dir(path):
+        runs = sorted(str(p) for p in path.iterdir() if p.is_dir() and is_run_dir(p))
+        hint = (f"fix: pass one of the runs inside it: {', '.join(runs[:5])}" if runs else fix)
+        raise ValueError(f"{str(path)!r} is not a training run's directory (no {', '.join(RUN_MARKERS)}); "
+                         f"no report written; {hint}")
     return path.resolve()
 
 

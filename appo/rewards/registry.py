@@ -1,7 +1,7 @@
 """The registry of named reward functions, and :func:`get_reward` that resolves a config string.
 
 A reward spec is either a registered name (``default``, ``arpo``, ``answer``, ``math``, ``qa_f1``,
-``qa_em``, ``format``) or ``path/to/file.py:function`` for a user's own function (see
+``qa_em``, ``format``, ``llm_judge``) or ``path/to/file.py:function`` for a user's own function (see
 :mod:`appo.rewards.custom` for the signatures accepted).
 """
 
@@ -11,8 +11,9 @@ from typing import Callable
 
 from appo.rewards.base import RewardFn
 from appo.rewards.builtin import BUILTIN_REWARDS
+from appo.rewards.llm_judge import llm_judge
 
-REWARDS: dict[str, RewardFn] = dict(BUILTIN_REWARDS)
+REWARDS: dict[str, RewardFn] = {**BUILTIN_REWARDS, "llm_judge": llm_judge}
 """Named reward functions; every value implements :class:`~appo.rewards.base.RewardFn`."""
 
 

@@ -246,4 +246,5 @@ def build_rollout_pool(cfg: Config, components: Components):
                          "Components.extra['tool_specs']")
     factory = ConfigWorkerFactory(cfg, tuple(specs), device="cuda" if r.worker_gpus > 0 else "cpu")
     return RayRolloutPool(factory, r.workers, anchor=cfg.algorithm.appo.anchor, address=r.ray_address,
-                          num_cpus=r.worker_cpus, num_gpus=r.worker_gpus, max_restarts=r.worker_restarts)
+                          num_cpus=r.worker_cpus, num_gpus=r.worker_gpus, max_restarts=r.worker_restarts,
+                          timeout_s=r.worker_timeout_s or None)

@@ -91,9 +91,9 @@ class DataConfig:
     val_batch_size: int | None = None
     """Prompts per validation generation call; None uses ``rollout.max_batch_size``."""
     train_max_samples: int = -1
-    """Use at most this many training examples; -1 uses all."""
+    """Use at most this many training examples (>= 1); -1 uses all (20,000 from a procedural task)."""
     val_max_samples: int = -1
-    """Use at most this many validation examples; -1 uses all."""
+    """Use at most this many validation examples (>= 1); -1 uses all (200 from a procedural task)."""
     max_prompt_length: int = 1024
     """Longest prompt in tokens (chat template and system prompt included); a longer one stops the run
     with an error naming the example (verl's ``truncation: error``)."""
@@ -167,7 +167,10 @@ class RolloutConfig:
     worker_gpus: float = 0.0
     """GPUs Ray reserves per worker; > 0 puts each worker's model on its GPU (``cuda``)."""
     worker_restarts: int = 3
-    """Dead workers replaced (their prompts re-run) within one step before the run fails."""
+    """Dead or hung workers replaced (their prompts re-run) within one step before the run fails."""
+    worker_timeout_s: float = 1800.0
+    """Seconds a Ray rollout worker may take for its block of prompts before it counts as hung: it is
+    killed and replaced like a dead one (its prompts re-run); 0 waits forever."""
     gpu_memory_utilization: float = 0.4
     """``rollout.name=vllm``: fraction of the GPU's memory vLLM takes for its weights and KV blocks (the
     trainer's model, gradients and optimizer state share the GPU: leave them room)."""
@@ -307,6 +310,12 @@ class ActorConfig:
     sequence, position ids restarting per row, attention kept inside each row (transformers' packed
     masks; flash-attention varlen where the model uses it). Same log-probs as the padded layout (to
     1e-5); saves the padding's compute on length-mixed batches. Needs a model from transformers' own code."""
+    shared_prefix: bool | Literal["auto"] = "auto"
+    """Shared-prefix training: each group's rows as one token trie (prompt and branch prefixes computed once,
+    a 4D ancestor mask, per-node positions) in the update and the old/reference log-prob passes; same
+    numbers as the padded layout (1e-5). ``auto``: per step, when a flop estimate of the trie is below 0.8x
+    the padded layout's (``appo.train.shared_prefix.tree_wins``); ``true`` always (takes precedence over
+    ``use_remove_padding``); ``false`` never. Needs sdpa or eager attention (``auto`` falls back otherwise)."""
     old_logp: Literal["auto", "recompute"] = "auto"
     """Old log-probs of the PPO ratio. ``auto``: when the step is exactly on-policy (``ppo_epochs`` = 1, one
     mini-batch = ``data.train_batch_size``, the in-process engine generated with the trainer's weights, no
@@ -350,7 +359,7 @@ class RewardConfig:
     """Reward function."""
 
     name: str = "default"
-    """A registered reward (``default``, ``format_combined``, ...) or ``file.py:function``."""
+    """A registered reward (``default``, ``answer``, ``llm_judge``, ...) or ``file.py:function``."""
     kwargs: dict = field(default_factory=dict)
     """Keyword arguments for the reward function."""
     funcs: tuple[str, ...] = ()
@@ -392,6 +401,10 @@ class TrainerConfig:
     ``resume_path`` loads ``resume_from_path``."""
     resume_from_path: str | None = None
     """Checkpoint folder to resume from when ``resume_mode`` is ``resume_path``."""
+    resume_allow_changes: tuple[str, ...] = ()
+    """Keys (or sections, e.g. ``actor.optim``) a resume may change although they alter the training
+    trajectory. A resume compares the config with the run's saved ``config.yaml`` and refuses any such
+    change not listed here (``appo.train.resume_check``); run length, logging and saving may always change."""
     deterministic: bool = False
     """``torch.use_deterministic_algorithms(True)``: bitwise-repeatable runs, slower on GPU."""
     dump_rollouts_freq: int = 1
@@ -410,7 +423,8 @@ class SftConfig:
     results masked."""
 
     num_examples: int = 2000
-    """Demonstrations drawn from the procedural tasks in ``data.train_files``."""
+    """Demonstrations drawn from each procedural task in ``data.train_files`` (>= 1; JSONL demonstration
+    files are used whole)."""
     epochs: int = 1
     """Passes over the demonstrations."""
     lr: float = 1e-3
@@ -438,7 +452,8 @@ class Config:
     actor: ActorConfig = field(default_factory=ActorConfig)
     """Policy update."""
     tools: tuple[str | dict, ...] = ("python",)
-    """Tools: names (``python``, ``search``), dicts with a ``name`` and options, or ``file.py:function``.
+    """Tools: names (``python``, ``search``), dicts with a ``name`` and options, ``file.py:function``, or
+    ``mcp:<command>`` / ``mcp:<http url>`` (every tool of an MCP server; :mod:`appo.tools.mcp`).
     A plain ``search`` with procedural training data searches the tasks' generated corpus (BM25)."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """Reward function."""
@@ -461,6 +476,10 @@ _FOREIGN_NAMES = {
     "eval_steps": "trainer.test_freq", "lora_r": "model.lora_rank", "r": "model.lora_rank",
     "model_name_or_path": "model.path", "torch_dtype": "model.dtype", "top_k": "rollout.top_k",
     "resume": "trainer.resume_mode", "keep_checkpoints": "trainer.max_actor_ckpt_to_keep",
+    "n_gpus_per_node": "appo takes the number of GPUs from the launcher: torchrun --nproc_per_node=N -m appo train "
+                       "... (docs/scaling.md); for Ray rollout workers set rollout.workers and rollout.worker_gpus",
+    "nnodes": "appo takes the number of nodes from the launcher (torchrun --nnodes=N) or the Ray cluster "
+              "(rollout.ray_address); see docs/scaling.md",
 }
 
 
@@ -484,7 +503,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
 def validate_config(cfg: Config) -> Config:
     """Check the cross-field rules; return ``cfg`` unchanged or raise :class:`ConfigError` with the fix.
 
-    Rules: counts and lengths >= 1; rollout workers, GPUs and restarts >= 0, worker CPUs > 0;
+    Rules: counts and lengths >= 1 (``sft.num_examples``, epochs and batch size included); rollout workers,
+    GPUs, restarts and timeout >= 0, worker CPUs > 0; ``data.*_max_samples`` >= 1 or -1;
     ``rollout.n_initial < rollout.n`` unless grpo;
     ``actor.ppo_mini_batch_size`` divides ``data.train_batch_size``; ``trainer.dist_timeout_s`` >= 1;
     temperature > 0 and top-p in (0, 1]; clip ratios, lr, grad clip, LoRA rank, tool calls >= 0;
@@ -502,14 +522,20 @@ def validate_config(cfg: Config) -> Config:
         "actor.ppo_micro_batch_size_per_gpu": act.ppo_micro_batch_size_per_gpu, "actor.ppo_epochs": act.ppo_epochs,
         "actor.ppo_max_token_len_per_gpu": act.ppo_max_token_len_per_gpu,
         "algorithm.arpo.entropy_window": a.arpo.entropy_window, "trainer.dist_timeout_s": t.dist_timeout_s,
+        "sft.num_examples": cfg.sft.num_examples, "sft.epochs": cfg.sft.epochs, "sft.batch_size": cfg.sft.batch_size,
     }
     for key, value in at_least_one.items():
         if value < 1:
             raise ConfigError(f"{key}={value} must be >= 1")
     for key, value in {"rollout.workers": r.workers, "rollout.worker_gpus": r.worker_gpus,
-                       "rollout.worker_restarts": r.worker_restarts}.items():
+                       "rollout.worker_restarts": r.worker_restarts, "rollout.worker_timeout_s": r.worker_timeout_s,
+                       "sft.lr": cfg.sft.lr}.items():
         if value < 0:
             raise ConfigError(f"{key}={value} must be >= 0")
+    samples = {"data.train_max_samples": d.train_max_samples, "data.val_max_samples": d.val_max_samples}
+    for key, value in samples.items():
+        if value == 0 or value < -1:
+            raise ConfigError(f"{key}={value} must be >= 1, or -1 for all examples")
     if r.workers and r.worker_cpus <= 0:
         raise ConfigError(f"rollout.worker_cpus={r.worker_cpus} must be > 0")
     if a.name != "grpo" and not r.n_initial < r.n:

@@ -28,7 +28,7 @@ from appo.distributed.ddp import Quiet, init_distributed
 from appo.eval import evaluate
 from appo.prompts import resolve_system_prompt
 from appo.train.batching import advantage_inputs, collate, with_fields
-from appo.train.checkpoint import load_checkpoint, load_latest_checkpoint, restore, save_checkpoint
+from appo.train.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint, restore, save_checkpoint
 from appo.train.components import (
     STRATEGY_OF,
     Components,
@@ -41,10 +41,13 @@ from appo.train.components import (
 )
 from appo.train.config import Config, save_config
 from appo.train.dump import TokenTexts, step_record, write_step
+from appo.train.interrupt import StopRequest, TrainingInterrupted
 from appo.train.logprobs import compute_logprobs_batched
 from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics, timer
 from appo.train.packing import packed_logprobs_batched
 from appo.train.progress import ProgressDisplay
+from appo.train.resume_check import check_resume_config
+from appo.train.shared_prefix import tree_logprobs_batched, tree_wins
 from appo.train.trained_rows import trained_row_mask
 from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 
@@ -79,6 +82,8 @@ class Trainer:
         self.dist = init_distributed(cfg.actor.strategy, cfg.model.device, cfg.trainer.dist_timeout_s)
         self.run_dir = Path(cfg.trainer.default_local_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.check_resume()  # before config.yaml is overwritten: the saved one describes the run to resume
+        self.dist.barrier()
         if self.dist.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
         seed_everything(cfg.trainer.seed)
@@ -91,6 +96,7 @@ class Trainer:
         self.strategy = STRATEGY_OF[cfg.algorithm.name]
         self.estimator = get_advantage_estimator(cfg.algorithm.adv_estimator)
         self.texts = TokenTexts(self.c.tokenizer)
+        self.system_prompt = resolve_system_prompt(cfg.rollout.system_prompt, self.c.tools, cfg.rollout.protocol)
         self.start_step = self._resume()
         self.rollout_pool = None  # rollout.workers > 0: Ray actors generate (appo.distributed.ray_rollout)
         if cfg.rollout.workers:
@@ -126,6 +132,15 @@ class Trainer:
             kl_loss_coef=a.kl_loss_coef if a.use_kl_loss else 0.0, kl_loss_type=a.kl_loss_type,
             entropy_coeff=a.entropy_coeff, temperature=self.cfg.rollout.temperature,
             future_kl=self.cfg.algorithm.name == "appo" and appo.future_kl, future_kl_coef=appo.future_kl_coef)
+
+    def use_shared_prefix(self, batch) -> bool:
+        """``actor.shared_prefix``: ``true``, ``false``, or ``auto`` = the trie layout's estimated cost wins on
+        ``batch`` (:func:`appo.train.shared_prefix.tree_wins`) and the model's attention takes a 4D mask."""
+        mode = self.cfg.actor.shared_prefix
+        if mode != "auto":
+            return bool(mode)
+        impl = getattr(self.c.model.config, "_attn_implementation", None) or "eager"
+        return impl in ("sdpa", "eager") and tree_wins(batch, self.c.model.config)
 
     def skip_old_logp(self, opts: UpdateOptions) -> bool:
         """``actor.old_logp=auto`` and the step is exactly on-policy (:func:`appo.train.update.on_policy_step`):
@@ -165,8 +180,7 @@ class Trainer:
         c.model.eval()
         with timer("gen", m):
             ctx = self.rollout_context(step)
-            prompts = prompt_specs(ctx, examples, indices,
-                                   system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
+            prompts = prompt_specs(ctx, examples, indices, system_prompt=self.system_prompt)
             check_prompt_lengths(prompts, examples, cfg.data.max_prompt_length)
             run = run_strategy if self.rollout_pool is None else self.rollout_pool.run_strategy  # in-process or Ray
             out = run(self.strategy, ctx, prompts, strategy_config(cfg))
@@ -188,7 +202,11 @@ class Trainer:
         T, max_tok = cfg.rollout.temperature, cfg.actor.ppo_max_token_len_per_gpu
         logprobs_batched = packed_logprobs_batched if cfg.actor.use_remove_padding else compute_logprobs_batched
         opts = self.update_options()
-        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts))
+        tree = self.use_shared_prefix(batch)
+        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts), shared_prefix=tree)
+        if tree:
+            logprobs_batched = tree_logprobs_batched
+        m["actor/shared_prefix"] = float(tree)
         with timer("old_log_prob", m):
             old_logp = batch.old_logp_BR if opts.old_logp_from_current else \
                 logprobs_batched(c.model, batch, T, max_tokens=max_tok)[0]
@@ -248,7 +266,7 @@ class Trainer:
             result = evaluate(c.engine, c.tokenizer, examples, reward_fn=c.reward_fn, tools=c.tools,
                               protocol=cfg.rollout.protocol, params=params, limits=loop_limits(cfg), n=n,
                               batch_size=cfg.data.val_batch_size or cfg.rollout.max_batch_size,
-                              seed=cfg.trainer.seed, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
+                              seed=cfg.trainer.seed, system_prompt=self.system_prompt)
         result = self.dist.gather_eval(result)  # every rank's rows, pooled
         if self.dist.is_main:
             result.to_json(self.run_dir / "val" / f"{prefix}step_{step:06d}.json")
@@ -262,9 +280,11 @@ class Trainer:
         logger = MetricsLogger(self.run_dir, t.logger, project=t.project_name, experiment=t.experiment_name,
                                resume_step=self.start_step if self.start_step else None,
                                console_keys=CONSOLE_KEYS) if main else Quiet()
-        progress = ProgressDisplay(t.total_training_steps, t.experiment_name,
-                                   start=self.start_step) if main else Quiet()
+        progress = (ProgressDisplay(t.total_training_steps, t.experiment_name, start=self.start_step) if main
+                    else Quiet())
+        stop = StopRequest(enabled=not self.dist.enabled)  # Ctrl-C: finish the step, save, stop (module interrupt)
         try:
+            stop.__enter__()
             if self.c.val_examples and t.val_before_train and self.start_step == 0:
                 result.val[0] = self.validate(0)
                 logger.log(_val_metrics(result.val[0]), step=0)
@@ -280,12 +300,27 @@ class Trainer:
                 result.steps = done
                 progress.update(done, reward=metrics.get("critic/score/mean"), acc=metrics.get("reward/acc"),
                                 val_acc=metrics.get("val/all/acc"))
-                if t.save_freq > 0 and (done % t.save_freq == 0 or done == t.total_training_steps):
+                scheduled = t.save_freq > 0 and (done % t.save_freq == 0 or done == t.total_training_steps)
+                if scheduled or stop.requested:  # Ctrl-C: the finished step is saved, the resume point
                     self.save(done)
+                if stop.requested and done < t.total_training_steps:
+                    raise self.interrupted(done)
+        except KeyboardInterrupt as exc:  # a second Ctrl-C (or the first under torchrun): the step is abandoned
+            if isinstance(exc, TrainingInterrupted):
+                raise
+            raise self.interrupted(result.steps) from None
         finally:
+            stop.__exit__(None, None, None)
             progress.close()
             logger.close()
         return result
+
+    def interrupted(self, steps_done: int) -> TrainingInterrupted:
+        """The :class:`TrainingInterrupted` after ``steps_done`` steps: the newest complete checkpoint on
+        disk, and ``trainer.resume_mode=auto`` when this run was started without resuming from it."""
+        ckpts = list_checkpoints(self.run_dir)
+        overrides = () if self.cfg.trainer.resume_mode == "auto" else ("trainer.resume_mode=auto",)
+        return TrainingInterrupted(self.run_dir, steps_done, ckpts[-1] if ckpts else None, overrides)
 
     # ------------------------------------------------------------------------------ checkpointing
     def close(self) -> None:
@@ -308,6 +343,26 @@ class Trainer:
                                    extra=extra, tokenizer=c.tokenizer, keep=self.cfg.trainer.max_actor_ckpt_to_keep)
         self.dist.barrier()
         return path
+
+    def resume_source(self) -> Path | None:
+        """The checkpoint folder this run will resume from (``trainer.resume_mode``), or None (fresh start)."""
+        t = self.cfg.trainer
+        if t.resume_mode == "disable":
+            return None
+        if t.resume_mode == "resume_path":
+            return Path(t.resume_from_path)
+        ckpts = list_checkpoints(self.run_dir)
+        return ckpts[-1] if ckpts else None
+
+    def check_resume(self) -> None:
+        """Refuse to resume with a config that changes the run's trajectory (:mod:`appo.train.resume_check`):
+        compared with the ``config.yaml`` of the run that wrote the checkpoint."""
+        source = self.resume_source()
+        if source is None:
+            return
+        run_dir = source.parent.parent if source.parent.name == "checkpoints" else self.run_dir
+        digits = source.name.removeprefix("step_")
+        check_resume_config(run_dir / "config.yaml", self.cfg, int(digits) if digits.isdigit() else None)
 
     def _resume(self) -> int:
         t = self.cfg.trainer

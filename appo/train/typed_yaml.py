@@ -102,19 +102,28 @@ def all_keys(cls: type, prefix: str = "") -> list[str]:
 
 
 def _unknown_key(cls: type, key: str, root: type, hints: Mapping[str, str]) -> ConfigError:
+    """The error for an unknown ``key``, with the best guess: a foreign name's mapping (``hints``; a value
+    with a space is an explanation, not a key), a close name in the same section, the same name in another
+    section, or a close name anywhere (difflib, ratio >= 0.7 in the section, >= 0.8 elsewhere); without a
+    guess, the valid keys of the section. Whole dotted keys are never compared (a shared section prefix
+    would make unrelated keys look close)."""
     names = [f.name for f in dataclasses.fields(cls)]
     local = key.rsplit(".", 1)[-1]
     prefix = key[: len(key) - len(local)]
     every = all_keys(root)
-    close = difflib.get_close_matches(local, names, n=1, cutoff=0.6)
+    guess = None
     if local in hints:
+        if " " in hints[local]:
+            return ConfigError(f"unknown config key '{key}'; {hints[local]}")
         guess = hints[local]
-    elif close:
+    elif close := difflib.get_close_matches(local, names, n=1, cutoff=0.7):
         guess = prefix + close[0]
+    elif same := [k for k in every if k.rsplit(".", 1)[-1] == local]:
+        guess = same[0]
     else:
-        leaf = [k for k in every if k.rsplit(".", 1)[-1] == local]
-        near = leaf or difflib.get_close_matches(key, every, n=1, cutoff=0.5)
-        guess = near[0] if near else None
+        leaves = {k.rsplit(".", 1)[-1]: k for k in reversed(every)}  # first key of each leaf name wins
+        near = difflib.get_close_matches(local, list(leaves), n=1, cutoff=0.8)
+        guess = leaves[near[0]] if near else None
     hint = f"did you mean '{guess}'?" if guess else f"valid keys here: {', '.join(names)}"
     return ConfigError(f"unknown config key '{key}'; {hint}")
 

@@ -25,6 +25,7 @@ from appo.distributed.ddp import DistEnv
 from appo.train.batching import select_rows
 from appo.train.logprobs import compute_logprobs
 from appo.train.packing import check_packing_support, micro_batches, micro_logprobs
+from appo.train.shared_prefix import check_tree_support
 from appo.types import Batch
 
 
@@ -67,6 +68,9 @@ class UpdateOptions:
     """b in ``A * (1 + b f)``."""
     temperature: float = 1.0
     """Sampling temperature; log-probs are of ``softmax(logits / temperature)``."""
+    shared_prefix: bool = False
+    """Lay each micro-batch's groups out as token tries (:mod:`appo.train.shared_prefix`): shared prompt and
+    branch prefixes computed once; takes precedence over ``pack``."""
     old_logp_from_current: bool = False
     """Exactly on-policy step (one epoch, one mini-batch, rollouts from these weights): the old log-probs are
     the current ones, detached, and ``batch.old_logp_BR`` is not read (see :func:`on_policy_step`)."""
@@ -127,13 +131,16 @@ def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=No
     sums: dict[str, list[float]] = defaultdict(list)
     seq_mode = opts.loss_agg_mode.startswith("seq-mean")
     max_rows = None if opts.max_tokens else opts.micro_batch_rows
-    if opts.pack:
+    if opts.shared_prefix:
+        check_tree_support(model)
+    elif opts.pack:
         check_packing_support(model)
     model.train()
     for _ in range(opts.ppo_epochs):
         for rows in _mini_batches(batch, opts.ppo_mini_batch_size // dist.world_size, by_position=dist.enabled):
             mini = select_rows(batch, rows).batch if len(rows) else None
-            micro = micro_batches(mini, opts.max_tokens, max_rows, opts.pack) if mini is not None else []
+            micro = [] if mini is None else micro_batches(mini, opts.max_tokens, max_rows, opts.pack,
+                                                          opts.shared_prefix)
             total = dist.all_sum(_loss_units(mini.loss_mask_BR, seq_mode) if mini is not None else 0.0)
             if total == 0:  # no rank has loss tokens here (several ranks only: one process never builds it)
                 continue
@@ -165,10 +172,10 @@ def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=No
 def _micro_loss(model, m, opts: UpdateOptions, loss_fn, sums: dict[str, list[float]]) -> torch.Tensor:
     """The loss of one micro-batch (its own aggregation over its tokens/rows); appends its metrics to ``sums``."""
     b = m.batch
-    mask = b.loss_mask_BR
     logp, ent = micro_logprobs(model, m, opts.temperature, with_entropy=True, entropy_grad=opts.entropy_coeff != 0)
-    adv = b.advantages_BR
-    old_logp = logp.detach() if opts.old_logp_from_current else b.old_logp_BR
+    dev = logp.device  # the batch is collated on the CPU; the loss runs where the model is (CUDA: move it there)
+    mask, adv = b.loss_mask_BR.to(dev), b.advantages_BR.to(dev)
+    old_logp = logp.detach() if opts.old_logp_from_current else b.old_logp_BR.to(dev)
     if opts.future_kl:
         f = future_kl_scale(logp.detach(), old_logp, adv, mask)
         adv = apply_future_kl(adv, f, opts.future_kl_coef)
@@ -176,7 +183,7 @@ def _micro_loss(model, m, opts: UpdateOptions, loss_fn, sums: dict[str, list[flo
     loss, metrics = loss_fn(logp, old_logp, adv, mask, agg=opts.loss_agg_mode, clip_ratio_low=opts.clip_ratio_low,
                             clip_ratio_high=opts.clip_ratio_high, clip_ratio_c=opts.clip_ratio_c)
     if opts.kl_loss_coef and b.ref_logp_BR is not None:
-        kl = aggregate(kl_penalty(logp, b.ref_logp_BR, opts.kl_loss_type), mask, opts.loss_agg_mode)
+        kl = aggregate(kl_penalty(logp, b.ref_logp_BR.to(dev), opts.kl_loss_type), mask, opts.loss_agg_mode)
         loss = loss + opts.kl_loss_coef * kl
         sums["actor/kl_loss"].append(float(kl.detach()))
     if opts.entropy_coeff:

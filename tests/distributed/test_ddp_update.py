@@ -102,7 +102,9 @@ def _ranks_update(state, batch):
     env = init_distributed("ddp", "cpu")
     local = rank_batch(batch, env.rank)
     out = {}
-    for name, opts, optim in (("ddp_padded", PADDED, adamw), ("ddp_packed", PACKED, adamw), ("ddp_sgd", PADDED, sgd)):
+    tree = dataclasses.replace(PADDED, shared_prefix=True)  # shared-prefix tries inside DDP
+    for name, opts, optim in (("ddp_padded", PADDED, adamw), ("ddp_packed", PACKED, adamw), ("ddp_sgd", PADDED, sgd),
+                              ("ddp_tree", tree, adamw)):
         model = tiny_llama()
         model.load_state_dict(state)
         ppo_update(ddp_wrap(model), optim(model), local, opts, dist=env)
@@ -155,6 +157,7 @@ def test_the_shards_differ_in_tokens_and_micro_batches(results):
 
 
 @pytest.mark.parametrize("name,ref,tol", [("ddp_padded", "padded", TOL), ("ddp_packed", "packed", TOL),
+                                          ("ddp_tree", "padded", TOL),
                                           ("ddp_packed_checkpointing", "packed", TOL), ("fsdp2", "padded", TOL),
                                           ("ddp_sgd", "sgd", TOL_SGD)])
 def test_two_ranks_match_one_process(results, name, ref, tol):

@@ -153,3 +153,30 @@ def test_killed_worker_is_replaced_and_the_step_completes(setup, ray_cluster):
     assert pool.restarts == before_restarts + 1
     assert pool.pids[victim] != before_pids[victim] and pool.pids[1 - victim] == before_pids[1 - victim]
     _same_rows(want.rows, got.rows)
+
+
+def test_hung_worker_is_timed_out_and_replaced(setup):
+    """A worker that blocks (alive, never returning) inside its second engine call of an APPO step: after
+    the pool's timeout it is killed and replaced, its prompts re-run, and the result is the same."""
+    pool, local, previous, block_dir = setup
+    cfg = StrategyConfig(n_total=4, n_initial=2)
+    ctx = _ctx(local, previous, seed=11)
+    want = run_strategy("appo", ctx, _prompts(ctx), cfg)
+    pool.run_strategy("appo", _ctx(local, previous, seed=11), _prompts(ctx), cfg)  # unarmed: call counters reset
+    before_pids, before_restarts = list(pool.pids), pool.restarts
+    blocked = Path(block_dir) / "blocked"
+    blocked.unlink(missing_ok=True)  # let one worker block again (the kill test used the claim)
+    (Path(block_dir) / "armed").write_text("1")
+    pool.timeout_s = 20.0  # a tiny block takes ~1 s here; the hung one sleeps for 120 s
+    try:
+        ctx2 = _ctx(local, previous, seed=11)
+        t0 = time.monotonic()
+        got = pool.run_strategy("appo", ctx2, _prompts(ctx2), cfg)
+        took = time.monotonic() - t0
+    finally:
+        pool.timeout_s = None
+        (Path(block_dir) / "armed").unlink()
+    victim = before_pids.index(int(blocked.read_text()))
+    assert pool.restarts == before_restarts + 1 and 20 <= took < 110
+    assert pool.pids[victim] != before_pids[victim] and pool.pids[1 - victim] == before_pids[1 - victim]
+    _same_rows(want.rows, got.rows)

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,11 +41,21 @@ def wheel_venv(tmp_path_factory) -> Path:
     """A fresh venv holding the built appo wheel; this environment's site-packages are on its path through a
     ``.pth`` line (a plain path: the editable appo finder there is a .pth file too, and is not run)."""
     tmp = tmp_path_factory.mktemp("wheel")
-    # setuptools builds in the source tree (build/ and appo.egg-info, both git-ignored).
+    # Build from a copy: setuptools builds in the source tree, and a stale build/lib there would put modules
+    # that no longer exist into the wheel.
+    src = tmp / "src"
+    top_level = {".git", ".venv", "build", "appo.egg-info", "runs", "data", "tests", "docs", "benchmarks"}
+    shutil.copytree(ROOT, src, ignore=lambda d, names: [n for n in names if n == "__pycache__"
+                                                        or (Path(d) == ROOT and n in top_level)])
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-          "-w", str(tmp / "dist"), str(ROOT)], cwd=tmp, env=_env())
+          "-w", str(tmp / "dist"), str(src)], cwd=tmp, env=_env())
     wheels = list((tmp / "dist").glob("appo-*.whl"))
     assert len(wheels) == 1, wheels
+    with zipfile.ZipFile(wheels[0]) as whl:
+        packaged = {n for n in whl.namelist() if n.startswith("appo/")}
+    expected = {p.relative_to(ROOT).as_posix() for p in (ROOT / "appo").rglob("*")
+                if p.is_file() and p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts}
+    assert packaged == expected, packaged ^ expected  # every module and config, nothing else
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
     py = env_dir / "bin" / "python"
