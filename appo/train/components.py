@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from appo.agent import LoopLimits, StrategyConfig
 from appo.data.sources import data_overrides, examples_for, load_examples, write_task_corpus
 from appo.engine.base import SamplingParams
 from appo.models.loading import LoraSpec, frozen_copy, load_model_and_tokenizer
+from appo.models.precision import low_precision_adamw_warning, set_compute_dtype
 from appo.rewards import get_reward
 from appo.tools.registry import build_tools
 from appo.train.config import Config
@@ -62,12 +64,19 @@ class Components:
 
 
 def build_model(cfg: Config):
-    """Policy model and tokenizer from ``cfg.model`` (HF folder, cached hub id, GGUF, alias; LoRA)."""
+    """Policy model and tokenizer from ``cfg.model`` (HF folder, cached hub id, GGUF, alias; LoRA), with
+    ``model.compute_dtype`` recorded on it (:mod:`appo.models.precision`). Warns once when the parameters are
+    bfloat16 / float16 (AdamW steps below their rounding are lost), naming the mixed-precision fix."""
     m = cfg.model
     lora = LoraSpec(m.lora_rank, m.lora_alpha, m.lora_dropout, m.target_modules) if m.lora_rank > 0 else None
-    return load_model_and_tokenizer(m.path, m.dtype, m.device, lora, tokenizer_path=m.tokenizer_path,
-                                    trust_remote_code=m.trust_remote_code,
-                                    gradient_checkpointing=m.enable_gradient_checkpointing)
+    warning = low_precision_adamw_warning(m.dtype)
+    if warning is not None:
+        warnings.warn(warning, stacklevel=2)
+    model, tokenizer = load_model_and_tokenizer(m.path, m.dtype, m.device, lora, tokenizer_path=m.tokenizer_path,
+                                                trust_remote_code=m.trust_remote_code,
+                                                gradient_checkpointing=m.enable_gradient_checkpointing)
+    set_compute_dtype(model, m.compute_dtype)
+    return model, tokenizer
 
 
 def tool_specs_for(cfg: Config, run_dir: str | Path) -> tuple[list, Path | None]:
@@ -103,7 +112,8 @@ def build_engine(model, tokenizer, cfg: Config):
         return VLLMEngine(str(resolve_model_path(m.path)),
                           str(resolve_model_path(m.tokenizer_path)) if m.tokenizer_path else None,
                           policy=model, logprobs_k=r.logprobs_k, gpu_memory_utilization=r.gpu_memory_utilization,
-                          dtype="auto" if m.dtype == "float32" else m.dtype,  # auto: fp32 checkpoints run in fp16
+                          # the compute dtype when set (mixed precision); auto: fp32 checkpoints run in fp16
+                          dtype=m.compute_dtype or ("auto" if m.dtype == "float32" else m.dtype),
                           seed=cfg.trainer.seed, trust_remote_code=m.trust_remote_code)
     if r.name != "hf":
         raise ValueError(f"rollout.name={r.name!r}: use 'hf' (transformers, in-process) or 'vllm' (CUDA)")
