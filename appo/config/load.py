@@ -31,7 +31,8 @@ _FOREIGN_NAMES = {
     "epsilon": "actor.clip_ratio_low", "epsilon_high": "actor.clip_ratio_high", "beta": "actor.kl_loss_coef",
     "output_dir": "trainer.default_local_dir", "report_to": "trainer.logger", "save_steps": "trainer.save_freq",
     "eval_steps": "trainer.test_freq", "lora_r": "model.lora_rank", "r": "model.lora_rank",
-    "model_name_or_path": "model.path", "torch_dtype": "model.dtype", "top_k": "rollout.top_k",
+    "model_name_or_path": "model.path", "torch_dtype": "model.dtype", "bf16": "model.compute_dtype",
+    "fp16": "model.compute_dtype", "top_k": "rollout.top_k",
     "resume": "trainer.resume_mode", "keep_checkpoints": "trainer.max_actor_ckpt_to_keep",
     "n_gpus_per_node": "appo takes the number of GPUs from the launcher: torchrun --nproc_per_node=N -m appo train "
                        "... (docs/scaling.md); for Ray rollout workers set rollout.workers and rollout.worker_gpus",

@@ -33,8 +33,17 @@ class ModelConfig:
     tokenizer_path: str | None = None
     """Tokenizer location when it differs from ``path``; None uses ``path``."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Parameter dtype of the trained policy. float32 is the default: bf16 matmuls are ~10x slower on
-    most CPUs."""
+    """Parameter dtype of the trained policy (and of AdamW's state). float32 is the default: bf16 matmuls are
+    ~10x slower on most CPUs. bfloat16 / float16 parameters lose AdamW steps below their rounding (at lr
+    1e-6 most weights never change; a warning says so): for low-precision speed on a GPU keep float32
+    here and set ``compute_dtype``."""
+    compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    """Mixed precision (verl's FSDP ``mixed_precision``, TRL's ``bf16``): forwards run under
+    ``torch.autocast`` in this dtype over ``dtype`` parameters; gradients, weights and optimizer state stay
+    in ``dtype``. Covers the update, the old / reference log-prob passes, the scorer and the hf engine's
+    prefill and decode. None (or equal to ``dtype``) computes in ``dtype``. The GPU recipe is
+    ``dtype: float32, compute_dtype: bfloat16``. float16 compute gets no loss scaling (gradients may
+    underflow): prefer bfloat16."""
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     trust_remote_code: bool = False

@@ -53,7 +53,8 @@ def build_vllm(model: Any, tokenizer: Any, cfg: Any) -> Any:
     return VLLMEngine(str(resolve_model_path(m.path)),
                       str(resolve_model_path(m.tokenizer_path)) if m.tokenizer_path else None,
                       policy=model, logprobs_k=r.logprobs_k, gpu_memory_utilization=r.gpu_memory_utilization,
-                      dtype="auto" if m.dtype == "float32" else m.dtype,  # auto: fp32 checkpoints run in fp16
+                      # the compute dtype when set (mixed precision); auto: fp32 checkpoints run in fp16
+                      dtype=m.compute_dtype or ("auto" if m.dtype == "float32" else m.dtype),
                       seed=cfg.trainer.seed, trust_remote_code=m.trust_remote_code)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from appo.data.sources import data_overrides, examples_for, load_examples, write
 from appo.engine.base import SamplingParams
 from appo.engine.registry import get_engine_spec
 from appo.models.loading import LoraSpec, frozen_copy, load_model_and_tokenizer
+from appo.models.precision import low_precision_adamw_warning, set_compute_dtype
 from appo.rewards import get_reward
 from appo.tools.registry import build_tools
 from appo.types import Example
@@ -66,12 +68,19 @@ class Components:
 
 
 def build_model(cfg: Config):
-    """Policy model and tokenizer from ``cfg.model`` (HF folder, cached hub id, GGUF, alias; LoRA)."""
+    """Policy model and tokenizer from ``cfg.model`` (HF folder, cached hub id, GGUF, alias; LoRA), with
+    ``model.compute_dtype`` recorded on it (:mod:`appo.models.precision`). Warns once when the parameters are
+    bfloat16 / float16 (AdamW steps below their rounding are lost), naming the mixed-precision fix."""
     m = cfg.model
     lora = LoraSpec(m.lora_rank, m.lora_alpha, m.lora_dropout, m.target_modules) if m.lora_rank > 0 else None
-    return load_model_and_tokenizer(m.path, m.dtype, m.device, lora, tokenizer_path=m.tokenizer_path,
-                                    trust_remote_code=m.trust_remote_code,
-                                    gradient_checkpointing=m.enable_gradient_checkpointing)
+    warning = low_precision_adamw_warning(m.dtype)
+    if warning is not None:
+        warnings.warn(warning, stacklevel=2)
+    model, tokenizer = load_model_and_tokenizer(m.path, m.dtype, m.device, lora, tokenizer_path=m.tokenizer_path,
+                                                trust_remote_code=m.trust_remote_code,
+                                                gradient_checkpointing=m.enable_gradient_checkpointing)
+    set_compute_dtype(model, m.compute_dtype)
+    return model, tokenizer
 
 
 def tool_specs_for(cfg: Config, run_dir: str | Path) -> tuple[list, Path | None]:

@@ -1,4 +1,4 @@
-"""The policy update: PPO mini-batch steps over one collated batch (DESIGN 1.7-1.8).
+"""The policy update: PPO mini-batch steps over one collated batch (docs/algorithm.md 8).
 
 :func:`ppo_update` is the only place the trainer's model gets gradients from RL. Per optimizer step
 (a mini-batch of ``ppo_mini_batch_size`` prompts' rows) it accumulates over length-grouped
