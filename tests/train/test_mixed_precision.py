@@ -123,7 +123,7 @@ def test_compute_dtype_config_round_trip_and_paper_preset(tmp_path):
     assert (cfg.model.dtype, cfg.model.compute_dtype) == ("float32", "bfloat16")
     assert load_config(save_config(cfg, tmp_path / "c.yaml")) == cfg
     assert load_config().model.compute_dtype is None
-    from appo.train.typed_yaml import ConfigError
+    from appo.config.typed_yaml import ConfigError
 
     with pytest.raises(ConfigError, match="compute_dtype"):
         load_config(overrides=["model.compute_dtype=fp8"])
