@@ -145,3 +145,22 @@ def test_bf16_params_warn_once_naming_the_fix(tiny_model_dir):
         warnings.filterwarnings("error", message="model.dtype")
         model, _ = build_model(cfg)
     assert next(model.parameters()).dtype == torch.float32 and autocast_dtype(model) == torch.bfloat16
+
+
+def test_one_appo_step_in_mixed_precision(tmp_path):
+    """The whole trainer (engine, old / reference log-probs, update, checkpoint) with bf16 compute: weights
+    and their checkpoint stay float32 and move."""
+    from run_helpers import tiny_base, tiny_config
+    from safetensors.torch import load_file
+
+    from appo.train.trainer import train
+
+    base = tiny_base(tmp_path / "base")
+    cfg = tiny_config(base, tmp_path / "run", "model.compute_dtype=bfloat16", "actor.use_kl_loss=true",
+                      "trainer.total_training_steps=1")
+    before = load_file(base / "model.safetensors")
+    m = train(cfg).history[0]
+    assert all(torch.isfinite(torch.tensor(m[k])) for k in ("actor/pg_loss", "actor/grad_norm", "actor/kl_loss"))
+    after = load_file(tmp_path / "run" / "checkpoints" / "step_000001" / "model" / "model.safetensors")
+    assert all(v.dtype == torch.float32 for v in after.values())
+    assert any(not torch.equal(before[k], after[k]) for k in before)
