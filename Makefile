@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test test-slow smollm2 bench clean docs lock
+.PHONY: setup demo test lint test-slow smollm2 bench clean docs lock
 
 setup: $(VENV)/.installed
 
@@ -25,8 +25,12 @@ lock: setup
 demo: setup
 	$(VENV)/bin/appo demo
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -m "not slow"
+
+# ruff, configured in pyproject.toml ([tool.ruff]); `make test` runs it first.
+lint: setup
+	$(PY) -m ruff check .
 
 test-slow: setup
 	$(PY) -m pytest -m slow
@@ -40,4 +44,4 @@ clean:
 
 # Regenerate docs/config.md from the config dataclasses' docstrings.
 docs: setup
-	$(PY) -c "from appo.train.config import config_reference_markdown as f; open('docs/config.md','w').write(f()+'\n')"
+	$(PY) -c "from appo.config import config_reference_markdown as f; open('docs/config.md','w').write(f()+'\n')"

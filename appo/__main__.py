@@ -1,4 +1,5 @@
-from appo.cli import main
 import sys
+
+from appo.cli import main
 
 sys.exit(main())

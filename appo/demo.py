@@ -24,12 +24,12 @@ from typing import Sequence
 
 import torch
 
+from appo.config import load_config
 from appo.configs import shipped_config_path
+from appo.data.sources import task_of
 from appo.eval import format_table
 from appo.models.demo_model import build_demo_base
 from appo.prompts import resolve_system_prompt
-from appo.train.config import load_config
-from appo.train.data_source import task_of
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,20 @@ QUICK_OVERRIDES = (
 """What ``--quick`` changes: a pipeline check in about a minute, not a result."""
 
 
+def build_tiny_base(out: str | Path, cfg=None, settings: DemoSettings = DemoSettings()) -> Path:
+    """Step 1 alone (``appo build-tiny OUT``): the demo's tiny Llama and BPE tokenizer, built for the
+    procedural tasks of ``cfg.data.train_files`` and its system prompt (``cfg`` None: the shipped demo
+    config), saved as a Hugging Face folder at ``out``. Returns ``out``."""
+    cfg = cfg if cfg is not None else load_config(shipped_config_path("demo"))
+    tasks = [task_of(s) for s in cfg.data.train_files]
+    if not tasks or any(t is None for t in tasks):
+        raise ValueError(f"data.train_files={list(cfg.data.train_files)}: the tiny model's tokenizer is trained on "
+                         "procedural tasks only; fix: data.train_files=[proc:arith] (see `appo list benchmarks`)")
+    return build_demo_base(Path(out), tasks, resolve_system_prompt(cfg.rollout.system_prompt) or "",
+                           vocab_size=settings.vocab_size, hidden_size=settings.hidden_size,
+                           num_layers=settings.num_layers, num_heads=settings.num_heads, seed=settings.seed)
+
+
 def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, overrides: Sequence[str] = (),
              settings: DemoSettings = DemoSettings()) -> dict:
     """Run the demo pipeline (module docstring) into ``out``; returns and writes the summary."""
@@ -64,14 +78,9 @@ def run_demo(out: str | Path = "runs/demo", *, quick: bool = False, overrides: S
     cfg = load_config(shipped_config_path("demo"), [*base_overrides, f"trainer.default_local_dir={out / 'sft'}"])
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
-    tasks = [task_of(s) for s in cfg.data.train_files]
-    if any(t is None for t in tasks):
-        raise ValueError("the demo trains on procedural tasks only (data.train_files=[proc:...])")
 
     print(f"[1/4] building the tiny model and tokenizer -> {out / 'base'}", flush=True)
-    base = build_demo_base(out / "base", tasks, resolve_system_prompt(cfg.rollout.system_prompt) or "",
-                           vocab_size=settings.vocab_size, hidden_size=settings.hidden_size,
-                           num_layers=settings.num_layers, num_heads=settings.num_heads, seed=settings.seed)
+    base = build_tiny_base(out / "base", cfg, settings)
 
     print(f"[2/4] SFT on {cfg.sft.num_examples} demonstrations per task", flush=True)
     from appo.train.sft_run import run_sft

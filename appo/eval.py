@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from appo.agent import LoopLimits, RolloutContext, StrategyConfig, prompt_specs, run_strategy
-from appo.data.records import Example
 from appo.engine.base import SamplingParams
 from appo.rewards.base import RewardFn
+from appo.types import Example
 
 
 @dataclass(frozen=True)
@@ -165,16 +165,20 @@ def evaluate_benchmarks(
     on_batch: Callable[[str, int, int, dict], None] | None = None,
 ) -> EvalResult:
     """Load ``model`` (folder, cached hub id, GGUF file or alias) and evaluate it with tools on each
-    benchmark (names, or dataset files / ``proc:`` specs), ``limit`` examples each. The Python call
+    benchmark (names, or dataset files / ``proc:`` specs), ``limit`` (>= 1; None: all) examples each. The Python call
     behind ``appo eval``. ``system_prompt``: None keeps the data's own or the protocol's default; the
     names in :data:`appo.prompts.SYSTEM_PROMPTS` (``reference``, ``fewshot``) or literal text."""
+    from appo.data.sources import load_examples, write_task_corpus
     from appo.engine.hf import HFEngine
     from appo.models.loading import load_model_and_tokenizer
     from appo.prompts import resolve_system_prompt
     from appo.rewards import get_reward
     from appo.tools.registry import build_tools
-    from appo.train.data_source import load_examples, write_task_corpus
 
+    if not benchmarks:
+        raise ValueError("no benchmarks to evaluate; name at least one (`appo list benchmarks` lists them)")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit={limit!r} must be an integer >= 1, or None for every example")
     lm, tokenizer = load_model_and_tokenizer(model, device=device)
     specs = list(tools)
     if "search" in specs:
@@ -192,11 +196,13 @@ def evaluate_benchmarks(
     try:
         for name in benchmarks:
             examples = load_examples([name], "test", limit or -1, seed)
-            examples = examples[:limit] if limit else examples
+            examples = examples[:limit] if limit is not None else examples
+            if not examples:
+                raise ValueError(f"benchmark {name!r} has no examples to evaluate; check the file or spec")
             cb = (lambda done, total, s, _n=name: on_batch(_n, done, total, s)) if on_batch else None
             res = evaluate(engine, tokenizer, examples, reward_fn=reward_fn, tools=built, protocol=protocol,
                            params=params, limits=limits, n=n, batch_size=batch_size, seed=seed,
-                           system_prompt=resolve_system_prompt(system_prompt), on_batch=cb)
+                           system_prompt=resolve_system_prompt(system_prompt, built, protocol), on_batch=cb)
             rows.extend(res.rows)
     finally:
         for t in built:

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 REFERENCE = (
     "You are a helpful assistant that can solve the given question step by step with the help of the wikipedia "
     "search tool and python interpreter tool. Given a question, you need to first think about the reasoning process "
@@ -42,6 +44,31 @@ SYSTEM_PROMPTS = {"reference": REFERENCE, "fewshot": FEWSHOT, "short": SHORT}
 """Named system prompts (``rollout.system_prompt`` and ``appo eval --system-prompt`` accept the names)."""
 
 
-def resolve_system_prompt(value: str | None) -> str | None:
-    """A name in :data:`SYSTEM_PROMPTS` -> its text; None or any other text is returned unchanged."""
-    return SYSTEM_PROMPTS.get(value, value) if value is not None else None
+def resolve_system_prompt(value: str | None, tools=None, protocol: str = "tags") -> str | None:
+    """A name in :data:`SYSTEM_PROMPTS` -> its text; None or any other text is returned unchanged.
+
+    With ``tools`` (a list or name -> Tool mapping) and the ``tags`` protocol, a named prompt gets one
+    line per tool it does not mention (``<name>`` absent from its text), saying how to call it and what it
+    does, so a user's function tool is described to the model (the named prompts only know ``python`` and
+    ``search``). Literal text is never changed: it is the user's own. The ``hermes`` protocol lists every
+    tool through the chat template, so nothing is added there."""
+    if value is None or value not in SYSTEM_PROMPTS:
+        return value
+    text = SYSTEM_PROMPTS[value]
+    if tools is None or protocol != "tags":
+        return text
+    from appo.agent.protocols import tag_tool_line, tool_map
+
+    tools = tool_map(tools)
+    extra = [tag_tool_line(name, tool) for name, tool in tools.items() if f"<{name}>" not in text]
+    for name in ("python", "search"):
+        if f"<{name}>" in text and name not in tools and (value, name) not in _WARNED:
+            _WARNED.add((value, name))
+            warnings.warn(f"system prompt {value!r} tells the model about <{name}>, but no {name} tool is configured "
+                          f"(a call gets an error result); add the tool, or give your own prompt text instead of "
+                          f"the name", stacklevel=2)
+    return "\n".join([text, *extra])
+
+
+_WARNED: set[tuple[str, str]] = set()
+"""(prompt name, tool) pairs already warned about in this process."""

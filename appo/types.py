@@ -1,4 +1,4 @@
-"""Typed records that flow through appo: prompts -> rollouts -> rewards -> advantages -> loss.
+"""Typed records that flow through appo: examples (prompts) -> rollouts -> rewards -> advantages -> loss.
 
 Every record is a frozen dataclass with a docstring per field. Token-level fields of a rollout are
 response-aligned: index t is the t-th token after the prompt, whether the model sampled it
@@ -23,6 +23,32 @@ StopReason = Literal["answer", "eos", "max_tool_calls", "max_length", "no_action
 """
 
 RowOrigin = Literal["initial", "branch"]
+
+
+TaskKind = Literal["math", "qa"]
+Metric = Literal["math_equiv", "f1", "em"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """A question with its reference answers, normalised across verl parquet, benchmarks and generators."""
+
+    id: str
+    """Stable id: ``<source>/<row index>`` for files, ``<task>/<seed>/<index>`` for generated tasks."""
+    question: str
+    """The user question, without any system prompt."""
+    answers: tuple[str, ...]
+    """Reference answers; QA lists aliases, math has one canonical answer (LaTeX or plain)."""
+    kind: TaskKind
+    """``math`` (scored by equivalence) or ``qa`` (scored by F1 / EM against aliases)."""
+    metric: Metric
+    """The headline metric for this example."""
+    data_source: str
+    """Dataset name (``gsm8k``, ``hotpotqa``, ``proc_arith``, ...), as verl's ``data_source``."""
+    messages: tuple[dict, ...] | None = None
+    """Prompt messages when the data carries its own (verl rows: system + user); None = build from question."""
+    extra_info: dict = field(default_factory=dict)
+    """Anything else the source provides (verl ``extra_info``, difficulty knobs, ...)."""
 
 
 @dataclass(frozen=True)
@@ -179,5 +205,9 @@ class Batch:
     """Token-level advantages, float [B, R]."""
     ref_logp_BR: torch.Tensor | None = None
     """Reference-policy log-probs for the KL penalty, float [B, R]; None without a reference."""
+    group_B: torch.Tensor | None = None
+    """Prompt index of each row, long [B]: the update keeps a prompt's rows in one mini-batch. None only in
+    hand-built batches that are never updated on."""
     extras: dict = field(default_factory=dict)
-    """Per-row tensors a custom loss may need (e.g. ``rewards_B``); not read by the built-in losses."""
+    """Per-row tensors for metrics and custom losses (``uid_B``, ``model_mask_BR``, ...); never read by the
+    built-in losses or the update."""

@@ -10,6 +10,9 @@ Typical use (what a trainer does each step)::
     prompts = prompt_specs(ctx, examples, data_indices)
     out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=16, n_initial=8))
     out.rows  # n_total Rollouts per prompt, ordered by (group, uid); out.metrics for logging
+
+May import: :mod:`appo.core`, :mod:`appo.engine` (the Engine protocol), :mod:`appo.tools` (the Tool
+protocol), :mod:`appo.types`. Not the config, the algorithms or the trainer.
 """
 
 from appo.agent.context import (
@@ -35,7 +38,6 @@ from appo.agent.loop import (
     fork_start,
     verify_token_alignment,
 )
-from appo.agent.template_protocol import TemplateProtocol  # noqa: E402 - registers the `template` protocol
 from appo.agent.protocols import (
     PROTOCOLS,
     HermesProtocol,
@@ -50,10 +52,12 @@ from appo.agent.protocols import (
     turn_end_id,
 )
 from appo.agent.strategies import run_strategy
+from appo.agent.template_protocol import TemplateProtocol  # noqa: E402 - registers the `template` protocol
 
 __all__ = [
     "AgentLoop", "HermesProtocol", "LoopLimits", "LoopStart", "PROTOCOLS", "PromptSpec", "ROLLOUT_STRATEGIES",
-    "RolloutContext", "RolloutOutput", "StrategyConfig", "TagsProtocol", "TemplateProtocol", "TokenAlignmentError", "ToolProtocol",
+    "RolloutContext", "RolloutOutput", "StrategyConfig", "TagsProtocol", "TemplateProtocol", "TokenAlignmentError",
+    "ToolProtocol",
     "TurnAction", "TurnEvent", "build_prompt_ids", "check_tree", "end_of_turn_ids", "engine_logprobs",
     "fork_start", "get_protocol", "get_strategy", "prompt_specs", "register_protocol", "register_strategy",
     "render_demonstration", "rollout_metrics", "run_strategy", "teacher_forced_logp_fn", "turn_end_id",

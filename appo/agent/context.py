@@ -120,7 +120,7 @@ class RolloutContext:
     @classmethod
     def create(cls, engine, tokenizer, protocol: str | ToolProtocol, tools: Sequence[Tool] | Mapping[str, Tool],
                params: SamplingParams | None = None, limits: LoopLimits | None = None, seed: int = 0,
-               **kwargs) -> "RolloutContext":
+               **kwargs) -> RolloutContext:
         """A context with a protocol looked up by name, tools by name, and ``random.Random(seed)``."""
         return cls(engine=engine, tokenizer=tokenizer, protocol=get_protocol(protocol), tools=tool_map(tools),
                    params=params or SamplingParams(), limits=limits or LoopLimits(), rng=random.Random(seed),
@@ -198,7 +198,7 @@ def teacher_forced_logp_fn(model, temperature: float = 1.0, batch_size: int = 8)
     return fn
 
 
-def prompt_specs(ctx: "RolloutContext", examples: Sequence, data_indices: Sequence[int] | None = None,
+def prompt_specs(ctx: RolloutContext, examples: Sequence, data_indices: Sequence[int] | None = None,
                  system_prompt: str | None = None) -> list[PromptSpec]:
     """One PromptSpec per example (group = position), prompts built by the context's protocol."""
     idx = list(data_indices) if data_indices is not None else [-1] * len(examples)

@@ -4,7 +4,7 @@ A protocol is the only part of the agent that looks at text. It turns one model 
 :class:`TurnAction` (call a tool, answer, end, nothing), and turns a :class:`~appo.types.ToolResult`
 into the token ids appended after the call (``loss_mask`` 0). Three are registered:
 
-``tags`` (the reference work, DESIGN 1): the whole trajectory is one assistant turn::
+``tags`` (the reference work; docs/algorithm.md): the whole trajectory is one assistant turn::
 
     <think> ... </think> <python> code </python>
     <result>
@@ -71,7 +71,7 @@ class TurnAction:
     """Character offset in the turn text where the call text begins (for tool spans)."""
     name: str = ""
     """Tool name the model asked for (``""`` when it could not be read)."""
-    more: tuple["TurnAction", ...] = ()
+    more: tuple[TurnAction, ...] = ()
     """Further calls of the same turn (parallel tool calls; ``template`` protocol), run with this one and
     answered in order."""
 
@@ -204,6 +204,12 @@ def _tag_argument(tool: Tool) -> str:
     return (required or props or [""])[0]
 
 
+def tag_tool_line(name: str, tool: Tool) -> str:
+    """One line telling the model how to call ``tool`` with tags, and what it does."""
+    desc = f": {tool.description}" if tool.description else ""
+    return f"To use the {name} tool, write <{name}> {_tag_argument(tool) or 'input'} </{name}>{desc}"
+
+
 @register_protocol("tags")
 class TagsProtocol(ToolProtocol):
     """``<name>body</name>`` calls, ``<result>`` blocks, ``<answer>`` to finish (see module docstring)."""
@@ -280,9 +286,7 @@ class TagsProtocol(ToolProtocol):
         lines = [
             "You are a helpful assistant. Solve the problem step by step. Think inside <think> </think>."
         ]
-        for name, tool in tools.items():
-            desc = f": {tool.description}" if tool.description else ""
-            lines.append(f"To use the {name} tool, write <{name}> {_tag_argument(tool) or 'input'} </{name}>{desc}")
+        lines += [tag_tool_line(name, tool) for name, tool in tools.items()]
         if tools:
             lines.append("Each tool's output comes back inside <result> </result>.")
         lines.append("Give the final answer as <answer> ... \\boxed{answer} </answer>.")

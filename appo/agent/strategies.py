@@ -43,9 +43,7 @@ from appo.agent.context import (
     rollout_metrics,
 )
 from appo.agent.loop import AgentLoop, LoopStart, TurnEvent, fork_start
-from appo.core import (
-    arpo_branch_probability, branching_score, likelihood_gain, omega_noise_rows, select_branch_points,
-)
+from appo.core import arpo_branch_probability, branching_score, likelihood_gain, omega_noise_rows, select_branch_points
 from appo.types import Rollout
 
 __all__ = [

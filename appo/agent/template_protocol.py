@@ -17,6 +17,10 @@ assistant, k tool messages) is rendered, and the text between and after the prob
 appended after each result (loss mask 0), so a template that groups consecutive tool messages (Qwen's one
 ``user`` turn of ``<tool_response>`` blocks) is reproduced exactly.
 
+Tool spans of parallel calls: call k's result is exactly its ``[call_end, result_end)``; its
+``[call_start, call_end)`` runs from its own text to the end of the previous result, so it also covers the
+later calls' text (and, for k > 0, the earlier results).
+
 Leaves out: the parser's streaming mode (turns are parsed whole), ``reasoning_content`` (kept in the text,
 not used), and models without a ``response_template`` (use ``hermes`` or ``tags``; a schema can also be
 passed as ``TemplateProtocol(response_template={...})``).
@@ -115,7 +119,8 @@ class TemplateProtocol(ToolProtocol):
         key = (id(tokenizer), n)
         if key not in self._pieces:
             results = [self._PROBE_RESULT.format(k=k) for k in range(n)]
-            msgs = [{"role": "user", "content": self._PROBE_USER}, {"role": "assistant", "content": self._PROBE_ASSISTANT}]
+            msgs = [{"role": "user", "content": self._PROBE_USER}, {"role": "assistant",
+                                                                    "content": self._PROBE_ASSISTANT}]
             msgs += [{"role": "tool", "content": r} for r in results]
             text = tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
             if text.count(self._PROBE_ASSISTANT) != 1 or any(text.count(r) != 1 for r in results):

@@ -14,18 +14,27 @@ calls. Usage::
     print(res.table())   # also runs/analysis/summary.txt; HTML: runs/analysis/report/index.html
 
 See ``docs/analysis.md`` for the method, its choices and measured results.
+
+May import: the layers below the trainer, :mod:`appo.dump` and :mod:`appo.report`. Not :mod:`appo.train`.
 """
 
 from appo.analysis.api import AnalysisResult, analyze, analyze_examples
 from appo.analysis.montecarlo import Estimate, estimate_influence
+from appo.analysis.pool import load_positions, pooled_summaries
 from appo.analysis.positions import (
-    REGIONS, choose_positions, redraw_start, token_regions, tool_boundaries, tool_distance,
+    REGIONS,
+    choose_positions,
+    redraw_start,
+    token_regions,
+    tool_boundaries,
+    tool_distance,
 )
 from appo.analysis.records import AnalysisConfig, PositionRecord, RolloutRecord
 from appo.analysis.stats import Summary, format_summary, precision_at_k, spearman, summarize, topk_weights
 
 __all__ = [
     "AnalysisConfig", "AnalysisResult", "Estimate", "PositionRecord", "REGIONS", "RolloutRecord", "Summary",
-    "analyze", "analyze_examples", "choose_positions", "estimate_influence", "format_summary", "precision_at_k",
+    "analyze", "analyze_examples", "choose_positions", "estimate_influence", "format_summary", "load_positions",
+    "pooled_summaries", "precision_at_k",
     "redraw_start", "spearman", "summarize", "token_regions", "tool_boundaries", "tool_distance", "topk_weights",
 ]

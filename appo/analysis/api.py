@@ -19,8 +19,8 @@ from appo.analysis.montecarlo import Estimate, LogpFn, estimate_influence
 from appo.analysis.plots import plot_along_sequence, plot_vs_scores
 from appo.analysis.records import AnalysisConfig, PositionRecord, RolloutRecord
 from appo.analysis.stats import Summary, format_summary, summarize
-from appo.data.records import Example
 from appo.rewards.base import RewardFn
+from appo.types import Example
 
 
 @dataclass(frozen=True)
@@ -94,10 +94,13 @@ def _summary(est: Estimate, config: AnalysisConfig, effect: bool = False) -> Sum
     ps = est.positions
     target = [p.token_effect for p in ps] if effect else [p.influence for p in ps]
     scores = score_lists(ps)
+    for name in (ps[0].variant_scores if ps else {}):  # the Omega variants (docs/algorithm.md 3.1)
+        scores[name] = [p.variant_scores.get(name) for p in ps]
     return summarize(target, scores, [p.tool_distance for p in ps], [p.region for p in ps], k=config.precision_k,
                      near_tool_tokens=config.near_tool_tokens,
                      standard_error=[p.effect_standard_error if effect else p.standard_error for p in ps],
-                     rollout=[(p.group, p.rollout) for p in ps], rel_position=[p.rel_position for p in ps])
+                     rollout=[(p.group, p.rollout) for p in ps], bootstrap=config.bootstrap, seed=config.seed,
+                     rel_position=[p.rel_position for p in ps])
 
 
 def analyze_examples(
@@ -131,7 +134,7 @@ def analyze_examples(
         raise ValueError("analyze: no examples; check the data spec and prompts")
     clock = clock or time.perf_counter
     t0 = clock()
-    system = resolve_system_prompt(config.system_prompt)
+    system = resolve_system_prompt(config.system_prompt, tools, config.protocol)  # names a user's tools too
     prompt_ids = [build_prompt_ids(config.protocol, ex, tokenizer, tools, system) for ex in examples]
     est = estimate_influence(engine, tokenizer, examples, prompt_ids, tools=tools, reward_fn=reward_fn,
                              config=config, current_logp_fn=current_logp_fn, anchor_logp_fn=anchor_logp_fn,
@@ -170,7 +173,7 @@ def _write(res: AnalysisResult, est: Estimate, examples, tokenizer, out: Path, r
 
 
 def _examples(data: str | Sequence[Example], prompts: int, split: str, data_seed: int) -> list[Example]:
-    from appo.train.data_source import load_examples
+    from appo.data.sources import load_examples
 
     if isinstance(data, (str, Path)):
         examples = load_examples([str(data)], split, prompts, data_seed)
@@ -182,8 +185,8 @@ def _examples(data: str | Sequence[Example], prompts: int, split: str, data_seed
 
 
 def _tools(specs: Sequence, data: Any, work_dir: Path | None) -> list:
+    from appo.data.sources import write_task_corpus
     from appo.tools.registry import build_tools
-    from appo.train.data_source import write_task_corpus
 
     specs = list(specs)
     if "search" in specs and isinstance(data, (str, Path)):

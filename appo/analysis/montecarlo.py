@@ -26,6 +26,7 @@ seeded by strings built from ``config.seed``, so the same seed gives the same nu
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
@@ -33,16 +34,13 @@ from typing import Callable, Sequence
 import torch
 
 from appo.agent.loop import AgentLoop, LoopLimits, LoopStart, fork_start
-from appo.analysis.positions import (
-    choose_positions, redraw_start, token_regions, tool_boundaries, tool_distance,
-)
-from appo.analysis.records import AnalysisConfig, PositionRecord, RolloutRecord
+from appo.analysis.positions import choose_positions, redraw_start, token_regions, tool_boundaries, tool_distance
+from appo.analysis.records import AnalysisConfig, PositionRecord, RolloutRecord, parse_omega_variant
 from appo.core import branching_score, likelihood_gain
-from appo.data.records import Example
+from appo.dump import TokenTexts
 from appo.engine.base import Engine, SamplingParams
-from appo.train.dump import TokenTexts
 from appo.rewards.base import RewardFn, RewardOutput
-from appo.types import Rollout
+from appo.types import Example, Rollout
 
 LogpFn = Callable[[list[Rollout]], list[torch.Tensor]]
 
@@ -82,6 +80,20 @@ def appo_valid_mask(row: Rollout, texts: Sequence[str], max_response_tokens: int
     T = len(row.response_ids)
     return torch.tensor([m == 1 and s.strip() != "" and t < T - 1 and t < max_response_tokens - 1
                          for t, (m, s) in enumerate(zip(row.loss_mask, texts))], dtype=torch.bool)
+
+
+def variant_scores(entropy: torch.Tensor, logp_current: torch.Tensor, logp_anchor: torch.Tensor,
+                   valid: torch.Tensor, config: AnalysisConfig) -> dict[str, list[float]]:
+    """Per Omega variant of ``config.omega_variants`` (``form,g=gamma``): ``omega[spec]`` (Omega of that
+    form and discount, :func:`appo.core.likelihood_gain`) and ``bs[spec]`` (Z(H) * Z(that Omega) over
+    ``valid``, -inf where not valid), one value per response token of the row."""
+    out: dict[str, list[float]] = {}
+    for spec in config.omega_variants:
+        form, gamma = parse_omega_variant(spec)
+        om = likelihood_gain(logp_current, logp_anchor, valid, gamma, config.omega_clip_eps, form=form)
+        out[f"omega[{spec}]"] = om.tolist()
+        out[f"bs[{spec}]"] = branching_score(entropy, om, valid).score.tolist()
+    return out
 
 
 def _logps(fn: LogpFn, rows: list[Rollout], name: str) -> list[torch.Tensor]:
@@ -129,7 +141,7 @@ def estimate_influence(
     cfg, texts, timing = config, TokenTexts(tokenizer), {}
     t0 = clock()
     loop = make_loop(engine, tokenizer, tools, cfg, random.Random(f"{cfg.seed}/rollouts"), "analysis/rollout/")
-    for g, (ex, ids) in enumerate(zip(examples, prompt_ids)):
+    for g, (_ex, ids) in enumerate(zip(examples, prompt_ids)):
         for u in range(cfg.rollouts_per_prompt):
             loop.add(LoopStart(group=g, uid=u, prompt_ids=tuple(ids), data_index=g))
     try:
@@ -143,7 +155,7 @@ def estimate_influence(
         cur = None if omega_constant else _logps(current_logp_fn, rows, "current_logp_fn")
         anc = None if omega_constant else _logps(anchor_logp_fn, rows, "anchor_logp_fn")
         timing["scores_s"] = clock() - t0
-        annotated, plans, starts = [], [], []
+        annotated, plans, starts, variants = [], [], [], []
         for i, row in enumerate(rows):
             tok = texts(row.response_ids)
             valid = appo_valid_mask(row, tok, cfg.max_response_tokens)
@@ -153,6 +165,7 @@ def estimate_influence(
             bs = branching_score(ent, omega, valid)
             row = replace(row, omega=tuple(omega.tolist()), scores=tuple(bs.score.tolist()))
             annotated.append(row)
+            variants.append({} if omega_constant else variant_scores(ent, cur[i], anc[i], valid, cfg))
             bounds = tool_boundaries(row) if cfg.include_tool_boundaries else {}
             eligible = [t for t, (m, s) in enumerate(zip(row.loss_mask, tok)) if m == 1 and s.strip()]
             pos = choose_positions(eligible, cfg.positions_per_rollout,
@@ -187,7 +200,7 @@ def estimate_influence(
                      for r, s in zip(redraws, starts)]
     timing["redraw_scores_s"] = clock() - t0
     positions, records, k, M = [], [], 0, cfg.samples_per_position
-    for (row, tok, bounds, pos, strict), rew in zip(plans, rewards):
+    for (row, tok, bounds, pos, strict), rew, var in zip(plans, rewards, variants):
         regions = token_regions(row, tok, cfg.protocol)
         R = float(rew.score)
         ex_id = examples[row.group].id
@@ -204,7 +217,8 @@ def estimate_influence(
                 entropy=float(row.entropies[t]), logprob=float(row.logprobs[t]), omega=float(row.omega[t]),
                 bs=float(bs_t) if scored else None, strict=bool(strict[t]) if scored else None,
                 rel_position=t / len(row.response_ids), rollout_reward=R, branch_rewards=branch,
-                influence=abs(sum(branch) / len(branch) - R), keep_rewards=keep, branch_same=same))
+                influence=abs(sum(branch) / len(branch) - R), keep_rewards=keep, branch_same=same,
+                variant_scores={name: (None if not math.isfinite(v[t]) else float(v[t])) for name, v in var.items()}))
         records.append(RolloutRecord(
             group=row.group, uid=row.uid, example_id=ex_id, reward=R, stop_reason=row.stop_reason,
             n_tokens=len(row.response_ids), n_model_tokens=sum(row.loss_mask),

@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from appo.data.records import Example
 from appo.rewards.base import RewardOutput
 from appo.rewards.extract import extract_answer, strip_tool_results
 from appo.rewards.math_equiv import math_equal
+from appo.types import Example
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 

@@ -3,8 +3,32 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+GAMMA_FIPO = 2.0 ** (-1.0 / 64.0)
+"""FIPO's discount 2^(-1/64) = 0.98923 (a half-life of 64 tokens)."""
+
+OMEGA_VARIANTS = ("clipped,g=0.98923", "mean,g=1", "mean,g=0.98923", "sum,g=1", "sum,g=0.98923")
+"""Omega variants scored next to the configured one when an anchor is given (docs/algorithm.md 3.1):
+``form,g=gamma`` with form ``clipped`` / ``mean`` / ``sum`` (``appo.core.likelihood_gain``)."""
+
+
+def parse_omega_variant(spec: str) -> tuple[str, float]:
+    """``"form,g=gamma"`` (or ``"form"``: gamma 1) -> ``(form, gamma)``; raises ``ValueError`` naming the spec."""
+    parts = [p.strip() for p in str(spec).split(",")]
+    form, gamma = parts[0], 1.0
+    for p in parts[1:]:
+        key, _, val = p.partition("=")
+        if key.strip() != "g":
+            raise ValueError(f"omega variant {spec!r}: unknown part {p!r}; write 'form,g=gamma', e.g. 'sum,g=0.98923'")
+        try:
+            gamma = float(val)
+        except ValueError:
+            raise ValueError(f"omega variant {spec!r}: gamma {val!r} is not a number") from None
+    if form not in ("clipped", "mean", "sum") or not 0 < gamma <= 1:
+        raise ValueError(f"omega variant {spec!r}: form must be clipped, mean or sum and gamma in (0, 1]")
+    return form, gamma
 
 
 @dataclass(frozen=True)
@@ -41,6 +65,11 @@ class AnalysisConfig:
     """Discount of Omega's likelihood-gain sum (as the APPO strategy)."""
     omega_clip_eps: float = 0.2
     """Omega is clipped to [1 - eps, 1 + eps] (as the APPO strategy)."""
+    omega_variants: tuple[str, ...] = OMEGA_VARIANTS
+    """Further Omega variants (``form,g=gamma``), each scored as ``omega[...]`` and ``bs[...]`` next to the
+    configured one when an anchor is given (cheap: no extra continuations)."""
+    bootstrap: int = 1000
+    """Bootstrap resamples (over rollouts) for the precision@K intervals; 0 skips them."""
     precision_k: int | None = None
     """K of precision@K and of the top-K proximity share; None: 20% of the analysed positions."""
     near_tool_tokens: int = 5
@@ -57,6 +86,10 @@ class AnalysisConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ValueError(f"AnalysisConfig.{name}={v!r} must be an integer >= {low}")
+        for spec in self.omega_variants:
+            parse_omega_variant(spec)
+        if isinstance(self.bootstrap, bool) or not isinstance(self.bootstrap, int) or self.bootstrap < 0:
+            raise ValueError(f"AnalysisConfig.bootstrap={self.bootstrap!r} must be an integer >= 0")
         if self.precision_k is not None and self.precision_k < 1:
             raise ValueError(f"AnalysisConfig.precision_k={self.precision_k} must be >= 1 or None (20%)")
         if not self.temperature > 0:
@@ -108,6 +141,9 @@ class PositionRecord:
     """With ``paired``: rewards of the M continuations that kept token t (training fork); else empty."""
     branch_same: tuple[bool, ...] = ()
     """Per re-draw, whether it drew the rollout's token t again (aligned with ``branch_rewards``)."""
+    variant_scores: dict[str, float | None] = field(default_factory=dict)
+    """Score name -> value at t for the Omega variants (``omega[form,g=..]`` and ``bs[form,g=..]``; BS None
+    where APPO would not score t); empty without an anchor."""
 
     @property
     def branch_mean(self) -> float:
@@ -212,6 +248,8 @@ class RolloutRecord:
 def _round(v):
     if isinstance(v, float):
         return round(v, 6) if math.isfinite(v) else None
+    if isinstance(v, dict):
+        return {k: _round(x) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
         return [_round(x) for x in v]
     return v

@@ -12,6 +12,10 @@ checked by hand. Conventions, chosen here and used everywhere in :mod:`appo.anal
   ``(K - a) / b`` (the probability under a uniformly random tie-break). precision@K of a score is the
   expected overlap ``sum_i w_infl_i * w_score_i / K`` of the two top-K sets with independent
   tie-breaks; a random score has expected precision ``K / n``.
+- **Intervals** (:func:`bootstrap_precision`): a cluster bootstrap over rollouts (positions of one rollout
+  share its reward and its continuations' luck, so they are resampled together); each resample recomputes
+  K by the same rule and every score's precision@K on the same resampled positions, so the difference of
+  two scores gets a paired interval. Percentile intervals (2.5%, 97.5%).
 """
 
 from __future__ import annotations
@@ -157,6 +161,12 @@ class Summary:
     along: dict[str, dict[str, float]] = field(default_factory=dict)
     """Where along the response (``t / length``, bins of :data:`ALONG_BINS`) -> {``n``: positions, ``mean``:
     mean target, ``share``: share of the summed target there}; empty when positions were not given."""
+    bootstrap: int = 0
+    """Bootstrap resamples behind the intervals (0: none computed)."""
+    precision_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Score name -> 95% bootstrap interval of its precision@K (empty without bootstrap)."""
+    precision_vs_entropy_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Score name -> 95% paired bootstrap interval of precision@K(score) - precision@K(entropy)."""
 
     def to_dict(self) -> dict:
         """A JSON-ready dict (NaN written as None)."""
@@ -204,16 +214,65 @@ def spearman_within(influence: Sequence[float], score: Sequence, rollout: Sequen
     return (sum(rhos) / len(rhos), len(rhos)) if rhos else (math.nan, 0)
 
 
+def _percentile(xs: list[float], q: float) -> float:
+    xs = sorted(x for x in xs if finite(x))
+    if not xs:
+        return math.nan
+    pos = q * (len(xs) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def bootstrap_precision(influence: Sequence[float], scores: Mapping[str, Sequence], rollout: Sequence, *,
+                        k: int | None = None, resamples: int = 1000, seed: int = 0,
+                        baseline: str = "entropy") -> tuple[dict[str, tuple[float, float]],
+                                                            dict[str, tuple[float, float]]]:
+    """95% cluster-bootstrap intervals of precision@K per score, and of its paired difference to
+    ``baseline`` (module docstring). Rollouts (``rollout`` keys) are drawn with replacement; K is ``k``
+    (capped at the resample's size) or :func:`default_k` of the resample. Returns ``(ci, diff_ci)``;
+    ``diff_ci`` is empty when ``baseline`` is not among the scores. Deterministic for a ``seed``."""
+    import random
+
+    groups: dict = {}
+    for i, key in enumerate(rollout):
+        groups.setdefault(key, []).append(i)
+    keys = list(groups)
+    rng = random.Random(seed)
+    samples: dict[str, list[float]] = {name: [] for name in scores}
+    diffs: dict[str, list[float]] = {name: [] for name in scores if name != baseline}
+    for _ in range(resamples if keys else 0):
+        idx = [i for key in (rng.choice(keys) for _ in keys) for i in groups[key]]
+        infl = [influence[i] for i in idx]
+        kb = min(k, len(idx)) if k is not None else default_k(len(idx), sum(v > 0 for v in infl))
+        if kb == 0:
+            continue
+        wi = topk_weights(infl, kb)
+        prec = {}
+        for name, xs in scores.items():
+            sc = [xs[i] for i in idx]
+            prec[name] = (math.nan if not any(finite(v) for v in sc)
+                          else sum(a * b for a, b in zip(wi, topk_weights(sc, kb))) / kb)
+            samples[name].append(prec[name])
+        if baseline in prec:
+            for name in diffs:
+                diffs[name].append(prec[name] - prec[baseline])
+    ci = {name: (_percentile(v, 0.025), _percentile(v, 0.975)) for name, v in samples.items()}
+    diff_ci = ({name: (_percentile(v, 0.025), _percentile(v, 0.975)) for name, v in diffs.items()}
+               if baseline in scores else {})
+    return ci, diff_ci
+
+
 def summarize(influence: Sequence[float], scores: Mapping[str, Sequence], distance: Sequence[int | None],
               region: Sequence[str], *, k: int | None = None, near_tool_tokens: int = 5,
               standard_error: Sequence | None = None, rollout: Sequence | None = None,
-              rel_position: Sequence[float] | None = None) -> Summary:
+              bootstrap: int = 0, seed: int = 0, rel_position: Sequence[float] | None = None) -> Summary:
     """Summary of per-position lists (all the same length): Spearman rho (pooled, and averaged within
     rollouts when ``rollout`` keys are given) and precision@K of each score against ``influence``, the
     top-K vs overall share of positions within ``near_tool_tokens`` of a tool call (``distance`` None =
     the rollout has no call: not near), mean influence per region, and (with ``rel_position``, ``t / length``
     per position) how the influence is spread along the response (:func:`along_response`). ``k`` defaults to
-    :func:`default_k`. Leaves out: significance tests (the notes give the counts)."""
+    :func:`default_k`. ``bootstrap`` > 0 adds 95% intervals of precision@K and of its difference to
+    entropy (:func:`bootstrap_precision`, resampling rollouts). Leaves out: significance tests."""
     n = len(influence)
     rollout = list(rollout) if rollout is not None else [0] * n
     for name, xs in [*scores.items(), ("distance", distance), ("region", region), ("rollout", rollout)]:
@@ -221,6 +280,7 @@ def summarize(influence: Sequence[float], scores: Mapping[str, Sequence], distan
             raise ValueError(f"summarize: {name} has {len(xs)} entries for {n} influence values")
     if not all(finite(v) for v in influence):
         raise ValueError("summarize: every influence value must be a finite number")
+    k_given = k
     k = default_k(n, sum(v > 0 for v in influence)) if k is None else min(int(k), n)
     notes: list[str] = []
     rho, rho_n, prec, within, within_n = {}, {}, {}, {}, {}
@@ -244,6 +304,8 @@ def summarize(influence: Sequence[float], scores: Mapping[str, Sequence], distan
     se = [float(s) for s in (standard_error or []) if finite(s)]
     if n < 10:
         notes.append(f"only {n} positions were analysed: treat the correlations as anecdotes")
+    ci, diff_ci = (bootstrap_precision(influence, scores, rollout, k=k_given, resamples=bootstrap, seed=seed)
+                   if bootstrap > 0 and n else ({}, {}))
     return Summary(
         n_positions=n, k=k, n_positive=sum(v > 0 for v in influence), near_tool_tokens=near_tool_tokens,
         spearman=rho, spearman_n=rho_n,
@@ -253,6 +315,7 @@ def summarize(influence: Sequence[float], scores: Mapping[str, Sequence], distan
         near_share_all=sum(near) / n if n else math.nan, region_influence=regions,
         mean_influence=sum(influence) / n if n else math.nan,
         mean_standard_error=sum(se) / len(se) if se else math.nan, notes=tuple(notes),
+        bootstrap=bootstrap if ci else 0, precision_ci=ci, precision_vs_entropy_ci=diff_ci,
         along=along_response(influence, rel_position) if rel_position is not None else {})
 
 
@@ -266,13 +329,28 @@ def format_summary(s: Summary, header: Sequence[str] = (), target: str = "influe
     lines = list(header)
     lines.append(f"positions analysed: {s.n_positions} ({s.n_positive} with {target} > 0); K = {s.k}; near = "
                  f"within {s.near_tool_tokens} tokens of a tool call")
-    lines.append(f"{'score':<10} {f'spearman({target}, .)':>24} {'n':>5} {'within rollouts':>16} {'rollouts':>8} "
-                 f"{'precision@K':>12}")
+    w = max([10, *(len(name) for name in s.spearman)])
+    ci_head = f" {'95% CI':>15} {'minus entropy [95% CI]':>24}" if s.precision_ci else ""
+    lines.append(f"{'score':<{w}} {f'spearman({target}, .)':>24} {'n':>5} {'within rollouts':>16} {'rollouts':>8} "
+                 f"{'precision@K':>12}{ci_head}")
     for name in s.spearman:
-        lines.append(f"{name:<10} {_f(s.spearman[name], '+.3f'):>24} {s.spearman_n[name]:>5} "
+        ci = ""
+        if s.precision_ci:
+            lo, hi = s.precision_ci.get(name, (math.nan, math.nan))
+            interval = f"[{_f(lo)}, {_f(hi)}]"
+            ci = f" {interval:>15}"
+            if name in s.precision_vs_entropy_ci:
+                dlo, dhi = s.precision_vs_entropy_ci[name]
+                d = s.precision_at_k[name] - s.precision_at_k.get("entropy", math.nan)
+                diff = f"{_f(d, '+.3f')} [{_f(dlo, '+.3f')}, {_f(dhi, '+.3f')}]"
+                ci += f" {diff:>24}"
+        lines.append(f"{name:<{w}} {_f(s.spearman[name], '+.3f'):>24} {s.spearman_n[name]:>5} "
                      f"{_f(s.spearman_within[name], '+.3f'):>16} {s.spearman_within_n[name]:>8} "
-                     f"{_f(s.precision_at_k[name]):>12}")
-    lines.append(f"{'random':<10} {'':>24} {'':>5} {'':>16} {'':>8} {_f(s.random_precision):>12}")
+                     f"{_f(s.precision_at_k[name]):>12}{ci}")
+    lines.append(f"{'random':<{w}} {'':>24} {'':>5} {'':>16} {'':>8} {_f(s.random_precision):>12}")
+    if s.precision_ci:
+        lines.append(f"intervals: {s.bootstrap} bootstrap resamples of the rollouts (percentile, paired for the "
+                     "difference to entropy)")
     lines.append(f"near a tool call: top-K by {target} {_f(s.near_share_topk)} vs all analysed "
                  f"{_f(s.near_share_all)}")
     lines.append(f"mean {target} {_f(s.mean_influence)} (mean MC standard error {_f(s.mean_standard_error)})")

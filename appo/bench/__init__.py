@@ -11,7 +11,7 @@ rollout    tokens/s of ``HFEngine.generate`` vs ``model.generate``, batch 1/8/32
 decode     bare-forward step time / our decode step time                          >= 0.7
 branching  K forks with KV reuse vs the same forks re-prefilled, P:C 1:1 and 4:1  >= 2x at 1:1
 training   old-log-prob and update tokens/s vs TRL's; padding of both layouts     >= 1.2x
-rl_step    one RL step, ours (grpo, appo) vs TRL ``GRPOTrainer``                  <= 0.5x wall time
+rl_step    one RL step, ours (grpo, appo) vs TRL ``GRPOTrainer``, two shapes      <= 0.6x / 0.8x (TRL's)
 memory     peak RSS of a 32 x 512 rollout in a fresh process                      < 4 GiB
 =========  =====================================================================  ===================
 
@@ -20,6 +20,8 @@ torch/transformers/trl versions), the thread settings and the load average befor
 section. See ``docs/benchmarks.md`` for a full run and what limits each figure. The sections' modules:
 :mod:`~appo.bench.rollout`, :mod:`~appo.bench.branching`, :mod:`~appo.bench.training`,
 :mod:`~appo.bench.rl_step`, :mod:`~appo.bench.memory`; shared timing in :mod:`~appo.bench.harness`.
+
+May import: :mod:`appo.train`, :mod:`appo.config` and the layers below them. Nothing imports it but the CLI.
 """
 
 from __future__ import annotations
@@ -67,18 +69,23 @@ class Sizes:
     """Prompts per RL step."""
     rl_max_response: int = 64
     """Longest response in the RL step."""
+    rl_trl_prompts: int = 4
+    """Prompts per RL step at TRL's single-process shape (x ``rows_per_prompt`` rows, no accumulation)."""
+    rl_trl_max_response: int = 64
+    """Longest response at TRL's shape."""
 
 
 SIZES = {
     "tiny": Sizes(),
     "smollm2-135m-instruct": Sizes(new_tokens=32, decode_batches=(1, 8), decode_steps=16, fork_prefix=128,
-                                   train_prompts=1, train_max_response=64, rl_prompts=1, rl_max_response=48),
+                                   train_prompts=1, train_max_response=64, rl_prompts=1, rl_max_response=48,
+                                   rl_trl_prompts=2, rl_trl_max_response=32),
 }
 """Default sizes per model; any other model gets the SmolLM2 sizes."""
 
 SMOKE = Sizes(batch_sizes=(1, 4), new_tokens=4, prompt_len=16, decode_batches=(2,), decode_context=16, decode_steps=4,
               branches=2, fork_prefix=24, train_prompts=1, train_max_response=8, rows_per_prompt=4, micro_rows=4,
-              rl_prompts=1, rl_max_response=8)
+              rl_prompts=1, rl_max_response=8, rl_trl_prompts=1, rl_trl_max_response=8)
 """Seconds-long sizes for ``--smoke`` (schema check, not a measurement)."""
 
 
@@ -98,6 +105,9 @@ class BenchOptions:
     """Compare against TRL where it is installed (figures are recorded as skipped where it is not)."""
     smoke: bool = False
     """Seconds-long sizes, the first model and the first thread count only: for tests (numbers mean nothing)."""
+    rl_shapes: tuple[str, ...] = ("accum", "trl")
+    """RL-step shapes: ``accum`` (micro-batches of ``micro_rows``, gradient accumulation) and/or ``trl``
+    (TRL's single-process shape: every row of the step in one micro-batch)."""
     memory_rows: int = 32
     """Rows of the memory figure's rollout."""
     memory_tokens: int = 512
@@ -126,6 +136,9 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
     from appo.bench.models import load_bench_model
     from appo.bench.trl_side import trl_available
 
+    bad_shapes = [x for x in opts.rl_shapes if x not in ("accum", "trl")]
+    if bad_shapes:
+        raise ValueError(f"unknown RL-step shapes {bad_shapes}; choose from accum, trl")
     bad = [s for s in opts.sections if s not in SECTIONS]
     if bad:
         raise ValueError(f"unknown bench sections {bad}; choose from {', '.join(SECTIONS)}")
@@ -136,7 +149,8 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
     models = opts.models[:1] if opts.smoke else opts.models
     threads = opts.threads[:1] if opts.smoke else opts.threads
     t_start = time.time()
-    result = {"machine": harness.machine_record(), "options": _jsonable(opts), "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    result = {"machine": harness.machine_record(), "options": _jsonable(opts),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
               "figures": [], "sections": [], "trl_skipped": no_trl}
 
     def add(figs, section, model, t, load_before):
@@ -187,13 +201,19 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
         if "rl_step" in opts.sections:
             load = harness.load_average()
             if no_trl:
-                add([harness.skipped("rl_step", f"{model_name} vs TRL", no_trl)], "rl_step", model_name, threads[0], load)
+                add([harness.skipped("rl_step", f"{model_name} vs TRL", no_trl)], "rl_step", model_name, threads[0],
+                    load)
             else:
                 from appo.bench.rl_step import rl_step_figures
 
-                add(rl_step_figures(model_name, threads[0], prompts=s.rl_prompts, rows=s.rows_per_prompt,
-                                    max_response=s.rl_max_response, micro_rows=s.micro_rows, repeats=opts.repeats),
-                    "rl_step", model_name, threads[0], load)
+                for shape in opts.rl_shapes:
+                    load = harness.load_average()
+                    prompts, max_resp, micro = ((s.rl_prompts, s.rl_max_response, s.micro_rows) if shape == "accum" else
+                                                (s.rl_trl_prompts, s.rl_trl_max_response,
+                                                 s.rl_trl_prompts * s.rows_per_prompt))
+                    add(rl_step_figures(model_name, threads[0], prompts=prompts, rows=s.rows_per_prompt,
+                                        max_response=max_resp, micro_rows=micro, repeats=opts.repeats, shape=shape),
+                        "rl_step", model_name, threads[0], load)
     if "memory" in opts.sections:
         from appo.bench.memory import memory_figure
 
@@ -236,14 +256,16 @@ def format_line(f: dict) -> str:
         speed += f" [{f['speedup_min']:.2f}-{f['speedup_max']:.2f}]"
     met = {True: "met", False: "MISSED", None: ""}[f["met"]]
     rss = f"{f.get('ours_peak_rss_mb') or 0:.0f}/{f.get('baseline_peak_rss_mb') or 0:.0f}"
-    return f"{f['section']:<9} {f['name']:<42} {u:<8} {ours:<28} {base:<28} {speed:<20} {f['target_text']:<34} {met:<6} {rss}"
+    return (f"{f['section']:<9} {f['name']:<42} {u:<8} {ours:<28} {base:<28} {speed:<20} "
+            f"{f['target_text']:<34} {met:<6} {rss}")
 
 
 def format_table(result: dict) -> str:
     """The whole result as a fixed-width table (plus the machine line)."""
     m = result["machine"]
-    head = (f"{'section':<9} {'figure':<42} {'unit':<8} {'ours median [min-max]':<28} {'baseline median [min-max]':<28} "
-            f"{'speedup [min-max]':<20} {'target':<34} {'':<6} peak RSS MiB ours/base")
+    head = (f"{'section':<9} {'figure':<42} {'unit':<8} {'ours median [min-max]':<28} "
+            f"{'baseline median [min-max]':<28} {'speedup [min-max]':<20} {'target':<34} {'':<6} "
+            "peak RSS MiB ours/base")
     lines = [f"machine: {m['cpu']}, {m['logical_cores']} cores, torch {m['torch']}, transformers {m['transformers']}, "
              f"trl {m['trl']}", head]
     lines += [format_line(f) for f in result["figures"]]
@@ -262,12 +284,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def add_arguments(ap) -> None:
     """The ``appo bench`` options."""
-    ap.add_argument("--models", default="tiny,smollm2-135m-instruct", help="comma-separated: tiny, smollm2-135m-instruct, a folder")
-    ap.add_argument("--threads", default="1,2", help="comma-separated torch thread counts (rl_step/memory use the first)")
+    ap.add_argument("--models", default="tiny,smollm2-135m-instruct",
+                    help="comma-separated: tiny, smollm2-135m-instruct, a folder")
+    ap.add_argument("--threads", default="1,2",
+                    help="comma-separated torch thread counts (rl_step/memory use the first)")
     ap.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     ap.add_argument("--repeats", type=int, default=3, help="recorded repeats per figure (>= 3 for a real run)")
+    ap.add_argument("--rl-shapes", default="accum,trl",
+                    help="comma-separated RL-step shapes: accum (gradient accumulation), "
+                         "trl (TRL's single-process shape)")
     ap.add_argument("--no-trl", action="store_true", help="skip the TRL comparisons")
-    ap.add_argument("--smoke", action="store_true", help="seconds-long sizes, first model and thread count only (schema check, numbers mean nothing)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="seconds-long sizes, first model and thread count only (schema check, numbers mean nothing)")
     ap.add_argument("--json", default="runs/bench/bench.json", help="where to write the JSON result")
 
 
@@ -276,7 +304,8 @@ def run_from_args(args) -> int:
     opts = BenchOptions(models=tuple(m for m in args.models.split(",") if m),
                         threads=tuple(int(t) for t in args.threads.split(",") if t),
                         sections=tuple(s for s in args.sections.split(",") if s), repeats=args.repeats,
-                        with_trl=not args.no_trl, smoke=args.smoke)
+                        with_trl=not args.no_trl, smoke=args.smoke,
+                        rl_shapes=tuple(x for x in args.rl_shapes.split(",") if x))
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
 

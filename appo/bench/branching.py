@@ -53,7 +53,8 @@ def branching_figures(model, tok, model_name: str, threads: int, branches: int, 
             caps.append((s.prefill_seconds + s.decode_seconds) / s.decode_seconds)
             return dt
 
-        ours, base = Contender("fork with KV reuse", run_reuse), Contender("same forks, prefix re-prefilled", run_prefill)
+        ours, base = Contender("fork with KV reuse", run_reuse), Contender("same forks, prefix re-prefilled",
+                                                                           run_prefill)
         interleave(ours, base, repeats)
         out.append(figure("branching", f"{model_name} t{threads} {ratio}:1", "s", ours, base, higher_is_better=False,
                           target=2.0 if ratio == 1 else None,

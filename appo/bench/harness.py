@@ -52,7 +52,7 @@ class PeakRSS:
 
     method = "VmHWM reset per run" if _clear_hwm() else "ru_maxrss (peak since process start)"
 
-    def __enter__(self) -> "PeakRSS":
+    def __enter__(self) -> PeakRSS:
         self.ok = _clear_hwm()
         self.peak_mb = 0.0
         return self

@@ -10,6 +10,7 @@ folder, a ``.gguf`` file). Models load in fp32 on the CPU, attention ``sdpa``.
 from __future__ import annotations
 
 import random
+
 import torch
 
 from appo.data.procedural import get_task

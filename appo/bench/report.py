@@ -44,9 +44,10 @@ def markdown_table(results: list[dict]) -> str:
             if f["speedup"] is not None and f.get("speedup_min") is not None:
                 sp += f" ({f['speedup_min']:.2f}-{f['speedup_max']:.2f})"
             met = {True: "yes", False: "**no**", None: ""}[f["met"]]
-            rss = " / ".join(f"{x:.0f}" if x else "-" for x in (f.get("ours_peak_rss_mb"), f.get("baseline_peak_rss_mb")))
-            lines.append(f"| {f['section']} | {f['name']} | {u} | {_cell(f['ours'], u)} | {_cell(f.get('baseline'), u)} "
-                         f"| {sp} | {f['target_text']} | {met} | {rss} |")
+            rss = " / ".join(f"{x:.0f}" if x else "-" for x in (f.get("ours_peak_rss_mb"),
+                                                                f.get("baseline_peak_rss_mb")))
+            lines.append(f"| {f['section']} | {f['name']} | {u} | {_cell(f['ours'], u)} "
+                         f"| {_cell(f.get('baseline'), u)} | {sp} | {f['target_text']} | {met} | {rss} |")
     return "\n".join(lines)
 
 

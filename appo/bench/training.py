@@ -46,7 +46,8 @@ def make_rows(tok, prompts: int, rows_per_prompt: int, max_response: int, seed: 
     for g, p in enumerate(prompt_ids):
         for u in range(rows_per_prompt):
             n = rng.randint(max(1, max_response // 8), max_response)
-            rows.append(Rollout(group=g, uid=u, prompt_ids=tuple(p), response_ids=tuple(rng.choice(vocab) for _ in range(n)),
+            rows.append(Rollout(group=g, uid=u, prompt_ids=tuple(p),
+                                response_ids=tuple(rng.choice(vocab) for _ in range(n)),
                                 logprobs=(0.0,) * n, entropies=(0.0,) * n, loss_mask=(1,) * n, stop_reason="eos"))
     return rows
 
@@ -96,7 +97,8 @@ def training_figures(model, tok, model_name: str, threads: int, *, prompts: int,
 
         trl_model = copy.deepcopy(model)
         examples = arith_examples(prompts)
-        trainer = build_grpo_trainer(trl_model, tok, ["x"] * prompts, examples, rows_per_step=N, num_generations=rows_per_prompt,
+        trainer = build_grpo_trainer(trl_model, tok, ["x"] * prompts, examples, rows_per_step=N,
+                                     num_generations=rows_per_prompt,
                                      max_completion=max_response, micro_rows=micro_rows, max_steps=1, lr=1e-6,
                                      output_dir=tempfile.mkdtemp(prefix="appo-bench-trl-"))
         trainer.current_gradient_accumulation_steps = len(trl_chunks)
@@ -144,8 +146,10 @@ def training_figures(model, tok, model_name: str, threads: int, *, prompts: int,
             trl_model.eval()
 
     for label, o_fn, t_fn, o_name, t_name in (
-            ("old log-prob", ours_logp, trl_logp, "compute_logprobs_batched", "GRPOTrainer._get_per_token_logps_and_entropies"),
-            ("update fwd+bwd+step", ours_update, trl_update, "ppo_update", "GRPOTrainer._compute_loss + backward + AdamW")):
+            ("old log-prob", ours_logp, trl_logp, "compute_logprobs_batched",
+             "GRPOTrainer._get_per_token_logps_and_entropies"),
+            ("update fwd+bwd+step", ours_update, trl_update, "ppo_update",
+             "GRPOTrainer._compute_loss + backward + AdamW")):
         ours = Contender(o_name, o_fn)
         base = Contender(t_name, t_fn) if with_trl else None
         interleave(ours, base, repeats)

@@ -1,12 +1,13 @@
-"""The TRL side of the comparison: a ``GRPOTrainer`` on CPU over the same model, prompts and reward.
+"""The TRL side of the comparison: a ``GRPOTrainer`` (CPU, or the GPU) over the same model, prompts and reward.
 
 TRL is optional (``pip install appo[bench]``); :func:`trl_available` says whether it imports. The
-trainer is built with TRL's own defaults except where the comparison needs equal settings: CPU,
-fp32, ``num_generations`` rows per prompt, ``per_device_train_batch_size`` = rows per step (one
+trainer is built with TRL's own defaults except where the comparison needs equal settings: CPU and
+fp32 (or the GPU and bf16, for ``scripts/gpu_check.py``), ``num_generations`` rows per prompt,
+``per_device_train_batch_size`` = rows per step (one
 optimizer step per generation batch, as our trainer), temperature 1 without top-k/top-p, no KL
 (``beta=0``, also our default), no dataset shuffling (both sides see the prompts in the same order).
 The prompts are our chat-templated prompt texts, so TRL tokenizes them to the same ids; the reward
-scores each completion with :mod:`appo.rewards` against the same :class:`~appo.data.records.Example`.
+scores each completion with :mod:`appo.rewards` against the same :class:`~appo.types.Example`.
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ def appo_reward_for_trl(examples, reward_name: str = "default"):
 
 def build_grpo_trainer(model, tok, prompt_texts, examples, *, rows_per_step: int, num_generations: int,
                        max_completion: int, micro_rows: int, max_steps: int, lr: float, output_dir: str,
-                       callbacks=(), seed: int = 0):
-    """A ``trl.GRPOTrainer`` over ``model`` (patched by TRL: pass a copy you do not share)."""
+                       callbacks=(), seed: int = 0, device: str = "cpu", bf16: bool = False,
+                       gradient_checkpointing: bool | None = None):
+    """A ``trl.GRPOTrainer`` over ``model`` (patched by TRL: pass a copy you do not share). ``device``
+    ``cpu`` runs TRL with ``use_cpu``; otherwise the model's GPU, with ``bf16`` mixed precision when asked.
+    ``gradient_checkpointing`` None keeps TRL's default (on); the GPU comparison turns it off, as ours."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -52,11 +56,12 @@ def build_grpo_trainer(model, tok, prompt_texts, examples, *, rows_per_step: int
     if rows_per_step % micro_rows:
         raise ValueError(f"rows_per_step={rows_per_step} must be a multiple of micro_rows={micro_rows}")
     cfg = GRPOConfig(
-        output_dir=output_dir, use_cpu=True, bf16=False, per_device_train_batch_size=micro_rows,
+        output_dir=output_dir, use_cpu=device == "cpu", bf16=bf16, per_device_train_batch_size=micro_rows,
         gradient_accumulation_steps=rows_per_step // micro_rows, num_generations=num_generations,
         max_completion_length=max_completion, max_steps=max_steps, learning_rate=lr, temperature=1.0, top_p=1.0,
         top_k=0, beta=0.0, shuffle_dataset=False, save_strategy="no", report_to=[], logging_steps=10**6,
-        disable_tqdm=True, dataloader_num_workers=0, seed=seed, max_grad_norm=1.0)
+        disable_tqdm=True, dataloader_num_workers=0, seed=seed, max_grad_norm=1.0,
+        **({} if gradient_checkpointing is None else {"gradient_checkpointing": gradient_checkpointing}))
     trainer = GRPOTrainer(model=model, reward_funcs=appo_reward_for_trl(examples), args=cfg, train_dataset=ds,
                           processing_class=tok, callbacks=list(callbacks))
     from transformers.trainer_callback import PrinterCallback, ProgressCallback

@@ -1,12 +1,17 @@
-"""Data: the :class:`Example` record, verl parquet rows, bundled benchmarks by name, and procedural
-tasks for CPU-scale experiments (:mod:`appo.data.procedural`)."""
+"""Data: verl parquet rows, bundled benchmarks by name, TRL / HF dataset rows, procedural tasks for CPU-scale
+experiments (:mod:`appo.data.procedural`), and :mod:`appo.data.sources` (data specs -> Examples,
+search corpora, the resumable prompt sampler). The :class:`Example` record itself lives in :mod:`appo.types`.
 
-from appo.data.records import Example, Metric, TaskKind
-from appo.data.rows import DataError, read_rows
-from appo.data.paths import ENV_VAR, bundled_data_dir, data_roots, find_data_file
-from appo.data.verl import is_verl_row, load_verl_parquet, verl_row_to_example
+May import: :mod:`appo.types`, :mod:`appo.rewards` (a procedural task scores with the ``default`` reward).
+Not the models, engines, agent or trainer.
+"""
+
 from appo.data.benchmarks import BENCHMARKS, BenchmarkSpec, load_benchmark, register_benchmark
 from appo.data.loading import load_dataset
+from appo.data.paths import ENV_VAR, bundled_data_dir, data_roots, find_data_file
+from appo.data.rows import DataError, read_rows
+from appo.data.verl import is_verl_row, load_verl_parquet, verl_row_to_example
+from appo.types import Example, Metric, TaskKind
 
 __all__ = [
     "BENCHMARKS", "BenchmarkSpec", "DataError", "ENV_VAR", "Example", "Metric", "TaskKind", "bundled_data_dir",

@@ -2,7 +2,7 @@
 
 Each bundled file has its own field names (``problem`` / ``question`` / ``Question``; answers as a
 string, an int, a list of aliases, or GSM8K's ``"... #### N"``); a normaliser turns one row into an
-:class:`~appo.data.records.Example`. Fields not used for the question or answer go to ``extra_info``.
+:class:`~appo.types.Example`. Fields not used for the question or answer go to ``extra_info``.
 
 Metrics chosen per benchmark: math sets use ``math_equiv``; multi-hop QA (HotpotQA, 2Wiki, MuSiQue,
 Bamboogle) and the Chinese deep-search sets (WebWalkerQA, xbench) use token ``f1`` as the reference
@@ -22,9 +22,9 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 from appo.data.paths import describe_roots, find_data_file
-from appo.data.records import Example, Metric, TaskKind
 from appo.data.rows import DataError, EmptyAnswerError, collect, require_field
 from appo.data.verl import is_verl_row, verl_row_to_example
+from appo.types import Example, Metric, TaskKind
 
 QUESTION_FIELDS = ("question", "problem", "Question", "query", "prompt")
 ANSWER_FIELDS = ("answer", "answers", "Answer", "final_answer", "ground_truth", "golden_answers")
@@ -42,7 +42,7 @@ class BenchmarkSpec:
     """``math`` or ``qa``."""
     metric: Metric
     """Headline metric of every example."""
-    normaliser: Callable[[dict, str, int, "BenchmarkSpec"], Example | None]
+    normaliser: Callable[[dict, str, int, BenchmarkSpec], Example | None]
     """Row -> Example (None skips the row, e.g. an HLE question that needs an image)."""
     bundled: bool = True
     """False for files the user must supply (the error then says where to put them)."""

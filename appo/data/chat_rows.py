@@ -1,4 +1,4 @@
-"""Rows in the forms TRL and verl users have -> :class:`~appo.data.records.Example`.
+"""Rows in the forms TRL and verl users have -> :class:`~appo.types.Example`.
 
 One normaliser, :func:`normalise_row`, reads every row shape appo accepts:
 
@@ -28,9 +28,9 @@ import re
 from dataclasses import replace
 from typing import Any
 
-from appo.data.records import Example, Metric, TaskKind
 from appo.data.rows import DataError, EmptyAnswerError, first_field
 from appo.data.verl import default_metric, is_verl_row, verl_row_to_example
+from appo.types import Example, Metric, TaskKind
 
 QUESTION_FIELDS = ("question", "problem", "Question", "query", "prompt")
 """Where a text question is read from, first present wins (a ``prompt`` of chat messages wins over all)."""

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from appo.data.chat_rows import guess_kind, normalise_row
-from appo.data.records import Example, Metric, TaskKind
 from appo.data.rows import DataError, EmptyAnswerError, logger, plain
+from appo.types import Example, Metric, TaskKind
 
 SPLIT_ALIASES = {"test": ("test", "validation", "valid", "val"), "train": ("train",)}
 """Splits tried, in order, for the split a loader asks for."""

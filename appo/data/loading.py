@@ -7,12 +7,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from appo.data.benchmarks import BENCHMARKS, load_benchmark, read_examples, source_name
-from appo.data.chat_rows import guess_kind, normalise_row
+from appo.data.chat_rows import ANSWER_FIELDS, guess_kind, normalise_row
 from appo.data.hf import is_local_dataset, load_local
 from appo.data.paths import describe_roots, find_data_file
-from appo.data.records import Example, Metric, TaskKind
-from appo.data.rows import collect, read_rows
-from appo.data.verl import default_metric, is_verl_row, load_verl_parquet
+from appo.data.rows import DataError, collect, first_field, read_rows
+from appo.data.verl import default_metric, is_verl_row, load_verl_parquet, looks_like_verl
+from appo.types import Example, Metric, TaskKind
 
 
 def resolve_path(spec: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> Path | None:
@@ -66,8 +66,10 @@ def load_dataset(
         )
     first = next(iter(read_rows(path)), None)
     if first is None:
-        return []
-    if is_verl_row(first[1]):
+        raise DataError(path, None, "the file has no rows", "add rows (one JSON object per line for .jsonl) "
+                        "or remove it from the data list")
+    if is_verl_row(first[1]) or (looks_like_verl(first[1]) and first_field(first[1], ANSWER_FIELDS) is None):
+        # the verl reader names a missing or mangled reward_model
         return load_verl_parquet(path, limit=limit, kind=kind, metric=metric)
     name = source_name(path)
     known = BENCHMARKS.get(name)

@@ -1,4 +1,4 @@
-"""verl-format parquet rows -> :class:`~appo.data.records.Example`.
+"""verl-format parquet rows -> :class:`~appo.types.Example`.
 
 A verl row has ``data_source``, ``prompt`` (chat messages: system prompt + user question), ``ability``,
 ``reward_model`` (``{ground_truth, style}``) and ``extra_info`` (``{index, question, split, ...}``).
@@ -22,8 +22,8 @@ import os
 import re
 from pathlib import Path
 
-from appo.data.records import Example, Metric, TaskKind
 from appo.data.rows import DataError, EmptyAnswerError, collect
+from appo.types import Example, Metric, TaskKind
 
 _MATH_SOURCE_RE = re.compile(r"math|gsm|aime|amc", re.IGNORECASE)
 
@@ -31,6 +31,16 @@ _MATH_SOURCE_RE = re.compile(r"math|gsm|aime|amc", re.IGNORECASE)
 def is_verl_row(row: dict) -> bool:
     """True when ``row`` has verl's ``prompt`` message list and ``reward_model`` dict."""
     return isinstance(row.get("prompt"), list) and isinstance(row.get("reward_model"), dict)
+
+
+def looks_like_verl(row: dict) -> bool:
+    """True when ``row`` has a ``reward_model`` field, or verl's chat-message ``prompt`` together with a
+    verl column (``data_source``, ``ability``, ``extra_info``): a verl row, possibly one missing or
+    mangling ``reward_model`` (the verl reader then names it). Callers that also accept TRL rows check
+    that the row has no answer column first."""
+    prompt = row.get("prompt")
+    chat = isinstance(prompt, list) and bool(prompt) and all(isinstance(m, dict) and "role" in m for m in prompt)
+    return "reward_model" in row or (chat and any(k in row for k in ("data_source", "ability", "extra_info")))
 
 
 def _answers(path, row_index: int, ground_truth) -> tuple[str, ...]:
@@ -74,10 +84,14 @@ def verl_row_to_example(
 ) -> Example:
     """Normalise one verl row (see the module docstring); ``source`` overrides ``data_source`` and the id
     prefix, ``kind`` is used when ``ability`` is null, ``metric`` overrides the kind's default."""
+    fixes = {"prompt": "give the chat messages [{role, content}, ...] under 'prompt'",
+             "reward_model": "give the reference answer as reward_model: {ground_truth: ..., style: rule}"}
     for name in ("prompt", "reward_model"):
         if name not in row or row[name] is None:
-            raise DataError(path, row_index, f"missing verl field {name!r} (row has {sorted(row)})",
-                            "is this a verl file?")
+            raise DataError(path, row_index, f"missing verl field {name!r} (row has {sorted(row)})", fixes[name])
+    if not isinstance(row["reward_model"], dict):
+        raise DataError(path, row_index, f"reward_model is a {type(row['reward_model']).__name__}, not a mapping",
+                        fixes["reward_model"])
     messages = row["prompt"]
     if not isinstance(messages, list) or not all(
         isinstance(m, dict) and "role" in m and "content" in m for m in messages

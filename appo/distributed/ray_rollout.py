@@ -33,23 +33,27 @@ why GPU deployments broadcast over NCCL into the inference engine instead (docs/
 new actor built by the same factory, loaded with the current weights (the pool keeps their object
 references), and its block of prompts is run again from the start; the other workers' results are kept.
 The step is not lost and the result is the same (a block's rows depend only on its prompts, the rng
-state and the weights). After ``max_restarts`` replacements in one call the error is raised. An
-exception raised *inside* a rollout (a bug, a bad tool spec) is not retried: it would recur.
+state and the weights). A worker that is alive but hung (a tool or the engine never returns) is treated
+the same way once its block has run for ``timeout_s`` seconds (``rollout.worker_timeout_s``): it is
+killed and replaced, and its block re-run; a weight load that takes longer than that counts as hung too.
+After ``max_restarts`` replacements in one call the error is raised (a :class:`WorkerTimeoutError`
+naming the setting when the last one was a timeout). An exception raised *inside* a rollout (a bug, a
+bad tool spec) is not retried: it would recur.
 
 **Determinism.** A prompt's rows equal the single-process rows in token ids; log-probs and entropies
 agree to float round-off (about 1e-6 on CPU: the same row runs in a batch of a different size and
 padding, which changes the reduction order inside matmuls and attention). A sampled token could only
 differ where a uniform draw falls within that round-off of a CDF boundary of the sampling distribution.
 
-Left out: a timeout for a hung (not dead) worker, elastic resizing, overlapping generation with the
-update (rollouts of step k+1 under weights k), GPU placement groups, NCCL weight broadcast.
+Left out: elastic resizing, overlapping generation with the update (rollouts of step k+1 under weights k),
+GPU placement groups, NCCL weight broadcast.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -57,7 +61,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from appo.train.components import frozen_copy
+from appo.models.loading import frozen_copy
 
 RAY_HINT = "pip install 'appo[dist]' (Ray)"
 
@@ -72,6 +76,10 @@ MERGE_RULES: dict[str, tuple[str, str | None]] = {
 }
 """How other strategy metrics merge: ``max``, or ``mean`` weighted by the named count (None: by the
 worker's number of prompts). A metric in neither table is averaged weighted by prompts."""
+
+
+class WorkerTimeoutError(RuntimeError):
+    """A rollout worker stayed busy past the pool's timeout and no replacement is left for this call."""
 
 
 def import_ray():
@@ -165,29 +173,6 @@ class WorkerParts:
     """An Engine over ``model`` (``HFEngine``)."""
     tools: Any
     """Tools: a list or a name -> Tool mapping."""
-
-
-@dataclass(frozen=True)
-class ConfigWorkerFactory:
-    """Builds a worker's parts from a training config, as the trainer builds its own (model from
-    ``model.path``, ``HFEngine``, tools from ``tool_specs``). Picklable: Ray ships it to each worker."""
-
-    cfg: Any
-    """The run's :class:`~appo.train.config.Config`."""
-    tool_specs: tuple
-    """Resolved tool specs (``appo.train.components.tool_specs_for``: corpus and index paths filled in;
-    files the trainer wrote, read by the workers, so multi-node runs need a shared file system)."""
-    device: str = "cpu"
-    """Where the worker's model lives (``cuda`` when the actor was given a GPU)."""
-
-    def __call__(self) -> WorkerParts:
-        from appo.tools.registry import build_tools
-        from appo.train.components import build_engine, build_model
-
-        cfg = dataclasses.replace(self.cfg, model=dataclasses.replace(self.cfg.model, device=self.device))
-        model, tokenizer = build_model(cfg)
-        model.eval()
-        return WorkerParts(model, tokenizer, build_engine(model, tokenizer, cfg), build_tools(list(self.tool_specs)))
 
 
 @dataclass(frozen=True)
@@ -299,20 +284,23 @@ class RayRolloutPool:
     """N rollout workers on Ray (see the module docstring). Use as a context manager or call :meth:`close`.
 
     Args:
-        factory: a picklable ``() -> WorkerParts`` run inside each worker (e.g. :class:`ConfigWorkerFactory`).
+        factory: a picklable ``() -> WorkerParts`` run inside each worker (e.g.
+            :class:`appo.train.components.ConfigWorkerFactory`).
         num_workers: actors to start.
         anchor: APPO's Omega anchor the workers use when a context asks for Omega.
         address: Ray address (None: the running Ray, or a new local instance; ``auto``: the cluster of
             ``ray start`` on this node).
         num_cpus: CPUs reserved per worker (also its torch threads).
         num_gpus: GPUs per worker (its model goes to ``cuda`` when > 0 and the factory honours it).
-        max_restarts: dead workers replaced per call before the error is raised.
+        max_restarts: dead or hung workers replaced per call before the error is raised.
         init_kwargs: extra ``ray.init`` arguments when the pool starts Ray itself.
+        timeout_s: seconds a worker may spend on its block of prompts (or on a weight load) before it
+            counts as hung and is replaced; None or 0 waits forever.
     """
 
     def __init__(self, factory: Callable[[], WorkerParts], num_workers: int, *, anchor: str = "previous",
                  address: str | None = None, num_cpus: float = 1, num_gpus: float = 0, max_restarts: int = 3,
-                 init_kwargs: dict | None = None):
+                 init_kwargs: dict | None = None, timeout_s: float | None = None):
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         if anchor not in ("rollout", "previous", "reference"):
@@ -320,6 +308,8 @@ class RayRolloutPool:
         self.ray = import_ray()
         self._owns_ray = init_ray(address, **(init_kwargs or {}))
         self.factory, self.anchor, self.max_restarts = factory, anchor, max_restarts
+        self.timeout_s = timeout_s or None
+        """Seconds before a busy worker counts as hung (None: never)."""
         self._actor = self.ray.remote(RolloutWorker).options(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)
         self._threads = max(1, int(num_cpus))
         self.workers = [self._actor.remote(factory, self._threads, anchor) for _ in range(num_workers)]
@@ -348,8 +338,8 @@ class RayRolloutPool:
         loads = [self._load(w) for w in self.workers]
         for w, ref in enumerate(loads):
             try:
-                ray.get(ref)
-            except ray.exceptions.RayActorError:
+                ray.get(ref, timeout=self.timeout_s)
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
                 self._replace(w)  # loads the current weights into the new actor
         return self.version
 
@@ -379,11 +369,36 @@ class RayRolloutPool:
 
     def _run_blocks(self, name: str, blocks: list[list], cfg: Any, call: RolloutCall) -> dict[int, tuple]:
         ray = self.ray
-        pending = {self.workers[w].rollout.remote(name, b, cfg, call): w for w, b in enumerate(blocks) if b}
+        started: dict[Any, float] = {}  # object ref -> when its block was submitted
+
+        def submit(w: int) -> None:
+            ref = self.workers[w].rollout.remote(name, blocks[w], cfg, call)
+            pending[ref], started[ref] = w, time.monotonic()
+
+        pending: dict[Any, int] = {}
+        for w, b in enumerate(blocks):
+            if b:
+                submit(w)
         results: dict[int, tuple] = {}
         replaced = 0
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            wait_s = None
+            if self.timeout_s is not None:
+                wait_s = max(0.0, min(started[r] for r in pending) + self.timeout_s - time.monotonic())
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=wait_s)
+            if not done:  # the oldest block passed the timeout: its worker is hung
+                ref = min(pending, key=started.__getitem__)
+                w = pending.pop(ref)
+                replaced += 1
+                if replaced > self.max_restarts:
+                    raise WorkerTimeoutError(
+                        f"rollout worker {w} spent over {self.timeout_s:g}s on its {len(blocks[w])} prompts and "
+                        f"the {self.max_restarts} replacements allowed per step are used up; raise "
+                        "rollout.worker_timeout_s (or rollout.worker_restarts) if the rollouts are just slow, "
+                        "else find what hangs (a tool call, the engine)")
+                self._replace(w)  # kills the hung actor
+                submit(w)
+                continue
             w = pending.pop(done[0])
             try:
                 results[w] = ray.get(done[0])
@@ -392,7 +407,7 @@ class RayRolloutPool:
                 if replaced > self.max_restarts:
                     raise
                 self._replace(w)
-                pending[self.workers[w].rollout.remote(name, blocks[w], cfg, call)] = w
+                submit(w)
         return results
 
     def _replace(self, w: int) -> None:
@@ -420,7 +435,7 @@ class RayRolloutPool:
         if self._owns_ray and self.ray.is_initialized():
             self.ray.shutdown()
 
-    def __enter__(self) -> "RayRolloutPool":
+    def __enter__(self) -> RayRolloutPool:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -30,7 +30,7 @@ from appo.engine.kv_store import KVPairs
 class _BufferLayer(DynamicLayer):
     """One model layer's keys/values for the batch: ``[B, heads, capacity + 1, head_dim]`` (last column = dump)."""
 
-    def __init__(self, owner: "BatchKVCache", layer_idx: int):
+    def __init__(self, owner: BatchKVCache, layer_idx: int):
         super().__init__()
         self.owner = owner
         self.layer_idx = layer_idx
@@ -82,7 +82,8 @@ class _BufferLayer(DynamicLayer):
         n = self.owner.length
         for name in ("k_buf", "v_buf"):
             old = getattr(self, name)
-            new = torch.zeros(old.shape[0], old.shape[1], capacity + 1, old.shape[3], dtype=old.dtype, device=old.device)
+            new = torch.zeros(old.shape[0], old.shape[1], capacity + 1, old.shape[3], dtype=old.dtype,
+                              device=old.device)
             new[:, :, :n] = old[:, :, :n]
             setattr(self, name, new)
 

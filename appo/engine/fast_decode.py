@@ -21,8 +21,9 @@ side by side in the fused output): about 20 dispatches per layer instead of 30. 
 cores, 1 thread, step alone (min over 20 interleaved runs): hidden 128 / 4 layers 1.11x at batch 1 and
 1.16x at batch 8, 0.85x at batch 32 (compute-bound); SmolLM2-135M (hidden 576) 0.97x at batch 1 and 0.84x
 at batch 8 (matmul-bound: fusing only adds copies). So ``build`` fuses by default only for
-``hidden_size <= FUSE_MAX_HIDDEN``. These are the only weight copies (``fused_bytes``: about two thirds of the decoder layers' weights, none of
-the embeddings or the LM head); the engine keeps a decoder only while the weights' fingerprint is unchanged and rebuilds it
+``hidden_size <= FUSE_MAX_HIDDEN``. These are the only weight copies (``fused_bytes``: about two thirds of
+the decoder layers' weights, none of the embeddings or the LM head); the engine keeps a decoder only while
+the weights' fingerprint is unchanged and rebuilds it
 (one ``torch.cat`` per layer) after any in-place update, so the copies are never stale. The other weights
 are referenced, never copied. Supported: ``model_type`` llama, mistral, qwen2, qwen3 with SiLU MLPs and
 full attention; anything else (or any surprise in the module layout) returns None from ``build`` and the
@@ -102,7 +103,7 @@ def _norm(module) -> tuple[torch.Tensor, float]:
         raise _Unsupported(type(module).__name__)
     eps = getattr(module, "variance_epsilon", None)
     if eps is None:
-        eps = getattr(module, "eps")
+        eps = module.eps
     return module.weight, float(eps)
 
 
@@ -127,7 +128,7 @@ class FastDecoder:
         self.cos_LD = self.sin_LD = None
 
     @staticmethod
-    def build(model, fuse: bool | None = None) -> "FastDecoder | None":
+    def build(model, fuse: bool | None = None) -> FastDecoder | None:
         """A decoder over ``model``'s current parameters, or None when the architecture is not supported.
 
         ``fuse``: concatenate q/k/v and gate/up weights (copies); None fuses when ``hidden_size <=
@@ -160,7 +161,7 @@ class FastDecoder:
                 layers.append(_Layer(
                     ln1=ln1, eps1=e1, wo_t=a.o_proj.weight.t(), bo=_bias(a.o_proj), q_norm=qn, k_norm=kn, ln2=ln2,
                     eps2=e2, wd_t=m.down_proj.weight.t(), bd=_bias(m.down_proj),
-                    scaling=float(getattr(a, "scaling", head_dim**-0.5)), 
+                    scaling=float(getattr(a, "scaling", head_dim**-0.5)),
                     qkv=(_fuse(qkv),) if fuse else tuple((x.weight, _bias(x)) for x in qkv),
                     gu=(_fuse(gu),) if fuse else tuple((x.weight, _bias(x)) for x in gu)))
             return FastDecoder(model, layers, n_heads, n_kv, head_dim)
@@ -194,7 +195,8 @@ class FastDecoder:
     def _rope(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, out: torch.Tensor | None = None):
         D = self.head_dim
         flipped = x.unflatten(-1, (2, D // 2)).flip(-2).flatten(-2)
-        return torch.addcmul(x * cos, flipped, sin, out=out) if out is not None else torch.addcmul(x * cos, flipped, sin)
+        return torch.addcmul(x * cos, flipped, sin, out=out) if out is not None else torch.addcmul(x * cos, flipped,
+                                                                                                   sin)
 
     def step(self, ids_B: torch.Tensor, pos_B: torch.Tensor, cache, mask: torch.Tensor) -> torch.Tensor:
         """Run one token per row at positions ``pos_B``, appending its KV at column ``cache.length``."""

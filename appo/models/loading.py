@@ -20,6 +20,7 @@ always has a pad token and a chat template (ChatML when the source had none). Op
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import json
@@ -277,7 +278,7 @@ def load_model_and_tokenizer(
 
 
 def load_from_config(model_cfg: Any) -> tuple[torch.nn.Module, Any]:
-    """:func:`load_model_and_tokenizer` driven by a :class:`appo.train.config.ModelConfig`."""
+    """:func:`load_model_and_tokenizer` driven by a :class:`appo.config.ModelConfig`."""
     lora = None
     if model_cfg.lora_rank > 0:
         lora = LoraSpec(r=model_cfg.lora_rank, alpha=model_cfg.lora_alpha, dropout=model_cfg.lora_dropout,
@@ -285,3 +286,11 @@ def load_from_config(model_cfg: Any) -> tuple[torch.nn.Module, Any]:
     return load_model_and_tokenizer(
         model_cfg.path, model_cfg.dtype, model_cfg.device, lora, tokenizer_path=model_cfg.tokenizer_path,
         trust_remote_code=model_cfg.trust_remote_code, gradient_checkpointing=model_cfg.enable_gradient_checkpointing)
+
+
+def frozen_copy(model: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy in eval mode with gradients off (reference / previous policy)."""
+    clone = copy.deepcopy(model).eval()
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone

@@ -194,7 +194,8 @@ _JS = r"""
     lgLo.textContent = lgHi.textContent = lgNote.textContent = "";
     if (k < 0) { lgGrad.style.background = "#fff"; lgNote.textContent = "no shading"; return; }
     lgGrad.style.background = div
-      ? "linear-gradient(to right,rgba(" + NEG + ",.8),rgba(" + NEG + ",0) 50%,rgba(" + POS + ",0) 50%,rgba(" + POS + ",.8))"
+      ? "linear-gradient(to right,rgba(" + NEG + ",.8),rgba(" + NEG + ",0) 50%,"
+        + "rgba(" + POS + ",0) 50%,rgba(" + POS + ",.8))"
       : "linear-gradient(to right,rgba(" + SEQ + ",0),rgba(" + SEQ + ",.85))";
     if (scope === "row") {
       lgLo.textContent = div ? "\u2212max|v|" : "row min";

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 DUMP_DIR = "rollouts"
-"""Folder of the step dumps; the same name as ``appo.train.dump.DUMP_DIR`` (not imported: that module
+"""Folder of the step dumps; the same name as ``appo.dump.DUMP_DIR`` (not imported: that module
 pulls in torch; a test checks the two agree)."""
 METRICS_FILE = "metrics.jsonl"
 """The JSONL metrics file the trainer's ``jsonl`` logger writes."""
@@ -37,16 +37,31 @@ class RunFiles:
     """What is missing or was skipped, as sentences for the report (empty when all is there)."""
 
 
+RUN_MARKERS = (METRICS_FILE, DUMP_DIR, "config.yaml", "checkpoints")
+"""What the trainer writes into a run directory; a folder with none of them is not a run."""
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """True when ``path`` holds any of :data:`RUN_MARKERS` (a training run wrote it)."""
+    return any((Path(path) / m).exists() for m in RUN_MARKERS)
+
+
 def check_run_dir(run_dir: str | Path) -> Path:
-    """The resolved run directory; raises ``FileNotFoundError`` / ``NotADirectoryError`` naming the path
-    and the fix when it is not an existing directory."""
+    """The resolved run directory; raises ``FileNotFoundError`` / ``NotADirectoryError`` / ``ValueError``
+    naming the path and the fix when it is not an existing directory or not a training run's (none of
+    :data:`RUN_MARKERS`; the runs found one level below are suggested)."""
     path = Path(run_dir).expanduser()
     fix = ("fix: pass the run directory of a training run (trainer.default_local_dir, the folder holding "
-           f"{METRICS_FILE} and {DUMP_DIR}/), e.g. `appo report runs/demo/rl`")
+           f"{METRICS_FILE} and {DUMP_DIR}/), e.g. `appo report runs/demo/train`")
     if not path.exists():
         raise FileNotFoundError(f"run directory {str(path)!r} does not exist; {fix}")
     if not path.is_dir():
         raise NotADirectoryError(f"run directory {str(path)!r} is a file, not a folder; {fix}")
+    if not is_run_dir(path):
+        runs = sorted(str(p) for p in path.iterdir() if p.is_dir() and is_run_dir(p))
+        hint = (f"fix: pass one of the runs inside it: {', '.join(runs[:5])}" if runs else fix)
+        raise ValueError(f"{str(path)!r} is not a training run's directory (no {', '.join(RUN_MARKERS)}); "
+                         f"no report written; {hint}")
     return path.resolve()
 
 
@@ -107,7 +122,7 @@ def load_run(run_dir: str | Path) -> RunFiles:
 
 
 def read_dump(path: str | Path) -> dict:
-    """Read one step dump (the record of ``appo.train.dump.step_record``); raises ``ValueError`` naming
+    """Read one step dump (the record of ``appo.dump.step_record``); raises ``ValueError`` naming
     the file when it is not a JSON object with a ``prompts`` list."""
     try:
         rec = json.loads(Path(path).read_text(encoding="utf-8", errors="replace"))

@@ -11,9 +11,7 @@ from typing import Any, Mapping, Sequence
 from appo.report.assets import CSS, page_script
 from appo.report.run import num
 from appo.report.tokens import SIGNALS, context_html, esc, fmt, fork_markers, render_tokens, signals_present
-from appo.report.tree import (
-    Node, anchor_id, build_tree, decision_table, is_fork, prompt_anchor, reward_color, tree_svg,
-)
+from appo.report.tree import Node, anchor_id, build_tree, decision_table, is_fork, prompt_anchor, reward_color, tree_svg
 
 MAX_ROW_METRICS = 8
 """Reward metrics shown in a row header (the rest are in its title)."""

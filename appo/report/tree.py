@@ -24,7 +24,7 @@ class Node:
     """The dumped row."""
     depth: int = 0
     """0 for roots, parent's depth + 1 for branches."""
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
     """Rows forked from this one, by (split, uid)."""
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, Sequence
 
-from appo.data.records import Example
+from appo.types import Example
 
 
 @dataclass(frozen=True)

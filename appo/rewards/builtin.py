@@ -1,6 +1,6 @@
 """Built-in reward functions (batch, :class:`~appo.rewards.base.RewardFn`), registered in ``REWARDS``.
 
-``default`` / ``arpo``: the reference work's reward (DESIGN section 1, end; ARPO's ``compute_score``):
+``default`` / ``arpo``: the reference work's reward (ARPO's ``compute_score``; docs/algorithm.md 11):
 
     R = -1                                  if the format check fails (see appo.rewards.format)
     R = s + 0.1 * [s > 0 and both tools]    otherwise,
@@ -27,13 +27,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from appo.data.records import Example
-from appo.rewards.base import RewardOutput
+from appo.rewards.base import RewardFn, RewardOutput
 from appo.rewards.extract import extract_answer
 from appo.rewards.format import DEFAULT_TOOL_TAGS, check_format
 from appo.rewards.math_equiv import math_equal
 from appo.rewards.qa import exact_match, f1_score
-from appo.rewards.registry import register_reward
+from appo.types import Example
 
 TOOL_BONUS = 0.1
 """Added to a positive answer score when the rollout used both tools (reference value)."""
@@ -87,15 +86,12 @@ def reference_score(
     return RewardOutput(float(score), {"format_ok": 1.0, "both_tools": both, **metrics})
 
 
-@register_reward("default")
-@register_reward("arpo")
 def arpo_reward(examples: Sequence[Example], responses: Sequence[str]) -> list[RewardOutput]:
     """Reference reward: -1 on bad format, else the answer score by metric, +0.1 for using both tools."""
     _check_batch(examples, responses)
     return [reference_score(ex, resp) for ex, resp in zip(examples, responses)]
 
 
-@register_reward("answer")
 def answer_reward(examples: Sequence[Example], responses: Sequence[str]) -> list[RewardOutput]:
     """Answer score by ``example.metric`` on the final box, with no format gate and no tool bonus."""
     _check_batch(examples, responses)
@@ -106,7 +102,6 @@ def answer_reward(examples: Sequence[Example], responses: Sequence[str]) -> list
     return out
 
 
-@register_reward("math")
 def math_reward(examples: Sequence[Example], responses: Sequence[str]) -> list[RewardOutput]:
     """1.0 when the final box is math-verify-equivalent to any reference answer, else 0.0."""
     _check_batch(examples, responses)
@@ -129,19 +124,16 @@ def _qa(examples: Sequence[Example], responses: Sequence[str], use_f1: bool) -> 
     return out
 
 
-@register_reward("qa_f1")
 def qa_f1_reward(examples: Sequence[Example], responses: Sequence[str]) -> list[RewardOutput]:
     """Token F1 of the final box against the best alias (SQuAD normalisation)."""
     return _qa(examples, responses, use_f1=True)
 
 
-@register_reward("qa_em")
 def qa_em_reward(examples: Sequence[Example], responses: Sequence[str]) -> list[RewardOutput]:
     """Exact match of the final box against any alias (SQuAD normalisation)."""
     return _qa(examples, responses, use_f1=False)
 
 
-@register_reward("format")
 def format_reward(examples: Sequence[Example], responses: Sequence[str]) -> list[RewardOutput]:
     """The format term alone: 0.0 when the format check passes, -1.0 when it fails (reference values)."""
     _check_batch(examples, responses)
@@ -150,3 +142,15 @@ def format_reward(examples: Sequence[Example], responses: Sequence[str]) -> list
         check = check_format(resp)
         out.append(RewardOutput(0.0 if check.ok else FORMAT_PENALTY, {"format_ok": float(check.ok)}))
     return out
+
+
+BUILTIN_REWARDS: dict[str, RewardFn] = {
+    "default": arpo_reward,
+    "arpo": arpo_reward,
+    "answer": answer_reward,
+    "math": math_reward,
+    "qa_f1": qa_f1_reward,
+    "qa_em": qa_em_reward,
+    "format": format_reward,
+}
+"""The built-in rewards by name; :mod:`appo.rewards.registry` starts ``REWARDS`` from them."""

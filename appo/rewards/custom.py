@@ -28,8 +28,8 @@ import numbers
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from appo.data.records import Example
 from appo.rewards.base import RewardOutput
+from appo.types import Example
 
 VERL_PARAMS = ("data_source", "solution_str", "ground_truth", "extra_info")
 TRL_COLUMNS = ("answers", "ground_truth", "data_source", "id", "kind", "metric", "extra_info")

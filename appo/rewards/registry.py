@@ -1,7 +1,7 @@
 """The registry of named reward functions, and :func:`get_reward` that resolves a config string.
 
 A reward spec is either a registered name (``default``, ``arpo``, ``answer``, ``math``, ``qa_f1``,
-``qa_em``, ``format``) or ``path/to/file.py:function`` for a user's own function (see
+``qa_em``, ``format``, ``llm_judge``) or ``path/to/file.py:function`` for a user's own function (see
 :mod:`appo.rewards.custom` for the signatures accepted).
 """
 
@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Callable
 
 from appo.rewards.base import RewardFn
+from appo.rewards.builtin import BUILTIN_REWARDS
+from appo.rewards.llm_judge import llm_judge
 
-REWARDS: dict[str, RewardFn] = {}
+REWARDS: dict[str, RewardFn] = {**BUILTIN_REWARDS, "llm_judge": llm_judge}
 """Named reward functions; every value implements :class:`~appo.rewards.base.RewardFn`."""
 
 
@@ -32,8 +34,6 @@ def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
 
 def get_reward(spec: str) -> RewardFn:
     """Resolve ``spec``: a name in :data:`REWARDS`, or ``path/to/file.py:function`` (imported on each call)."""
-    import appo.rewards.builtin  # noqa: F401 - registers the built-ins
-
     if spec in REWARDS:
         return REWARDS[spec]
     if ":" in spec or spec.endswith(".py"):

@@ -20,9 +20,9 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from appo.data.records import Example
 from appo.rewards.base import RewardFn, RewardOutput
 from appo.rewards.registry import get_reward
+from appo.types import Example
 
 
 def reward_name(spec: str) -> str:

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from appo.config import load_config
 from appo.configs import shipped_config_path
-from appo.train.config import load_config
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,8 @@ TASKS = {
     "arith": "proc:arith?n_operands=[2,2]&digits=[1,2]&direct_p=0.5",
     "chain": "proc:chain?steps=[3,4]",
     "multihop": "proc:multihop?hops=[2]&kb_size=60",
-    "mix": "proc:mix?weights=[0.5,0.5,0.0]&multihop={hops: [2], kb_size: 60}&arith={n_operands: [2, 2], digits: [1, 2], direct_p: 0.5}",
+    "mix": ("proc:mix?weights=[0.5,0.5,0.0]&multihop={hops: [2], kb_size: 60}"
+            "&arith={n_operands: [2, 2], digits: [1, 2], direct_p: 0.5}"),
 }
 """Study tasks: arithmetic where the opening decides (call Python or answer from memory), a value carried
 through 3-4 Python calls where mid-trajectory copies decide, two-hop questions that need search, and a mix."""
@@ -143,10 +144,10 @@ def prepare_start_model(task: str, out: Path, settings: StudySettings) -> Path:
     model_dir = out / "sft" / "sft_model"
     if (model_dir / "config.json").exists():
         return model_dir
+    from appo.data.sources import task_of
     from appo.demo import DemoSettings
     from appo.models.demo_model import build_demo_base
     from appo.prompts import resolve_system_prompt
-    from appo.train.data_source import task_of
     from appo.train.sft_run import run_sft
 
     spec = task_spec(task)

@@ -4,7 +4,8 @@
 
 Never imported by appo itself. The parent (:mod:`appo.tools.sandbox_process`) starts it in a fresh session
 with a scrubbed environment, stdin on /dev/null and only stdout, stderr and one status pipe open. It
-reads the job (a :mod:`marshal` file the parent wrote in its working directory, deleted at once) and then, depending on the
+reads the job (a :mod:`marshal` file the parent wrote in its working directory,
+               deleted at once) and then, depending on the
 isolation level:
 
 ``namespaces`` (the parent is root) and ``userns`` (unprivileged, user namespaces):

@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> dict:
         if detect_isolation(cfg)[0] != level:
             rows[f"level {level}"] = {"skipped": "not available here"}
             continue
-        rows[f"level {level}"] = _stats(_time_calls(lambda c=cfg, lv=level: run_sandboxed("print(1)", c, lv), args.calls))
+        rows[f"level {level}"] = _stats(_time_calls(lambda c=cfg, lv=level: run_sandboxed("print(1)", c, lv),
+                                                    args.calls))
     best = detect_isolation(base)[0]
     if best is not None:
         for label, cfg in (("nice 0", dataclasses.replace(base, nice=0)),

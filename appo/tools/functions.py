@@ -178,7 +178,7 @@ class FunctionTool(Tool):
         self.timeout_s, self.max_output_chars, self.max_workers = timeout_s, max_output_chars, max_workers
 
     @classmethod
-    def from_function(cls, fn: Callable, **kwargs) -> "FunctionTool":
+    def from_function(cls, fn: Callable, **kwargs) -> FunctionTool:
         """Same as ``FunctionTool(fn, **kwargs)``."""
         return cls(fn, **kwargs)
 

@@ -85,11 +85,7 @@ class MCPConnection:
         """What ``mcp.Client`` connects to: the URL, or a stdio transport for the command."""
         if self.is_http:
             return self.target
-        from mcp.client.stdio import (
-            StdioServerParameters,
-            get_default_environment,
-            stdio_client,
-        )
+        from mcp.client.stdio import StdioServerParameters, get_default_environment, stdio_client
 
         argv = shlex.split(self.target)
         params = StdioServerParameters(command=argv[0], args=argv[1:], env={**get_default_environment(), **self._env},

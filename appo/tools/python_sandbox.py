@@ -9,8 +9,8 @@ Why a per-call uid rather than ``nobody``: the kernel does not enforce ``RLIMIT_
 counts it per uid across the whole machine, so a shared ``nobody`` would let one call's fork bomb
 starve the others (and be limited by unrelated ``nobody`` processes). Each concurrent call leases its
 own uid from a pool (``uid_base`` .. ``uid_base + uid_count - 1``, no passwd entry needed), which also
-makes "no process of this uid is left" a precise clean-up check. As in a notebook cell, the value of a final bare expression is printed
-(its ``repr``, unless it is None).
+makes "no process of this uid is left" a precise clean-up check. As in a notebook cell, the value of a final
+bare expression is printed (its ``repr``, unless it is None).
 
 What the agent sees (``ToolResult.text``): the code's stdout, then its stderr (tracebacks show only the
 model's own frames, file ``<code>``), each cut to ``max_output_chars`` with the middle marked as
@@ -119,13 +119,15 @@ def format_run(run: SandboxRun, config: SandboxConfig) -> ToolResult:
         error, note = "memory", (f"Error: the code's processes used {run.memory_exceeded >> 20} MiB of memory together "
                                  f"(the limit is {config.total_memory_mb} MiB) and were stopped.")
     elif run.timed_out:
-        error, note = "timeout", f"Error: TimeoutError: the code ran longer than {config.timeout_s:g} s and was stopped."
+        error = "timeout"
+        note = f"Error: TimeoutError: the code ran longer than {config.timeout_s:g} s and was stopped."
     elif run.flooded:
         error, note = "output_limit", (
             f"Error: the code printed more than {config.max_drain_bytes} bytes and was stopped.")
     elif run.signal is not None:
         if run.signal == _signal.SIGXCPU:
-            error, note = "cpu_limit", f"Error: the code used more than {config.cpu_limit} s of CPU time and was stopped."
+            error = "cpu_limit"
+            note = f"Error: the code used more than {config.cpu_limit} s of CPU time and was stopped."
         elif run.signal == _signal.SIGKILL:
             error, note = "crash", "Error: the process was killed (SIGKILL), probably for using too much memory."
         else:
@@ -138,7 +140,8 @@ def format_run(run: SandboxRun, config: SandboxConfig) -> ToolResult:
             note = f"(The memory limit is {config.memory_mb} MiB.)"
         elif tail.startswith(("SyntaxError", "IndentationError", "TabError")):
             error = "syntax"
-        elif "Traceback (most recent call last)" in run.stderr or tail.split(":", 1)[0].endswith(("Error", "Exception")):
+        elif "Traceback (most recent call last)" in run.stderr or tail.split(":", 1)[0].endswith(("Error",
+                                                                                                  "Exception")):
             error = "exception"
         else:
             error, note = "exit_status", f"Error: the code exited with status {run.exit_code}."

@@ -61,6 +61,7 @@ def _split(options: dict, allowed: set[str], what: str) -> None:
 
 @register_tool_builder("python")
 def _build_python(**options) -> Tool:
+    """A sandboxed Python interpreter (``<python>code</python>``); options: the SandboxConfig fields."""
     from appo.tools.python_sandbox import PythonTool
     from appo.tools.sandbox_config import SandboxConfig
 
@@ -85,6 +86,7 @@ _SEARCH_TOOL_OPTIONS = {"top_k", "max_top_k", "max_doc_chars", "max_total_chars"
 
 @register_tool_builder("search")
 def _build_search(backend: str = "cache", **options) -> Tool:
+    """Search (``<search>query</search>``): recorded web cache (default), local BM25 corpus, or an HTTP retriever."""
     from appo.tools.search import SearchTool
 
     if backend not in _BACKEND_OPTIONS:

@@ -62,14 +62,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from appo.tools.sandbox_config import (  # noqa: F401 - re-exported: the sandbox's public records
-    WORKDIR,
-    CappedBuffer,
-    IsolationLevel,
-    SandboxConfig,
-    SandboxRun,
-    clean_output,
-)
+from appo.tools.sandbox_config import WORKDIR, CappedBuffer, IsolationLevel, SandboxConfig, SandboxRun, clean_output  # noqa: F401 - re-exported: the sandbox's public records
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +175,8 @@ def visible_paths(config: SandboxConfig) -> list[str]:
         out.append(p)
         dirs.append(p)
     # The unresolved venv directory (e.g. /repo/.venv) when its bin/python is a symlink elsewhere.
-    for p in sorted({os.path.abspath(p) for p in (sys.prefix, os.path.dirname(os.path.dirname(os.path.abspath(config.python))))}):
+    for p in sorted({os.path.abspath(p) for p in (sys.prefix,
+                                                  os.path.dirname(os.path.dirname(os.path.abspath(config.python))))}):
         if os.path.isdir(p) and p not in out and not any(p.startswith(d.rstrip("/") + "/") for d in dirs):
             out.append(p)
             dirs.append(p)
@@ -303,7 +297,8 @@ def _run(code: str, config: SandboxConfig, level: str, uid: int, workdir: str, s
     job = {
         "mode": level, "code": code, "uid": uid, "gid": uid, "limits": lim, "nice": config.nice,
         "mount_point": workdir, "workdir": WORKDIR, "workdir_host": workdir, "disk_bytes": config.disk_mb << 20,
-        "ro_paths": list(_visible_paths_cached(config)), "site_dirs": site_dirs(config), "preimports": list(config.preimports),
+        "ro_paths": list(_visible_paths_cached(config)), "site_dirs": site_dirs(config),
+        "preimports": list(config.preimports),
     }
     job_path = os.path.join(workdir, ".job")
     fd = os.open(job_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -187,7 +187,8 @@ class SearchTool(Tool):
             try:
                 hits = self.backend.search(queries, k)
                 if not isinstance(hits, list) or len(hits) != len(queries):
-                    raise SearchBackendError(f"the backend returned {len(hits) if isinstance(hits, list) else type(hits).__name__} "
+                    got = len(hits) if isinstance(hits, list) else type(hits).__name__
+                    raise SearchBackendError(f"the backend returned {got} "
                                              f"result lists for {len(queries)} queries")
             except SearchBackendError as exc:
                 for i, _ in items:

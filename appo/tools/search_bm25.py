@@ -91,7 +91,7 @@ class BM25Index:
         (directory / "meta.json").write_text(json.dumps(info, indent=1))
 
     @classmethod
-    def load(cls, directory: str | os.PathLike, mmap: bool = False) -> "BM25Index":
+    def load(cls, directory: str | os.PathLike, mmap: bool = False) -> BM25Index:
         """Read an index written by :meth:`save` (``mmap``: map the score matrix instead of reading it)."""
         directory = Path(directory)
         info = json.loads((directory / "meta.json").read_text())
@@ -144,7 +144,8 @@ def load_corpus(path: str | os.PathLike) -> list[SearchHit]:
 
 def _corpus_hash(path: Path, params: dict) -> str:
     h = hashlib.sha256()
-    h.update(json.dumps({"format": INDEX_FORMAT, "params": params, "bm25s": bm25s.__version__}, sort_keys=True).encode())
+    h.update(json.dumps({"format": INDEX_FORMAT, "params": params, "bm25s": bm25s.__version__},
+                        sort_keys=True).encode())
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)

@@ -41,7 +41,8 @@ def compute_logprobs(
     b = batch.batch if isinstance(batch, MicroBatch) else batch
     device = next(model.parameters()).device
     R = b.responses_BR.shape[1]
-    logits = keep_logits(model, R + 1, input_ids=b.input_ids_BL.to(device), attention_mask=b.attention_mask_BL.to(device),
+    logits = keep_logits(model, R + 1, input_ids=b.input_ids_BL.to(device),
+                         attention_mask=b.attention_mask_BL.to(device),
                          position_ids=b.position_ids_BL.to(device), use_cache=False)
     mask = b.response_mask_BR.to(device)
     # position P - 1 + t predicts response token t

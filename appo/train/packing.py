@@ -38,6 +38,7 @@ from appo.core.token_stats import token_stats
 from appo.models.lm_logits import keep_logits
 from appo.train.batching import MicroBatch, select_rows, split_micro_batches
 from appo.train.logprobs import compute_logprobs, logprobs_in_row_order
+from appo.train.shared_prefix import TreeMicroBatch, tree_logprobs, tree_micro_batches
 from appo.types import Batch
 
 
@@ -158,9 +159,13 @@ def packed_logprobs(
     return logp_BR, entropy_BR
 
 
-def micro_batches(batch: Batch, max_tokens: int | None, max_rows: int | None, pack: bool) -> list[MicroBatch]:
-    """The update's micro-batches: packed (``pack``; ``max_tokens`` counts real tokens) or padded and
-    length-grouped (:func:`~appo.train.batching.split_micro_batches`; ``max_tokens`` counts padded ones)."""
+def micro_batches(batch: Batch, max_tokens: int | None, max_rows: int | None, pack: bool,
+                  tree: bool = False) -> list[MicroBatch]:
+    """The update's micro-batches: shared-prefix tries (``tree``, :mod:`appo.train.shared_prefix`; groups
+    kept together), packed (``pack``; ``max_tokens`` counts real tokens) or padded and length-grouped
+    (:func:`~appo.train.batching.split_micro_batches`; ``max_tokens`` counts padded ones)."""
+    if tree:
+        return tree_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
     if pack:
         return pack_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
     return split_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
@@ -168,7 +173,9 @@ def micro_batches(batch: Batch, max_tokens: int | None, max_rows: int | None, pa
 
 def micro_logprobs(model, micro: MicroBatch, temperature: float = 1.0, with_entropy: bool = False,
                    entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (and entropies) of one micro-batch, packed or padded, in its ``[b, R']`` layout."""
+    """Log-probs (and entropies) of one micro-batch, tree, packed or padded, in its ``[b, R']`` layout."""
+    if isinstance(micro, TreeMicroBatch):
+        return tree_logprobs(model, micro, temperature, with_entropy, entropy_grad)
     if isinstance(micro, PackedMicroBatch):
         return packed_logprobs(model, micro, temperature, with_entropy, entropy_grad)
     return compute_logprobs(model, micro, temperature, with_entropy, entropy_grad)

@@ -59,8 +59,14 @@ class ProgressDisplay:
         """The ``rich`` console the bar draws on (rich mode), to share with a console logger; else None."""
         if mode == "rich":
             from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-                TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
 
             self.console = Console(file=self.stream, highlight=False)
             self._progress = Progress(
@@ -108,7 +114,7 @@ class ProgressDisplay:
             self._progress.stop()
             self._progress = None
 
-    def __enter__(self) -> "ProgressDisplay":
+    def __enter__(self) -> ProgressDisplay:
         return self
 
     def __exit__(self, *exc: Any) -> None:

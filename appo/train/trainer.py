@@ -3,8 +3,8 @@ old log-probs -> PPO updates -> metrics -> checkpoint -> validation.
 
 :func:`train` is the Python call behind ``appo train``. :class:`Trainer` holds the run's live objects
 (:mod:`appo.train.components`); :meth:`Trainer.train_step` is one step, each arrow a named call.
-Algorithms differ only in two registry lookups: the rollout strategy (``independent``, ``arpo``,
-``appo``, ``tree``) and the advantage estimator (``grpo``, ``arpo``, ``appo``, ``tree_grpo``).
+Algorithms differ only through their spec (:mod:`appo.algorithms`: one module per algorithm): its rollout
+strategy and options, advantage estimator and options, which rows are trained, Omega's anchor, loss switches.
 Under ``torchrun`` each rank runs this loop on its share of the prompts; ``self.dist``
 (:mod:`appo.distributed.ddp`) holds the few cross-process calls, all identities in one process.
 """
@@ -22,23 +22,31 @@ import numpy as np
 import torch
 
 from appo.agent import RolloutContext, engine_logprobs, prompt_specs, run_strategy, teacher_forced_logp_fn
+from appo.algorithms import get_algorithm
+from appo.config import Config, save_config
 from appo.core import get_advantage_estimator
+from appo.data.sources import PromptSampler
 from appo.distributed.ddp import Quiet, init_distributed
+from appo.dump import TokenTexts, step_record, write_step
 from appo.eval import evaluate
 from appo.prompts import resolve_system_prompt
 from appo.train.batching import advantage_inputs, collate, with_fields
-from appo.train.checkpoint import load_checkpoint, load_latest_checkpoint, restore, save_checkpoint
+from appo.train.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint, restore, save_checkpoint
 from appo.train.components import (
-    STRATEGY_OF, Components, build_components, build_rollout_pool, loop_limits, sampling_params, strategy_config,
+    Components,
+    build_components,
+    build_optimizer,
+    build_rollout_pool,
+    loop_limits,
+    sampling_params,
 )
-from appo.train.config import Config, save_config
-from appo.train.data_source import PromptSampler
-from appo.train.dump import TokenTexts, step_record, write_step
+from appo.train.interrupt import StopRequest, TrainingInterrupted
 from appo.train.logprobs import compute_logprobs_batched
 from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics, timer
 from appo.train.packing import packed_logprobs_batched
 from appo.train.progress import ProgressDisplay
-from appo.train.trained_rows import trained_row_mask
+from appo.train.resume_check import check_resume_config
+from appo.train.shared_prefix import tree_logprobs_batched, tree_wins
 from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 
 
@@ -72,17 +80,21 @@ class Trainer:
         self.dist = init_distributed(cfg.actor.strategy, cfg.model.device, cfg.trainer.dist_timeout_s)
         self.run_dir = Path(cfg.trainer.default_local_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.check_resume()  # before config.yaml is overwritten: the saved one describes the run to resume
+        self.dist.barrier()
         if self.dist.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
         seed_everything(cfg.trainer.seed)
         with self.dist.main_first():  # rank 0 writes the run's shared files (search corpus, index) first
             components = components or build_components(cfg, self.run_dir, train_dataset, val_dataset)
-        self.c = self.dist.wrap(components, cfg)  # DDP / FSDP2 module for the update (the model itself in one process)
+        # DDP / FSDP2 module for the update (the model itself in one process); FSDP2 rebuilds the optimizer
+        self.c = self.dist.wrap(components, cfg, lambda m: build_optimizer(m, cfg, cfg.trainer.total_training_steps))
         self.sampler = PromptSampler(len(self.c.train_examples), cfg.data.train_batch_size, cfg.data.seed,
                                      cfg.data.shuffle)
-        self.strategy = STRATEGY_OF[cfg.algorithm.name]
+        self.algorithm = get_algorithm(cfg.algorithm.name)  # strategy, estimator, trained rows, Omega anchor
         self.estimator = get_advantage_estimator(cfg.algorithm.adv_estimator)
         self.texts = TokenTexts(self.c.tokenizer)
+        self.system_prompt = resolve_system_prompt(cfg.rollout.system_prompt, self.c.tools, cfg.rollout.protocol)
         self.start_step = self._resume()
         self.rollout_pool = None  # rollout.workers > 0: Ray actors generate (appo.distributed.ray_rollout)
         if cfg.rollout.workers:
@@ -94,12 +106,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ one step
     def rollout_context(self, step: int) -> RolloutContext:
-        """The agent context of ``step``: sampling seeded by (seed, step); APPO's Omega log-prob fns."""
+        """The agent context of ``step``: sampling seeded by (seed, step); Omega's log-prob fns when the
+        algorithm scores Omega (its :meth:`~appo.algorithms.Algorithm.omega_anchor`)."""
         cfg, c = self.cfg, self.c
         current = anchor = None
-        if cfg.algorithm.name == "appo":
+        anchor_name = self.algorithm.omega_anchor(cfg)
+        if anchor_name is not None:
             T = cfg.rollout.temperature
-            anchor_model = {"previous": c.prev_model, "reference": c.ref_model}.get(cfg.algorithm.appo.anchor)
+            anchor_model = {"previous": c.prev_model, "reference": c.ref_model}.get(anchor_name)
             current = teacher_forced_logp_fn(c.model, T)
             anchor = engine_logprobs if anchor_model is None else teacher_forced_logp_fn(anchor_model, T)
         return RolloutContext.create(c.engine, c.tokenizer, cfg.rollout.protocol, c.tools, sampling_params(cfg),
@@ -107,8 +121,8 @@ class Trainer:
                                      current_logp_fn=current, anchor_logp_fn=anchor, key_prefix=f"step{step}/")
 
     def update_options(self) -> UpdateOptions:
-        """The PPO update settings from ``actor`` and ``algorithm.appo``."""
-        a, appo = self.cfg.actor, self.cfg.algorithm.appo
+        """The PPO update settings from ``actor`` and the algorithm's loss switches (APPO: future-KL)."""
+        a = self.cfg.actor
         return UpdateOptions(
             ppo_mini_batch_size=a.ppo_mini_batch_size, ppo_epochs=a.ppo_epochs,
             micro_batch_rows=a.ppo_micro_batch_size_per_gpu,
@@ -117,23 +131,22 @@ class Trainer:
             clip_ratio_high=a.clip_ratio_high, clip_ratio_c=a.clip_ratio_c, grad_clip=a.grad_clip,
             kl_loss_coef=a.kl_loss_coef if a.use_kl_loss else 0.0, kl_loss_type=a.kl_loss_type,
             entropy_coeff=a.entropy_coeff, temperature=self.cfg.rollout.temperature,
-            future_kl=self.cfg.algorithm.name == "appo" and appo.future_kl, future_kl_coef=appo.future_kl_coef)
+            **self.algorithm.loss_options(self.cfg))
+
+    def use_shared_prefix(self, batch) -> bool:
+        """``actor.shared_prefix``: ``true``, ``false``, or ``auto`` = the trie layout's estimated cost wins on
+        ``batch`` (:func:`appo.train.shared_prefix.tree_wins`) and the model's attention takes a 4D mask."""
+        mode = self.cfg.actor.shared_prefix
+        if mode != "auto":
+            return bool(mode)
+        impl = getattr(self.c.model.config, "_attn_implementation", None) or "eager"
+        return impl in ("sdpa", "eager") and tree_wins(batch, self.c.model.config)
 
     def skip_old_logp(self, opts: UpdateOptions) -> bool:
         """``actor.old_logp=auto`` and the step is exactly on-policy (:func:`appo.train.update.on_policy_step`):
         in-process rollouts (no Ray workers), one epoch, one mini-batch over ``data.train_batch_size``."""
         return self.cfg.actor.old_logp == "auto" and on_policy_step(
             opts, self.cfg.data.train_batch_size, self.rollout_pool is None, self.c.model)
-
-    def advantage_options(self) -> dict:
-        """Keyword options of the chosen advantage estimator."""
-        alg = self.cfg.algorithm
-        opts = {"norm_by_std": alg.norm_adv_by_std_in_grpo}
-        if alg.adv_estimator == "appo":
-            a = alg.appo
-            opts.update(proximity_scaling=a.proximity_scaling, decay=a.proximity_decay, prefix_combine=a.prefix_combine,
-                        redraw_contrast=a.fork == "redraw" and a.redraw_credit == "contrast")
-        return opts
 
     def push_rollout_weights(self, with_previous: bool = False) -> None:
         """Ray workers: push the policy's trainable weights (one ``ray.put``), and with ``with_previous`` the
@@ -149,17 +162,18 @@ class Trainer:
         """One step: generate -> reward -> advantage -> old log-probs -> update. Returns its metrics."""
         cfg, c, m = self.cfg, self.c, {}
         t0 = time.perf_counter()
-        indices = self.dist.shard_prompts(self.sampler.next_indices(), cfg.actor.ppo_mini_batch_size)  # this rank's share
+        indices = self.dist.shard_prompts(self.sampler.next_indices(),
+                                          cfg.actor.ppo_mini_batch_size)  # this rank's share
         examples = [c.train_examples[i] for i in indices]
 
         # 1. Rollouts: the algorithm's strategy (independent / arpo / appo / tree) through the tool loop.
         c.model.eval()
         with timer("gen", m):
             ctx = self.rollout_context(step)
-            prompts = prompt_specs(ctx, examples, indices, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
+            prompts = prompt_specs(ctx, examples, indices, system_prompt=self.system_prompt)
             check_prompt_lengths(prompts, examples, cfg.data.max_prompt_length)
             run = run_strategy if self.rollout_pool is None else self.rollout_pool.run_strategy  # in-process or Ray
-            out = run(self.strategy, ctx, prompts, strategy_config(cfg))
+            out = run(self.algorithm.strategy, ctx, prompts, self.algorithm.strategy_config(cfg))
         rows = out.rows
 
         # 2. Rewards, one per row (initial and branch rows alike).
@@ -169,8 +183,9 @@ class Trainer:
 
         # 3. Advantages: token-level [N, T] from the registry.
         with timer("adv", m):
-            adv_NT, adv_metrics = self.estimator(advantage_inputs(rows, rewards_N), **self.advantage_options())
-            trained = trained_row_mask(cfg.algorithm.name, rows, cfg.algorithm.appo.train_on_branches)
+            adv_opts = self.algorithm.advantage_options(cfg)
+            adv_NT, adv_metrics = self.estimator(advantage_inputs(rows, rewards_N), **adv_opts)
+            trained = self.algorithm.trained_rows(cfg, rows)
             batch = collate(rows, c.tokenizer.pad_token_id, trained, adv_NT)
 
         # 4. Old (and reference) log-probs, recomputed by the trainer as in verl; on-policy steps skip the
@@ -178,7 +193,11 @@ class Trainer:
         T, max_tok = cfg.rollout.temperature, cfg.actor.ppo_max_token_len_per_gpu
         logprobs_batched = packed_logprobs_batched if cfg.actor.use_remove_padding else compute_logprobs_batched
         opts = self.update_options()
-        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts))
+        tree = self.use_shared_prefix(batch)
+        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts), shared_prefix=tree)
+        if tree:
+            logprobs_batched = tree_logprobs_batched
+        m["actor/shared_prefix"] = float(tree)
         with timer("old_log_prob", m):
             old_logp = batch.old_logp_BR if opts.old_logp_from_current else \
                 logprobs_batched(c.model, batch, T, max_tokens=max_tok)[0]
@@ -238,7 +257,7 @@ class Trainer:
             result = evaluate(c.engine, c.tokenizer, examples, reward_fn=c.reward_fn, tools=c.tools,
                               protocol=cfg.rollout.protocol, params=params, limits=loop_limits(cfg), n=n,
                               batch_size=cfg.data.val_batch_size or cfg.rollout.max_batch_size,
-                              seed=cfg.trainer.seed, system_prompt=resolve_system_prompt(cfg.rollout.system_prompt))
+                              seed=cfg.trainer.seed, system_prompt=self.system_prompt)
         result = self.dist.gather_eval(result)  # every rank's rows, pooled
         if self.dist.is_main:
             result.to_json(self.run_dir / "val" / f"{prefix}step_{step:06d}.json")
@@ -246,21 +265,25 @@ class Trainer:
 
     def fit(self) -> TrainResult:
         """Run from ``start_step`` to ``trainer.total_training_steps``; checkpoints, validation, logs."""
-        cfg, t = self.cfg, self.cfg.trainer
+        t = self.cfg.trainer
         result = TrainResult(self.run_dir, self.start_step)
         main = self.dist.is_main  # only rank 0 logs
         logger = MetricsLogger(self.run_dir, t.logger, project=t.project_name, experiment=t.experiment_name,
                                resume_step=self.start_step if self.start_step else None,
                                console_keys=CONSOLE_KEYS) if main else Quiet()
-        progress = ProgressDisplay(t.total_training_steps, t.experiment_name, start=self.start_step) if main else Quiet()
+        progress = (ProgressDisplay(t.total_training_steps, t.experiment_name, start=self.start_step) if main
+                    else Quiet())
+        stop = StopRequest(enabled=not self.dist.enabled)  # Ctrl-C: finish the step, save, stop (module interrupt)
         try:
+            stop.__enter__()
             if self.c.val_examples and t.val_before_train and self.start_step == 0:
                 result.val[0] = self.validate(0)
                 logger.log(_val_metrics(result.val[0]), step=0)
             for step in range(self.start_step, t.total_training_steps):
                 metrics = self.train_step(step)
                 done = step + 1
-                if self.c.val_examples and t.test_freq > 0 and (done % t.test_freq == 0 or done == t.total_training_steps):
+                last = done == t.total_training_steps
+                if self.c.val_examples and t.test_freq > 0 and (done % t.test_freq == 0 or last):
                     result.val[done] = self.validate(done)
                     metrics.update(_val_metrics(result.val[done]))
                 logger.log(metrics, step=done)
@@ -268,12 +291,27 @@ class Trainer:
                 result.steps = done
                 progress.update(done, reward=metrics.get("critic/score/mean"), acc=metrics.get("reward/acc"),
                                 val_acc=metrics.get("val/all/acc"))
-                if t.save_freq > 0 and (done % t.save_freq == 0 or done == t.total_training_steps):
+                scheduled = t.save_freq > 0 and (done % t.save_freq == 0 or done == t.total_training_steps)
+                if scheduled or stop.requested:  # Ctrl-C: the finished step is saved, the resume point
                     self.save(done)
+                if stop.requested and done < t.total_training_steps:
+                    raise self.interrupted(done)
+        except KeyboardInterrupt as exc:  # a second Ctrl-C (or the first under torchrun): the step is abandoned
+            if isinstance(exc, TrainingInterrupted):
+                raise
+            raise self.interrupted(result.steps) from None
         finally:
+            stop.__exit__(None, None, None)
             progress.close()
             logger.close()
         return result
+
+    def interrupted(self, steps_done: int) -> TrainingInterrupted:
+        """The :class:`TrainingInterrupted` after ``steps_done`` steps: the newest complete checkpoint on
+        disk, and ``trainer.resume_mode=auto`` when this run was started without resuming from it."""
+        ckpts = list_checkpoints(self.run_dir)
+        overrides = () if self.cfg.trainer.resume_mode == "auto" else ("trainer.resume_mode=auto",)
+        return TrainingInterrupted(self.run_dir, steps_done, ckpts[-1] if ckpts else None, overrides)
 
     # ------------------------------------------------------------------------------ checkpointing
     def close(self) -> None:
@@ -291,16 +329,40 @@ class Trainer:
         optimizer = self.dist.savable_optimizer(c)  # FSDP2: the full state, gathered by every rank
         path = None
         if self.dist.is_main:
-            path = save_checkpoint(self.run_dir, step, c.model, optimizer, c.scheduler, data_state=self.sampler.state_dict(),
+            path = save_checkpoint(self.run_dir, step, c.model, optimizer, c.scheduler,
+                                   data_state=self.sampler.state_dict(),
                                    extra=extra, tokenizer=c.tokenizer, keep=self.cfg.trainer.max_actor_ckpt_to_keep)
         self.dist.barrier()
         return path
+
+    def resume_source(self) -> Path | None:
+        """The checkpoint folder this run will resume from (``trainer.resume_mode``), or None (fresh start)."""
+        t = self.cfg.trainer
+        if t.resume_mode == "disable":
+            return None
+        if t.resume_mode == "resume_path":
+            return Path(t.resume_from_path)
+        ckpts = list_checkpoints(self.run_dir)
+        return ckpts[-1] if ckpts else None
+
+    def check_resume(self) -> None:
+        """Refuse to resume with a config that changes the run's trajectory (:mod:`appo.train.resume_check`):
+        compared with the ``config.yaml`` of the run that wrote the checkpoint."""
+        source = self.resume_source()
+        if source is None:
+            return
+        run_dir = source.parent.parent if source.parent.name == "checkpoints" else self.run_dir
+        digits = source.name.removeprefix("step_")
+        check_resume_config(run_dir / "config.yaml", self.cfg, int(digits) if digits.isdigit() else None)
 
     def _resume(self) -> int:
         t = self.cfg.trainer
         if t.resume_mode == "disable":
             return 0
-        ckpt = load_checkpoint(t.resume_from_path) if t.resume_mode == "resume_path" else load_latest_checkpoint(self.run_dir)
+        if t.resume_mode == "resume_path":
+            ckpt = load_checkpoint(t.resume_from_path)
+        else:
+            ckpt = load_latest_checkpoint(self.run_dir)
         if ckpt is None:
             return 0
         c = self.c
@@ -322,9 +384,10 @@ def check_prompt_lengths(prompts, examples, max_len: int) -> None:
     for p in prompts:
         if len(p.prompt_ids) > max_len:
             ex = examples[p.group]
-            raise ValueError(f"example {ex.id!r} has a {len(p.prompt_ids)}-token prompt (system prompt and chat template "
-                             f"included), over data.max_prompt_length={max_len}; raise data.max_prompt_length, shorten "
-                             "rollout.system_prompt, or drop long examples (data.train_files)")
+            raise ValueError(f"example {ex.id!r} has a {len(p.prompt_ids)}-token prompt (system prompt and chat "
+                             f"template included), over data.max_prompt_length={max_len}; raise "
+                             "data.max_prompt_length, shorten rollout.system_prompt, or drop long examples "
+                             "(data.train_files)")
 
 
 def _val_metrics(summary: dict) -> dict[str, float]:
@@ -332,7 +395,7 @@ def _val_metrics(summary: dict) -> dict[str, float]:
 
 
 def train(cfg: Config, train_dataset: Any = None, val_dataset: Any = None) -> TrainResult:
-    """Train with ``cfg`` (see :mod:`appo.train.config`); the Python call behind ``appo train`` (and of
+    """Train with ``cfg`` (see :mod:`appo.config`); the Python call behind ``appo train`` (and of
     each rank under ``torchrun``). ``train_dataset`` / ``val_dataset``: a ``datasets.Dataset`` or
     ``DatasetDict`` (TRL or verl rows), a list of row dicts or of Examples, used instead of
     ``data.train_files`` / ``data.val_files`` (see :mod:`appo.data.hf`); the run's saved config does not

@@ -1,4 +1,4 @@
-"""The policy update: PPO mini-batch steps over one collated batch (DESIGN 1.7-1.8).
+"""The policy update: PPO mini-batch steps over one collated batch (docs/algorithm.md 8).
 
 :func:`ppo_update` is the only place the trainer's model gets gradients from RL. Per optimizer step
 (a mini-batch of ``ppo_mini_batch_size`` prompts' rows) it accumulates over length-grouped
@@ -23,7 +23,9 @@ import torch
 from appo.core import aggregate, apply_future_kl, future_kl_scale, get_policy_loss, kl_penalty
 from appo.distributed.ddp import DistEnv
 from appo.train.batching import select_rows
+from appo.train.logprobs import compute_logprobs
 from appo.train.packing import check_packing_support, micro_batches, micro_logprobs
+from appo.train.shared_prefix import check_tree_support
 from appo.types import Batch
 
 
@@ -66,6 +68,9 @@ class UpdateOptions:
     """b in ``A * (1 + b f)``."""
     temperature: float = 1.0
     """Sampling temperature; log-probs are of ``softmax(logits / temperature)``."""
+    shared_prefix: bool = False
+    """Lay each micro-batch's groups out as token tries (:mod:`appo.train.shared_prefix`): shared prompt and
+    branch prefixes computed once; takes precedence over ``pack``."""
     old_logp_from_current: bool = False
     """Exactly on-policy step (one epoch, one mini-batch, rollouts from these weights): the old log-probs are
     the current ones, detached, and ``batch.old_logp_BR`` is not read (see :func:`on_policy_step`)."""
@@ -75,7 +80,9 @@ def _mini_batches(batch: Batch, prompts_per_step: int, by_position: bool = False
     """Row indices of each mini-batch: the rows with loss tokens of ``prompts_per_step`` consecutive groups.
     One process: groups without loss tokens are dropped before chunking. ``by_position`` (several ranks):
     every group counts, so the k-th chunk is this rank's part of the global k-th mini-batch (it may be empty)."""
-    group_B = batch.extras["group_B"]
+    group_B = batch.group_B
+    if group_B is None:
+        raise ValueError("the batch has no group_B (prompt index per row); build it with appo.train.batching.collate")
     trained = batch.loss_mask_BR.sum(1) > 0
     groups = sorted(set(group_B.tolist() if by_position else group_B[trained].tolist()))
     out = []
@@ -126,13 +133,16 @@ def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=No
     sums: dict[str, list[float]] = defaultdict(list)
     seq_mode = opts.loss_agg_mode.startswith("seq-mean")
     max_rows = None if opts.max_tokens else opts.micro_batch_rows
-    if opts.pack:
+    if opts.shared_prefix:
+        check_tree_support(model)
+    elif opts.pack:
         check_packing_support(model)
     model.train()
     for _ in range(opts.ppo_epochs):
         for rows in _mini_batches(batch, opts.ppo_mini_batch_size // dist.world_size, by_position=dist.enabled):
             mini = select_rows(batch, rows).batch if len(rows) else None
-            micro = micro_batches(mini, opts.max_tokens, max_rows, opts.pack) if mini is not None else []
+            micro = [] if mini is None else micro_batches(mini, opts.max_tokens, max_rows, opts.pack,
+                                                          opts.shared_prefix)
             total = dist.all_sum(_loss_units(mini.loss_mask_BR, seq_mode) if mini is not None else 0.0)
             if total == 0:  # no rank has loss tokens here (several ranks only: one process never builds it)
                 continue
@@ -145,7 +155,7 @@ def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=No
                     if share > 0:
                         (_micro_loss(model, m, opts, loss_fn, sums) * share).backward()
                     elif dist.enabled:  # a zero-weight pass: the collectives need this rank all the same
-                        dist.idle_pass(model, batch)
+                        _idle_pass(model, batch)
             norm = torch.nn.utils.clip_grad_norm_(params, opts.grad_clip if opts.grad_clip > 0 else float("inf"))
             norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
             sums["actor/grad_norm"].append(float(norm))
@@ -164,10 +174,10 @@ def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=No
 def _micro_loss(model, m, opts: UpdateOptions, loss_fn, sums: dict[str, list[float]]) -> torch.Tensor:
     """The loss of one micro-batch (its own aggregation over its tokens/rows); appends its metrics to ``sums``."""
     b = m.batch
-    mask = b.loss_mask_BR
     logp, ent = micro_logprobs(model, m, opts.temperature, with_entropy=True, entropy_grad=opts.entropy_coeff != 0)
-    adv = b.advantages_BR
-    old_logp = logp.detach() if opts.old_logp_from_current else b.old_logp_BR
+    dev = logp.device  # the batch is collated on the CPU; the loss runs where the model is (CUDA: move it there)
+    mask, adv = b.loss_mask_BR.to(dev), b.advantages_BR.to(dev)
+    old_logp = logp.detach() if opts.old_logp_from_current else b.old_logp_BR.to(dev)
     if opts.future_kl:
         f = future_kl_scale(logp.detach(), old_logp, adv, mask)
         adv = apply_future_kl(adv, f, opts.future_kl_coef)
@@ -175,7 +185,7 @@ def _micro_loss(model, m, opts: UpdateOptions, loss_fn, sums: dict[str, list[flo
     loss, metrics = loss_fn(logp, old_logp, adv, mask, agg=opts.loss_agg_mode, clip_ratio_low=opts.clip_ratio_low,
                             clip_ratio_high=opts.clip_ratio_high, clip_ratio_c=opts.clip_ratio_c)
     if opts.kl_loss_coef and b.ref_logp_BR is not None:
-        kl = aggregate(kl_penalty(logp, b.ref_logp_BR, opts.kl_loss_type), mask, opts.loss_agg_mode)
+        kl = aggregate(kl_penalty(logp, b.ref_logp_BR.to(dev), opts.kl_loss_type), mask, opts.loss_agg_mode)
         loss = loss + opts.kl_loss_coef * kl
         sums["actor/kl_loss"].append(float(kl.detach()))
     if opts.entropy_coeff:
@@ -184,3 +194,12 @@ def _micro_loss(model, m, opts: UpdateOptions, loss_fn, sums: dict[str, list[flo
     for k, v in metrics.items():
         sums[k].append(v)
     return loss
+
+
+def _idle_pass(model: torch.nn.Module, batch: Batch) -> None:
+    """A zero-weight forward/backward over the shortest row of ``batch``: it takes part in the
+    collectives of a micro-batch this rank does not have (DDP, FSDP2), and adds nothing to any gradient."""
+    lengths = batch.attention_mask_BL.sum(1)
+    row = select_rows(batch, [int(torch.argmin(lengths))])
+    logp, _ = compute_logprobs(model, row)
+    (logp.sum() * 0.0).backward()

@@ -25,11 +25,10 @@ from appo.agent import (
     teacher_forced_logp_fn,
 )
 from appo.agent.protocols import get_protocol
-from appo.data.records import Example
 from appo.engine.base import SamplingParams
 from appo.engine.hf import HFEngine
 from appo.engine.scoring import score_sequences
-from appo.types import ToolResult
+from appo.types import Example, ToolResult
 
 EX = Example(id="t/0", question="What is 2+3?", answers=("5",), kind="math", metric="math_equiv", data_source="t")
 

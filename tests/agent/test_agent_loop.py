@@ -7,23 +7,14 @@ import random
 from dataclasses import replace
 
 import pytest
+from agent_doubles import CrashingTool, LongTool, ScriptedEngine, StubPython, StubSearch, default_score, script_policy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from agent_doubles import (
-    CrashingTool,
-    LongTool,
-    ScriptedEngine,
-    StubPython,
-    StubSearch,
-    default_score,
-    script_policy,
-)
 
 from appo.agent.loop import AgentLoop, LoopLimits, LoopStart, TokenAlignmentError, fork_start, verify_token_alignment
 from appo.agent.protocols import get_protocol
-from appo.data.records import Example
 from appo.engine.base import SamplingParams
-from appo.types import ToolResult
+from appo.types import Example, ToolResult
 
 EX = Example(id="t/0", question="What is 2+3?", answers=("5",), kind="math", metric="math_equiv", data_source="t")
 CALL_PY = "<think>add</think><python>print(2+3)</python>"
@@ -72,11 +63,13 @@ def test_tags_masks_logprobs_and_spans_exact(tiny_tokenizer):
     a = len(t0) + len(r0)
     py_open = tok.convert_tokens_to_ids("<python>")
     s0, s1 = row.tool_spans
-    assert (s0.call_start, s0.call_end, s0.result_end, s0.name, s0.ok) == (t0.index(py_open), len(t0), a, "python", True)
+    assert (s0.call_start, s0.call_end, s0.result_end, s0.name, s0.ok) == (t0.index(py_open), len(t0), a, "python",
+                                                                           True)
     assert (s1.call_start, s1.call_end, s1.result_end, s1.name) == (
         a + t1.index(tok.convert_tokens_to_ids("<search>")), a + len(t1), a + len(t1) + len(r1), "search")
     assert row.stop_reason == "answer" and row.num_tool_calls == 2
-    assert row.prompt_ids == prompt and row.response_text == tok.decode(list(row.response_ids), skip_special_tokens=False)
+    assert row.prompt_ids == prompt and row.response_text == tok.decode(list(row.response_ids),
+                                                                        skip_special_tokens=False)
     # The engine saw the sampled ids plus the tool ids as prefixes, one call per turn, under one key.
     prefixes = [r.prefix_ids for reqs, _ in engine.calls for r in reqs]
     assert prefixes == [prompt, prompt + tuple(t0 + r0), prompt + tuple(t0 + r0 + t1 + r1)]

@@ -19,8 +19,7 @@ from appo.agent.protocols import (
     render_demonstration,
     turn_end_id,
 )
-from appo.data.records import Example
-from appo.types import ToolResult
+from appo.types import Example, ToolResult
 
 TOOLS = {"python": StubPython(), "search": StubSearch()}
 EX = Example(id="t/0", question="What is 2+3?", answers=("5",), kind="math", metric="math_equiv", data_source="t")
@@ -186,7 +185,8 @@ def test_render_demonstration_hermes_and_errors(tiny_tokenizer):
     assert "Error: RuntimeError: boom" in tool_text and tool_text.endswith("<|im_start|>assistant\n")
     assert resp[-1] == (tiny_tokenizer.convert_tokens_to_ids("<|im_end|>"), 1)
     with pytest.raises(ValueError, match="does not end with a tool call"):
-        render_demonstration("tags", tiny_tokenizer, {"python": StubPython()}, EX, ["no call here", "<answer>1</answer>"])
+        render_demonstration("tags", tiny_tokenizer, {"python": StubPython()}, EX, ["no call here",
+                                                                                    "<answer>1</answer>"])
 
 
 # -- fuzzing ------------------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ from appo.agent import (
     register_strategy,
     run_strategy,
 )
-from appo.data.records import Example
 from appo.engine.base import SamplingParams
+from appo.types import Example
 
 STRATEGIES = ["independent", "arpo", "appo", "tree"]
 

@@ -12,9 +12,8 @@ from agent_doubles import ScriptedEngine, StubPython, StubSearch, script_policy
 from appo.agent.loop import AgentLoop, LoopLimits, LoopStart, verify_token_alignment
 from appo.agent.protocols import get_protocol
 from appo.agent.template_protocol import TemplateProtocol
-from appo.data.records import Example
 from appo.engine.base import SamplingParams
-from appo.types import ToolResult
+from appo.types import Example, ToolResult
 
 EX = Example(id="t/0", question="What is 2+3?", answers=("5",), kind="math", metric="math_equiv", data_source="t")
 TOOLS = {"python": StubPython(), "search": StubSearch()}
@@ -62,7 +61,8 @@ def test_malformed_and_unknown_calls_are_errors_the_model_sees(tok):
     proto = _proto(tok)
     bad = proto.parse_turn("<tool_call>\n{not json}\n</tool_call><|im_end|>", "eos", TOOLS)
     assert bad.kind == "call" and bad.error.error == "parse" and "could not be read" in bad.error.text
-    act = proto.parse_turn(f'{PY}\n<tool_call>\n{{"name": "shell", "arguments": {{}}}}\n</tool_call>{END}', "eos", TOOLS)
+    act = proto.parse_turn(f'{PY}\n<tool_call>\n{{"name": "shell", "arguments": {{}}}}\n</tool_call>{END}', "eos",
+                           TOOLS)
     assert act.error is None and act.more[0].error.error == "unknown_tool"
 
 

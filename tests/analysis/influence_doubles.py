@@ -18,11 +18,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from appo.data.records import Example
 from appo.engine.base import Generation, GenerationRequest, SamplingParams
 from appo.rewards.base import RewardOutput
 from appo.tools.base import Tool
-from appo.types import ToolResult
+from appo.types import Example, ToolResult
 
 FILLERS = ("a", "b", "c", "x")
 CALL = "<python>print(1)</python>"

@@ -30,6 +30,18 @@ def test_hf_redraws_reuse_kv_and_anchor_gives_omega(tiny_model, tiny_tokenizer):
     omegas = {round(p.omega, 6) for p in res.positions}
     assert len(omegas) > 1 and all(0.8 - 1e-6 <= w <= 1.2 + 1e-6 for w in omegas)
     assert all(p.bs is None or p.bs == p.bs for p in res.positions)
+    # the Omega variants: one omega[...] and one bs[...] per spec; the unclipped sum leaves [0.8, 1.2]
+    # at some position, the clipped variant never does
+    names = set(res.positions[0].variant_scores)
+    assert names == {f"{kind}[{spec}]" for spec in cfg.omega_variants for kind in ("omega", "bs")}
+    assert {f"omega[{cfg.omega_variants[0]}]", "bs[sum,g=1]"} <= set(res.summary.precision_at_k)
+    sums = [p.variant_scores["omega[sum,g=1]"] for p in res.positions]
+    assert all(0.8 - 1e-6 <= p.variant_scores["omega[clipped,g=0.98923]"] <= 1.2 + 1e-6 for p in res.positions)
+    assert any(abs(x) > 0.2 for x in sums)
+    assert all((p.bs is None) == (p.variant_scores["bs[sum,g=1]"] is None) for p in res.positions)
+    lo, hi = res.summary.precision_ci["entropy"]
+    assert lo <= res.summary.precision_at_k["entropy"] <= hi or res.summary.precision_at_k["entropy"] != \
+        res.summary.precision_at_k["entropy"]
 
 
 def test_cli_analyze_end_to_end(tiny_model_dir, tmp_path, capsys):
@@ -47,3 +59,10 @@ def test_cli_analyze_end_to_end(tiny_model_dir, tmp_path, capsys):
     assert data["omega_constant"] is False and {p["omega"] for p in data["positions"]} == {1.0}
     assert data["meta"]["anchor_model"] == str(tiny_model_dir)
     assert (out / "report" / "index.html").is_file() and (out / "timing.json").is_file()
+
+
+def test_cli_analyze_refuses_a_bad_omega_variant(tiny_model_dir, tmp_path, capsys):
+    code = main(["analyze", "--model", str(tiny_model_dir), "--data", "proc:arith?n_operands=[2,2]&digits=[1,2]",
+                 "--prompts", "1", "--omega-variants", "sum,gamma=0.9", "--out", str(tmp_path / "x")])
+    assert code == 2
+    assert "omega variant 'sum,gamma=0.9'" in capsys.readouterr().err

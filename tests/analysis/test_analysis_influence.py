@@ -152,3 +152,19 @@ def test_paired_token_effect_singles_out_a_deciding_token_mid_rollout(tiny_token
     assert all(p.token_effect == 0.0 for p in ps.values() if p.entropy == 0.0)  # forced tokens: no effect
     assert all(p.token_effect == 0.0 for t, p in ps.items() if t > d)
     assert res.effect_summary is not None and "token effect" in res.table()
+
+
+def test_pooled_summaries_of_one_file_match_its_own_and_two_files_add_up(tiny_tokenizer, tmp_path):
+    from appo.analysis import load_positions, pooled_summaries
+
+    a, _ = _run(tiny_tokenizer, m=2, positions=4, seed=1, out_dir=tmp_path / "a")
+    b, _ = _run(tiny_tokenizer, m=2, positions=4, seed=2, out_dir=tmp_path / "b")
+    back = load_positions(tmp_path / "a" / "analysis.json")
+    assert [p.influence for p in back] == pytest.approx([p.influence for p in a.positions], abs=1e-6)
+    one, effect = pooled_summaries([tmp_path / "a" / "analysis.json"], bootstrap=0)
+    assert effect is None  # not paired
+    assert one.precision_at_k == pytest.approx(a.summary.precision_at_k, nan_ok=True)
+    both, _ = pooled_summaries([tmp_path / "a" / "analysis.json", tmp_path / "b" / "analysis.json"], bootstrap=20)
+    assert both.n_positions == len(a.positions) + len(b.positions) and both.bootstrap == 20
+    with pytest.raises(ValueError, match="no analysis.json"):
+        pooled_summaries([])

@@ -7,9 +7,7 @@ import random
 import pytest
 
 from appo.agent import fork_start
-from appo.analysis.positions import (
-    choose_positions, redraw_start, token_regions, tool_boundaries, tool_distance,
-)
+from appo.analysis.positions import choose_positions, redraw_start, token_regions, tool_boundaries, tool_distance
 from appo.types import Rollout, ToolSpan
 
 # 0 <think>  1 hm  2 </think>  3 <python>  4 1+1  5 </python>  6-8 result  9 <think>  10 ok  11 </think>

@@ -6,8 +6,17 @@ import math
 
 import pytest
 
+from appo.analysis.records import AnalysisConfig, parse_omega_variant
 from appo.analysis.stats import (
-    average_ranks, default_k, format_summary, precision_at_k, spearman, spearman_within, summarize, topk_weights,
+    average_ranks,
+    bootstrap_precision,
+    default_k,
+    format_summary,
+    precision_at_k,
+    spearman,
+    spearman_within,
+    summarize,
+    topk_weights,
 )
 
 # Five analysed positions.
@@ -115,7 +124,7 @@ def test_token_effect_estimator_by_hand():
     assert p.branch_mean == 0.25 and p.keep_mean == 1.0
     assert p.branch_var == pytest.approx(0.25)  # (0.75^2 + 3 * 0.25^2) / 3
     assert p.standard_error == pytest.approx(0.25)
-    assert p.effect_standard_error == pytest.approx(0.25 * math.sqrt((0.25 / 4)))  # var_same 0.25, var_other 0
+    assert p.effect_standard_error == pytest.approx(0.25 * math.sqrt(0.25 / 4))  # var_same 0.25, var_other 0
     never = PositionRecord(**base, logprob=math.log(0.9), branch_rewards=(1.0, 0.0), influence=0.5,
                            keep_rewards=(0.0, 1.0), branch_same=(True, True))
     assert never.token_effect == 0.0  # no re-draw drew another token
@@ -126,7 +135,7 @@ def test_token_effect_estimator_by_hand():
 
 def test_last_number_reward_scores_unformatted_answers():
     from appo.analysis.outcomes import last_number, last_number_reward
-    from appo.data.records import Example
+    from appo.types import Example
 
     ex = [Example(id=f"q/{i}", question="?", answers=(a,), kind="math", metric="math_equiv", data_source="q")
           for i, a in enumerate(("18", "70000", "3"))]
@@ -152,3 +161,33 @@ def test_influence_along_the_response_by_hand():
     s = summarize(INFL, {"bs": BS}, DIST, REGION, rel_position=[0.0, 0.25, 0.5, 0.75, 0.95])
     assert set(s.along) == {"opening", "early", "middle", "late"} and "along" in format_summary(s)
     assert summarize(INFL, {"bs": BS}, DIST, REGION).along == {}
+
+
+def test_bootstrap_precision_intervals():
+    # 6 rollouts x 3 positions; "oracle" is the influence itself, "anti" its negation, entropy in between
+    infl = [x for r in range(6) for x in (1.0 + r, 0.0, 0.0)]
+    rollout = [r for r in range(6) for _ in range(3)]
+    scores = {"entropy": [0.5, 1.0, 0.0] * 6, "oracle": list(infl), "anti": [-x for x in infl]}
+    ci, diff = bootstrap_precision(infl, scores, rollout, resamples=200, seed=1)
+    # (a resample repeats rollouts, whose equal influence values then tie: the oracle's lower bound is < 1)
+    assert 0.5 < ci["oracle"][0] and ci["oracle"][1] == 1.0 and ci["anti"] == (0.0, 0.0)
+    assert ci["entropy"] == (0.0, 0.0)  # entropy's top K holds only zero-influence positions
+    assert diff["oracle"][0] > 0.5 and diff["anti"] == (0.0, 0.0) and "entropy" not in diff
+    assert bootstrap_precision(infl, scores, rollout, resamples=200, seed=1) == (ci, diff)  # deterministic
+    s = summarize(infl, scores, [None] * 18, ["think"] * 18, rollout=rollout, bootstrap=50)
+    assert s.bootstrap == 50 and s.precision_ci["anti"] == (0.0, 0.0) and s.precision_at_k["oracle"] == 1.0
+    text = format_summary(s)
+    assert "minus entropy [95% CI]" in text and "-0.000 [+0.000, +0.000]" not in text and "+1.000 [+" in text
+    assert summarize(infl, scores, [None] * 18, ["think"] * 18, rollout=rollout).precision_ci == {}
+
+
+def test_parse_omega_variant():
+    assert parse_omega_variant("sum") == ("sum", 1.0)
+    assert parse_omega_variant("mean,g=0.5") == ("mean", 0.5)
+    for bad in ("log", "sum,g=0", "sum,g=x", "sum,gamma=0.5"):
+        with pytest.raises(ValueError, match="omega variant"):
+            parse_omega_variant(bad)
+    with pytest.raises(ValueError, match="omega variant"):
+        AnalysisConfig(omega_variants=("clip",))
+    with pytest.raises(ValueError, match="bootstrap"):
+        AnalysisConfig(bootstrap=-1)

@@ -10,12 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from appo.core.advantages import (
-    ADVANTAGE_ESTIMATORS,
-    get_advantage_estimator,
-    register_advantage,
-    tree_roots,
-)
+from appo.core.advantages import ADVANTAGE_ESTIMATORS, get_advantage_estimator, register_advantage, tree_roots
 from appo.types import AdvantageInputs
 
 NAN = float("nan")
@@ -239,7 +234,7 @@ def loop_z(vals: list[float], eps: float = 1e-6) -> list[float]:
 
 
 def loop_appo(R, grp, mask, parent, split, bs, proximity, decay):
-    """Straight loop reference of DESIGN 1.6/1.7 (direct-parent rule, rho = clamp(BS/maxBS, 0, 1))."""
+    """Straight loop reference of docs/algorithm.md 6.2/6.5 (direct-parent rule, rho = clamp(BS/maxBS, 0, 1))."""
     N, T = len(R), len(mask[0])
     own = [0.0] * N
     for gid in set(grp):
@@ -277,12 +272,18 @@ def random_forest(rng: random.Random, T: int):
         n_init = rng.randint(1, 4)
         start = len(R)
         for _ in range(n_init):
-            R.append(float(rng.choice([0, 0.5, 1, -1]))); grp.append(gid); parent.append(-1); split.append(-1)
+            R.append(float(rng.choice([0, 0.5, 1, -1])))
+            grp.append(gid)
+            parent.append(-1)
+            split.append(-1)
             bs.append(NAN)
         for _ in range(rng.randint(0, 5)):
             p = rng.randrange(start, len(R))  # any earlier row of the prompt: depth may exceed 1
-            R.append(float(rng.choice([0, 0.5, 1, -1]))); grp.append(gid); parent.append(p)
-            split.append(rng.randrange(0, T + 2)); bs.append(rng.choice([rng.uniform(-1, 3), NAN]))
+            R.append(float(rng.choice([0, 0.5, 1, -1])))
+            grp.append(gid)
+            parent.append(p)
+            split.append(rng.randrange(0, T + 2))
+            bs.append(rng.choice([rng.uniform(-1, 3), NAN]))
     mask = [[1 if rng.random() < 0.8 else 0 for _ in range(T)] for _ in R]
     return R, grp, mask, parent, split, bs
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from appo.data import BENCHMARKS, DataError, ENV_VAR, load_benchmark, load_dataset, load_verl_parquet
+from appo.data import BENCHMARKS, ENV_VAR, DataError, load_benchmark, load_dataset, load_verl_parquet
 from appo.data.paths import bundled_data_dir
 
 # Row counts from data/README.md's table.

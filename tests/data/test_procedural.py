@@ -7,7 +7,16 @@ import bm25s
 import pytest
 
 from appo.data.procedural import (
-    TASKS, ArithTask, ChainTask, MultihopTask, Task, build_kb, get_task, register_task, split_of)
+    TASKS,
+    ArithTask,
+    ChainTask,
+    MultihopTask,
+    Task,
+    build_kb,
+    get_task,
+    register_task,
+    split_of,
+)
 from appo.data.procedural.multihop import TEMPLATES, walk
 
 NAMES = ("arith", "chain", "multihop", "combo", "mix")

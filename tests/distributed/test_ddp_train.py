@@ -19,9 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from ddp_harness import PerRequestEngine, run_ranks
+from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
 from run_helpers import tiny_base, tiny_config  # noqa: E402

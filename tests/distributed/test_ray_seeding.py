@@ -19,10 +19,10 @@ from agent_doubles import ScriptedEngine, StubPython, StubSearch, random_tags_po
 
 from appo.agent import LoopLimits, PromptSpec, RolloutContext, StrategyConfig, run_strategy  # noqa: E402
 from appo.agent.loop import derive_seed  # noqa: E402
-from appo.data.records import Example  # noqa: E402
 from appo.engine.base import GenerationRequest, SamplingParams  # noqa: E402
 from appo.engine.hf import HFEngine  # noqa: E402
 from appo.engine.sampling import counter_uniforms, sample_next  # noqa: E402
+from appo.types import Example  # noqa: E402
 
 QUESTIONS = ("What is 1+1?", "Who wrote it?", "Compute 7*6.", "Name a city.")
 
@@ -124,7 +124,8 @@ def _ex(q):
 
 def _run(tok, name, groups, cfg, seed=3):
     ctx = RolloutContext.create(PerRequestSeedEngine(tok), tok, "tags", [StubPython(), StubSearch()],
-                                SamplingParams(max_new_tokens=48), LoopLimits(max_tool_calls=3, max_response_tokens=160),
+                                SamplingParams(max_new_tokens=48), LoopLimits(max_tool_calls=3,
+                                                                              max_response_tokens=160),
                                 seed=seed, current_logp_fn=lambda rows: [torch.tensor(r.logprobs) * 0.9 for r in rows],
                                 anchor_logp_fn=lambda rows: [torch.tensor(r.logprobs) for r in rows])
     prompts = [PromptSpec(group=g, prompt_ids=tuple(ctx.protocol.build_prompt_ids(_ex(QUESTIONS[g]), tok, ctx.tools)),

@@ -16,7 +16,8 @@ def make(kind: str):
     common = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False)
     if kind == "llama-gqa":
-        config, cls = LlamaConfig(**common, rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0, "factor": 8.0,
+        config, cls = LlamaConfig(**common, rope_parameters={"rope_type": "llama3", "rope_theta": 10000.0,
+                                                             "factor": 8.0,
                                                              "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                                              "original_max_position_embeddings": 64}), LlamaForCausalLM
     elif kind == "qwen2-bias":
@@ -63,5 +64,6 @@ def test_unsupported_layers_fall_back_to_the_forward():
     wrapped.weight = lin.weight
     model.model.layers[0].self_attn.q_proj = wrapped  # e.g. an adapter: the fast step must not bypass it
     assert FastDecoder.build(model) is None
-    (gen,) = HFEngine(model, None, eos_token_ids=()).generate([GenerationRequest((3, 4, 5))], SamplingParams(max_new_tokens=3))
+    (gen,) = HFEngine(model, None, eos_token_ids=()).generate([GenerationRequest((3, 4, 5))],
+                                                              SamplingParams(max_new_tokens=3))
     assert len(gen.token_ids) == 3

@@ -76,7 +76,8 @@ def test_reuse_with_the_model_forward_path_and_mixed_suffix_lengths(sharp_model,
     """Rows reusing caches of different lengths with suffixes of different lengths in one prefill."""
     engine = HFEngine(sharp_model, tiny_tokenizer, eos_token_ids=(), fast_decode=False, prefill_chunk_tokens=8)
     prompts, outs = rollouts(engine, tiny_tokenizer, n_new=16, seed=3)
-    extra = [tuple(tiny_tokenizer(s)["input_ids"]) for s in ("\n<result>\n7\n</result>\n", "x", " and then some more text")]
+    extra = [tuple(tiny_tokenizer(s)["input_ids"]) for s in ("\n<result>\n7\n</result>\n", "x",
+                                                             " and then some more text")]
     reqs = [GenerationRequest(prompts[i] + outs[i].token_ids[: 4 + 5 * i] + extra[i]) for i in range(3)]
     params = SamplingParams(temperature=0.0, max_new_tokens=6)
     engine.reset_stats()

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from engine_helpers import sharpen, teacher_forced
 
 from appo.engine.base import Engine, GenerationRequest, SamplingParams
 from appo.engine.hf import HFEngine
 from appo.engine.sampling import support_mask
-
-from engine_helpers import full_logits, sharpen, teacher_forced
 
 TEXTS = ["What is 12 * 34 + 5?", "Who wrote the book? <search>", "hi", "<python>print(1 + 2)</python>\n<result>"]
 
@@ -127,7 +126,8 @@ def test_eos_ends_a_row_and_is_kept(sharp_model, tiny_tokenizer):
 def test_per_request_budgets_and_zero(sharp_model, tiny_tokenizer):
     engine = HFEngine(sharp_model, tiny_tokenizer, eos_token_ids=())
     ps = prompts(tiny_tokenizer)
-    reqs = [GenerationRequest(ps[0], max_new_tokens=1), GenerationRequest(ps[1]), GenerationRequest(ps[2], max_new_tokens=0)]
+    reqs = [GenerationRequest(ps[0], max_new_tokens=1), GenerationRequest(ps[1]), GenerationRequest(ps[2],
+                                                                                                    max_new_tokens=0)]
     out = engine.generate(reqs, SamplingParams(max_new_tokens=6, seed=0))
     assert [len(g.token_ids) for g in out] == [1, 6, 0]
     assert all(g.finish_reason == "length" for g in out)

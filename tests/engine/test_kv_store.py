@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from appo.engine.kv_store import PrefixKVStore, chunk_hashes, common_prefix_len
-
-import numpy as np
 
 
 def kv(n: int, layers: int = 2, fill: float = 0.0):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from engine_helpers import teacher_forced
 
 from appo.engine.scoring import score_sequences
-from engine_helpers import teacher_forced
 
 
 def test_scores_match_single_sequence_forwards_for_ragged_batches(sharp_model, tiny_tokenizer):

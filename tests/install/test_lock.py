@@ -34,7 +34,8 @@ def test_every_direct_requirement_is_pinned_consistently():
     for req in direct:
         name = canonicalize_name(req.name)
         assert name in pins, f"{req.name} is in cpu.txt but not in cpu.lock; run make lock"
-        assert req.specifier.contains(pins[name], prereleases=True), f"cpu.lock pins {name}=={pins[name]}, cpu.txt {req}"
+        assert req.specifier.contains(pins[name],
+                                      prereleases=True), f"cpu.lock pins {name}=={pins[name]}, cpu.txt {req}"
     assert pins["torch"] == "2.13.0" and "nvidia-cudnn-cu12" not in pins  # the CPU build, no CUDA wheels
 
 

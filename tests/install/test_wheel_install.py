@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import subprocess
 import sys
 import sysconfig
 import venv
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -39,11 +41,21 @@ def wheel_venv(tmp_path_factory) -> Path:
     """A fresh venv holding the built appo wheel; this environment's site-packages are on its path through a
     ``.pth`` line (a plain path: the editable appo finder there is a .pth file too, and is not run)."""
     tmp = tmp_path_factory.mktemp("wheel")
-    # setuptools builds in the source tree (build/ and appo.egg-info, both git-ignored).
+    # Build from a copy: setuptools builds in the source tree, and a stale build/lib there would put modules
+    # that no longer exist into the wheel.
+    src = tmp / "src"
+    top_level = {".git", ".venv", "build", "appo.egg-info", "runs", "data", "tests", "docs", "benchmarks"}
+    shutil.copytree(ROOT, src, ignore=lambda d, names: [n for n in names if n == "__pycache__"
+                                                        or (Path(d) == ROOT and n in top_level)])
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-          "-w", str(tmp / "dist"), str(ROOT)], cwd=tmp, env=_env())
+          "-w", str(tmp / "dist"), str(src)], cwd=tmp, env=_env())
     wheels = list((tmp / "dist").glob("appo-*.whl"))
     assert len(wheels) == 1, wheels
+    with zipfile.ZipFile(wheels[0]) as whl:
+        packaged = {n for n in whl.namelist() if n.startswith("appo/")}
+    expected = {p.relative_to(ROOT).as_posix() for p in (ROOT / "appo").rglob("*")
+                if p.is_file() and p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts}
+    assert packaged == expected, packaged ^ expected  # every module and config, nothing else
     env_dir = tmp / "venv"
     venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
     py = env_dir / "bin" / "python"
@@ -66,16 +78,20 @@ def tiny_base(tmp_path_factory) -> Path:
 
 def test_wheel_has_configs_and_no_checkout(wheel_venv, tiny_base, tmp_path):
     py = wheel_venv / "bin" / "python"
-    out = _run([str(py), "-I", "-c", "import appo, appo.configs as c; print(appo.__file__); print(c.shipped_config_names())"],
+    out = _run([str(py), "-I", "-c",
+                "import appo, appo.configs as c; print(appo.__file__); print(c.shipped_config_names())"],
                cwd=tmp_path).stdout.splitlines()
     assert Path(out[0]).resolve().is_relative_to(wheel_venv.resolve()), out[0]
     assert "demo" in out[1] and "study" in out[1]
-    # No bundled benchmark data in a wheel: the error is one line naming the fix, exit code 2.
+    # No bundled data in a wheel (gsm8k and the recorded search cache of the default tools): one line naming
+    # the fix, exit code 2.
     proc = subprocess.run([str(wheel_venv / "bin" / "appo"), "eval", "--model", str(tiny_base), "--benchmarks",
                            "gsm8k", "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
                           env=_env())
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "APPO_DATA_DIR" in proc.stderr and "Traceback" not in proc.stderr
+    assert "carries no bundled data" in proc.stderr and "APPO_DATA_DIR" in proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]  # (transformers' loading bars come before it)
+    assert "Traceback" not in proc.stderr and last.startswith("appo eval: error: ") and "APPO_DATA_DIR" in last
 
 
 def test_wheel_trains_demo_config_one_step(wheel_venv, tiny_base, tmp_path):

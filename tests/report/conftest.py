@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from appo.train.dump import write_step
 from report_synth import small_records, write_metrics
+
+from appo.dump import write_step
 
 
 def make_small_run(root):

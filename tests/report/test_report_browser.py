@@ -14,10 +14,10 @@ import subprocess
 
 import pytest
 from PIL import Image
+from report_synth import big_record
 
 from appo.report import write_report
 from appo.report.step_page import render_step
-from report_synth import big_record
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser") if shutil.which(n)), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")

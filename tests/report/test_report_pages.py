@@ -6,12 +6,12 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from report_synth import INJECTION, big_record
 
 from appo.report import SIGNALS, write_report
 from appo.report.run import read_dump
 from appo.report.step_page import render_step
 from appo.report.tokens import esc, token_text
-from report_synth import INJECTION, big_record
 
 
 class RowTree(HTMLParser):

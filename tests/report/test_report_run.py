@@ -22,7 +22,7 @@ def _colors(path) -> int:
 
 
 def test_dump_dir_agrees_with_the_trainer():
-    from appo.train.dump import DUMP_DIR as trainer_dir
+    from appo.dump import DUMP_DIR as trainer_dir
 
     assert DUMP_DIR == trainer_dir
 
@@ -83,6 +83,7 @@ def test_custom_out_dir(small_run, tmp_path):
 
 
 def test_empty_run_dir_gets_a_report_that_says_what_is_missing(tmp_path):
+    (tmp_path / "config.yaml").write_text("trainer: {}\n")  # a run that started but logged nothing yet
     index = write_report(tmp_path)
     html = index.read_text()
     assert "No metrics.jsonl in this run directory" in html and "trainer.logger" in html

@@ -4,8 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from appo.rewards import answer_block, extract_answer, last_boxed, math_equal, strip_tool_results
-from appo.rewards import math_equiv
+from appo.rewards import answer_block, extract_answer, last_boxed, math_equal, math_equiv, strip_tool_results
 
 
 @pytest.mark.parametrize(
@@ -14,7 +13,8 @@ from appo.rewards import math_equiv
         ("\\boxed{42}", "42"),
         ("first \\boxed{1} then \\boxed{2}", "2"),  # the last box wins
         ("\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),  # nested braces
-        ("\\boxed{\\left\\{1, \\frac{2}{3}\\right\\}}", "\\left\\{1, \\frac{2}{3}\\right\\}"),  # escaped braces nest too
+        ("\\boxed{\\left\\{1, \\frac{2}{3}\\right\\}}",
+         "\\left\\{1, \\frac{2}{3}\\right\\}"),  # escaped braces nest too
         ("$\\boxed 7$", "7"),  # brace-less form
         ("\\fbox{x}", "x"),
         ("no box here", None),
@@ -64,7 +64,8 @@ def test_math_equal_accepts_equivalent_forms(prediction, reference):
     assert math_equal(prediction, reference)
 
 
-@pytest.mark.parametrize("prediction, reference", [("2", "3"), ("0.51", "\\frac{1}{2}"), (None, "1"), ("  ", "1"), ("x+1", "x+2")])
+@pytest.mark.parametrize("prediction, reference", [("2", "3"), ("0.51", "\\frac{1}{2}"), (None, "1"), ("  ", "1"),
+                                                   ("x+1", "x+2")])
 def test_math_equal_rejects(prediction, reference):
     assert not math_equal(prediction, reference)
 

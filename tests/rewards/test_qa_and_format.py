@@ -112,4 +112,5 @@ def test_user_tool_tags():
     # configured tags are also checked for being closed
     unclosed = "<think>a</think><calc>1+1<answer>\\boxed{2}</answer>"
     assert check_format(unclosed, tool_tags=("calc",)).reason == "calc_unclosed"
-    assert check_format("<think>a</think>\n<result>x</result><answer>\\boxed{2}</answer>").reason == "result_without_call"
+    stray_result = "<think>a</think>\n<result>x</result><answer>\\boxed{2}</answer>"
+    assert check_format(stray_result).reason == "result_without_call"

@@ -4,8 +4,8 @@ import textwrap
 
 import pytest
 
-from appo.data.records import Example
 from appo.rewards import REWARDS, RewardOutput, get_reward, register_reward
+from appo.types import Example
 
 MATH = Example("m/0", "What is 1/2?", ("\\frac{1}{2}",), "math", "math_equiv", "t")
 QA = Example("q/0", "Where?", ("New York City", "NYC"), "qa", "f1", "t")
@@ -126,7 +126,8 @@ def test_native_signature(tmp_path):
     "spec_suffix, body, error, match",
     [
         ("", "def f(prompts, completions): return []", ValueError, "is not 'path/to/file.py:function'"),
-        (":missing", "def other(prompts, completions): return []", AttributeError, r"defines no 'missing'.*\['other'\]"),
+        (":missing", "def other(prompts, completions): return []", AttributeError,
+         r"defines no 'missing'.*\['other'\]"),
         (":f", "raise RuntimeError('boom at import')", ImportError, "boom at import"),
         (":f", "def f(a, b): return 1", TypeError, "cannot tell its signature"),
         (":f", "def f(data_source, solution_str, ground_truth, tokenizer): return 1", TypeError, "'tokenizer'"),

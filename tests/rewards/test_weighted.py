@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from appo.data.records import Example
 from appo.rewards.base import RewardOutput
 from appo.rewards.weighted import build_weighted
+from appo.types import Example
 
 EX = Example("t/0", "2+2?", ("4",), "math", "math_equiv", "t")
 

@@ -129,7 +129,8 @@ def test_exceptions_and_timeouts_are_error_results():
         return 1 // x
 
     r = FunctionTool(boom).call({"x": 0})
-    assert not r.ok and r.error == "exception" and r.text == "Error: ZeroDivisionError: integer division or modulo by zero"
+    assert not r.ok and r.error == "exception"
+    assert r.text == "Error: ZeroDivisionError: integer division or modulo by zero"
 
     def exits(x: int) -> int:
         """Exit.

@@ -118,8 +118,8 @@ def test_agent_rollout_uses_an_mcp_tool(tiny_tokenizer, stdio_tools):
 
     from appo.agent.loop import AgentLoop, LoopLimits, LoopStart
     from appo.agent.protocols import get_protocol
-    from appo.data.records import Example
     from appo.engine.base import SamplingParams
+    from appo.types import Example
 
     tok = tiny_tokenizer
     tools = {"add": stdio_tools["add"]}

@@ -10,12 +10,11 @@ import time
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tools_helpers import needs_isolation
 
 from appo.tools.python_sandbox import PythonTool
 from appo.tools.sandbox_config import CappedBuffer, SandboxConfig
 from appo.types import ToolResult
-
-from tools_helpers import needs_isolation
 
 pytestmark = needs_isolation
 

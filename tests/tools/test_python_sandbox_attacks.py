@@ -18,11 +18,11 @@ import pytest
 from tools_helpers import (
     LoopbackTCPServer,
     LoopbackUDPServer,
+    describe,
     needs_isolation,
     needs_root,
     processes_with_cmdline,
     processes_with_uid_in,
-    describe,
 )
 
 from appo.tools.python_sandbox import PythonTool
@@ -290,7 +290,8 @@ def test_filling_the_disk_stops_at_the_quota(scene):
     n = int(text.rsplit("files", 1)[1])
     assert n <= 8  # disk_mb = 8: the tmpfs holds 8 MiB, then ENOSPC
     assert "File too large" in scene["results"]["big_file"].text
-    assert "No space left on device" in scene["results"]["shm_fill"].text or "File too large" in scene["results"]["shm_fill"].text
+    shm_fill = scene["results"]["shm_fill"].text
+    assert "No space left on device" in shm_fill or "File too large" in shm_fill
 
 
 def test_segfault_becomes_an_error_result(scene):

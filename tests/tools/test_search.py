@@ -40,7 +40,8 @@ class FakeBackend(SearchBackend):
 
 def test_format_layout_titles_and_untitled():
     hits = [SearchHit("Paris is the capital.", "France"), SearchHit("A snippet without title.")]
-    assert format_hits("q", hits, 600, 3000) == "Doc 1 (Title: France) Paris is the capital.\nDoc 2: A snippet without title."
+    assert format_hits("q", hits, 600,
+                       3000) == "Doc 1 (Title: France) Paris is the capital.\nDoc 2: A snippet without title."
 
 
 def test_format_truncates_each_document_and_the_total():
@@ -108,7 +109,8 @@ def test_tool_backend_failures_are_error_results(backend):
     assert not r.ok and r.error == "backend" and r.text.startswith("Error: search failed")
 
 
-_values = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30) | st.lists(st.integers(), max_size=3)
+_values = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30) | st.lists(st.integers(),
+                                                                                                    max_size=3)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -198,7 +200,8 @@ def test_bm25_index_save_load_round_trip(tmp_path):
     index.save(tmp_path / "ix")
     loaded = BM25Index.load(tmp_path / "ix")
     q = ["capital city", "small mammal"]
-    assert [[h.doc_id for h in hs] for hs in loaded.search(q, 4)] == [[h.doc_id for h in hs] for hs in index.search(q, 4)]
+    assert [[h.doc_id for h in hs] for hs in loaded.search(q, 4)] == [[h.doc_id for h in hs] for hs in index.search(q,
+                                                                                                                    4)]
     assert BM25Index([]).search(["x"], 3) == [[]]
 
 

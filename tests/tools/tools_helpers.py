@@ -1,5 +1,5 @@
-"""Helpers of the tools tests (imported as ``tools_helpers``; pytest puts this folder on sys.path): loopback servers the tests start themselves (127.0.0.1 only) and
-helpers to look at the processes a sandbox left behind."""
+"""Helpers of the tools tests (imported as ``tools_helpers``; pytest puts this folder on sys.path): loopback
+servers the tests start themselves (127.0.0.1 only) and helpers to look at the processes a sandbox left behind."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ from appo.train.checkpoint import (
     save_checkpoint,
 )
 
+
 def _dead_pid() -> int:
     p = subprocess.Popen([sys.executable, "-c", "pass"])
     p.wait()

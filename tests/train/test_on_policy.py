@@ -7,14 +7,13 @@ import random
 
 import pytest
 import torch
+from run_helpers import tiny_base, tiny_config
 
 import appo.train.trainer as trainer_mod
 from appo.train.batching import collate, with_fields
 from appo.train.logprobs import compute_logprobs_batched
 from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 from appo.types import Rollout
-
-from run_helpers import tiny_base, tiny_config
 
 
 def _batch(V: int, pad_id: int, n: int = 8, groups: int = 2, seed: int = 0):
@@ -76,7 +75,7 @@ def test_trainer_skips_the_pass_only_on_policy(tmp_path, monkeypatch, extra, ski
     real = trainer_mod.compute_logprobs_batched
     monkeypatch.setattr(trainer_mod, "compute_logprobs_batched", lambda *a, **k: calls.append(1) or real(*a, **k))
     cfg = tiny_config(tiny_base(tmp_path / "base"), tmp_path / "run", "trainer.total_training_steps=1",
-                      "trainer.save_freq=-1", *extra)
+                      "trainer.save_freq=-1", "actor.shared_prefix=false", *extra)
     tr = trainer_mod.Trainer(cfg)
     try:
         assert tr.skip_old_logp(tr.update_options()) is skips

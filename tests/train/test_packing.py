@@ -8,16 +8,19 @@ import random
 
 import pytest
 import torch
+from run_helpers import tiny_base, tiny_config
 
 from appo.train.batching import collate, with_fields
 from appo.train.logprobs import compute_logprobs
 from appo.train.packing import (
-    check_packing_support, pack_micro_batches, pack_rows, packed_logprobs, packed_logprobs_batched,
+    check_packing_support,
+    pack_micro_batches,
+    pack_rows,
+    packed_logprobs,
+    packed_logprobs_batched,
 )
 from appo.train.update import UpdateOptions, ppo_update
 from appo.types import Rollout
-
-from run_helpers import tiny_base, tiny_config
 
 
 def _rollouts(V: int, n: int = 7, seed: int = 0, groups: int = 1) -> list[Rollout]:

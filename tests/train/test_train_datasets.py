@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import datasets
 import pytest
+from run_helpers import tiny_base, tiny_config
 
 from appo.train.trainer import train
-
-from run_helpers import tiny_base, tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +16,8 @@ def base(tmp_path_factory):
 
 def test_train_on_a_trl_dataset(base, tmp_path):
     reward = tmp_path / "bonus.py"
-    reward.write_text("def bonus_reward(prompts, completions, bonus, **kwargs):\n    return [float(b) for b in bonus]\n")
+    reward.write_text("def bonus_reward(prompts, completions, bonus, **kwargs):\n"
+                      "    return [float(b) for b in bonus]\n")
     rows = [{"prompt": [{"role": "user", "content": f"What is {a} + {a}?"}], "answer": str(2 * a), "bonus": 0.75}
             for a in range(1, 5)]
     cfg = tiny_config(base, tmp_path / "run", "trainer.total_training_steps=1", "data.train_files=[]",

@@ -6,11 +6,10 @@ import json
 
 import pytest
 import torch
+from run_helpers import tiny_base, tiny_config
 from safetensors.torch import load_file
 
 from appo.train.trainer import Trainer, train
-
-from run_helpers import tiny_base, tiny_config
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ over a generated KB), ``combo`` (search then Python), ``mix`` (arith, multihop a
     turns = task.demonstration(train[0])              # list[str], results left to the agent loop
 """
 
-from appo.data.procedural.base import SPLITS, TASKS, Split, Task, get_task, register_task, split_of, write_jsonl
 from appo.data.procedural.arith import ArithTask
+from appo.data.procedural.base import SPLITS, TASKS, Split, Task, get_task, register_task, split_of, write_jsonl
 from appo.data.procedural.chain import ChainTask
-from appo.data.procedural.multihop import KnowledgeBase, MultihopTask, build_kb
 from appo.data.procedural.mix import ComboTask, MixTask
+from appo.data.procedural.multihop import KnowledgeBase, MultihopTask, build_kb
 
 __all__ = [
-    "SPLITS", "TASKS", "ArithTask", "ChainTask", "ComboTask", "KnowledgeBase", "MixTask", "MultihopTask", "Split", "Task",
-    "build_kb", "get_task", "register_task", "split_of", "write_jsonl",
+    "SPLITS", "TASKS", "ArithTask", "ChainTask", "ComboTask", "KnowledgeBase", "MixTask", "MultihopTask", "Split",
+    "Task", "build_kb", "get_task", "register_task", "split_of", "write_jsonl",
 ]

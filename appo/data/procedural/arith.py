@@ -21,7 +21,7 @@ import re
 from typing import Callable
 
 from appo.data.procedural.base import Task, answer, register_task, split_of, think
-from appo.data.records import Example
+from appo.types import Example
 
 _EXPR_RE = re.compile(r"^\d+( [-+*] \d+)+$")
 

@@ -19,8 +19,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable, ClassVar, Iterator, Literal, Sequence
 
-from appo.data.records import Example
 from appo.rewards.base import RewardOutput
+from appo.types import Example
 
 Split = Literal["train", "test"]
 SPLITS: tuple[Split, ...] = ("train", "test")

@@ -36,7 +36,7 @@ from typing import Callable
 
 from appo.data.procedural.arith import evaluate
 from appo.data.procedural.base import Task, answer, register_task, think
-from appo.data.records import Example
+from appo.types import Example
 
 
 def _pair(name: str, value: tuple[int, int], low: int) -> tuple[int, int]:

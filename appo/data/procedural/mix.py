@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 from appo.data.procedural.arith import ArithTask, evaluate
 from appo.data.procedural.base import SPLITS, Split, Task, answer, register_task, think
 from appo.data.procedural.multihop import MultihopTask, search_demonstration
-from appo.data.records import Example
+from appo.types import Example
 
 _OPS = {"times": "*", "plus": "+", "minus": "-"}
 

@@ -38,7 +38,7 @@ from typing import Callable
 
 from appo.data.procedural.base import Task, answer, register_task, think
 from appo.data.procedural.names import WordMaker
-from appo.data.records import Example
+from appo.types import Example
 
 FILM_NOUNS = ("Nights", "Tide", "Garden", "Road", "Mirror", "Harbor", "Winter", "Signal", "Crown", "River")
 COMPANY_SUFFIXES = ("Works", "Labs", "Foods", "Motors", "Press", "Systems", "Mills", "Records")

@@ -1,6 +1,6 @@
 """Typed YAML for frozen dataclasses: strict building from dicts, dotted overrides, inheritance, reference.
 
-Generic machinery behind :mod:`appo.train.config` (which holds appo's schema); it knows nothing about
+Generic machinery behind :mod:`appo.config` (whose :mod:`~appo.config.schema` holds appo's keys); it knows nothing about
 appo's keys. What it implements:
 
 - :func:`build` turns nested dicts into nested dataclasses. Unknown keys raise :class:`ConfigError`
@@ -102,19 +102,28 @@ def all_keys(cls: type, prefix: str = "") -> list[str]:
 
 
 def _unknown_key(cls: type, key: str, root: type, hints: Mapping[str, str]) -> ConfigError:
+    """The error for an unknown ``key``, with the best guess: a foreign name's mapping (``hints``; a value
+    with a space is an explanation, not a key), a close name in the same section, the same name in another
+    section, or a close name anywhere (difflib, ratio >= 0.7 in the section, >= 0.8 elsewhere); without a
+    guess, the valid keys of the section. Whole dotted keys are never compared (a shared section prefix
+    would make unrelated keys look close)."""
     names = [f.name for f in dataclasses.fields(cls)]
     local = key.rsplit(".", 1)[-1]
     prefix = key[: len(key) - len(local)]
     every = all_keys(root)
-    close = difflib.get_close_matches(local, names, n=1, cutoff=0.6)
+    guess = None
     if local in hints:
+        if " " in hints[local]:
+            return ConfigError(f"unknown config key '{key}'; {hints[local]}")
         guess = hints[local]
-    elif close:
+    elif close := difflib.get_close_matches(local, names, n=1, cutoff=0.7):
         guess = prefix + close[0]
+    elif same := [k for k in every if k.rsplit(".", 1)[-1] == local]:
+        guess = same[0]
     else:
-        leaf = [k for k in every if k.rsplit(".", 1)[-1] == local]
-        near = leaf or difflib.get_close_matches(key, every, n=1, cutoff=0.5)
-        guess = near[0] if near else None
+        leaves = {k.rsplit(".", 1)[-1]: k for k in reversed(every)}  # first key of each leaf name wins
+        near = difflib.get_close_matches(local, list(leaves), n=1, cutoff=0.8)
+        guess = leaves[near[0]] if near else None
     hint = f"did you mean '{guess}'?" if guess else f"valid keys here: {', '.join(names)}"
     return ConfigError(f"unknown config key '{key}'; {hint}")
 
@@ -250,13 +259,15 @@ def field_docstrings(source: str | Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def reference_markdown(root: type, source: str | Path, title: str, intro: str = "") -> str:
+def reference_markdown(root: type, title: str, intro: str = "") -> str:
     """Markdown reference of every key under dataclass ``root``: one table (key, type, default, meaning)
-    per section, sections in declaration order; docstrings come from ``source`` via ``ast``."""
-    docs = field_docstrings(source)
+    per section, sections in declaration order; docstrings come from each section class's own source
+    file via ``ast``."""
+    docs: dict[str, dict[str, str]] = {}
     lines = [f"# {title}", "", *([intro, ""] if intro else [])]
 
     def section(cls: type, prefix: str) -> None:
+        docs.update(field_docstrings(inspect.getsourcefile(cls)))
         hints, defaults = typing.get_type_hints(cls), cls()
         rows, subs = [], []
         for f in dataclasses.fields(cls):

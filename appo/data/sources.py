@@ -17,7 +17,7 @@ import yaml
 
 from appo.data import load_dataset
 from appo.data.procedural import Task, get_task, write_jsonl
-from appo.data.records import Example, Metric, TaskKind
+from appo.types import Example, Metric, TaskKind
 
 PROC_PREFIX = "proc:"
 DEFAULT_PROC_TRAIN = 20_000

@@ -3,8 +3,8 @@
 ``run_dir/rollouts/step_XXXXXX.json`` (XXXXXX = steps completed, as in ``metrics.jsonl``: the rollouts
 of the first training step are ``step_000001``) holds, per prompt, its question and answers, and per row: tree
 links (uid, parent, split, root, origin), whether the loss trained on it (``trained``), the stop reason, the
-reward and its metrics, tool spans, and per response token its text, loss mask, entropy, Omega, Branching Score and advantage. Values are
-rounded to 4 decimals; -inf scores are written as null.
+reward and its metrics, tool spans, and per response token its text, loss mask, entropy, Omega, Branching
+Score and advantage. Values are rounded to 4 decimals; -inf scores are written as null.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from typing import Any, Sequence
 
 import torch
 
-from appo.data.records import Example
 from appo.rewards.base import RewardOutput
-from appo.types import Rollout
+from appo.types import Example, Rollout
 
 DUMP_DIR = "rollouts"
 
@@ -52,7 +51,7 @@ def step_record(step: int, rows: Sequence[Rollout], examples: Sequence[Example],
                 trained: Sequence[bool] | None = None) -> dict:
     """The JSON-ready record of one step (see the module docstring). ``rows[i]`` belongs to
     ``examples[rows[i].group]`` and is scored by ``scored[i]``; ``adv_NT`` and ``trained`` (per row, whether
-    the loss trained on it, :func:`appo.train.trained_rows.trained_row_mask`) are row-aligned; ``trained``
+    the loss trained on it, :meth:`appo.algorithms.Algorithm.trained_rows`) are row-aligned; ``trained``
     None writes null (not known)."""
     if trained is not None and len(trained) != len(rows):
         raise ValueError(f"trained has {len(trained)} entries for {len(rows)} rows")

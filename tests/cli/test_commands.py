@@ -1,0 +1,36 @@
+"""``appo build-tiny`` builds only the base model; ``appo sft-train`` chains SFT into RL as the README shows,
+with progress output; ``appo sft`` then ``appo train`` with the README's paths chain too."""
+
+from __future__ import annotations
+
+from cli_helpers import run_main, tiny_train_args
+
+
+def test_build_tiny_then_sft_train(tmp_path, capsys):
+    base = tmp_path / "demo" / "base"
+    code, out, err = run_main(["build-tiny", base], capsys)
+    assert code == 0, err
+    assert (base / "config.json").is_file() and (base / "tokenizer.json").is_file()
+    assert f"model.path={base}" in out and f"trainer.default_local_dir={tmp_path / 'demo' / 'sft'}" in out
+
+    run = tmp_path / "demo" / "rl"
+    sft = ["sft.num_examples=8", "sft.epochs=1", "sft.batch_size=4"]
+    code, out, err = run_main(["sft-train", *tiny_train_args(base, run, "trainer.total_training_steps=1"), *sft],
+                              capsys)
+    assert code == 0, err
+    model = run / "sft" / "sft_model"
+    assert (model / "config.json").is_file()
+    assert f"trained 1 steps from {model}" in out and "SFT on 8 demonstrations" in out
+    assert "[sft] rendering 8 demonstrations" in err and "[sft] training" in err and "[sft] saving" in err
+    saved = (run / "config.yaml").read_text()
+    assert f"path: {model}" in saved  # the RL half trained the SFT'd model
+
+
+def test_readme_sft_then_train_paths_chain(tmp_path, tiny_model, capsys):
+    sft_dir = tmp_path / "demo" / "sft"
+    sft = ["sft.num_examples=8", "sft.epochs=1", "sft.batch_size=4"]
+    code, _, err = run_main(["sft", *tiny_train_args(tiny_model, sft_dir), *sft], capsys)
+    assert code == 0, err
+    code, out, err = run_main(["train", *tiny_train_args(sft_dir / "sft_model", tmp_path / "demo" / "train",
+                                                         "trainer.total_training_steps=1")], capsys)
+    assert code == 0 and "trained 1 steps" in out, err

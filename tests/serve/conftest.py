@@ -1,0 +1,42 @@
+"""Serving fixtures: a tiny model taught one tool-using episode, served by ``appo serve`` in a subprocess."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from serve_helpers import free_port, start_server, teach_tool_calls
+
+
+@pytest.fixture(scope="session")
+def taught_model_dir(tmp_path_factory, tiny_tokenizer):
+    """The tiny Llama overfit on one tags-protocol episode (python call, then the boxed answer), as an HF folder."""
+    from appo.models.tiny import build_tiny_model, save_pretrained
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = build_tiny_model(tiny_tokenizer, seed=0)
+        teach_tool_calls(model, tiny_tokenizer, "tags")
+    finally:
+        torch.set_num_threads(before)
+    return save_pretrained(model, tiny_tokenizer, tmp_path_factory.mktemp("taught") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def served(taught_model_dir):
+    """``appo serve`` of the taught model on a free 127.0.0.1 port; yields the base URL (``.../v1``)."""
+    port = free_port()
+    proc = start_server([str(taught_model_dir), "--name", "tiny", "--protocol", "tags"], port)
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except Exception:  # noqa: BLE001
+        proc.kill()
+
+
+@pytest.fixture()
+def client(served):
+    from openai import OpenAI
+
+    return OpenAI(base_url=served, api_key="unused", max_retries=0, timeout=120)
