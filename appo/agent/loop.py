@@ -62,7 +62,8 @@ class LoopLimits:
     """Per-row limits of the agent loop."""
 
     max_tool_calls: int = 3
-    """Tool calls allowed per row (forks count the calls in their prefix). The paper: 3 for reasoning, 6 for deep search."""
+    """Tool calls allowed per row (forks count the calls in their prefix). The paper: 3 for reasoning, 6 for
+    deep search."""
     max_response_tokens: int = 1024
     """Response budget in tokens, model and tool tokens together; a row that reaches it stops (max_length)."""
     on_tool_limit: Literal["stop", "message"] = "stop"
