@@ -44,4 +44,4 @@ clean:
 
 # Regenerate docs/config.md from the config dataclasses' docstrings.
 docs: setup
-	$(PY) -c "from appo.train.config import config_reference_markdown as f; open('docs/config.md','w').write(f()+'\n')"
+	$(PY) -c "from appo.config import config_reference_markdown as f; open('docs/config.md','w').write(f()+'\n')"

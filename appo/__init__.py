@@ -1,6 +1,13 @@
-"""appo: reinforcement learning for tool-using LLM agents (APPO, GRPO, ARPO, Tree-GRPO)."""
+"""appo: RL for tool-using LLM agents (APPO and the GRPO, ARPO, Tree-GRPO baselines).
 
-from importlib.metadata import PackageNotFoundError, version as _version
+The layers, each a package whose ``__init__`` docstring says what it may import (checked for cycles by
+tests/test_import_graph.py): :mod:`appo.types` (records) <- :mod:`appo.core` (pure maths) <- engine, tools,
+rewards, data <- :mod:`appo.agent` <- :mod:`appo.algorithms` <- :mod:`appo.config` <- :mod:`appo.train` <-
+distributed, eval, report, analysis, study, bench, demo <- :mod:`appo.cli`.
+"""
+
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _version
 
 try:
     __version__ = _version("appo")

@@ -11,7 +11,6 @@ only as ``file.py:function`` references.
 from __future__ import annotations
 
 import inspect
-import typing
 from dataclasses import dataclass
 
 KINDS = ("benchmarks", "tools", "rewards", "algorithms", "configs")
@@ -50,7 +49,6 @@ def _tools() -> list[Entry]:
 
 
 def _rewards() -> list[Entry]:
-    import appo.rewards.builtin  # noqa: F401 - registers the built-ins
     from appo.rewards.registry import REWARDS
 
     out = [Entry(name, _doc(fn)) for name, fn in sorted(REWARDS.items())]
@@ -58,11 +56,11 @@ def _rewards() -> list[Entry]:
 
 
 def _algorithms() -> list[Entry]:
+    from appo.algorithms import ALGORITHMS
     from appo.core import ADVANTAGE_ESTIMATORS, POLICY_LOSSES
-    from appo.train.config import AlgorithmName
 
-    what = "algorithm.name (rollout strategy and default advantage)"
-    out = [Entry(name, what) for name in typing.get_args(AlgorithmName)]
+    out = [Entry(name, f"algorithm.name: {_doc(type(algo))}") for name, algo in sorted(ALGORITHMS.items())]
+    out += [Entry("package.module:NAME", "algorithm.name: an appo.algorithms.Algorithm from your own file")]
     out += [Entry(name, f"algorithm.adv_estimator: {_doc(fn)}") for name, fn in sorted(ADVANTAGE_ESTIMATORS.items())]
     out += [Entry(name, f"actor.policy_loss: {_doc(fn)}") for name, fn in sorted(POLICY_LOSSES.items())]
     return out

@@ -17,7 +17,7 @@ list       :func:`appo.catalog.catalog`
 =========  ======================================================
 
 ``train`` and ``sft`` take ``--config FILE`` (or the name of a config shipped in ``appo/configs/``) and dotted overrides
-(``actor.optim.lr=1e-5``), exactly as :func:`appo.train.config.load_config`; ``--print-config`` prints the
+(``actor.optim.lr=1e-5``), exactly as :func:`appo.config.load_config`; ``--print-config`` prints the
 resolved config and runs nothing. Errors are mapped to one line and an exit code in one place
 (:mod:`appo.cli_errors`): 2 for usage and input errors, 130 for Ctrl-C.
 """
@@ -35,17 +35,10 @@ from appo.cli_errors import INTERRUPTED, describe_error, full_traceback_wanted, 
 
 
 def _config(args) -> Config:  # noqa: F821
-    from appo.train.config import load_config
+    from appo.config import load_config
 
-    return load_config(resolve_config_path(args.config), args.overrides)
+    return load_config(args.config, args.overrides)  # a file or a shipped config's name
 
-
-def resolve_config_path(name: str | None) -> Path | None:
-    """A config file path, or the name of a config shipped in the package (``demo``); None stays None.
-    Raises :class:`appo.configs.ConfigNotFoundError` (one line; the CLI exits 2) when neither."""
-    from appo.configs import resolve_config
-
-    return resolve_config(name)
 
 
 # ------------------------------------------------------------------------------------ argument types
@@ -94,7 +87,7 @@ def positive_int(text: str) -> int:
 def _print_config(cfg) -> int:
     import yaml
 
-    from appo.train.config import config_to_dict
+    from appo.config import config_to_dict
 
     print(yaml.safe_dump(config_to_dict(cfg), sort_keys=False, allow_unicode=True), end="")
     return 0
@@ -496,7 +489,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--omega-variants", default=None,
                    help="space-separated Omega variants 'form,g=gamma' (form clipped/mean/sum) scored next to the "
                         "configured Omega with an anchor (default: appo.analysis.records.OMEGA_VARIANTS; '' none)")
-    s.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for precision@K intervals (0: none)")
+    s.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples for precision@K intervals (0: none)")
     s.add_argument("--split", default="test", help="stream of a proc: task (train/test)")
     s.add_argument("--data-seed", type=int, default=0)
     s.add_argument("--seed", type=int, default=0)

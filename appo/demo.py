@@ -24,12 +24,12 @@ from typing import Sequence
 
 import torch
 
+from appo.config import load_config
 from appo.configs import shipped_config_path
 from appo.data.sources import task_of
 from appo.eval import format_table
 from appo.models.demo_model import build_demo_base
 from appo.prompts import resolve_system_prompt
-from appo.train.config import load_config
 
 
 @dataclass(frozen=True)

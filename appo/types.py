@@ -205,5 +205,9 @@ class Batch:
     """Token-level advantages, float [B, R]."""
     ref_logp_BR: torch.Tensor | None = None
     """Reference-policy log-probs for the KL penalty, float [B, R]; None without a reference."""
+    group_B: torch.Tensor | None = None
+    """Prompt index of each row, long [B]: the update keeps a prompt's rows in one mini-batch. None only in
+    hand-built batches that are never updated on."""
     extras: dict = field(default_factory=dict)
-    """Per-row tensors a custom loss may need (e.g. ``rewards_B``); not read by the built-in losses."""
+    """Per-row tensors for metrics and custom losses (``uid_B``, ``model_mask_BR``, ...); never read by the
+    built-in losses or the update."""

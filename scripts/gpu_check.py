@@ -213,7 +213,7 @@ def max_diff(a, b) -> float:
 
 def train_cfg(base: Path, run_dir: Path, reward: Path, device: str, dtype: str, *extra: str):
     """A tiny APPO run on the arithmetic prompts, no tools, a length reward (every step has a gradient)."""
-    from appo.train.config import load_config
+    from appo.config import load_config
 
     return load_config(None, [
         f"model.path={base}", f"model.device={device}", f"model.dtype={dtype}", "data.train_files=[proc:arith]",

@@ -26,9 +26,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = "proc:arith?n_operands=[2,2]&digits=[1,3]"
 
 
-def run_demo(out: Path, quick: bool, steps: int, threads: int) -> tuple[Path, Path, Path]:
+def run_demo(out: Path, quick: bool, steps: int, threads: int, extra: list[str]) -> tuple[Path, Path, Path]:
     """Demo with the last two checkpoints kept; returns (policy, previous policy, SFT model)."""
-    over = [f"trainer.total_training_steps={steps}", "trainer.save_freq=1", "trainer.max_actor_ckpt_to_keep=2",
+    over = [*extra, f"trainer.total_training_steps={steps}", "trainer.save_freq=1", "trainer.max_actor_ckpt_to_keep=2",
             f"trainer.test_freq={steps}", "data.val_max_samples=32", f"trainer.num_threads={threads}",
             "trainer.logger=[console,jsonl]"]
     cmd = [sys.executable, "-m", "appo", "demo", "--out", str(out), *(["--quick"] if quick else []), *over]
@@ -48,6 +48,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--steps", type=int, default=40, help="APPO steps of the demo")
     ap.add_argument("--threads", type=int, default=8, help="torch threads of the demo")
+    ap.add_argument("--demo-overrides", default="", help="space-separated extra overrides of the demo")
     ap.add_argument("--shards", type=int, default=6, help="analysis processes per anchor")
     ap.add_argument("--prompts", type=int, default=6, help="prompts per shard")
     ap.add_argument("--samples", type=int, default=8)
@@ -61,7 +62,8 @@ def main() -> int:
     if args.model:
         model, previous, sft = Path(args.model), Path(args.previous), Path(args.sft)
     else:
-        model, previous, sft = run_demo(out / "demo", args.quick, 2 if args.quick else args.steps, args.threads)
+        model, previous, sft = run_demo(out / "demo", args.quick, 2 if args.quick else args.steps, args.threads,
+                                        args.demo_overrides.split())
     t_demo = time.time() - t0
     anchors = {"previous": previous, "sft": sft}
     procs = []

@@ -20,6 +20,15 @@ ROOT = Path(appo.__file__).parent
 ALLOWED = {
     "appo.types": set(),
     "appo.core": {"appo.types"},
+    "appo.rewards": {"appo.types"},
+    "appo.data": {"appo.types", "appo.rewards"},
+    "appo.engine": {"appo.core", "appo.models"},
+    "appo.agent": {"appo.core", "appo.engine", "appo.tools", "appo.types"},
+    "appo.algorithms": {"appo.agent", "appo.core", "appo.types"},
+    "appo.config": {"appo.algorithms", "appo.configs", "appo.engine", "appo.types"},
+    "appo.configs": set(),
+    "appo.dump": {"appo.types", "appo.rewards"},
+    "appo.report": set(),
 }
 
 
@@ -128,7 +137,17 @@ def test_no_package_import_cycles():
     assert cycles(package_graph(import_graph())) == []
 
 
-def test_layering_of_the_core():
+def test_layering_of_the_lower_packages():
     graph = package_graph(import_graph())
     for package, allowed in ALLOWED.items():
         assert graph.get(package, set()) <= allowed, f"{package} imports {sorted(graph[package] - allowed)}"
+
+
+def test_every_package_says_what_it_is_for_and_what_it_may_import():
+    for init in sorted(ROOT.rglob("__init__.py")):
+        if init.parent == ROOT:
+            continue
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert len(doc.split()) >= 10, f"{init}: no docstring saying what the package is for"
+        if init.parent.parent == ROOT:  # a first-level package
+            assert "May import" in doc or "imports nothing" in doc, f"{init}: say what it may import"

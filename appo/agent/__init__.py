@@ -10,6 +10,9 @@ Typical use (what a trainer does each step)::
     prompts = prompt_specs(ctx, examples, data_indices)
     out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=16, n_initial=8))
     out.rows  # n_total Rollouts per prompt, ordered by (group, uid); out.metrics for logging
+
+May import: :mod:`appo.core`, :mod:`appo.engine` (the Engine protocol), :mod:`appo.tools` (the Tool
+protocol), :mod:`appo.types`. Not the config, the algorithms or the trainer.
 """
 
 from appo.agent.context import (

@@ -10,7 +10,7 @@ loop cuts a turn at a stop string the engine ran past) and the tool ids tokenize
 model text is never decoded and re-encoded. :func:`verify_token_alignment` checks this for every
 finished row (the response is the fork prefix, then the kept engine outputs and tool ids in order).
 
-Choices where DESIGN is silent:
+Choices where the papers are silent (docs/algorithm.md 11 lists the departures):
 
 - ``max_response_tokens`` counts every response token, tool results included. A tool result that
   does not fit is cut to the remaining budget and the row stops with ``max_length``.
@@ -62,7 +62,8 @@ class LoopLimits:
     """Per-row limits of the agent loop."""
 
     max_tool_calls: int = 3
-    """Tool calls allowed per row (forks count the calls in their prefix). DESIGN: 3 reasoning, 6 search."""
+    """Tool calls allowed per row (forks count the calls in their prefix). The paper: 3 for reasoning, 6 for
+    deep search."""
     max_response_tokens: int = 1024
     """Response budget in tokens, model and tool tokens together; a row that reaches it stops (max_length)."""
     on_tool_limit: Literal["stop", "message"] = "stop"

@@ -4,7 +4,7 @@ A protocol is the only part of the agent that looks at text. It turns one model 
 :class:`TurnAction` (call a tool, answer, end, nothing), and turns a :class:`~appo.types.ToolResult`
 into the token ids appended after the call (``loss_mask`` 0). Three are registered:
 
-``tags`` (the reference work, DESIGN 1): the whole trajectory is one assistant turn::
+``tags`` (the reference work; docs/algorithm.md): the whole trajectory is one assistant turn::
 
     <think> ... </think> <python> code </python>
     <result>

@@ -14,6 +14,8 @@ calls. Usage::
     print(res.table())   # also runs/analysis/summary.txt; HTML: runs/analysis/report/index.html
 
 See ``docs/analysis.md`` for the method, its choices and measured results.
+
+May import: the layers below the trainer, :mod:`appo.dump` and :mod:`appo.report`. Not :mod:`appo.train`.
 """
 
 from appo.analysis.api import AnalysisResult, analyze, analyze_examples

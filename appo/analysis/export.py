@@ -5,7 +5,7 @@
 ``summary.json`` / ``summary.txt``  the statistics of :mod:`appo.analysis.stats` (also deterministic)
 ``timing.json``                     wall seconds per phase (not deterministic, hence its own file)
 ``plots/*.png``                     :mod:`appo.analysis.plots`
-``rollouts/step_000000.json``       the rollouts as a trainer dump (``appo.train.dump``) whose rows carry a
+``rollouts/step_000000.json``       the rollouts as a trainer dump (``appo.dump``) whose rows carry a
                                     per-token ``influence`` list (None where not analysed), so that
                                     ``appo report OUT_DIR`` / :func:`appo.report.write_report` shows them
 ``report/``                         that report
@@ -22,8 +22,8 @@ from typing import Sequence
 import torch
 
 from appo.analysis.records import PositionRecord
+from appo.dump import TokenTexts, step_record, write_step
 from appo.rewards.base import RewardOutput
-from appo.train.dump import TokenTexts, step_record, write_step
 from appo.types import Example, Rollout
 
 DUMP_STEP = 0

@@ -37,9 +37,9 @@ from appo.agent.loop import AgentLoop, LoopLimits, LoopStart, fork_start
 from appo.analysis.positions import choose_positions, redraw_start, token_regions, tool_boundaries, tool_distance
 from appo.analysis.records import AnalysisConfig, PositionRecord, RolloutRecord, parse_omega_variant
 from appo.core import branching_score, likelihood_gain
+from appo.dump import TokenTexts
 from appo.engine.base import Engine, SamplingParams
 from appo.rewards.base import RewardFn, RewardOutput
-from appo.train.dump import TokenTexts
 from appo.types import Example, Rollout
 
 LogpFn = Callable[[list[Rollout]], list[torch.Tensor]]

@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass, field
 from typing import Literal
 
-
 GAMMA_FIPO = 2.0 ** (-1.0 / 64.0)
 """FIPO's discount 2^(-1/64) = 0.98923 (a half-life of 64 tokens)."""
 

@@ -20,6 +20,8 @@ torch/transformers/trl versions), the thread settings and the load average befor
 section. See ``docs/benchmarks.md`` for a full run and what limits each figure. The sections' modules:
 :mod:`~appo.bench.rollout`, :mod:`~appo.bench.branching`, :mod:`~appo.bench.training`,
 :mod:`~appo.bench.rl_step`, :mod:`~appo.bench.memory`; shared timing in :mod:`~appo.bench.harness`.
+
+May import: :mod:`appo.train`, :mod:`appo.config` and the layers below them. Nothing imports it but the CLI.
 """
 
 from __future__ import annotations

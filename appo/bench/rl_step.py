@@ -45,7 +45,7 @@ from appo.bench.trl_side import build_grpo_trainer
 
 def _our_trainer(model_name: str, algorithm: str, threads: int, prompts: int, rows: int, max_response: int,
                  micro_rows: int, run_dir: str, *extra: str, device: str = "cpu", dtype: str = "float32"):
-    from appo.train.config import load_config
+    from appo.config import load_config
     from appo.train.trainer import Trainer
 
     cfg = load_config(None, [

@@ -2,7 +2,7 @@
 
 They are package data, read through :mod:`importlib.resources`, so a plain (non-editable) ``pip install``
 finds them as well as a source checkout does. This module only locates files; parsing and validation live
-in :func:`appo.train.config.load_config`. It imports nothing from the rest of ``appo``.
+in :func:`appo.config.load_config`. It imports nothing from the rest of ``appo``.
 """
 
 from __future__ import annotations

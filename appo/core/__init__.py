@@ -1,6 +1,8 @@
 """The pure algorithm core: branching, advantages, losses. Tensors and plain numbers in, tensors out.
 
 Nothing here reads a config object, logs, or touches a model; the maths is in docs/algorithm.md.
+
+May import: :mod:`appo.types` only (tests/test_import_graph.py checks it).
 """
 
 from appo.core.advantages import (

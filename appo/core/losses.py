@@ -55,7 +55,7 @@ def aggregate(
 ) -> torch.Tensor:
     """Reduce a per-token loss matrix to a scalar over the valid tokens (verl's ``agg_loss`` modes).
 
-    - ``token-mean``: ``sum_{b,t} m l / sum_{b,t} m`` (every token weighs the same; DAPO, DESIGN 1.8).
+    - ``token-mean``: ``sum_{b,t} m l / sum_{b,t} m`` (every token weighs the same; DAPO, docs/algorithm.md 8.4).
     - ``seq-mean-token-sum``: mean over rows of ``sum_t m l``. Not length-normalised, so the loss
       (and gradient) scale grows with response length.
     - ``seq-mean-token-mean``: mean over rows of ``sum_t m l / sum_t m`` (original GRPO).
@@ -119,7 +119,7 @@ def ppo_clip(
     clip_ratio_c: float = 3.0,
     norm_constant: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO clipped surrogate with clip-higher and dual-clip (verl's "vanilla" loss, DESIGN 1.8).
+    """PPO clipped surrogate with clip-higher and dual-clip (verl's "vanilla" loss, docs/algorithm.md 8.1).
 
     ``r = exp(clamp(logp - old_logp, +-20))``; ``l1 = -A r``, ``l2 = -A clip(r, 1-eps_low, 1+eps_high)``,
     ``l = max(l1, l2)``; for ``A < 0`` (dual-clip, Ye et al. 2020): ``l = min(max(l1, l2), -A c)``.
@@ -169,7 +169,7 @@ def future_kl_scale(
     safety_clip: tuple[float, float] = (0.8, 1.0),
     discount_over: DiscountOver = "all",
 ) -> torch.Tensor:
-    """Future-KL influence weight ``f_t`` per token (FIPO, as used by APPO; DESIGN 1.7).
+    """Future-KL influence weight ``f_t`` per token (FIPO, as used by APPO; docs/algorithm.md 8.2).
 
     ``d_k = clamp(logp_k - old_k, +-20)``, ``m_k = 1[d_k <= threshold]`` (threshold ``log 3`` =
     log of the dual-clip constant), ``F_t = sum_{k >= t, valid} gamma^(k-t) m_k d_k``,
@@ -181,7 +181,7 @@ def future_kl_scale(
     mask zeroes contributions but not the decay), so ``discount_over="all"`` is our default
     (``"valid"`` counts only valid tokens, which matters when tool results sit in between); it sums
     with a chunked matmul, we use an exact log-space scan (``discounted_suffix_sum``, float64); its
-    safety threshold is a config value (4 in FIPO's release; DESIGN says 6, our default); it drops
+    safety threshold is a config value (4 in FIPO's release; APPO's notes say 6, our default); it drops
     whole sequences with more than one dual-clipped token and multiplies A by f directly (``A f``);
     we leave the sequence dropping out and expose ``b`` in ``apply_future_kl``. With the defaults
     ``f`` is in [1, 1.2] and the safety clamp to [0.8, 1] therefore simply resets ``f`` to 1.
@@ -202,10 +202,11 @@ def future_kl_scale(
 
 
 def apply_future_kl(adv_BT: torch.Tensor, f_BT: torch.Tensor, b: float = 1.0) -> torch.Tensor:
-    """APPO's future-KL-scaled advantage ``A~_t = A_t * (1 + b * f_t)`` (DESIGN 1.7, b = 1).
+    """APPO's future-KL-scaled advantage ``A~_t = A_t * (1 + b * f_t)`` (docs/algorithm.md 8.2, b = 1).
 
-    Note: with b = 1 and f in [1, 1.2], ``A~`` is 2x to 2.2x ``A``: the constant factor 2 acts like a
-    doubled learning rate against an unscaled baseline; compare ablations with that in mind.
+    Note: with b = 1 and f in [1, 1.2], ``A~`` is 2x to 2.2x ``A``. Under Adam the constant factor 2 does
+    not change the step (Adam normalises the gradient's scale; only its epsilon and the gradient-norm clip
+    see it); what remains is a per-token weight ``(1 + f_t) / 2`` in [1, 1.1].
     """
     _check_same_shape(adv_BT=adv_BT, f_BT=f_BT)
     return adv_BT * (1.0 + b * f_BT.detach().to(adv_BT.dtype))

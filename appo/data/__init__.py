@@ -1,5 +1,10 @@
-"""Data: the :class:`Example` record, verl parquet rows, bundled benchmarks by name, and procedural
-tasks for CPU-scale experiments (:mod:`appo.data.procedural`)."""
+"""Data: verl parquet rows, bundled benchmarks by name, TRL / HF dataset rows, procedural tasks for CPU-scale
+experiments (:mod:`appo.data.procedural`), and :mod:`appo.data.sources` (data specs -> Examples,
+search corpora, the resumable prompt sampler). The :class:`Example` record itself lives in :mod:`appo.types`.
+
+May import: :mod:`appo.types`, :mod:`appo.rewards` (a procedural task scores with the ``default`` reward).
+Not the models, engines, agent or trainer.
+"""
 
 from appo.data.benchmarks import BENCHMARKS, BenchmarkSpec, load_benchmark, register_benchmark
 from appo.data.loading import load_dataset

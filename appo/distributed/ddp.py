@@ -38,8 +38,12 @@ FSDP2 (``torch.distributed.fsdp.fully_shard``) shards each decoder layer (the mo
 ``_no_split_modules``) and the root; it reduce-scatters gradients after every micro-batch (no
 ``no_sync``: deferring would keep unsharded gradients, defeating the memory saving). It runs on CPU
 with gloo (tested here with torch 2.13, 2 ranks); on GPU it is untested in this repository.
+With ``model.compute_dtype`` below the weights' dtype (mixed precision, :mod:`appo.models.precision`) the
+sharded copy gets FSDP2's ``MixedPrecisionPolicy(param_dtype=compute dtype, reduce_dtype=float32)``, as
+verl's FSDP actor: weights all-gathered and computed in bf16, gradients reduced and kept in float32, the
+float32 shards stepped by AdamW (the full rollout copy autocasts instead).
 Left out: multi-node rendezvous beyond what torchrun does, tensor/sequence parallelism, HSDP, CPU
-offload, mixed-precision policies (the update runs in ``model.dtype``).
+offload.
 """
 
 from __future__ import annotations
@@ -54,6 +58,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.distributed as tdist
+
+from appo.models.precision import autocast_dtype, set_compute_dtype
 
 STRATEGIES = ("auto", "none", "ddp", "fsdp2")
 """Values of ``actor.strategy``: ``auto`` is ``ddp`` under torchrun with WORLD_SIZE > 1, else ``none``."""
@@ -214,7 +220,8 @@ class DistEnv:
             return dataclasses.replace(components, train_model=ddp_wrap(model, device_ids))
         if make_optimizer is None:
             raise ValueError("DistEnv.wrap with strategy fsdp2 needs make_optimizer (the sharded copy's optimizer)")
-        sharded = fsdp2_shard(copy.deepcopy(model).train(), self.device.type, self.world_size)
+        sharded = fsdp2_shard(copy.deepcopy(model).train(), self.device.type, self.world_size,
+                              param_dtype=autocast_dtype(model))
         optimizer, scheduler = make_optimizer(sharded)
         return dataclasses.replace(components, train_model=sharded, optimizer=optimizer, scheduler=scheduler)
 
@@ -356,19 +363,26 @@ def _reduce(key: str, values: list[float]) -> float:
 
 
 # ------------------------------------------------------------------------------------- setup helpers
-def fsdp2_shard(model: torch.nn.Module, device_type: str, world_size: int) -> torch.nn.Module:
+def fsdp2_shard(model: torch.nn.Module, device_type: str, world_size: int,
+                param_dtype: torch.dtype | None = None) -> torch.nn.Module:
     """``fully_shard`` each decoder layer (classes named in the model's ``_no_split_modules``) and then
-    the root, over a 1-D mesh of all ranks; returns the same (now sharded) module."""
+    the root, over a 1-D mesh of all ranks; returns the same (now sharded) module. ``param_dtype`` (mixed
+    precision): ``MixedPrecisionPolicy(param_dtype, reduce_dtype=float32)``, which then replaces the model's
+    autocast (its compute dtype record is cleared)."""
     from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(device_type, (world_size,))
+    kw = {}
+    if param_dtype is not None:
+        kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+        set_compute_dtype(model, None)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     layer_names = set(getattr(base, "_no_split_modules", None) or ())
     layers = [m for m in model.modules() if type(m).__name__ in layer_names]
     for layer in layers:
-        fully_shard(layer, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+        fully_shard(layer, mesh=mesh, **kw)
+    fully_shard(model, mesh=mesh, **kw)
     return model
 
 

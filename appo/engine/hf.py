@@ -48,8 +48,10 @@ recomputed KV agree only to float rounding (~1e-6), so a run with different kept
 sample a different token where a draw falls on a CDF boundary.
 
 Calls run under ``torch.inference_mode`` with the model temporarily in eval mode (its train/eval flag is
-restored). Attention must be ``sdpa`` or ``eager`` (the engine passes explicit 4D masks); models with
-sliding-window layers are refused when a sequence could exceed the window.
+restored). With a compute dtype below the weights' (``model.compute_dtype``, :mod:`appo.models.precision`)
+prefill and decode run under autocast, through the model's forward (the fast decode step is skipped).
+Attention must be ``sdpa`` or ``eager`` (the engine passes explicit 4D masks); models with sliding-window
+layers are refused when a sequence could exceed the window.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ from appo.engine.fast_decode import FastDecoder
 from appo.engine.kv_store import PrefixKVStore
 from appo.engine.sampling import StopStrings, counter_uniforms, sample_next
 from appo.models.lm_logits import accepts_logits_to_keep
+from appo.models.precision import autocast_dtype, compute_autocast
 
 
 @dataclass
@@ -241,7 +244,7 @@ class HFEngine:
                 self.stats.stale_releases += 1
             self.store.release()
             self._fingerprint = fingerprint
-        if not self.fast_decode:
+        if not self.fast_decode or autocast_dtype(self.model) is not None:  # mixed precision: the model's forward
             self._fast = None
         elif self._fast is None or self._fast_fingerprint != fingerprint or self._fast.model is not self.model:
             self._fast = FastDecoder.build(self.model)  # fused weight copies: rebuilt only after a weight change
@@ -293,7 +296,8 @@ class HFEngine:
         kwargs = {self._cache_kw: cache}
         if self._keep_kw:
             kwargs["logits_to_keep"] = 1
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
+        with compute_autocast(self.model):
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **kwargs)
         return out.logits[:, -1, :]
 
     def _run_chunk(self, reqs: list[GenerationRequest], params: SamplingParams, generator, stops) -> list[Generation]:

@@ -4,7 +4,8 @@ transformers' causal LMs accept ``logits_to_keep`` (an int: the last K positions
 tensor) so positions that predict nothing never reach the LM head. :func:`accepts_logits_to_keep`
 answers once per model class (PEFT and DDP wrappers looked through); :func:`keep_logits` calls the
 model with it when accepted and slices the full logits otherwise, so callers always get exactly the
-kept positions.
+kept positions. The forward runs under the model's compute dtype (:func:`appo.models.precision.compute_autocast`:
+bfloat16 matrix products over float32 weights when ``model.compute_dtype`` says so).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import inspect
 
 import torch
+
+from appo.models.precision import compute_autocast
 
 _ACCEPTS: dict[type, bool] = {}
 
@@ -35,11 +38,12 @@ def accepts_logits_to_keep(model: torch.nn.Module) -> bool:
 def keep_logits(model: torch.nn.Module, keep: int | torch.Tensor, **inputs) -> torch.Tensor:
     """``model(**inputs)`` logits at the kept positions only: ``[B, K, V]`` for ``keep = K`` (the last K
     positions) or ``[B, len(keep), V]`` for a 1-D index tensor ``keep`` (positions along the sequence)."""
-    if accepts_logits_to_keep(model):
-        logits = model(**inputs, logits_to_keep=keep).logits
-        kept = keep if isinstance(keep, int) else keep.numel()
-        if logits.shape[1] == kept:
-            return logits
-    else:
-        logits = model(**inputs).logits
+    with compute_autocast(model):
+        if accepts_logits_to_keep(model):
+            logits = model(**inputs, logits_to_keep=keep).logits
+            kept = keep if isinstance(keep, int) else keep.numel()
+            if logits.shape[1] == kept:
+                return logits
+        else:
+            logits = model(**inputs).logits
     return logits[:, -keep:] if isinstance(keep, int) else logits[:, keep]

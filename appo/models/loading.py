@@ -278,7 +278,7 @@ def load_model_and_tokenizer(
 
 
 def load_from_config(model_cfg: Any) -> tuple[torch.nn.Module, Any]:
-    """:func:`load_model_and_tokenizer` driven by a :class:`appo.train.config.ModelConfig`."""
+    """:func:`load_model_and_tokenizer` driven by a :class:`appo.config.ModelConfig`."""
     lora = None
     if model_cfg.lora_rank > 0:
         lora = LoraSpec(r=model_cfg.lora_rank, alpha=model_cfg.lora_alpha, dropout=model_cfg.lora_dropout,

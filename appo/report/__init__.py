@@ -5,6 +5,9 @@
 step with every prompt's rollout tree and its tokens shaded by entropy, Omega, Branching Score,
 advantage or influence. Smaller pieces: :func:`load_run` (what a run directory holds),
 :func:`render_step` (one step dump -> HTML), :func:`write_curves` (metrics -> PNG charts).
+
+It imports nothing from the rest of appo: it reads run directories (the records :mod:`appo.dump` writes),
+not live objects.
 """
 
 from appo.report.build import REPORT_DIR, write_report

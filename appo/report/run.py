@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 DUMP_DIR = "rollouts"
-"""Folder of the step dumps; the same name as ``appo.train.dump.DUMP_DIR`` (not imported: that module
+"""Folder of the step dumps; the same name as ``appo.dump.DUMP_DIR`` (not imported: that module
 pulls in torch; a test checks the two agree)."""
 METRICS_FILE = "metrics.jsonl"
 """The JSONL metrics file the trainer's ``jsonl`` logger writes."""
@@ -122,7 +122,7 @@ def load_run(run_dir: str | Path) -> RunFiles:
 
 
 def read_dump(path: str | Path) -> dict:
-    """Read one step dump (the record of ``appo.train.dump.step_record``); raises ``ValueError`` naming
+    """Read one step dump (the record of ``appo.dump.step_record``); raises ``ValueError`` naming
     the file when it is not a JSON object with a ``prompts`` list."""
     try:
         rec = json.loads(Path(path).read_text(encoding="utf-8", errors="replace"))

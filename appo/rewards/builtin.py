@@ -1,6 +1,6 @@
 """Built-in reward functions (batch, :class:`~appo.rewards.base.RewardFn`), registered in ``REWARDS``.
 
-``default`` / ``arpo``: the reference work's reward (DESIGN section 1, end; ARPO's ``compute_score``):
+``default`` / ``arpo``: the reference work's reward (ARPO's ``compute_score``; docs/algorithm.md 11):
 
     R = -1                                  if the format check fails (see appo.rewards.format)
     R = s + 0.1 * [s > 0 and both tools]    otherwise,

@@ -70,15 +70,14 @@ def llm_judge(examples: Sequence[Example], responses: Sequence[str], *, base_url
               model: str | None = None, api_key: str | None = None, timeout_s: float = 60.0, max_retries: int = 2,
               workers: int = 8, max_tokens: int = 16) -> list[RewardOutput]:
     """Score each response by an LLM judge's Correct/Incorrect verdict (see the module docstring)."""
-    from appo.serve.client import openai_client
-
     if len(examples) != len(responses):
         raise ValueError(f"llm_judge got {len(examples)} examples and {len(responses)} responses; pass one each")
     base_url = base_url or os.environ.get("APPO_JUDGE_BASE_URL")
     model = model or os.environ.get("APPO_JUDGE_MODEL")
     if not base_url or not model:
         raise ValueError("reward llm_judge needs an endpoint and a model: set "
-                         "reward.kwargs.base_url=http://host:port/v1 and reward.kwargs.model=NAME (or $APPO_JUDGE_BASE_URL and $APPO_JUDGE_MODEL)")
+                         "reward.kwargs.base_url=http://host:port/v1 and reward.kwargs.model=NAME "
+                         "(or $APPO_JUDGE_BASE_URL and $APPO_JUDGE_MODEL)")
     client = openai_client(base_url, api_key or os.environ.get("APPO_JUDGE_API_KEY"), timeout_s, max_retries)
 
     def one(pair: tuple[Example, str]) -> RewardOutput:
@@ -100,3 +99,12 @@ def llm_judge(examples: Sequence[Example], responses: Sequence[str], *, base_url
         return [one(p) for p in pairs]
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(pairs)))) as pool:
         return list(pool.map(one, pairs))
+
+
+def openai_client(base_url: str, api_key: str | None = None, timeout_s: float = 120.0, max_retries: int = 2):
+    """An ``openai.OpenAI`` client for ``base_url``; the key defaults to ``$OPENAI_API_KEY``, else ``EMPTY``.
+    (Here, not in :mod:`appo.serve.client` which uses it too: the rewards sit below the server.)"""
+    from openai import OpenAI
+
+    key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
+    return OpenAI(base_url=base_url.rstrip("/"), api_key=key, timeout=timeout_s, max_retries=max_retries)

@@ -7,6 +7,9 @@
   rewards (``appo eval --endpoint``), used by the LLM-judge reward too.
 
 Names are imported lazily (FastAPI and openai load only when used).
+
+May import: :mod:`appo.agent`, :mod:`appo.engine`, :mod:`appo.eval`, :mod:`appo.rewards`, :mod:`appo.tools`,
+:mod:`appo.models`, :mod:`appo.train` (checkpoints), :mod:`appo.types`. Nothing below it imports it.
 """
 
 from __future__ import annotations

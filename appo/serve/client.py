@@ -24,7 +24,6 @@ sampling seed is only a request to the server.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,18 +35,10 @@ from appo.agent.protocols import get_protocol, tool_map
 from appo.engine.base import SamplingParams
 from appo.eval import EvalResult, EvalRow, summarize
 from appo.rewards.base import RewardFn
+from appo.rewards.llm_judge import openai_client
 from appo.serve.chat import call_text
 from appo.tools.base import Tool
 from appo.types import Example, ToolResult
-
-
-def openai_client(base_url: str, api_key: str | None = None, timeout_s: float = 120.0, max_retries: int = 2):
-    """An ``openai.OpenAI`` client for ``base_url`` (``http://host:port/v1``). The key defaults to
-    ``$OPENAI_API_KEY``, else ``EMPTY`` (local servers ignore it)."""
-    from openai import OpenAI
-
-    key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
-    return OpenAI(base_url=base_url.rstrip("/"), api_key=key, timeout=timeout_s, max_retries=max_retries)
 
 
 def endpoint_model(client) -> str:
@@ -254,10 +245,10 @@ def evaluate_endpoint_benchmarks(
 ) -> EvalResult:
     """The Python call behind ``appo eval --endpoint URL``: :func:`appo.eval.evaluate_benchmarks` with the
     model behind an OpenAI-compatible endpoint (``model``: its id; default the first one it lists)."""
+    from appo.data.sources import load_examples, write_task_corpus
     from appo.prompts import resolve_system_prompt
     from appo.rewards import get_reward
     from appo.tools.registry import build_tools
-    from appo.data.sources import load_examples, write_task_corpus
 
     client = openai_client(endpoint, api_key, max_retries=0)
     model = check_endpoint(client, endpoint, model)

@@ -1,6 +1,10 @@
 """The learning-efficacy study (``appo study``): APPO vs GRPO, ARPO and Tree-GRPO at equal rollout
 budget on procedural tasks, plus APPO's ablations; see :mod:`appo.study.runner` and
-:mod:`appo.study.analysis`, and ``docs/results.md`` for the results."""
+:mod:`appo.study.analysis`, and ``docs/results.md`` for the results.
+
+May import: :mod:`appo.config`, :mod:`appo.configs`, :mod:`appo.train` (runs are ``appo train``
+subprocesses), :mod:`appo.demo`, :mod:`appo.models`, :mod:`appo.data`, :mod:`appo.prompts`.
+"""
 
 from appo.study.analysis import (
                                  RunResult,

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from appo.config import load_config
 from appo.configs import shipped_config_path
-from appo.train.config import load_config
 
 
 @dataclass(frozen=True)

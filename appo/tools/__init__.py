@@ -8,6 +8,9 @@ transformers or bm25s.
   :class:`~appo.tools.search_http.HTTPRetrieverBackend`, :class:`~appo.tools.search_cache.CachedSearchBackend`
 - :class:`~appo.tools.functions.FunctionTool` and the :func:`~appo.tools.functions.tool` decorator
 - :func:`~appo.tools.registry.build_tools`: tools from config specs
+
+May import: :mod:`appo.types`, :mod:`appo.data` (a search corpus's documents). Not the agent or the
+trainer.
 """
 
 from __future__ import annotations

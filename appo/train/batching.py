@@ -31,13 +31,13 @@ def collate(
     """Collate rows in order into a :class:`Batch` (B = N = len(rollouts)).
 
     ``loss_mask_BR = rollout.loss_mask * trained_B``: ``trained_B`` says per row whether the loss trains on
-    it (the algorithm's rule, :func:`appo.train.trained_rows.trained_row_mask`); None trains every row. A
+    it (the algorithm's rule, :meth:`appo.algorithms.Algorithm.trained_rows`); None trains every row. A
     trained branch row is trained on its whole response, shared prefix included, with its own advantage
     (ARPO's convention: a fork copies its parent's loss mask). ``old_logp_BR`` is filled with the behaviour log-probs
     the engine returned (recompute it with :func:`appo.train.logprobs.compute_logprobs` when the trainer's
     numerics differ). ``advantages_NT`` (float [N, T >= R], e.g. from an advantage estimator) is cut to
     R columns and zeroed outside the response; None gives zeros. ``extras`` carries per-row
-    ``group_B``, ``uid_B``, ``is_branch_B``, ``data_index_B``, ``num_tool_calls_B``, ``prompt_len_B``,
+    ``uid_B``, ``is_branch_B``, ``data_index_B``, ``num_tool_calls_B``, ``prompt_len_B``,
     ``response_len_B``, ``trained_B``, the behaviour ``rollout_logp_BR`` / ``rollout_entropy_BR``, and
     ``model_mask_BR`` (the rollout's own loss mask: model-written tokens, whether or not the row is trained).
     """
@@ -78,7 +78,6 @@ def collate(
                              "(one row per rollout, in the same order)")
         adv = advantages_NT[:, :R].to(torch.float32) * response_mask
     extras = {
-        "group_B": torch.tensor([r.group for r in rollouts]),
         "uid_B": torch.tensor([r.uid for r in rollouts]),
         "is_branch_B": torch.tensor([r.origin == "branch" for r in rollouts]),
         "data_index_B": torch.tensor([r.data_index for r in rollouts]),
@@ -99,6 +98,7 @@ def collate(
         loss_mask_BR=loss_mask,
         old_logp_BR=logp,
         advantages_BR=adv,
+        group_B=torch.tensor([r.group for r in rollouts]),
         extras=extras,
     )
 
@@ -184,6 +184,7 @@ def select_rows(batch: Batch, rows: torch.Tensor | Sequence[int]) -> MicroBatch:
         old_logp_BR=take(batch.old_logp_BR, slice(0, R2)),
         advantages_BR=take(batch.advantages_BR, slice(0, R2)),
         ref_logp_BR=take(batch.ref_logp_BR, slice(0, R2)),
+        group_B=batch.group_B[rows] if batch.group_B is not None else None,
         extras=extras,
     )
     return MicroBatch(batch=sub, rows=rows, prompt_offset=P - P2)

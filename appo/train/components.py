@@ -9,23 +9,24 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from appo.agent import LoopLimits, StrategyConfig
+from appo.agent import LoopLimits
+from appo.algorithms import get_algorithm
+from appo.config import Config
 from appo.data.sources import data_overrides, examples_for, load_examples, write_task_corpus
 from appo.engine.base import SamplingParams
+from appo.engine.registry import get_engine_spec
 from appo.models.loading import LoraSpec, frozen_copy, load_model_and_tokenizer
+from appo.models.precision import low_precision_adamw_warning, set_compute_dtype
 from appo.rewards import get_reward
 from appo.tools.registry import build_tools
-from appo.train.config import Config
 from appo.types import Example
-
-STRATEGY_OF = {"appo": "appo", "grpo": "independent", "arpo": "arpo", "tree_grpo": "tree"}
-"""Rollout strategy of each algorithm."""
 
 
 @dataclass
@@ -54,20 +55,32 @@ class Components:
     """Frozen initial policy (KL penalty, ``reference`` anchor); None when unused."""
     prev_model: torch.nn.Module | None = None
     """The policy before the latest update (APPO's ``previous`` anchor); None when unused."""
+    tool_specs: tuple | None = None
+    """The specs ``tools`` were built from (names, dicts, ``file.py:function``; corpus paths resolved): Ray
+    rollout workers build their own tools from them. None when the tools were handed in as objects."""
+    corpus: str | None = None
+    """The search corpus written for the procedural tasks (``run_dir/corpus.jsonl``), if any."""
     extra: dict = field(default_factory=dict)
-    """Anything else (e.g. the written search corpus path)."""
+    """Anything else a custom script wants to carry."""
     train_model: torch.nn.Module | None = None
     """The module the update runs (``model`` itself, or its DDP / FSDP2 wrapper across processes); the
     trainer sets it (:meth:`appo.distributed.ddp.DistEnv.wrap`); None before that."""
 
 
 def build_model(cfg: Config):
-    """Policy model and tokenizer from ``cfg.model`` (HF folder, cached hub id, GGUF, alias; LoRA)."""
+    """Policy model and tokenizer from ``cfg.model`` (HF folder, cached hub id, GGUF, alias; LoRA), with
+    ``model.compute_dtype`` recorded on it (:mod:`appo.models.precision`). Warns once when the parameters are
+    bfloat16 / float16 (AdamW steps below their rounding are lost), naming the mixed-precision fix."""
     m = cfg.model
     lora = LoraSpec(m.lora_rank, m.lora_alpha, m.lora_dropout, m.target_modules) if m.lora_rank > 0 else None
-    return load_model_and_tokenizer(m.path, m.dtype, m.device, lora, tokenizer_path=m.tokenizer_path,
-                                    trust_remote_code=m.trust_remote_code,
-                                    gradient_checkpointing=m.enable_gradient_checkpointing)
+    warning = low_precision_adamw_warning(m.dtype)
+    if warning is not None:
+        warnings.warn(warning, stacklevel=2)
+    model, tokenizer = load_model_and_tokenizer(m.path, m.dtype, m.device, lora, tokenizer_path=m.tokenizer_path,
+                                                trust_remote_code=m.trust_remote_code,
+                                                gradient_checkpointing=m.enable_gradient_checkpointing)
+    set_compute_dtype(model, m.compute_dtype)
+    return model, tokenizer
 
 
 def tool_specs_for(cfg: Config, run_dir: str | Path) -> tuple[list, Path | None]:
@@ -91,25 +104,9 @@ def build_tools_for(cfg: Config, run_dir: str | Path) -> tuple[list, Path | None
 
 
 def build_engine(model, tokenizer, cfg: Config):
-    """The rollout engine of ``cfg.rollout.name``: ``hf``, the in-process transformers engine over ``model``
-    (no copy: it sees every update); ``vllm``, :class:`~appo.engine.vllm.VLLMEngine` loading ``model.path``
-    on the GPU, with ``model`` as its policy (its weights are pushed to vLLM whenever they changed)."""
-    r = cfg.rollout
-    if r.name == "vllm":
-        from appo.engine.vllm import VLLMEngine
-        from appo.models.loading import resolve_model_path
-
-        m = cfg.model
-        return VLLMEngine(str(resolve_model_path(m.path)),
-                          str(resolve_model_path(m.tokenizer_path)) if m.tokenizer_path else None,
-                          policy=model, logprobs_k=r.logprobs_k, gpu_memory_utilization=r.gpu_memory_utilization,
-                          dtype="auto" if m.dtype == "float32" else m.dtype,  # auto: fp32 checkpoints run in fp16
-                          seed=cfg.trainer.seed, trust_remote_code=m.trust_remote_code)
-    if r.name != "hf":
-        raise ValueError(f"rollout.name={r.name!r}: use 'hf' (transformers, in-process) or 'vllm' (CUDA)")
-    from appo.engine.hf import HFEngine
-
-    return HFEngine(model, tokenizer, max_batch_size=r.max_batch_size)
+    """The rollout engine of ``cfg.rollout.name`` (:mod:`appo.engine.registry`: ``hf`` over ``model`` itself,
+    ``vllm`` on the GPU fed ``model``'s weights, or ``package.module:NAME`` from outside appo)."""
+    return get_engine_spec(cfg.rollout.name).build(model, tokenizer, cfg)
 
 
 def build_reward(cfg: Config):
@@ -160,16 +157,6 @@ def loop_limits(cfg: Config) -> LoopLimits:
                       on_tool_limit=cfg.rollout.on_tool_limit)
 
 
-def strategy_config(cfg: Config) -> StrategyConfig:
-    """Rollout-strategy knobs from ``rollout`` and ``algorithm``."""
-    a, r = cfg.algorithm, cfg.rollout
-    return StrategyConfig(n_total=r.n, n_initial=r.n if a.name == "grpo" else r.n_initial,
-                          omega_gamma=a.appo.gamma, omega_clip_eps=a.appo.omega_clip_eps, omega_form=a.appo.omega_form,
-                          omega_noise_ratio=a.appo.omega_noise_ratio, appo_fork=a.appo.fork, appo_points=a.appo.points,
-                          arpo_tau=a.arpo.tau, arpo_beta=a.arpo.beta, arpo_entropy_window=a.arpo.entropy_window,
-                          tree_expand_nodes=a.tree.expand_nodes, tree_max_rounds=a.tree.expand_iters)
-
-
 def build_components(cfg: Config, run_dir: str | Path, train_dataset: Any = None,
                      val_dataset: Any = None) -> Components:
     """Everything :class:`~appo.train.trainer.Trainer` needs, built from ``cfg``. ``train_dataset`` /
@@ -197,14 +184,14 @@ def build_components(cfg: Config, run_dir: str | Path, train_dataset: Any = None
     tools = build_tools(specs)
     reward_fn = build_reward(cfg)
     optimizer, scheduler = build_optimizer(model, cfg, cfg.trainer.total_training_steps)
-    appo_cfg = cfg.algorithm.appo
-    needs_ref = cfg.actor.use_kl_loss or (cfg.algorithm.name == "appo" and appo_cfg.anchor == "reference")
-    needs_prev = cfg.algorithm.name == "appo" and appo_cfg.anchor == "previous"
+    anchor = get_algorithm(cfg.algorithm.name).omega_anchor(cfg)  # Omega's: previous / reference need a copy
+    needs_ref = cfg.actor.use_kl_loss or anchor == "reference"
+    needs_prev = anchor == "previous"
     return Components(
         model=model, tokenizer=tokenizer, engine=build_engine(model, tokenizer, cfg), tools=tools,
         reward_fn=reward_fn, train_examples=train, val_examples=val, optimizer=optimizer, scheduler=scheduler,
         ref_model=frozen_copy(model) if needs_ref else None, prev_model=frozen_copy(model) if needs_prev else None,
-        extra={"corpus": str(corpus) if corpus else None, "tool_specs": specs},
+        tool_specs=tuple(specs), corpus=str(corpus) if corpus else None,
     )
 
 
@@ -214,7 +201,7 @@ class ConfigWorkerFactory:
     ``model.path``, ``HFEngine``, tools from ``tool_specs``). Picklable: Ray ships it to each worker."""
 
     cfg: Any
-    """The run's :class:`~appo.train.config.Config`."""
+    """The run's :class:`~appo.config.Config`."""
     tool_specs: tuple
     """Resolved tool specs (:func:`tool_specs_for`: corpus and index paths filled in;
     files the trainer wrote, read by the workers, so multi-node runs need a shared file system)."""
@@ -232,19 +219,20 @@ class ConfigWorkerFactory:
 
 def build_rollout_pool(cfg: Config, components: Components):
     """``rollout.workers`` Ray actors (:class:`appo.distributed.ray_rollout.RayRolloutPool`), each building
-    the model, engine and tools from ``cfg`` as this process did (tool specs from ``components.extra``;
+    the model, engine and tools from ``cfg`` as this process did (tool specs from ``components.tool_specs``;
     files they name must be readable by every worker). Weights are not pushed here: the trainer does."""
     from appo.distributed.ray_rollout import RayRolloutPool
 
     r = cfg.rollout
-    if r.name != "hf":
+    if not get_engine_spec(r.name).ray_workers:
         raise ValueError(f"rollout.workers={r.workers} runs HFEngine workers; rollout.name={r.name!r} is not supported")
-    specs = components.extra.get("tool_specs")
+    specs = components.tool_specs
     if specs is None or any(not isinstance(s, (str, dict)) for s in specs):
         raise ValueError("rollout.workers > 0 builds each worker's tools from their specs (names, dicts, "
                          "'file.py:function'); these components hold none or hold tool objects: put the specs in "
-                         "Components.extra['tool_specs']")
+                         "Components.tool_specs")
     factory = ConfigWorkerFactory(cfg, tuple(specs), device="cuda" if r.worker_gpus > 0 else "cpu")
-    return RayRolloutPool(factory, r.workers, anchor=cfg.algorithm.appo.anchor, address=r.ray_address,
+    anchor = get_algorithm(cfg.algorithm.name).omega_anchor(cfg) or "rollout"  # used only when Omega is scored
+    return RayRolloutPool(factory, r.workers, anchor=anchor, address=r.ray_address,
                           num_cpus=r.worker_cpus, num_gpus=r.worker_gpus, max_restarts=r.worker_restarts,
                           timeout_s=r.worker_timeout_s or None)

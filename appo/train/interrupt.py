@@ -50,7 +50,7 @@ class StopRequest:
         print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop now, "
               "losing this step)", file=sys.stderr, flush=True)
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         if self.enabled:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from appo.train.typed_yaml import ConfigError, to_dict
+from appo.config.typed_yaml import ConfigError, to_dict
 
 RESUME_SAFE_KEYS = (
     "trainer.project_name", "trainer.experiment_name", "trainer.total_training_steps", "trainer.save_freq",

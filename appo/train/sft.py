@@ -17,6 +17,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from appo.models.precision import compute_autocast
+
 Example = tuple[Sequence[int], Sequence[int]]
 
 
@@ -115,7 +117,8 @@ def sft_train(
                 nll_sum = 0.0
                 for ms in range(0, len(rows), micro):
                     ids, attn, mask = _pad(examples, rows[ms : ms + micro], pad_id, device)
-                    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
+                    with compute_autocast(model):  # mixed precision (model.compute_dtype); backward outside
+                        logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits
                     s, _ = masked_nll(logits, ids, mask * attn)
                     if n_tok > 0:
                         (s / n_tok).backward()

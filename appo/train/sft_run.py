@@ -19,10 +19,10 @@ from typing import Sequence
 import torch
 
 from appo.agent import render_demonstration
+from appo.config import Config, save_config
 from appo.data.sources import load_examples, task_of
 from appo.prompts import resolve_system_prompt
 from appo.train.components import build_model, build_tools_for
-from appo.train.config import Config, save_config
 from appo.train.sft import sft_train
 from appo.types import Example
 

@@ -69,12 +69,12 @@ def _real_tokens(b: Batch, i: int, P: int) -> tuple[list[int], int]:
 
 
 def tree_rows(batch: Batch, rows: torch.Tensor | list[int]) -> TreeMicroBatch:
-    """Rows ``rows`` of ``batch`` as one trie per group (``extras["group_B"]``; see the module docstring)."""
+    """Rows ``rows`` of ``batch`` as one trie per group (``Batch.group_B``; see the module docstring)."""
     micro = select_rows(batch, rows)
     b = micro.batch
     R = b.responses_BR.shape[1]
     P = b.input_ids_BL.shape[1] - R
-    group_of = b.extras["group_B"].tolist() if "group_B" in b.extras else list(range(len(micro.rows)))
+    group_of = b.group_B.tolist() if b.group_B is not None else list(range(len(micro.rows)))
     groups = list(dict.fromkeys(group_of))
     nodes: list[list[int]] = [[] for _ in groups]  # token id per node
     depth: list[list[int]] = [[] for _ in groups]
@@ -130,7 +130,7 @@ def tree_micro_batches(batch: Batch, max_tokens: int | None = None,
     R = batch.responses_BR.shape[1]
     P = batch.input_ids_BL.shape[1] - R
     length = (batch.attention_mask_BL[:, :P].sum(1) + batch.response_mask_BR.sum(1).clamp(min=1)).tolist()
-    group = batch.extras["group_B"].tolist() if "group_B" in batch.extras else list(range(len(length)))
+    group = batch.group_B.tolist() if batch.group_B is not None else list(range(len(length)))
     order = sorted(range(len(length)), key=lambda i: (group[i], i))
     bins: list[list[int]] = []
     used = 0
@@ -223,7 +223,7 @@ def layout_costs(batch: Batch, model_config) -> tuple[float, float]:
     P = batch.input_ids_BL.shape[1] - R
     B, L = batch.input_ids_BL.shape
     padded = B * L * per_token + B * L * L * per_pair
-    group = batch.extras["group_B"].tolist() if "group_B" in batch.extras else list(range(B))
+    group = batch.group_B.tolist() if batch.group_B is not None else list(range(B))
     child: dict[int, dict] = {}
     for i in range(B):
         toks, _ = _real_tokens(batch, i, P)

@@ -3,8 +3,8 @@ old log-probs -> PPO updates -> metrics -> checkpoint -> validation.
 
 :func:`train` is the Python call behind ``appo train``. :class:`Trainer` holds the run's live objects
 (:mod:`appo.train.components`); :meth:`Trainer.train_step` is one step, each arrow a named call.
-Algorithms differ only in two registry lookups: the rollout strategy (``independent``, ``arpo``,
-``appo``, ``tree``) and the advantage estimator (``grpo``, ``arpo``, ``appo``, ``tree_grpo``).
+Algorithms differ only through their spec (:mod:`appo.algorithms`: one module per algorithm): its rollout
+strategy and options, advantage estimator and options, which rows are trained, Omega's anchor, loss switches.
 Under ``torchrun`` each rank runs this loop on its share of the prompts; ``self.dist``
 (:mod:`appo.distributed.ddp`) holds the few cross-process calls, all identities in one process.
 """
@@ -22,25 +22,24 @@ import numpy as np
 import torch
 
 from appo.agent import RolloutContext, engine_logprobs, prompt_specs, run_strategy, teacher_forced_logp_fn
+from appo.algorithms import get_algorithm
+from appo.config import Config, save_config
 from appo.core import get_advantage_estimator
 from appo.data.sources import PromptSampler
 from appo.distributed.ddp import Quiet, init_distributed
+from appo.dump import TokenTexts, step_record, write_step
 from appo.eval import evaluate
 from appo.prompts import resolve_system_prompt
 from appo.train.batching import advantage_inputs, collate, with_fields
 from appo.train.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint, restore, save_checkpoint
 from appo.train.components import (
-    STRATEGY_OF,
     Components,
     build_components,
     build_optimizer,
     build_rollout_pool,
     loop_limits,
     sampling_params,
-    strategy_config,
 )
-from appo.train.config import Config, save_config
-from appo.train.dump import TokenTexts, step_record, write_step
 from appo.train.interrupt import StopRequest, TrainingInterrupted
 from appo.train.logprobs import compute_logprobs_batched
 from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics, timer
@@ -48,7 +47,6 @@ from appo.train.packing import packed_logprobs_batched
 from appo.train.progress import ProgressDisplay
 from appo.train.resume_check import check_resume_config
 from appo.train.shared_prefix import tree_logprobs_batched, tree_wins
-from appo.train.trained_rows import trained_row_mask
 from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 
 
@@ -93,7 +91,7 @@ class Trainer:
         self.c = self.dist.wrap(components, cfg, lambda m: build_optimizer(m, cfg, cfg.trainer.total_training_steps))
         self.sampler = PromptSampler(len(self.c.train_examples), cfg.data.train_batch_size, cfg.data.seed,
                                      cfg.data.shuffle)
-        self.strategy = STRATEGY_OF[cfg.algorithm.name]
+        self.algorithm = get_algorithm(cfg.algorithm.name)  # strategy, estimator, trained rows, Omega anchor
         self.estimator = get_advantage_estimator(cfg.algorithm.adv_estimator)
         self.texts = TokenTexts(self.c.tokenizer)
         self.system_prompt = resolve_system_prompt(cfg.rollout.system_prompt, self.c.tools, cfg.rollout.protocol)
@@ -108,12 +106,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------ one step
     def rollout_context(self, step: int) -> RolloutContext:
-        """The agent context of ``step``: sampling seeded by (seed, step); APPO's Omega log-prob fns."""
+        """The agent context of ``step``: sampling seeded by (seed, step); Omega's log-prob fns when the
+        algorithm scores Omega (its :meth:`~appo.algorithms.Algorithm.omega_anchor`)."""
         cfg, c = self.cfg, self.c
         current = anchor = None
-        if cfg.algorithm.name == "appo":
+        anchor_name = self.algorithm.omega_anchor(cfg)
+        if anchor_name is not None:
             T = cfg.rollout.temperature
-            anchor_model = {"previous": c.prev_model, "reference": c.ref_model}.get(cfg.algorithm.appo.anchor)
+            anchor_model = {"previous": c.prev_model, "reference": c.ref_model}.get(anchor_name)
             current = teacher_forced_logp_fn(c.model, T)
             anchor = engine_logprobs if anchor_model is None else teacher_forced_logp_fn(anchor_model, T)
         return RolloutContext.create(c.engine, c.tokenizer, cfg.rollout.protocol, c.tools, sampling_params(cfg),
@@ -121,8 +121,8 @@ class Trainer:
                                      current_logp_fn=current, anchor_logp_fn=anchor, key_prefix=f"step{step}/")
 
     def update_options(self) -> UpdateOptions:
-        """The PPO update settings from ``actor`` and ``algorithm.appo``."""
-        a, appo = self.cfg.actor, self.cfg.algorithm.appo
+        """The PPO update settings from ``actor`` and the algorithm's loss switches (APPO: future-KL)."""
+        a = self.cfg.actor
         return UpdateOptions(
             ppo_mini_batch_size=a.ppo_mini_batch_size, ppo_epochs=a.ppo_epochs,
             micro_batch_rows=a.ppo_micro_batch_size_per_gpu,
@@ -131,7 +131,7 @@ class Trainer:
             clip_ratio_high=a.clip_ratio_high, clip_ratio_c=a.clip_ratio_c, grad_clip=a.grad_clip,
             kl_loss_coef=a.kl_loss_coef if a.use_kl_loss else 0.0, kl_loss_type=a.kl_loss_type,
             entropy_coeff=a.entropy_coeff, temperature=self.cfg.rollout.temperature,
-            future_kl=self.cfg.algorithm.name == "appo" and appo.future_kl, future_kl_coef=appo.future_kl_coef)
+            **self.algorithm.loss_options(self.cfg))
 
     def use_shared_prefix(self, batch) -> bool:
         """``actor.shared_prefix``: ``true``, ``false``, or ``auto`` = the trie layout's estimated cost wins on
@@ -147,16 +147,6 @@ class Trainer:
         in-process rollouts (no Ray workers), one epoch, one mini-batch over ``data.train_batch_size``."""
         return self.cfg.actor.old_logp == "auto" and on_policy_step(
             opts, self.cfg.data.train_batch_size, self.rollout_pool is None, self.c.model)
-
-    def advantage_options(self) -> dict:
-        """Keyword options of the chosen advantage estimator."""
-        alg = self.cfg.algorithm
-        opts = {"norm_by_std": alg.norm_adv_by_std_in_grpo}
-        if alg.adv_estimator == "appo":
-            a = alg.appo
-            opts.update(proximity_scaling=a.proximity_scaling, decay=a.proximity_decay, prefix_combine=a.prefix_combine,
-                        redraw_contrast=a.fork == "redraw" and a.redraw_credit == "contrast")
-        return opts
 
     def push_rollout_weights(self, with_previous: bool = False) -> None:
         """Ray workers: push the policy's trainable weights (one ``ray.put``), and with ``with_previous`` the
@@ -183,7 +173,7 @@ class Trainer:
             prompts = prompt_specs(ctx, examples, indices, system_prompt=self.system_prompt)
             check_prompt_lengths(prompts, examples, cfg.data.max_prompt_length)
             run = run_strategy if self.rollout_pool is None else self.rollout_pool.run_strategy  # in-process or Ray
-            out = run(self.strategy, ctx, prompts, strategy_config(cfg))
+            out = run(self.algorithm.strategy, ctx, prompts, self.algorithm.strategy_config(cfg))
         rows = out.rows
 
         # 2. Rewards, one per row (initial and branch rows alike).
@@ -193,8 +183,9 @@ class Trainer:
 
         # 3. Advantages: token-level [N, T] from the registry.
         with timer("adv", m):
-            adv_NT, adv_metrics = self.estimator(advantage_inputs(rows, rewards_N), **self.advantage_options())
-            trained = trained_row_mask(cfg.algorithm.name, rows, cfg.algorithm.appo.train_on_branches)
+            adv_opts = self.algorithm.advantage_options(cfg)
+            adv_NT, adv_metrics = self.estimator(advantage_inputs(rows, rewards_N), **adv_opts)
+            trained = self.algorithm.trained_rows(cfg, rows)
             batch = collate(rows, c.tokenizer.pad_token_id, trained, adv_NT)
 
         # 4. Old (and reference) log-probs, recomputed by the trainer as in verl; on-policy steps skip the
@@ -404,7 +395,7 @@ def _val_metrics(summary: dict) -> dict[str, float]:
 
 
 def train(cfg: Config, train_dataset: Any = None, val_dataset: Any = None) -> TrainResult:
-    """Train with ``cfg`` (see :mod:`appo.train.config`); the Python call behind ``appo train`` (and of
+    """Train with ``cfg`` (see :mod:`appo.config`); the Python call behind ``appo train`` (and of
     each rank under ``torchrun``). ``train_dataset`` / ``val_dataset``: a ``datasets.Dataset`` or
     ``DatasetDict`` (TRL or verl rows), a list of row dicts or of Examples, used instead of
     ``data.train_files`` / ``data.val_files`` (see :mod:`appo.data.hf`); the run's saved config does not

@@ -1,4 +1,4 @@
-"""The policy update: PPO mini-batch steps over one collated batch (DESIGN 1.7-1.8).
+"""The policy update: PPO mini-batch steps over one collated batch (docs/algorithm.md 8).
 
 :func:`ppo_update` is the only place the trainer's model gets gradients from RL. Per optimizer step
 (a mini-batch of ``ppo_mini_batch_size`` prompts' rows) it accumulates over length-grouped
@@ -80,7 +80,9 @@ def _mini_batches(batch: Batch, prompts_per_step: int, by_position: bool = False
     """Row indices of each mini-batch: the rows with loss tokens of ``prompts_per_step`` consecutive groups.
     One process: groups without loss tokens are dropped before chunking. ``by_position`` (several ranks):
     every group counts, so the k-th chunk is this rank's part of the global k-th mini-batch (it may be empty)."""
-    group_B = batch.extras["group_B"]
+    group_B = batch.group_B
+    if group_B is None:
+        raise ValueError("the batch has no group_B (prompt index per row); build it with appo.train.batching.collate")
     trained = batch.loss_mask_BR.sum(1) > 0
     groups = sorted(set(group_B.tolist() if by_position else group_B[trained].tolist()))
     out = []

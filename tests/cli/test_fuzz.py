@@ -9,13 +9,13 @@ import string
 import tempfile
 from pathlib import Path
 
+from cli_helpers import assert_input_error, run_cli, run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from appo.cli_errors import describe_error
-from appo.train.config import Config
-from appo.train.typed_yaml import all_keys
-from cli_helpers import assert_input_error, run_cli, run_main
+from appo.config import Config
+from appo.config.typed_yaml import all_keys
 
 KEYS = all_keys(Config)
 SCALARS = st.one_of(st.integers(-10**6, 10**6).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),

@@ -12,9 +12,9 @@ import time
 
 import pytest
 import yaml
+from cli_helpers import ROOT, assert_input_error, run_cli, run_main, tiny_train_args
 
 from appo.train.interrupt import StopRequest
-from cli_helpers import ROOT, assert_input_error, run_cli, run_main, tiny_train_args
 
 
 def test_ctrl_c_finishes_the_step_saves_and_prints_the_resume_command(tmp_path, tiny_model):

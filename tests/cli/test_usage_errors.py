@@ -6,9 +6,9 @@ import argparse
 import errno
 
 import pytest
+from cli_helpers import assert_input_error, run_cli, run_main
 
 from appo.cli import spec_list
-from cli_helpers import assert_input_error, run_cli, run_main
 
 
 def test_missing_config_names_the_shipped_configs_and_the_list_command(tmp_path):

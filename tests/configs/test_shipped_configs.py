@@ -2,8 +2,8 @@
 
 import pytest
 
+from appo.config import load_config
 from appo.configs import ConfigNotFoundError, resolve_config, shipped_config_names, shipped_config_path
-from appo.train.config import load_config
 
 
 def test_every_shipped_config_loads_by_name():

@@ -234,7 +234,7 @@ def loop_z(vals: list[float], eps: float = 1e-6) -> list[float]:
 
 
 def loop_appo(R, grp, mask, parent, split, bs, proximity, decay):
-    """Straight loop reference of DESIGN 1.6/1.7 (direct-parent rule, rho = clamp(BS/maxBS, 0, 1))."""
+    """Straight loop reference of docs/algorithm.md 6.2/6.5 (direct-parent rule, rho = clamp(BS/maxBS, 0, 1))."""
     N, T = len(R), len(mask[0])
     own = [0.0] * N
     for gid in set(grp):

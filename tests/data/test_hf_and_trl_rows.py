@@ -102,8 +102,8 @@ def test_extra_columns_reach_a_trl_reward_as_keywords(tmp_path):
 
 
 def test_config_task_and_metric_reach_the_loader(tmp_path):
+    from appo.config import load_config
     from appo.data.sources import data_overrides, load_examples
-    from appo.train.config import load_config
 
     path = tmp_path / "rows.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in STANDARD))

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).parents[1] / "train"))
 from run_helpers import tiny_base, tiny_config  # noqa: E402
 
-from appo.train.config import save_config  # noqa: E402
+from appo.config import save_config  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

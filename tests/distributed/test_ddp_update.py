@@ -18,6 +18,8 @@ import torch
 from ddp_harness import run_ranks
 
 from appo.distributed.ddp import DistEnv
+from appo.models.lm_logits import keep_logits
+from appo.models.precision import set_compute_dtype
 from appo.train.batching import collate, select_rows, with_fields
 from appo.train.logprobs import compute_logprobs
 from appo.train.update import UpdateOptions, ppo_update
@@ -65,13 +67,12 @@ def fixed_batch(model):
 
 def rank_batch(batch, rank: int):
     """The rows of ``rank``'s prompts (as the trainer shards them), groups renumbered 0..G/W-1."""
-    n_groups = int(batch.extras["group_B"].max()) + 1
+    n_groups = int(batch.group_B.max()) + 1
     groups = DistEnv(rank=rank, world_size=WORLD).shard_positions(n_groups, PROMPTS_PER_STEP)
-    rows = [i for g in groups for i in torch.nonzero(batch.extras["group_B"] == g).flatten().tolist()]
+    rows = [i for g in groups for i in torch.nonzero(batch.group_B == g).flatten().tolist()]
     sub = select_rows(batch, rows).batch
     local = {g: j for j, g in enumerate(groups)}
-    extras = {**sub.extras, "group_B": torch.tensor([local[int(g)] for g in sub.extras["group_B"]])}
-    return dataclasses.replace(sub, extras=extras)
+    return dataclasses.replace(sub, group_B=torch.tensor([local[int(g)] for g in sub.group_B]))
 
 
 def adamw(model):
@@ -87,9 +88,10 @@ def full_params(model) -> dict[str, torch.Tensor]:
             for k, p in model.named_parameters()}
 
 
-def one_process(state, batch, opts, optim=adamw) -> dict[str, torch.Tensor]:
+def one_process(state, batch, opts, optim=adamw, compute_dtype=None) -> dict[str, torch.Tensor]:
     model = tiny_llama()
     model.load_state_dict(state)
+    set_compute_dtype(model, compute_dtype)
     ppo_update(model, optim(model), batch, opts)
     return full_params(model)
 
@@ -127,6 +129,16 @@ def _ranks_update(state, batch):
         out["fsdp2"] = full_params(sharded)
     except (RuntimeError, NotImplementedError) as exc:  # FSDP2 on CPU/gloo needs torch >= 2.6
         out["fsdp2"] = f"unsupported: {type(exc).__name__}: {exc}"
+    try:  # mixed precision: MixedPrecisionPolicy(bf16 params, fp32 reduce) over fp32 shards
+        model = tiny_llama()
+        model.load_state_dict(state)
+        set_compute_dtype(model, "bfloat16")
+        sharded = fsdp2_shard(model, "cpu", WORLD, param_dtype=torch.bfloat16)
+        ppo_update(sharded, sgd(sharded), local, PADDED, dist=dataclasses.replace(env, strategy="fsdp2"))
+        out["fsdp2_bf16"] = full_params(sharded)
+        out["fsdp2_bf16_logits"] = keep_logits(sharded, 1, input_ids=torch.tensor([[3, 4]])).dtype
+    except (RuntimeError, NotImplementedError) as exc:
+        out["fsdp2_bf16"] = f"unsupported: {type(exc).__name__}: {exc}"
     return out
 
 
@@ -141,7 +153,8 @@ def results():
     state = copy.deepcopy(model.state_dict())
     batch = fixed_batch(model)
     ref = {"padded": one_process(state, batch, PADDED), "packed": one_process(state, batch, PACKED),
-           "sgd": one_process(state, batch, PADDED, sgd)}
+           "sgd": one_process(state, batch, PADDED, sgd),
+           "sgd_bf16": one_process(state, batch, PADDED, sgd, compute_dtype="bfloat16")}
     ranks = run_ranks(_ranks_update, WORLD, state, batch)
     start = {k: v.detach().clone() for k, v in model.named_parameters()}
     return start, ref, ranks, batch
@@ -170,6 +183,24 @@ def test_two_ranks_match_one_process(results, name, ref, tol):
     assert moved > 1e-3
     assert diff < tol
     assert _max_diff(ranks[0][name], ranks[1][name]) == 0.0  # replicas (or full views of one shard set) agree
+
+
+def test_fsdp2_mixed_precision_matches_one_process_autocast(results):
+    """bf16 compute over fp32 shards (FSDP2's MixedPrecisionPolicy) against one process under bf16 autocast:
+    SGD moves (linear in the gradient) agree to bf16 rounding of the gradients, weights stay fp32."""
+    start, refs, ranks, _ = results
+    if isinstance(ranks[0]["fsdp2_bf16"], str):
+        pytest.skip(f"FSDP2 mixed precision on CPU with gloo is not available: {ranks[0]['fsdp2_bf16']}")
+    assert ranks[0]["fsdp2_bf16_logits"] == torch.bfloat16  # the policy computes in bf16
+    assert all(v.dtype == torch.float32 for v in ranks[0]["fsdp2_bf16"].values())
+    moved = _max_diff(refs["sgd_bf16"], start)
+    diff = _max_diff(ranks[0]["fsdp2_bf16"], refs["sgd_bf16"])
+    fp32_diff = _max_diff(refs["sgd_bf16"], refs["sgd"])
+    print(f"fsdp2 bf16: max |2 ranks - 1 process| = {diff:.2e}, bf16 vs fp32 one process {fp32_diff:.2e} "
+          f"(moved up to {moved:.2e})")
+    assert moved > 1e-3 and fp32_diff > 0
+    assert diff < 0.05 * moved
+    assert _max_diff(ranks[0]["fsdp2_bf16"], ranks[1]["fsdp2_bf16"]) == 0.0
 
 
 def test_per_rank_token_means_would_not_match(results):

@@ -23,9 +23,9 @@ import pytest
 import torch
 
 import appo.engine.vllm as V
+from appo.config import ConfigError, load_config
 from appo.core import token_entropy, topk_entropy
 from appo.engine.base import Engine, GenerationRequest, SamplingParams
-from appo.train.config import ConfigError, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 LN2 = math.log(2.0)

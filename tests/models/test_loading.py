@@ -134,7 +134,7 @@ def test_lora_wraps_and_only_adapters_train(tiny_model_dir, tmp_path):
 
 
 def test_load_from_config(tiny_model_dir):
-    from appo.train.config import load_config
+    from appo.config import load_config
 
     cfg = load_config(None, [f"model.path={tiny_model_dir}", "model.device=cpu", "model.lora_rank=2",
                              "model.target_modules=[q_proj, v_proj]"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from report_synth import small_records, write_metrics
 
-from appo.train.dump import write_step
+from appo.dump import write_step
 
 
 def make_small_run(root):

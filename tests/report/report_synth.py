@@ -1,5 +1,5 @@
 """Synthetic step dumps for the report tests, written through the trainer's own dump code
-(``appo.train.dump.step_record``) from hand-built ``Rollout`` records."""
+(``appo.dump.step_record``) from hand-built ``Rollout`` records."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import random
 
 import torch
 
+from appo.dump import TokenTexts, step_record
 from appo.rewards.base import RewardOutput
-from appo.train.dump import TokenTexts, step_record
-from appo.train.trained_rows import trained_row_mask
 from appo.types import Example, Rollout, ToolSpan
 
 INJECTION = "<script>alert(1)</script>"
@@ -84,7 +83,7 @@ def small_records() -> tuple[list[dict], list[str]]:
         for i, r in enumerate(rows):
             adv[i, : len(r.response_ids)] = (rewards[i] - 0.3) * (1 + 0.1 * torch.arange(len(r.response_ids)))
         rec = step_record(step, rows, examples, scored, adv, TokenTexts(VocabTokenizer(vocab)), {"algorithm": "appo"},
-                          trained=trained_row_mask("appo", rows))
+                          trained=[r.origin == "initial" for r in rows])  # APPO's default rule
         records.append(rec)
     return records, vocab
 

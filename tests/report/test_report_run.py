@@ -22,7 +22,7 @@ def _colors(path) -> int:
 
 
 def test_dump_dir_agrees_with_the_trainer():
-    from appo.train.dump import DUMP_DIR as trainer_dir
+    from appo.dump import DUMP_DIR as trainer_dir
 
     assert DUMP_DIR == trainer_dir
 

@@ -9,7 +9,7 @@ import signal
 import sys
 
 import appo.train.checkpoint as checkpoint
-from appo.train.config import load_config
+from appo.config import load_config
 from appo.train.trainer import train
 
 if len(sys.argv) > 2:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from appo.config import load_config
 from appo.data.procedural import get_task
 from appo.models.demo_model import build_demo_base
 from appo.prompts import SHORT
-from appo.train.config import load_config
 
 HERE = Path(__file__).parent
 LENGTH_REWARD = f"{HERE / 'length_reward.py'}:length_reward"

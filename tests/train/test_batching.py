@@ -7,6 +7,8 @@ import random
 import pytest
 import torch
 
+from appo.algorithms import get_algorithm
+from appo.config import load_config
 from appo.train.batching import (
     advantage_inputs,
     collate,
@@ -15,7 +17,6 @@ from appo.train.batching import (
     select_rows,
     split_micro_batches,
 )
-from appo.train.trained_rows import trained_row_mask
 from appo.types import Rollout
 
 PAD = 0
@@ -166,9 +167,10 @@ def _tree_rows():
     ("tree_grpo", False, [True, True, True, True]),  # Tree-GRPO: every leaf (every row is a leaf path)
     ("grpo", False, [True, True, True, True]),
 ])
-def test_trained_row_mask_per_algorithm(algorithm, on_branches, expected):
+def test_trained_rows_per_algorithm(algorithm, on_branches, expected):
     rows = _tree_rows()
-    trained = trained_row_mask(algorithm, rows, on_branches)
+    cfg = load_config(None, [f"algorithm.name={algorithm}", f"algorithm.appo.train_on_branches={on_branches}"])
+    trained = get_algorithm(algorithm).trained_rows(cfg, rows)
     assert trained == expected
     b = collate(rows, PAD, trained)
     # a trained fork copies its parent's loss mask (model tokens of its whole response, shared prefix too)
@@ -177,6 +179,6 @@ def test_trained_row_mask_per_algorithm(algorithm, on_branches, expected):
     assert b.extras["trained_B"].tolist() == expected
 
 
-def test_trained_row_mask_refuses_an_unknown_algorithm():
-    with pytest.raises(ValueError, match="unknown algorithm 'ppo'"):
-        trained_row_mask("ppo", _tree_rows())
+def test_an_unknown_algorithm_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="algorithm.name='ppo' is not one of appo, arpo, grpo, tree_grpo"):
+        get_algorithm("ppo")

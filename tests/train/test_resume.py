@@ -13,8 +13,8 @@ import torch
 from run_helpers import tiny_base, tiny_config
 from safetensors.torch import load_file
 
+from appo.config import save_config
 from appo.train.checkpoint import load_latest_checkpoint
-from appo.train.config import save_config
 
 HARNESS = Path(__file__).parent / "crash_harness.py"
 STEPS = 4

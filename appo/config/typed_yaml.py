@@ -1,6 +1,6 @@
 """Typed YAML for frozen dataclasses: strict building from dicts, dotted overrides, inheritance, reference.
 
-Generic machinery behind :mod:`appo.train.config` (which holds appo's schema); it knows nothing about
+Generic machinery behind :mod:`appo.config` (whose :mod:`~appo.config.schema` holds appo's keys); it knows nothing about
 appo's keys. What it implements:
 
 - :func:`build` turns nested dicts into nested dataclasses. Unknown keys raise :class:`ConfigError`
@@ -259,13 +259,15 @@ def field_docstrings(source: str | Path) -> dict[str, dict[str, str]]:
     return out
 
 
-def reference_markdown(root: type, source: str | Path, title: str, intro: str = "") -> str:
+def reference_markdown(root: type, title: str, intro: str = "") -> str:
     """Markdown reference of every key under dataclass ``root``: one table (key, type, default, meaning)
-    per section, sections in declaration order; docstrings come from ``source`` via ``ast``."""
-    docs = field_docstrings(source)
+    per section, sections in declaration order; docstrings come from each section class's own source
+    file via ``ast``."""
+    docs: dict[str, dict[str, str]] = {}
     lines = [f"# {title}", "", *([intro, ""] if intro else [])]
 
     def section(cls: type, prefix: str) -> None:
+        docs.update(field_docstrings(inspect.getsourcefile(cls)))
         hints, defaults = typing.get_type_hints(cls), cls()
         rows, subs = [], []
         for f in dataclasses.fields(cls):

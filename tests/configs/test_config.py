@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import typing
 
 import pytest
 
-from appo.train import config as C
-from appo.train.config import Config, ConfigError, load_config, save_config
-from appo.train.typed_yaml import all_keys, field_docstrings
+import appo.config as C
+from appo.config import Config, ConfigError, load_config, save_config
+from appo.config.typed_yaml import all_keys, field_docstrings
 
 
 def test_defaults_follow_the_paper_and_are_resolved():
@@ -135,8 +136,11 @@ def test_yaml_with_defaults_inheritance_and_overrides_on_top(tmp_path):
     (tmp_path / "loop.yaml").write_text("defaults: [loop.yaml]\n")
     with pytest.raises(ConfigError, match="inherits from itself"):
         load_config(tmp_path / "loop.yaml")
-    with pytest.raises(ConfigError, match="does not exist"):
+    with pytest.raises(C.ConfigNotFoundError, match="missing.yaml' not found: pass a YAML file that exists"):
         load_config(tmp_path / "missing.yaml")
+    with pytest.raises(C.ConfigNotFoundError, match="not found.*demo"):  # a name that is no shipped config
+        load_config("demo_typo")
+    assert load_config("demo") == load_config(C.load.resolve_config("demo"))  # shipped configs by name
     (tmp_path / "typo.yaml").write_text("trainer:\n  save_frq: 5\n")
     with pytest.raises(ConfigError, match="did you mean 'trainer.save_freq'"):
         load_config(tmp_path / "typo.yaml")
@@ -152,10 +156,14 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_every_field_has_a_docstring_and_the_reference_lists_every_key():
-    docs = field_docstrings(C.__file__)
-    classes = [obj for obj in vars(C).values() if dataclasses.is_dataclass(obj) and obj.__module__ == C.__name__]
-    assert len(classes) >= 10
+    classes, todo = [], [Config]  # every section reachable from Config, the algorithms' own included
+    while todo:
+        cls = todo.pop()
+        classes.append(cls)
+        todo += [t for t in typing.get_type_hints(cls).values() if dataclasses.is_dataclass(t)]
+    assert len(classes) >= 14 and C.AppoConfig in classes
     for cls in classes:
+        docs = field_docstrings(inspect.getsourcefile(cls))
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(cls.__name__, {}).get(f.name)]
         assert not missing, f"{cls.__name__} fields without a docstring: {missing}"
     md = C.config_reference_markdown()

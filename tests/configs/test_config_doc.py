@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from appo.train.config import config_reference_markdown
+from appo.config import config_reference_markdown
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 

@@ -51,7 +51,7 @@ def step_record(step: int, rows: Sequence[Rollout], examples: Sequence[Example],
                 trained: Sequence[bool] | None = None) -> dict:
     """The JSON-ready record of one step (see the module docstring). ``rows[i]`` belongs to
     ``examples[rows[i].group]`` and is scored by ``scored[i]``; ``adv_NT`` and ``trained`` (per row, whether
-    the loss trained on it, :func:`appo.train.trained_rows.trained_row_mask`) are row-aligned; ``trained``
+    the loss trained on it, :meth:`appo.algorithms.Algorithm.trained_rows`) are row-aligned; ``trained``
     None writes null (not known)."""
     if trained is not None and len(trained) != len(rows):
         raise ValueError(f"trained has {len(trained)} entries for {len(rows)} rows")

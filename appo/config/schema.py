@@ -1,37 +1,23 @@
-"""The one config source: typed, frozen dataclasses loaded from YAML with dotted command-line overrides.
+"""The schema of a run's config: typed, frozen dataclasses, one per section, a docstring per field.
 
 Key names follow verl's where the meaning is the same (``data.train_batch_size``,
 ``actor.ppo_mini_batch_size``, ``actor.clip_ratio_high``, ``algorithm.norm_adv_by_std_in_grpo``,
 ``trainer.save_freq`` ...). verl nests actor, rollout and model under ``actor_rollout_ref``; appo puts
-them at the top level and accepts the ``actor_rollout_ref.`` prefix as an alias, so a verl override such
-as ``actor_rollout_ref.actor.optim.lr=1e-6`` works unchanged.
-
-Every field carries a docstring (the string right under it); :func:`config_reference_markdown` reads
-them with ``ast`` to generate the README's config reference. Loading (:func:`load_config`, machinery in
-:mod:`appo.train.typed_yaml`) is strict: unknown keys raise an error naming the nearest valid key,
-values are type-checked and coerced against the field annotations (``Optional``, ``tuple``/``list``,
-``Literal``, nested sections), and cross-field rules are checked at the end. List-valued fields are
-tuples, so a config is immutable. Interpolation (``${...}``) is left out: two derived values
-(``algorithm.adv_estimator``, ``trainer.default_local_dir``) are filled in by :func:`load_config`, so
-the saved config is fully resolved.
+them at the top level (:func:`appo.config.load_config` accepts the ``actor_rollout_ref.`` prefix).
+The algorithms' own sections (``algorithm.appo``, ``.arpo``, ``.tree``) live in their modules of
+:mod:`appo.algorithms`. List-valued fields are tuples, so a config is immutable. Every field's docstring
+(the string right under it) feeds the generated reference, docs/config.md.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Literal
 
-import yaml
+from appo.algorithms.appo import AppoConfig
+from appo.algorithms.arpo import ArpoConfig
+from appo.algorithms.tree_grpo import TreeConfig
 
-from appo.train.typed_yaml import ConfigError, apply_overrides, build, merge, read_yaml, reference_markdown, to_dict
-
-__all__ = ["Config", "ConfigError", "load_config", "validate_config", "save_config", "config_to_dict",
-           "config_reference_markdown"]
-
-AlgorithmName = Literal["appo", "grpo", "arpo", "tree_grpo"]
 LoggerName = Literal["console", "jsonl", "tensorboard", "wandb"]
 
 
@@ -47,8 +33,17 @@ class ModelConfig:
     tokenizer_path: str | None = None
     """Tokenizer location when it differs from ``path``; None uses ``path``."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Parameter dtype of the trained policy. float32 is the default: bf16 matmuls are ~10x slower on
-    most CPUs."""
+    """Parameter dtype of the trained policy (and of AdamW's state). float32 is the default: bf16 matmuls are
+    ~10x slower on most CPUs. bfloat16 / float16 parameters lose AdamW steps below their rounding (at lr
+    1e-6 most weights never change; a warning says so): for low-precision speed on a GPU keep float32
+    here and set ``compute_dtype``."""
+    compute_dtype: Literal["float32", "bfloat16", "float16"] | None = None
+    """Mixed precision (verl's FSDP ``mixed_precision``, TRL's ``bf16``): forwards run under
+    ``torch.autocast`` in this dtype over ``dtype`` parameters; gradients, weights and optimizer state stay
+    in ``dtype``. Covers the update, the old / reference log-prob passes, the scorer and the hf engine's
+    prefill and decode. None (or equal to ``dtype``) computes in ``dtype``. The GPU recipe is
+    ``dtype: float32, compute_dtype: bfloat16``. float16 compute gets no loss scaling (gradients may
+    underflow): prefer bfloat16."""
     device: str = "auto"
     """``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     trust_remote_code: bool = False
@@ -125,9 +120,9 @@ class RolloutConfig:
     """How rows are generated (verl: ``actor_rollout_ref.rollout``)."""
 
     name: str = "hf"
-    """Engine backend: ``hf`` (transformers, in-process, CPU or GPU) or ``vllm`` (vLLM on a CUDA GPU,
-    ``pip install 'appo[vllm]'``; the policy's weights are pushed to vLLM whenever they changed; see
-    docs/scaling.md)."""
+    """Engine (:mod:`appo.engine.registry`): ``hf`` (transformers, in-process, CPU or GPU), ``vllm`` (vLLM on
+    a CUDA GPU, ``pip install 'appo[vllm]'``; the policy's weights are pushed to vLLM whenever they changed;
+    see docs/scaling.md), or ``package.module:NAME`` naming an ``EngineSpec`` outside appo."""
     n: int = 16
     """Total rows per prompt (initial + branch rows for appo/arpo/tree_grpo; independent for grpo)."""
     n_initial: int = 8
@@ -181,81 +176,15 @@ class RolloutConfig:
 
 # ------------------------------------------------------------------------------------------- algorithm
 @dataclass(frozen=True)
-class AppoConfig:
-    """APPO's branching and procedure-level scaling (docs/algorithm.md sections 2-8)."""
-
-    anchor: Literal["previous", "rollout", "reference"] = "previous"
-    """Policy that Omega compares against: ``previous`` (before the last update), ``rollout`` (the
-    engine's own log-probs; the reference code's choice) or ``reference`` (the initial policy)."""
-    gamma: float = 1.0
-    """Discount of the likelihood-gain sum in Omega (the paper: 1; FIPO's future-KL uses 2^(-1/64))."""
-    omega_clip_eps: float = 0.2
-    """Omega is clipped to ``[1 - eps, 1 + eps]`` (``omega_form`` clipped and mean)."""
-    omega_form: Literal["clipped", "mean", "sum"] = "clipped"
-    """How the suffix sum S of log-prob gains becomes Omega: ``clipped`` ``clip(exp(S))`` (the paper),
-    ``mean`` ``clip(exp(S / remaining tokens))`` (length-normalised), ``sum`` S itself (unclipped)."""
-    omega_noise_ratio: float = 2.0
-    """Omega of a row counts as numerical noise, and BS falls back to Z(H), when the spread of its suffix
-    sum is at most this many times the spread of the measured trainer-vs-engine mismatch (``rollout``
-    anchor; for the other anchors only the zero-variance test applies)."""
-    proximity_scaling: bool = False
-    """Branch-proximity scaling ``M_t = 1 + (BS_b / max BS) * decay^(split_b - t)`` of the token advantage."""
-    proximity_decay: float = 0.9
-    """Decay per token of the branch-proximity scaling."""
-    future_kl: bool = True
-    """Future-KL scaling of the advantage inside the loss, ``A * (1 + b * f_t)``."""
-    future_kl_coef: float = 1.0
-    """``b`` in the future-KL scaling."""
-    fork: Literal["after", "redraw"] = "after"
-    """Where a branch point t forks: ``after`` keeps token t and re-samples from t + 1 (prefix
-    ``response[:t+1]``, the paper and the reference code; token t is in the shared prefix and gets the
-    branch contrast); ``redraw`` re-samples token t (prefix ``response[:t]``), the token whose entropy
-    scored the point (its credit: ``redraw_credit``)."""
-    redraw_credit: Literal["contrast", "none"] = "contrast"
-    """``fork=redraw`` only: ``contrast`` gives the parent's re-drawn token t ``(R_i - mean R of its
-    re-draws) / std_branch`` on top of its advantage; ``none`` (ablation) leaves the decision itself
-    without branch signal unless ``train_on_branches``."""
-    prefix_combine: Literal["sum", "mean"] = "sum"
-    """Shared-prefix tokens of the dual-group advantage: ``sum`` ``A_init + mean A_branch`` (the paper,
-    up to twice the scale of the tokens after the split), ``mean`` ``(A_init + mean A_branch) / 2``."""
-    points: Literal["score", "entropy", "random"] = "score"
-    """How branch points are chosen: ``score`` (the Branching Score Z(H) * Z(Omega)); ablations
-    ``entropy`` (BS = Z(H), Omega ignored) and ``random`` (uniform over valid model tokens)."""
-    train_on_branches: bool = False
-    """Train on branch rows too; by default they only supply advantage signal (loss mask 0), as in the
-    reference. APPO only: ARPO and Tree-GRPO always train every row (``appo.train.trained_rows``)."""
-
-
-@dataclass(frozen=True)
-class ArpoConfig:
-    """ARPO's entropy-driven branching after tool results."""
-
-    tau: float = 0.5
-    """Base branch probability."""
-    beta: float = 0.2
-    """Weight of the entropy change in the branch probability ``clip(tau + beta * dH, 0, 1)``."""
-    entropy_window: int = 20
-    """Tokens after a tool result over which the entropy is measured."""
-
-
-@dataclass(frozen=True)
-class TreeConfig:
-    """Tree-GRPO: trees of whole agent steps; ``rollout.n_initial`` trees per prompt."""
-
-    expand_nodes: int = 2
-    """Nodes (agent steps) expanded per iteration and tree, chosen at random."""
-    expand_iters: int = 1
-    """Expansion iterations; expansion also stops when the prompt's budget of ``rollout.n`` rows is used."""
-
-
-@dataclass(frozen=True)
 class AlgorithmConfig:
     """Which algorithm, and its knobs (verl: ``algorithm``)."""
 
-    name: AlgorithmName = "appo"
-    """Picks the rollout strategy and the default ``adv_estimator``."""
+    name: str = "appo"
+    """The algorithm (:mod:`appo.algorithms`): ``appo``, ``grpo``, ``arpo``, ``tree_grpo``, or
+    ``package.module:NAME`` naming an :class:`appo.algorithms.Algorithm` outside appo. Picks the rollout
+    strategy, the default ``adv_estimator``, which rows are trained and APPO's Omega anchor."""
     adv_estimator: str | None = None
-    """Advantage estimator (registry name in ``appo.core.advantages``); None uses ``name``."""
+    """Advantage estimator (registry name in ``appo.core.advantages``); None uses the algorithm's own."""
     norm_adv_by_std_in_grpo: bool = True
     """Divide group-relative advantages by the group's std (False: Dr.GRPO-style mean-centring only)."""
     appo: AppoConfig = field(default_factory=AppoConfig)
@@ -264,6 +193,8 @@ class AlgorithmConfig:
     """ARPO settings."""
     tree: TreeConfig = field(default_factory=TreeConfig)
     """Tree-GRPO settings."""
+    options: dict = field(default_factory=dict)
+    """Options of an algorithm from outside appo (its ``options_type``, checked when the config loads)."""
 
 
 # ----------------------------------------------------------------------------------------------- actor
@@ -461,193 +392,3 @@ class Config:
     """Run control."""
     sft: SftConfig = field(default_factory=SftConfig)
     """Supervised cold start (``appo sft``)."""
-
-
-# ====================================================================================== load and save
-_VERL_PREFIXES = {"actor_rollout_ref.actor.": "actor.", "actor_rollout_ref.rollout.": "rollout.",
-                  "actor_rollout_ref.model.": "model."}
-# Names users bring from TRL / verl / HF Trainer, suggested when they appear as unknown keys (not accepted).
-_FOREIGN_NAMES = {
-    "learning_rate": "actor.optim.lr", "max_grad_norm": "actor.grad_clip", "num_generations": "rollout.n",
-    "max_completion_length": "data.max_response_length", "max_steps": "trainer.total_training_steps",
-    "warmup_steps": "actor.optim.lr_warmup_steps", "lr_scheduler": "actor.optim.lr_scheduler_type",
-    "epsilon": "actor.clip_ratio_low", "epsilon_high": "actor.clip_ratio_high", "beta": "actor.kl_loss_coef",
-    "output_dir": "trainer.default_local_dir", "report_to": "trainer.logger", "save_steps": "trainer.save_freq",
-    "eval_steps": "trainer.test_freq", "lora_r": "model.lora_rank", "r": "model.lora_rank",
-    "model_name_or_path": "model.path", "torch_dtype": "model.dtype", "top_k": "rollout.top_k",
-    "resume": "trainer.resume_mode", "keep_checkpoints": "trainer.max_actor_ckpt_to_keep",
-    "n_gpus_per_node": "appo takes the number of GPUs from the launcher: torchrun --nproc_per_node=N -m appo train "
-                       "... (docs/scaling.md); for Ray rollout workers set rollout.workers and rollout.worker_gpus",
-    "nnodes": "appo takes the number of nodes from the launcher (torchrun --nnodes=N) or the Ray cluster "
-              "(rollout.ray_address); see docs/scaling.md",
-}
-
-
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Build a :class:`Config`: defaults, then a YAML file (optional), then ``key.sub=value`` overrides.
-
-    The YAML file may name base files under ``defaults:`` (a path or a list, relative to the file);
-    they are merged first, in order, and the file's own keys win. Override values are parsed as YAML
-    (``actor.optim.lr=1e-5``, ``trainer.logger=[console,jsonl]``, ``model.tokenizer_path=null``) and
-    coerced to the field type; a whole section can be set (``rollout.val_kwargs={n: 4}``). verl's
-    ``actor_rollout_ref.{actor,rollout,model}`` prefix is accepted. Raises :class:`ConfigError` for
-    unknown keys (naming the nearest valid key), type errors (key, value, expected type) and the
-    cross-field rules of :func:`validate_config`.
-    """
-    raw: dict = _unverl(read_yaml(path)) if path is not None else {}
-    apply_overrides(raw, overrides, rewrite=_VERL_PREFIXES)
-    cfg = build(Config, raw, hints=_FOREIGN_NAMES)
-    return validate_config(_finalize(cfg))
-
-
-def validate_config(cfg: Config) -> Config:
-    """Check the cross-field rules; return ``cfg`` unchanged or raise :class:`ConfigError` with the fix.
-
-    Rules: counts and lengths >= 1 (``sft.num_examples``, epochs and batch size included); rollout workers,
-    GPUs, restarts and timeout >= 0, worker CPUs > 0; ``data.*_max_samples`` >= 1 or -1;
-    ``rollout.n_initial < rollout.n`` unless grpo;
-    ``actor.ppo_mini_batch_size`` divides ``data.train_batch_size``; ``trainer.dist_timeout_s`` >= 1;
-    temperature > 0 and top-p in (0, 1]; clip ratios, lr, grad clip, LoRA rank, tool calls >= 0;
-    dual-clip bound > 1; a ``cuda`` device only where CUDA is available; ``resume_path`` needs
-    ``resume_from_path``; at least one checkpoint kept; ``rollout.name`` is ``hf`` or ``vllm``, and
-    ``vllm`` needs CUDA, a training temperature of 1, no LoRA, no Ray workers, ``logprobs_k`` >= 1 and
-    ``gpu_memory_utilization`` in (0, 1].
-    Not checked: that files and tools exist (their loaders say so, with the path).
-    """
-    r, a, d, act, t = cfg.rollout, cfg.algorithm, cfg.data, cfg.actor, cfg.trainer
-    at_least_one = {
-        "rollout.n": r.n, "rollout.n_initial": r.n_initial, "rollout.val_kwargs.n": r.val_kwargs.n,
-        "data.train_batch_size": d.train_batch_size, "data.max_prompt_length": d.max_prompt_length,
-        "data.max_response_length": d.max_response_length, "actor.ppo_mini_batch_size": act.ppo_mini_batch_size,
-        "actor.ppo_micro_batch_size_per_gpu": act.ppo_micro_batch_size_per_gpu, "actor.ppo_epochs": act.ppo_epochs,
-        "actor.ppo_max_token_len_per_gpu": act.ppo_max_token_len_per_gpu,
-        "algorithm.arpo.entropy_window": a.arpo.entropy_window, "trainer.dist_timeout_s": t.dist_timeout_s,
-        "sft.num_examples": cfg.sft.num_examples, "sft.epochs": cfg.sft.epochs, "sft.batch_size": cfg.sft.batch_size,
-    }
-    for key, value in at_least_one.items():
-        if value < 1:
-            raise ConfigError(f"{key}={value} must be >= 1")
-    for key, value in {"rollout.workers": r.workers, "rollout.worker_gpus": r.worker_gpus,
-                       "rollout.worker_restarts": r.worker_restarts, "rollout.worker_timeout_s": r.worker_timeout_s,
-                       "sft.lr": cfg.sft.lr}.items():
-        if value < 0:
-            raise ConfigError(f"{key}={value} must be >= 0")
-    samples = {"data.train_max_samples": d.train_max_samples, "data.val_max_samples": d.val_max_samples}
-    for key, value in samples.items():
-        if value == 0 or value < -1:
-            raise ConfigError(f"{key}={value} must be >= 1, or -1 for all examples")
-    if r.workers and r.worker_cpus <= 0:
-        raise ConfigError(f"rollout.worker_cpus={r.worker_cpus} must be > 0")
-    if a.name != "grpo" and not r.n_initial < r.n:
-        raise ConfigError(
-            f"rollout.n_initial={r.n_initial} must be < rollout.n={r.n} for algorithm.name={a.name} (the rest "
-            f"are branch rows); fix: rollout.n_initial={max(1, r.n // 2)} or algorithm.name=grpo")
-    if d.train_batch_size % act.ppo_mini_batch_size:
-        raise ConfigError(
-            f"actor.ppo_mini_batch_size={act.ppo_mini_batch_size} must divide data.train_batch_size="
-            f"{d.train_batch_size}; fix: actor.ppo_mini_batch_size={d.train_batch_size}")
-    if r.temperature <= 0:
-        raise ConfigError(f"rollout.temperature={r.temperature} must be > 0 for training rollouts")
-    for key, value in {"rollout.top_p": r.top_p, "rollout.val_kwargs.top_p": r.val_kwargs.top_p}.items():
-        if not 0 < value <= 1:
-            raise ConfigError(f"{key}={value} must be in (0, 1]")
-    non_negative = {
-        "actor.clip_ratio_low": act.clip_ratio_low, "actor.clip_ratio_high": act.clip_ratio_high,
-        "actor.optim.lr": act.optim.lr, "actor.grad_clip": act.grad_clip, "model.lora_rank": cfg.model.lora_rank,
-        "rollout.max_tool_calls": r.max_tool_calls, "rollout.val_kwargs.temperature": r.val_kwargs.temperature,
-        "actor.optim.lr_warmup_steps": act.optim.lr_warmup_steps, "algorithm.tree.expand_iters": a.tree.expand_iters,
-        "trainer.total_training_steps": t.total_training_steps,
-    }
-    for key, value in non_negative.items():
-        if value < 0:
-            raise ConfigError(f"{key}={value} must be >= 0")
-    for key, value in {"rollout.top_k": r.top_k, "rollout.val_kwargs.top_k": r.val_kwargs.top_k}.items():
-        if value < -1:
-            raise ConfigError(f"{key}={value} must be >= 0 (or -1 / 0 for off)")
-    if act.clip_ratio_c <= 1:
-        raise ConfigError(f"actor.clip_ratio_c={act.clip_ratio_c} must be > 1 (the dual-clip bound)")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.model.device):
-        raise ConfigError(f"model.device={cfg.model.device!r} is not one of auto, cpu, cuda, cuda:N, mps")
-    if cfg.model.device.startswith("cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"model.device={cfg.model.device} but CUDA is not available on this machine; "
-                              "fix: model.device=cpu (or model.device=auto)")
-    _check_rollout_engine(cfg)
-    if t.resume_mode == "resume_path" and not t.resume_from_path:
-        raise ConfigError("trainer.resume_mode=resume_path needs trainer.resume_from_path=<checkpoint folder>")
-    if t.max_actor_ckpt_to_keep is not None and t.max_actor_ckpt_to_keep < 1:
-        raise ConfigError(f"trainer.max_actor_ckpt_to_keep={t.max_actor_ckpt_to_keep} must be >= 1 or null")
-    return cfg
-
-
-def _check_rollout_engine(cfg: Config) -> None:
-    """The ``rollout.name`` rules of :func:`validate_config`."""
-    r = cfg.rollout
-    if r.name not in ("hf", "vllm"):
-        raise ConfigError(f"rollout.name={r.name!r} is not one of hf, vllm")
-    if r.name != "vllm":
-        return
-    import torch
-
-    if not torch.cuda.is_available():
-        raise ConfigError("rollout.name=vllm needs a CUDA GPU, and CUDA is not available on this machine "
-                          "(vLLM does not run on CPU); fix: rollout.name=hf")
-    if r.temperature != 1.0:
-        raise ConfigError(f"rollout.name=vllm with rollout.temperature={r.temperature}: vLLM reports log-probs "
-                          "and entropies of the temperature-1 distribution, the trainer's are at the rollout "
-                          "temperature; fix: rollout.temperature=1.0 or rollout.name=hf")
-    if cfg.model.lora_rank > 0:
-        raise ConfigError(f"rollout.name=vllm with model.lora_rank={cfg.model.lora_rank}: weights are pushed to "
-                          "vLLM by checkpoint name, which LoRA wrapping changes; fix: model.lora_rank=0 or "
-                          "rollout.name=hf")
-    if r.workers:
-        raise ConfigError(f"rollout.workers={r.workers} runs HFEngine workers; with rollout.name=vllm set "
-                          "rollout.workers=0")
-    if r.logprobs_k < 1:
-        raise ConfigError(f"rollout.logprobs_k={r.logprobs_k} must be >= 1")
-    if not 0 < r.gpu_memory_utilization <= 1:
-        raise ConfigError(f"rollout.gpu_memory_utilization={r.gpu_memory_utilization} must be in (0, 1]")
-
-
-def config_to_dict(cfg: Any) -> Any:
-    """Plain YAML/JSON-ready data (dicts, lists, scalars) for a config or any of its sections."""
-    return to_dict(cfg)
-
-
-def save_config(cfg: Config, path: str | Path) -> Path:
-    """Write the resolved config as YAML (``load_config(path)`` gives it back); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True))
-    return path
-
-
-def config_reference_markdown() -> str:
-    """Markdown reference of every config key (one table per section: key, type, default, meaning),
-    generated from the field annotations, defaults and attribute docstrings of this module."""
-    intro = ("Set keys in a YAML file or on the command line as `section.key=value` "
-             "(e.g. `actor.optim.lr=1e-5`); verl's `actor_rollout_ref.` prefix is accepted.")
-    return reference_markdown(Config, __file__, "Configuration reference", intro)
-
-
-def _finalize(cfg: Config) -> Config:
-    """Fill the derived fields (``algorithm.adv_estimator``, ``trainer.default_local_dir``)."""
-    if cfg.algorithm.adv_estimator is None:
-        cfg = dataclasses.replace(cfg, algorithm=dataclasses.replace(cfg.algorithm, adv_estimator=cfg.algorithm.name))
-    if cfg.trainer.default_local_dir is None:
-        run_dir = str(Path("runs") / cfg.trainer.experiment_name)
-        cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, default_local_dir=run_dir))
-    return cfg
-
-
-def _unverl(raw: dict) -> dict:
-    """Move a verl-style ``actor_rollout_ref: {actor, rollout, model}`` section to the top level."""
-    arr = raw.pop("actor_rollout_ref", None)
-    if isinstance(arr, dict):
-        for k, v in arr.items():
-            if k not in ("actor", "rollout", "model"):
-                raise ConfigError(f"unknown config key 'actor_rollout_ref.{k}'; appo reads actor, rollout and model")
-            raw[k] = merge(raw[k] if isinstance(raw.get(k), dict) else {}, v) if isinstance(v, dict) else v
-    return raw
