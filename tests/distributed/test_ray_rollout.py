@@ -24,6 +24,7 @@ from appo.models.loading import frozen_copy
 from appo.types import Example
 
 QUESTIONS = ("What is 1+1?", "Who wrote it?", "Compute 7*6.", "Name a city.")
+BS_TOL = 1e-3
 TOL = 1e-4
 
 
@@ -80,8 +81,8 @@ def _same_rows(a, b) -> float:
             assert (u is None) == (v is None) and len(u or ()) == len(v or ()), (x.group, x.uid, f)
             if u:
                 worst = max(worst, float((torch.tensor(u) - torch.tensor(v)).abs().max()))
-        if x.branch_score is not None:
-            worst = max(worst, abs(x.branch_score - y.branch_score))
+        if x.branch_score is not None:  # a product of two within-rollout z-scores: Omega's ~1e-5 float noise
+            assert abs(x.branch_score - y.branch_score) < BS_TOL, (x.group, x.uid)  # comes back ~10x larger
     assert worst < TOL
     return worst
 
