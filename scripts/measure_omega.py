@@ -47,7 +47,8 @@ def omega_shape(files) -> str:
     ps = [p for f in files for p in load_positions(f)]
     early = [1.0 - p.rel_position for p in ps]
     rows = {"omega[clipped,g=1]": [p.omega for p in ps]}
-    rows.update({k: [p.variant_scores.get(k) for p in ps] for k in sorted(ps[0].variant_scores) if k.startswith("omega")})
+    variants = [k for k in sorted(ps[0].variant_scores) if k.startswith("omega")]
+    rows.update({k: [p.variant_scores.get(k) for p in ps] for k in variants})
     lines = [f"{'omega variant':<26} {'at 1.2':>7} {'at 0.8':>7} {'spearman(earliness, .)':>23}"]
     for name, xs in rows.items():
         vals = [x for x in xs if x is not None]
