@@ -39,6 +39,28 @@ def run_demo(out: Path, quick: bool, steps: int, threads: int, extra: list[str])
     return ckpts[-1] / "model", ckpts[-2] / "model", out / "sft" / "sft_model"
 
 
+def omega_shape(files) -> str:
+    """How each Omega variant is distributed over the analysed positions: the share at the clip bounds and
+    its Spearman rho with the position (earliness = 1 - t / length)."""
+    from appo.analysis import load_positions, spearman
+
+    ps = [p for f in files for p in load_positions(f)]
+    early = [1.0 - p.rel_position for p in ps]
+    rows = {"omega[clipped,g=1]": [p.omega for p in ps]}
+    variants = [k for k in sorted(ps[0].variant_scores) if k.startswith("omega")]
+    rows.update({k: [p.variant_scores.get(k) for p in ps] for k in variants})
+    lines = [f"{'omega variant':<26} {'at 1.2':>7} {'at 0.8':>7} {'spearman(earliness, .)':>23}"]
+    for name, xs in rows.items():
+        vals = [x for x in xs if x is not None]
+        hi = sum(abs(x - 1.2) < 1e-6 for x in vals) / max(len(vals), 1)
+        lo = sum(abs(x - 0.8) < 1e-6 for x in vals) / max(len(vals), 1)
+        clipped = "sum" not in name
+        rho = spearman(early, xs)[0]
+        lines.append(f"{name:<26} {hi if clipped else float('nan'):>7.3f} {lo if clipped else float('nan'):>7.3f} "
+                     f"{rho:>+23.3f}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -55,11 +77,14 @@ def main() -> int:
     ap.add_argument("--positions", type=int, default=8)
     ap.add_argument("--anchors", default="previous,sft")
     ap.add_argument("--bootstrap", type=int, default=2000)
+    ap.add_argument("--pool-only", action="store_true", help="only pool the shards already under --out")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    if args.model:
+    if args.pool_only:
+        model = previous = sft = Path("-")
+    elif args.model:
         model, previous, sft = Path(args.model), Path(args.previous), Path(args.sft)
     else:
         model, previous, sft = run_demo(out / "demo", args.quick, 2 if args.quick else args.steps, args.threads,
@@ -67,7 +92,7 @@ def main() -> int:
     t_demo = time.time() - t0
     anchors = {"previous": previous, "sft": sft}
     procs = []
-    for name in args.anchors.split(","):
+    for name in args.anchors.split(",") if not args.pool_only else []:
         for s in range(args.shards):
             d = out / f"an_{name}" / f"shard{s}"
             cmd = [sys.executable, "-m", "appo", "analyze", "--model", str(model), "--anchor-model",
@@ -77,7 +102,10 @@ def main() -> int:
                    "--max-tool-calls", "2", "--seed", "0", "--bootstrap", "0", "--num-threads", "1", "--out", str(d)]
             log = open(out / f"an_{name}_shard{s}.log", "w")
             procs.append((name, d, subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)))
-    failed = [str(d) for _, d, p in procs if p.wait() != 0]
+    if args.pool_only:  # the shards of an earlier run
+        procs = [(name, d, None) for name in args.anchors.split(",")
+                 for d in sorted((out / f"an_{name}").glob("shard*"))]
+    failed = [str(d) for _, d, p in procs if p is not None and p.wait() != 0]
     t_an = time.time() - t0 - t_demo
     from appo.analysis import format_summary, pooled_summaries
 
@@ -91,6 +119,7 @@ def main() -> int:
         text = format_summary(infl, header=[f"anchor {name}: {len(files)} shards pooled", "target: influence"])
         if effect is not None:
             text += "\n\n" + format_summary(effect, target="effect", header=["target: token effect (paired)"])
+        text += "\n\n" + omega_shape(files)
         (out / f"pooled_{name}.txt").write_text(text + "\n")
         (out / f"pooled_{name}.json").write_text(json.dumps(
             {"influence": infl.to_dict(), "token_effect": effect.to_dict() if effect else None}, indent=1))

@@ -47,9 +47,9 @@ class StrategyConfig:
     """APPO: discount of the likelihood-gain sum."""
     omega_clip_eps: float = 0.2
     """APPO: Omega is clipped to [1 - eps, 1 + eps]."""
-    omega_form: str = "clipped"
-    """APPO: how the suffix sum becomes Omega (``appo.core.likelihood_gain``): ``clipped`` (the paper),
-    ``mean`` (length-normalised) or ``sum`` (unclipped log-ratio, z-scored by the score)."""
+    omega_form: str = "mean"
+    """APPO: how the suffix sum becomes Omega (``appo.core.likelihood_gain``): ``mean`` (length-normalised,
+    the default, docs/analysis.md), ``clipped`` (the paper) or ``sum`` (unclipped log-ratio, z-scored)."""
     omega_noise_ratio: float = 2.0
     """APPO: Omega of a row is numerical noise (BS falls back to Z(H)) when the spread of its suffix sum is
     at most this many times the spread the measured trainer-vs-engine mismatch gives (``rollout`` anchor)."""

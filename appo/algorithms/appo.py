@@ -22,9 +22,10 @@ class AppoConfig:
     """Discount of the likelihood-gain sum in Omega (the paper: 1; FIPO's future-KL uses 2^(-1/64))."""
     omega_clip_eps: float = 0.2
     """Omega is clipped to ``[1 - eps, 1 + eps]`` (``omega_form`` clipped and mean)."""
-    omega_form: Literal["clipped", "mean", "sum"] = "clipped"
-    """How the suffix sum S of log-prob gains becomes Omega: ``clipped`` ``clip(exp(S))`` (the paper),
-    ``mean`` ``clip(exp(S / remaining tokens))`` (length-normalised), ``sum`` S itself (unclipped)."""
+    omega_form: Literal["clipped", "mean", "sum"] = "mean"
+    """How the suffix sum S of log-prob gains becomes Omega: ``mean`` ``clip(exp(S / remaining tokens))``
+    (length-normalised; the default: the best Branching Score variant measured in docs/analysis.md, though
+    not clearly better than entropy alone), ``clipped`` ``clip(exp(S))`` (the paper), ``sum`` S (unclipped)."""
     omega_noise_ratio: float = 2.0
     """Omega of a row counts as numerical noise, and BS falls back to Z(H), when the spread of its suffix
     sum is at most this many times the spread of the measured trainer-vs-engine mismatch (``rollout``

@@ -184,7 +184,7 @@ def appo_advantage(
     score gives rho = 0. The clamp keeps ``M`` in [1, 2] so that a negative BS can never flip an
     advantage's sign; with strict candidates (BS > 0) it is the plain ratio. Needs ``branch_score_N``.
 
-    Leaves out: which rows are trained on (``appo.train.trained_rows``), and the reference code's
+    Leaves out: which rows are trained on (``appo.algorithms.Algorithm.trained_rows``), and the reference code's
     application of M to a last-token reward (where it has no effect).
     """
     N, T = _check(inputs)
