@@ -227,7 +227,10 @@ def test_reading_outside_the_workdir_is_contained(scene):
     for name in ("read_secret", "read_private", "list_host", "read_repo"):
         assert "FileNotFoundError" in scene["results"][name].text, scene["results"][name].text
     # The trainer's tree (code, data with the answers) is absent; at most the interpreter's venv shows.
-    assert set(eval(scene["results"]["read_repo"].text.splitlines()[0])) <= {".venv", "venv"}  # noqa: S307
+    # (When the checkout is not the venv's parent, the checkout is not there at all: listdir fails too.)
+    first = scene["results"]["read_repo"].text.splitlines()[0]
+    if not first.startswith("Traceback"):
+        assert set(eval(first)) <= {".venv", "venv"}  # noqa: S307
     assert "PermissionError" in scene["results"]["read_shadow"].text
     assert "root:" not in out
 
