@@ -77,7 +77,7 @@ the SFT updates (2000 x 2 epochs) already gives a start with room to improve, at
 class StudySettings:
     """Budget and protocol of the study (equal for every variant)."""
 
-    tasks: tuple[str, ...] = ("arith", "chain")
+    tasks: tuple[str, ...] = ("arith",)
     """Names in :data:`TASKS` (or ``proc:`` specs)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """RL seeds (sampling and data order); the start model is shared. How many the intervals need:
