@@ -358,8 +358,8 @@ def format_summary(s: Summary, header: Sequence[str] = (), target: str = "influe
     for r, d in s.region_influence.items():
         lines.append(f"{r:<10} {int(d['n']):>5} {_f(d['mean']):>15} {_f(d['topk_share']):>15}")
     if s.along:
-        lines.append(f"{'along':<10} {'n':>5} {'mean ' + target:>15} {'share of sum':>15}   (t / length: opening < 0.1, "
-                     "early < 0.4, middle < 0.7, late)")
+        lines.append(f"{'along':<10} {'n':>5} {'mean ' + target:>15} {'share of sum':>15}   "
+                     "(t / length: opening < 0.1, early < 0.4, middle < 0.7, late)")
         for r, d in s.along.items():
             lines.append(f"{r:<10} {int(d['n']):>5} {_f(d['mean']):>15} {_f(d['share']):>15}")
     lines += [f"note: {n}" for n in s.notes]
