@@ -69,6 +69,22 @@ def compute_logprobs_batched(
     return logprobs_in_row_order(model, batch, micro, compute_logprobs, temperature, with_entropy)
 
 
+def scatter_response_stats(z_KV: torch.Tensor, responses_BR: torch.Tensor, rows_K: torch.Tensor,
+                           cols_K: torch.Tensor, temperature: float, with_entropy: bool,
+                           entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob (and entropy) of the K response tokens ``responses_BR[rows_K, cols_K]`` from the logits
+    ``z_KV`` that predict them (:func:`appo.core.token_stats.token_stats`), scattered into zeros of the
+    ``[B, R]`` response layout: the shared tail of the packed and shared-prefix layouts, whose forwards
+    keep only those K logits."""
+    responses_BR = responses_BR.to(z_KV.device)
+    targets_K = responses_BR[rows_K, cols_K]
+    logp_K, ent_K = token_stats(z_KV, targets_K, temperature, with_entropy=with_entropy, entropy_grad=entropy_grad)
+    zeros_BR = torch.zeros(responses_BR.shape, device=z_KV.device, dtype=logp_K.dtype)
+    logp_BR = zeros_BR.index_put((rows_K, cols_K), logp_K)
+    entropy_BR = zeros_BR.index_put((rows_K, cols_K), ent_K) if ent_K is not None else None
+    return logp_BR, entropy_BR
+
+
 def logprobs_in_row_order(model: torch.nn.Module, batch: Batch, micro: list, fn, temperature: float,
                           with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Run ``fn(model, m, temperature, with_entropy)`` on each micro-batch of ``batch`` (padded or packed)

@@ -34,10 +34,9 @@ from dataclasses import dataclass
 
 import torch
 
-from appo.core.token_stats import token_stats
 from appo.models.lm_logits import keep_logits
 from appo.train.batching import MicroBatch, select_rows, split_micro_batches
-from appo.train.logprobs import compute_logprobs, logprobs_in_row_order
+from appo.train.logprobs import compute_logprobs, logprobs_in_row_order, scatter_response_stats
 from appo.train.shared_prefix import TreeMicroBatch, tree_logprobs, tree_micro_batches
 from appo.types import Batch
 
@@ -151,12 +150,7 @@ def packed_logprobs(
                         position_ids=packed.position_ids_1S.to(device), attention_mask=None, use_cache=False)
     b = packed.batch
     rows, cols = packed.target_row_K.to(device), packed.target_col_K.to(device)
-    targets_K = b.responses_BR.to(device)[rows, cols]
-    logp_K, ent_K = token_stats(z_1KV[0], targets_K, temperature, with_entropy=with_entropy, entropy_grad=entropy_grad)
-    zeros_BR = torch.zeros(b.responses_BR.shape, device=device, dtype=logp_K.dtype)
-    logp_BR = zeros_BR.index_put((rows, cols), logp_K)
-    entropy_BR = zeros_BR.index_put((rows, cols), ent_K) if ent_K is not None else None
-    return logp_BR, entropy_BR
+    return scatter_response_stats(z_1KV[0], b.responses_BR, rows, cols, temperature, with_entropy, entropy_grad)
 
 
 def micro_batches(batch: Batch, max_tokens: int | None, max_rows: int | None, pack: bool,

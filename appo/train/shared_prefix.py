@@ -32,10 +32,9 @@ from dataclasses import dataclass
 
 import torch
 
-from appo.core.token_stats import token_stats
 from appo.models.lm_logits import keep_logits
 from appo.train.batching import MicroBatch, select_rows
-from appo.train.logprobs import logprobs_in_row_order
+from appo.train.logprobs import logprobs_in_row_order, scatter_response_stats
 from appo.types import Batch
 
 
@@ -182,12 +181,7 @@ def tree_logprobs(
     z_KV = z_GUV[tree.logit_group_K.to(device), tree.logit_u_K.to(device)]
     b = tree.batch
     rows, cols = tree.target_row_K.to(device), tree.target_col_K.to(device)
-    targets_K = b.responses_BR.to(device)[rows, cols]
-    logp_K, ent_K = token_stats(z_KV, targets_K, temperature, with_entropy=with_entropy, entropy_grad=entropy_grad)
-    zeros_BR = torch.zeros(b.responses_BR.shape, device=device, dtype=logp_K.dtype)
-    logp_BR = zeros_BR.index_put((rows, cols), logp_K)
-    entropy_BR = zeros_BR.index_put((rows, cols), ent_K) if ent_K is not None else None
-    return logp_BR, entropy_BR
+    return scatter_response_stats(z_KV, b.responses_BR, rows, cols, temperature, with_entropy, entropy_grad)
 
 
 @torch.no_grad()
