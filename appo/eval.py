@@ -168,18 +168,44 @@ def evaluate_benchmarks(
     benchmark (names, or dataset files / ``proc:`` specs), ``limit`` (>= 1; None: all) examples each. The Python call
     behind ``appo eval``. ``system_prompt``: None keeps the data's own or the protocol's default; the
     names in :data:`appo.prompts.SYSTEM_PROMPTS` (``reference``, ``fewshot``) or literal text."""
-    from appo.data.sources import load_examples, write_task_corpus
     from appo.engine.hf import HFEngine
     from appo.models.loading import load_model_and_tokenizer
     from appo.prompts import resolve_system_prompt
-    from appo.rewards import get_reward
-    from appo.tools.registry import build_tools
 
+    check_benchmark_args(benchmarks, limit)
+    lm, tokenizer = load_model_and_tokenizer(model, device=device)
+    engine = HFEngine(lm, tokenizer, max_batch_size=batch_size)
+
+    def run_one(examples, reward_fn, built, params, limits, cb):
+        return evaluate(engine, tokenizer, examples, reward_fn=reward_fn, tools=built, protocol=protocol,
+                        params=params, limits=limits, n=n, batch_size=batch_size, seed=seed,
+                        system_prompt=resolve_system_prompt(system_prompt, built, protocol), on_batch=cb)
+
+    return run_benchmarks(benchmarks, run_one, limit=limit, tools=tools, reward=reward,
+                          max_response_tokens=max_response_tokens, max_tool_calls=max_tool_calls,
+                          temperature=temperature, seed=seed, on_batch=on_batch)
+
+
+def check_benchmark_args(benchmarks: Sequence[str], limit: int | None) -> None:
+    """Refuse an empty benchmark list or a ``limit`` that is not an integer >= 1 (None: every example)."""
     if not benchmarks:
         raise ValueError("no benchmarks to evaluate; name at least one (`appo list benchmarks` lists them)")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit={limit!r} must be an integer >= 1, or None for every example")
-    lm, tokenizer = load_model_and_tokenizer(model, device=device)
+
+
+def run_benchmarks(benchmarks: Sequence[str], run_one: Callable, *, limit: int | None, tools: Sequence, reward: str,
+                   max_response_tokens: int, max_tool_calls: int, temperature: float, seed: int,
+                   on_batch: Callable[[str, int, int, dict], None] | None) -> EvalResult:
+    """The benchmark loop shared by :func:`evaluate_benchmarks` (a local model) and
+    :func:`appo.serve.client.evaluate_endpoint_benchmarks` (an endpoint): build the tools (``search`` over
+    the benchmarks' own corpus when they ship one), the reward, sampling params and loop limits once; per
+    benchmark load ``limit`` examples and call ``run_one(examples, reward_fn, tools, params, limits,
+    progress)``, which returns an :class:`EvalResult`; close the tools; summarise all rows."""
+    from appo.data.sources import load_examples, write_task_corpus
+    from appo.rewards import get_reward
+    from appo.tools.registry import build_tools
+
     specs = list(tools)
     if "search" in specs:
         import tempfile
@@ -188,7 +214,6 @@ def evaluate_benchmarks(
         if corpus is not None:
             specs[specs.index("search")] = {"name": "search", "backend": "bm25", "corpus": str(corpus), "top_k": 2}
     built = build_tools(specs)
-    engine = HFEngine(lm, tokenizer, max_batch_size=batch_size)
     reward_fn = get_reward(reward)
     params = SamplingParams(temperature=temperature, max_new_tokens=max_response_tokens)
     limits = LoopLimits(max_tool_calls=max_tool_calls, max_response_tokens=max_response_tokens)
@@ -200,10 +225,7 @@ def evaluate_benchmarks(
             if not examples:
                 raise ValueError(f"benchmark {name!r} has no examples to evaluate; check the file or spec")
             cb = (lambda done, total, s, _n=name: on_batch(_n, done, total, s)) if on_batch else None
-            res = evaluate(engine, tokenizer, examples, reward_fn=reward_fn, tools=built, protocol=protocol,
-                           params=params, limits=limits, n=n, batch_size=batch_size, seed=seed,
-                           system_prompt=resolve_system_prompt(system_prompt, built, protocol), on_batch=cb)
-            rows.extend(res.rows)
+            rows.extend(run_one(examples, reward_fn, built, params, limits, cb).rows)
     finally:
         for t in built:
             t.close()

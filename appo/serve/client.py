@@ -27,13 +27,12 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from appo.agent.loop import LoopLimits
 from appo.agent.protocols import get_protocol, tool_map
 from appo.engine.base import SamplingParams
-from appo.eval import EvalResult, EvalRow, summarize
+from appo.eval import EvalResult, EvalRow, check_benchmark_args, run_benchmarks, summarize
 from appo.rewards.base import RewardFn
 from appo.rewards.llm_judge import openai_client
 from appo.serve.chat import call_text
@@ -245,36 +244,18 @@ def evaluate_endpoint_benchmarks(
 ) -> EvalResult:
     """The Python call behind ``appo eval --endpoint URL``: :func:`appo.eval.evaluate_benchmarks` with the
     model behind an OpenAI-compatible endpoint (``model``: its id; default the first one it lists)."""
-    from appo.data.sources import load_examples, write_task_corpus
     from appo.prompts import resolve_system_prompt
-    from appo.rewards import get_reward
-    from appo.tools.registry import build_tools
 
+    check_benchmark_args(benchmarks, limit)
     client = openai_client(endpoint, api_key, max_retries=0)
     model = check_endpoint(client, endpoint, model)
     client = openai_client(endpoint, api_key)
-    specs = list(tools)
-    if "search" in specs:
-        import tempfile
 
-        corpus = write_task_corpus(benchmarks, Path(tempfile.mkdtemp(prefix="appo-eval-")) / "corpus.jsonl")
-        if corpus is not None:
-            specs[specs.index("search")] = {"name": "search", "backend": "bm25", "corpus": str(corpus), "top_k": 2}
-    built = build_tools(specs)
-    reward_fn = get_reward(reward)
-    params = SamplingParams(temperature=temperature, max_new_tokens=max_response_tokens)
-    limits = LoopLimits(max_tool_calls=max_tool_calls, max_response_tokens=max_response_tokens)
-    rows: list[EvalRow] = []
-    try:
-        for name in benchmarks:
-            examples = load_examples([name], "test", limit or -1, seed)
-            examples = examples[:limit] if limit else examples
-            cb = (lambda done, total, s, _n=name: on_batch(_n, done, total, s)) if on_batch else None
-            res = evaluate_endpoint(client, model, examples, reward_fn=reward_fn, tools=built, protocol=protocol,
-                                    params=params, limits=limits, n=n, workers=workers, seed=seed,
-                                    system_prompt=resolve_system_prompt(system_prompt), on_done=cb)
-            rows.extend(res.rows)
-    finally:
-        for t in built:
-            t.close()
-    return EvalResult(summary=summarize(rows), rows=rows)
+    def run_one(examples, reward_fn, built, params, limits, cb):
+        return evaluate_endpoint(client, model, examples, reward_fn=reward_fn, tools=built, protocol=protocol,
+                                 params=params, limits=limits, n=n, workers=workers, seed=seed,
+                                 system_prompt=resolve_system_prompt(system_prompt), on_done=cb)
+
+    return run_benchmarks(benchmarks, run_one, limit=limit, tools=tools, reward=reward,
+                          max_response_tokens=max_response_tokens, max_tool_calls=max_tool_calls,
+                          temperature=temperature, seed=seed, on_batch=on_batch)
