@@ -10,6 +10,9 @@ Correctness (a tiny Llama built locally, no hub), each a row of the printed tabl
 2. ``train_bf16``: one whole APPO ``Trainer.train_step`` in bf16 (finite metrics, gradient > 0), then 5 more PPO
    updates on the batch that step trained on (old log-probs and advantages kept): the policy loss must decrease.
    Also recorded: the share of weights one AdamW step at lr 1e-6 changes at all, bf16 vs fp32 (rounding).
+   ``train_mixed``: the same with ``model.dtype=float32 model.compute_dtype=bfloat16`` (fp32 master weights,
+   bf16 autocast): the step and the 5 updates as above, and the share of weights one AdamW step at lr 1e-6
+   changes must be above 90% (bf16 weights: a few %).
 3. ``checkpoint_resume``: 1 step saved, a new trainer resumes it: weights and optimizer state bitwise equal,
    the sampler where it was, and the next step runs; the gap to an uninterrupted 2-step run is recorded.
 4. ``vllm_engine`` (when ``import vllm`` works and ``--skip-vllm`` is not given; else ``skipped``).
@@ -287,21 +290,28 @@ def changed_fraction(model, batch, opts, lr: float) -> float:
     return sum(int((after[k] != before[k]).sum()) for k in after) / sum(v.numel() for v in after.values())
 
 
-def check_train_bf16(base: Path, workdir: Path, reward: Path, args) -> dict:
+def check_train_bf16(base: Path, workdir: Path, reward: Path, args, mixed: bool = False) -> dict:
     """A whole APPO step in bf16, then 5 more PPO updates on the batch that step trained on (its old log-probs
-    and advantages kept): the policy loss must go down. The batch is taken where the step hands it to the update."""
+    and advantages kept): the policy loss must go down. The batch is taken where the step hands it to the update.
+    ``mixed``: float32 weights with bf16 compute (``model.compute_dtype``); then one AdamW step at lr 1e-6 must
+    change more than 90% of the weights (it changes a few % of bf16 weights)."""
     import dataclasses as dc
     from unittest import mock
 
     import torch
 
     import appo.train.trainer as trainer_mod
+    from appo.models.precision import autocast_dtype, set_compute_dtype
     from appo.train.batching import with_fields
     from appo.train.logprobs import compute_logprobs_batched
     from appo.train.trainer import Trainer
     from appo.train.update import ppo_update
 
-    trainer = Trainer(train_cfg(base, workdir / "run_bf16", reward, args.device, "bfloat16"))
+    if mixed:
+        cfg = train_cfg(base, workdir / "run_mixed", reward, args.device, "float32", "model.compute_dtype=bfloat16")
+    else:
+        cfg = train_cfg(base, workdir / "run_bf16", reward, args.device, "bfloat16")
+    trainer = Trainer(cfg)
     seen: dict = {}
 
     def recording_update(model, optimizer, batch, opts, *rest, **kw):
@@ -312,13 +322,19 @@ def check_train_bf16(base: Path, workdir: Path, reward: Path, args) -> dict:
             seen.update(batch=with_fields(batch, old_logp_BR=old), opts=dc.replace(opts, old_logp_from_current=False))
             # bf16 weights and a small learning rate: how much of one AdamW step survives rounding (fp32 copy as
             # the control); on copies of the policy before any update (later, clipping zeroes the gradient).
-            seen["changed"] = {name: changed_fraction(copy.deepcopy(trainer.c.model).to(dt).train(), seen["batch"],
-                                                      seen["opts"], lr=1e-6)
-                               for name, dt in (("bfloat16", torch.bfloat16), ("float32", torch.float32))}
+            # copies keep the recorded compute dtype: in the mixed run the float32 copy autocasts to bf16
+            seen["changed"] = {}
+            for name, dt, compute in (("bfloat16", torch.bfloat16, None), ("float32", torch.float32, None),
+                                      ("float32_bf16_compute", torch.float32, torch.bfloat16)):
+                m_copy = copy.deepcopy(trainer.c.model).to(dt).train()
+                set_compute_dtype(m_copy, compute)
+                seen["changed"][name] = changed_fraction(m_copy, seen["batch"], seen["opts"], lr=1e-6)
         return ppo_update(model, optimizer, batch, opts, *rest, **kw)
 
     try:
-        assert next(trainer.c.model.parameters()).dtype == torch.bfloat16
+        p_dtype = next(trainer.c.model.parameters()).dtype
+        assert p_dtype == (torch.float32 if mixed else torch.bfloat16), p_dtype
+        assert autocast_dtype(trainer.c.model) == (torch.bfloat16 if mixed else None)
         with mock.patch.object(trainer_mod, "ppo_update", recording_update):
             m = trainer.train_step(0)
         grad = float(m.get("actor/grad_norm", float("nan")))
@@ -331,7 +347,10 @@ def check_train_bf16(base: Path, workdir: Path, reward: Path, args) -> dict:
     batch = seen["batch"]
     ok = (finite(m) and grad > 0 and all(map(math.isfinite, losses)) and losses[-1] < losses[1]
           and float(batch.advantages_BR.abs().sum()) > 0)
-    return {"ok": ok, "step_metrics_finite": finite(m), "grad_norm": grad, "step_seconds": m.get("timing_s/step"),
+    if mixed:
+        ok = ok and seen["changed"]["float32_bf16_compute"] > 0.9
+    return {"ok": ok, "weights": "float32, bf16 compute" if mixed else "bfloat16",
+            "step_metrics_finite": finite(m), "grad_norm": grad, "step_seconds": m.get("timing_s/step"),
             "rows": int(batch.response_mask_BR.shape[0]), "pg_loss_step_then_5_updates": losses,
             "lr1e-6_adamw_step_changed_fraction_of_weights": seen["changed"],
             "appo_branch_points": m.get("appo/branch_points"), "shared_prefix": m.get("actor/shared_prefix")}
@@ -656,6 +675,7 @@ def main(argv=None) -> int:
         report.run("engine_fp32", lambda: check_engine(base, "float32", args.tol, args, sizes))
         report.run("engine_bf16", lambda: check_engine(base, "bfloat16", args.bf16_tol, args, sizes))
         report.run("train_bf16", lambda: check_train_bf16(base, workdir, reward, args))
+        report.run("train_mixed", lambda: check_train_bf16(base, workdir, reward, args, mixed=True))
         report.run("checkpoint_resume", lambda: check_checkpoint(base, workdir, reward, args))
         if args.skip_vllm or args.cpu_dry_run:
             report.skip("vllm_engine", "--skip-vllm" if args.skip_vllm else "CPU dry run")

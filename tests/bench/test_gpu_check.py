@@ -90,7 +90,7 @@ def test_report_keeps_going_after_a_failed_row_and_writes_json(tmp_path):
 def test_dry_run_rows_pass_in_process(tmp_path):
     mod = load_script()
     out = tmp_path / "dry.json"
-    rows = "engine_fp32,engine_bf16,train_bf16,speed_rollout"
+    rows = "engine_fp32,engine_bf16,train_bf16,train_mixed,speed_rollout"
     torch_threads = torch.get_num_threads()
     try:
         rc = mod.main(["--cpu-dry-run", "--only", rows, "--out", str(out), "--workdir", str(tmp_path / "w")])
@@ -103,6 +103,10 @@ def test_dry_run_rows_pass_in_process(tmp_path):
     tr = doc["checks"]["train_bf16"]
     assert tr["pg_loss_step_then_5_updates"][-1] < tr["pg_loss_step_then_5_updates"][1]
     assert tr["lr1e-6_adamw_step_changed_fraction_of_weights"]["float32"] > 0.5
+    mixed = doc["checks"]["train_mixed"]
+    assert mixed["weights"] == "float32, bf16 compute"
+    changed = mixed["lr1e-6_adamw_step_changed_fraction_of_weights"]
+    assert changed["float32_bf16_compute"] > 0.9 > changed["bfloat16"]
     ro = doc["checks"]["speed_rollout"]
     assert ro["engine_tok_s"] > 0 and ro["generate_tok_s"] > 0 and ro["rows"] == mod.DRY_SIZES.rollout_rows
 
@@ -127,8 +131,8 @@ def test_whole_dry_run_as_a_subprocess(tmp_path):
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     doc = json.loads(out.read_text())
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    expected = {"engine_fp32", "engine_bf16", "train_bf16", "checkpoint_resume", "vllm_engine", "ceilings",
-                "speed_rollout", "speed_rl_step", "fsdp2_world1"}
+    expected = {"engine_fp32", "engine_bf16", "train_bf16", "train_mixed", "checkpoint_resume", "vllm_engine",
+                "ceilings", "speed_rollout", "speed_rl_step", "fsdp2_world1"}
     assert set(doc["checks"]) == expected
     assert all(r["ok"] is True for k, r in doc["checks"].items() if k != "vllm_engine"), doc
 
