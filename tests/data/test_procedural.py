@@ -260,3 +260,27 @@ def test_task_contract_rejects_bad_held_out():
     with pytest.raises(ValueError, match="held_out"):
         ArithTask(held_out=0.0)
     assert isinstance(get_task("mix"), Task)
+
+
+def test_chain_labels_number_each_operation_and_the_thought_names_it():
+    task = ChainTask(labels=True)
+    for e in task.generate(50, seed=3):
+        steps = e.extra_info["steps"]
+        listed = " ".join(f"Step {k + 1}: {op} {n}." for k, (op, n) in enumerate(steps))
+        assert e.question == f"Start with {e.extra_info['start']}. {listed} What is the result?"
+        turns = task.demonstration(e)
+        for k, ((op, n), turn) in enumerate(zip(steps, turns)):
+            assert turn.startswith(f"<think>Step {k + 1}: {op} {n}.</think>\n<python>print(")
+            assert turn.endswith(f" {op} {n})</python>")
+        assert task.verify([e], [run_demo(task, e, None)])[0].score == pytest.approx(1.0)
+    plain = ChainTask().generate(5, seed=3)
+    assert all("Step" not in e.question and "Then" in e.question for e in plain)
+    with pytest.raises(ValueError, match="labels"):
+        ChainTask(labels="yes")
+
+
+def test_chain_labels_from_a_proc_spec():
+    from appo.data.sources import task_of
+
+    assert task_of("proc:chain?labels=true&steps=[3,3]").labels is True
+    assert task_of("proc:chain").labels is False

@@ -26,7 +26,18 @@ most is the opening one (call the tool or answer from memory).
 
 Every intermediate value stays in ``[0, max_value]`` (a step that would leave it is redrawn), so
 carried numbers have at most ``len(str(max_value))`` digits. Difficulty knobs: number of steps, the
-start's digits, the operators, the multiplier range and the addends' digits.
+start's digits, the operators, the multiplier range, the addends' digits, and ``labels``.
+
+``labels=true`` numbers the operations in the question and names each one in the step's thought:
+
+    Start with 17. Step 1: * 6. Step 2: + 45. Step 3: - 30. What is the result?
+    <think>Step 2: + 45.</think>
+    <python>print(102 + 45)</python>
+
+Finding "the k-th operation" of an unlabelled list is a counting problem that a 4-layer, 1M-parameter
+model does not learn from a few thousand demonstrations (it copies the first operand it sees); with
+labels it is a copy keyed on ``Step k:``, which such a model learns. The decisions that matter stay in
+the middle of the trajectory: which operation the thought copies, and the carried value.
 """
 
 from __future__ import annotations
@@ -69,12 +80,14 @@ class ChainTask(Task):
         multiplier: tuple[int, int] = (2, 9),
         addend_digits: tuple[int, int] = (1, 2),
         max_value: int = 999,
+        labels: bool = False,
         held_out: float = 0.1,
     ):
         """``steps``: (min, max) operations per question; ``start_digits``: digits of the start value;
         ``ops``: operators to draw from; ``multiplier``: (min, max) operand of ``*``; ``addend_digits``:
         digits of the operand of ``+`` / ``-``; ``max_value``: every running value stays in
-        ``[0, max_value]``."""
+        ``[0, max_value]``; ``labels``: number the operations in the question (``Step 2: + 45.``) and
+        repeat the step's operation in its thought."""
         super().__init__(held_out)
         self.steps = _pair("steps", steps, 1)
         self.start_digits = _pair("start_digits", start_digits, 1)
@@ -86,7 +99,9 @@ class ChainTask(Task):
         if max_value < 10 ** self.start_digits[1] - 1:
             raise ValueError(f"chain: max_value={max_value} must be at least the largest start value "
                              f"({10 ** self.start_digits[1] - 1}); raise it or lower start_digits")
-        self.ops, self.max_value = tuple(ops), int(max_value)
+        if not isinstance(labels, bool):
+            raise ValueError(f"chain: labels={labels!r} must be true or false")
+        self.ops, self.max_value, self.labels = tuple(ops), int(max_value), labels
 
     def _digits_number(self, rng: random.Random, digits: tuple[int, int]) -> int:
         d = rng.randint(*digits)
@@ -116,11 +131,16 @@ class ChainTask(Task):
         values = run_chain(start, steps)
         chain = ", then ".join(f"{op} {operand}" for op, operand in steps)
         key = f"{start}: {chain}"
+        if self.labels:
+            listed = " ".join(f"Step {k + 1}: {op} {operand}." for k, (op, operand) in enumerate(steps))
+            question = f"Start with {start}. {listed} What is the result?"
+        else:
+            question = f"Start with {start}. Then {chain}. What is the result?"
 
         def build(example_id: str) -> Example:
             return Example(
                 id=example_id,
-                question=f"Start with {start}. Then {chain}. What is the result?",
+                question=question,
                 answers=(str(values[-1]),),
                 kind="math",
                 metric="math_equiv",
@@ -133,11 +153,12 @@ class ChainTask(Task):
 
     def demonstration(self, example: Example) -> list[str]:
         """One ``print(<running value> <op> <operand>)`` call per step, the running value being the previous
-        call's result; then the answer."""
+        call's result (with ``labels``, the step's thought names its operation); then the answer."""
         info = example.extra_info
         steps = [(op, int(operand)) for op, operand in info["steps"]]
         values = run_chain(int(info["start"]), steps)
         inputs = [int(info["start"]), *values[:-1]]
-        turns = [think(f"Step {k + 1}.") + f"<python>print({x} {op} {operand})</python>"
+        turns = [think(f"Step {k + 1}: {op} {operand}." if self.labels else f"Step {k + 1}.")
+                 + f"<python>print({x} {op} {operand})</python>"
                  for k, (x, (op, operand)) in enumerate(zip(inputs, steps))]
         return [*turns, think("I have the result.") + answer(str(values[-1]))]
