@@ -54,6 +54,8 @@ ABLATIONS = (
     Variant("appo/fork=redraw,credit=none", ("algorithm.name=appo", "algorithm.appo.fork=redraw",
                                              "algorithm.appo.redraw_credit=none"), "ablation"),
     Variant("appo/prefix=mean", ("algorithm.name=appo", "algorithm.appo.prefix_combine=mean"), "ablation"),
+    Variant("appo/omega=clipped", ("algorithm.name=appo", "algorithm.appo.omega_form=clipped"), "ablation"),
+    Variant("appo/omega=sum", ("algorithm.name=appo", "algorithm.appo.omega_form=sum"), "ablation"),
 )
 """APPO's choices, each changed alone from the defaults."""
 
