@@ -149,3 +149,20 @@ def test_rl_step_deadline_keeps_the_warmup_and_stops(tmp_path):
     assert set(figs[0]["details"]["warmup_s"]) == {"grpo", "appo", "trl"}
     assert any(line.startswith("rl_step round 0 trl") for line in lines)
     assert not any(line.startswith("rl_step round 1") for line in lines)
+
+
+def test_gpu_profile_script_dry_run(tmp_path):
+    """scripts/gpu_profile_rollout.py (the GPU RL-step profile) runs end to end at toy sizes on the CPU."""
+    spec = importlib.util.spec_from_file_location("gpu_profile_rollout", ROOT / "scripts" / "gpu_profile_rollout.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "p.json"
+    threads = torch.get_num_threads()
+    try:
+        assert mod.main(["--device", "cpu", "--small", "--out", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    doc = json.loads(out.read_text())
+    assert doc["sdpa"]["max_diff_grouped_vs_gqa"] < 1e-5 and doc["sdpa"]["mask+enable_gqa_ms"] > 0
+    assert doc["trainer"]["timing"]["timing_s/gen"] > 0 and "fast_decode" in doc["trainer"]["cprofile_tottime"]
+    assert doc["engine_alone"]["mixed_prompts"]["decode_steps"] > 0
