@@ -306,7 +306,13 @@ def cmd_study(args) -> int:
         print(f"{'done' if code == 0 else f'FAILED ({code})'}: {spec.task} {spec.variant.name} seed {spec.seed} "
               f"in {seconds / 60:.1f} min", flush=True)
 
-    run_study(args.out, settings, on_done)
+    if args.report_only:
+        if not Path(args.out).is_dir():
+            print(f"appo study: --out {args.out} is not a folder; give the folder an earlier study wrote",
+                  file=sys.stderr)
+            return 2
+    else:
+        run_study(args.out, settings, on_done)
     doc = write_results(args.out, settings, args.doc or Path(args.out) / "results.md",
                         "appo study " + " ".join(sys.argv[2:]))
     print(f"results: {doc}")
@@ -456,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sft-epochs", type=int, default=3)
     s.add_argument("--doc", default=None, help="Markdown file to write (default OUT/results.md)")
     s.add_argument("--smoke", action="store_true", help="a minute-long pipeline check (CI)")
+    s.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the tables from the runs already finished under --out")
     s.add_argument("overrides", nargs="*", help="dotted overrides applied to every run")
     s.set_defaults(fn=cmd_study)
 

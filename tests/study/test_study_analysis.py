@@ -162,3 +162,23 @@ def test_cli_rejects_bad_seeds_in_one_line(capsys):
     assert main(["study", "--seeds", "a-b", "--out", "/nonexistent"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--seeds" in err
+
+
+def test_report_only_writes_tables_from_finished_runs_and_trains_nothing(tmp_path, capsys):
+    from appo.cli import main
+
+    settings = StudySettings(tasks=("arith",), seeds=(0, 1), steps=2, test_freq=1, final_evals=2, ablations=False,
+                             variants=("grpo", "appo"))
+    val = {0: {"p": [0, 0], "q": [0, 1]}, 1: {"p": [1, 0], "q": [1, 1]}, 2: {"p": [1, 1], "q": [0, 0]}}
+    specs = plan(settings, tmp_path)
+    for spec in specs[:3]:  # grpo and appo at seed 0, grpo at seed 1; appo seed 1 never ran
+        _write_run(spec.run_dir, val=val, greedy={k: {"p": 1, "q": 0} for k in val}, tokens={1: 100, 2: 50})
+    doc = tmp_path / "r.md"
+    assert main(["study", "--report-only", "--out", str(tmp_path), "--tasks", "arith", "--seeds", "0,1",
+                 "--variants", "grpo,appo", "--steps", "2", "--test-freq", "1", "--final-evals", "2",
+                 "--no-ablations", "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "| grpo | 2 |" in text and "| appo | 1 |" in text
+    assert not (specs[3].run_dir / "metrics.jsonl").exists()  # nothing was trained
+    assert main(["study", "--report-only", "--out", str(tmp_path / "none")]) == 2
+    assert "--out" in capsys.readouterr().err
