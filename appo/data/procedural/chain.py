@@ -56,6 +56,12 @@ def _pair(name: str, value: tuple[int, int], low: int) -> tuple[int, int]:
     return int(value[0]), int(value[1])
 
 
+def step_label(k: int, op: str, operand: int) -> str:
+    """``Step <k + 1>: <op> <operand>.``: how a labelled question lists step ``k`` (0-based) and how that
+    step's thought repeats it (one format, so the thought is a copy of the question's text)."""
+    return f"Step {k + 1}: {op} {operand}."
+
+
 def run_chain(start: int, steps: list[tuple[str, int]]) -> list[int]:
     """The running values after each ``(op, operand)`` step applied left to right (one per step)."""
     values, current = [], start
@@ -132,7 +138,7 @@ class ChainTask(Task):
         chain = ", then ".join(f"{op} {operand}" for op, operand in steps)
         key = f"{start}: {chain}"
         if self.labels:
-            listed = " ".join(f"Step {k + 1}: {op} {operand}." for k, (op, operand) in enumerate(steps))
+            listed = " ".join(step_label(k, op, operand) for k, (op, operand) in enumerate(steps))
             question = f"Start with {start}. {listed} What is the result?"
         else:
             question = f"Start with {start}. Then {chain}. What is the result?"
@@ -158,7 +164,7 @@ class ChainTask(Task):
         steps = [(op, int(operand)) for op, operand in info["steps"]]
         values = run_chain(int(info["start"]), steps)
         inputs = [int(info["start"]), *values[:-1]]
-        turns = [think(f"Step {k + 1}: {op} {operand}." if self.labels else f"Step {k + 1}.")
+        turns = [think(step_label(k, op, operand) if self.labels else f"Step {k + 1}.")
                  + f"<python>print({x} {op} {operand})</python>"
                  for k, (x, (op, operand)) in enumerate(zip(inputs, steps))]
         return [*turns, think("I have the result.") + answer(str(values[-1]))]
