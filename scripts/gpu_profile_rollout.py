@@ -31,11 +31,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SMALL_MODEL = {"vocab_size": 600, "corpus_chars": 200_000,
-               "shape": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-                         "num_key_value_heads": 1, "intermediate_size": 128}}
-"""``--small``: the speed model at toy size (gpu_check's CPU dry-run shape)."""
+from gpu_check import DRY_SIZES  # noqa: E402  (``--small`` builds gpu_check's CPU dry-run speed model)
 
 
 def timed(fn, sync, repeats: int = 1) -> float:
@@ -108,12 +106,13 @@ def engine_alone(tr, new_tokens: int, sync) -> dict:
         prompts = [tuple(rng.randrange(len(tok)) for _ in range(48 if lens == "equal" else rng.randint(40, 56)))
                    for _ in range(8)]
         reqs = [GenerationRequest(prompts[i // 8], seed=1000 + i) for i in range(64)]
-        eng.generate(reqs, params)
-        steps0 = eng.stats.decode_steps
-        gens = []
-        dt = timed(lambda: gens.append(eng.generate(reqs, params)), sync)  # noqa: B023 (called at once)
-        steps = eng.stats.decode_steps - steps0
-        res[f"{lens}_prompts"] = {"s": dt, "tokens": sum(len(g.token_ids) for g in gens[0]), "decode_steps": steps,
+        eng.generate(reqs, params)  # warm-up
+        sync()
+        steps0, t = eng.stats.decode_steps, time.perf_counter()
+        gens = eng.generate(reqs, params)
+        sync()
+        dt, steps = time.perf_counter() - t, eng.stats.decode_steps - steps0
+        res[f"{lens}_prompts"] = {"s": dt, "tokens": sum(len(g.token_ids) for g in gens), "decode_steps": steps,
                                   "ms_per_step": dt / max(1, steps) * 1e3}
         print(f"{lens}_prompts", res[f"{lens}_prompts"], flush=True)
     return res
@@ -134,7 +133,8 @@ def main(argv=None) -> int:
             torch.cuda.synchronize()
 
     tmp = Path(tempfile.mkdtemp(prefix="appo_gpu_profile_"))
-    model_dir = build_speed_model(tmp / "model", **(SMALL_MODEL if a.small else {}))
+    small = {"vocab_size": DRY_SIZES.vocab, "shape": DRY_SIZES.shape, "corpus_chars": DRY_SIZES.corpus_chars}
+    model_dir = build_speed_model(tmp / "model", **(small if a.small else {}))
     new_tokens = 16 if a.small else 256
     out = {"sdpa": sdpa_bench(a.device, sync)}
     print("sdpa", out["sdpa"], flush=True)
