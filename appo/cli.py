@@ -314,7 +314,7 @@ def cmd_study(args) -> int:
     else:
         run_study(args.out, settings, on_done)
     doc = write_results(args.out, settings, args.doc or Path(args.out) / "results.md",
-                        "appo study " + " ".join(sys.argv[2:]))
+                        "appo " + shlex.join(args.argv))
     print(f"results: {doc}")
     return 0
 

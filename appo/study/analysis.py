@@ -377,7 +377,12 @@ def write_results(out: str | Path, settings: StudySettings, doc: str | Path, com
     doc = Path(doc)
     figs = doc.parent / doc.stem
     results = load_results(out, settings)
-    lines = [f"Reproduce: `{command}` (settings: {json.dumps(settings.__dict__, default=list)}).", ""]
+    if "--report-only" in command.split():
+        lead = (f"Tables written by `{command}` from the runs already finished under `{out}`; the same command "
+                "without `--report-only` trains any that are missing")
+    else:
+        lead = f"Reproduce: `{command}`"
+    lines = [f"{lead} (settings: {json.dumps(settings.__dict__, default=list)}).", ""]
     first = True
     for task in settings.tasks:
         rows = table(results, task, "main")

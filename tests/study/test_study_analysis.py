@@ -179,6 +179,7 @@ def test_report_only_writes_tables_from_finished_runs_and_trains_nothing(tmp_pat
                  "--no-ablations", "--doc", str(doc)]) == 0
     text = doc.read_text()
     assert "| grpo | 2 |" in text and "| appo | 1 |" in text
+    assert "Reproduce:" not in text and "from the runs already finished" in text
     assert not (specs[3].run_dir / "metrics.jsonl").exists()  # nothing was trained
     assert main(["study", "--report-only", "--out", str(tmp_path / "none")]) == 2
     assert "--out" in capsys.readouterr().err
