@@ -17,6 +17,7 @@ import torch
 from appo.agent.loop import AgentLoop, LoopLimits
 from appo.agent.protocols import ToolProtocol, get_protocol, tool_map
 from appo.engine.base import Engine, SamplingParams
+from appo.plugins import register_unique
 from appo.tools.base import Tool
 from appo.types import Rollout
 
@@ -161,10 +162,7 @@ def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
     """Decorator adding a strategy to :data:`ROLLOUT_STRATEGIES`; refuses duplicate names."""
 
     def deco(fn: Strategy) -> Strategy:
-        if name in ROLLOUT_STRATEGIES:
-            raise ValueError(f"rollout strategy {name!r} is already registered")
-        ROLLOUT_STRATEGIES[name] = fn
-        return fn
+        return register_unique(ROLLOUT_STRATEGIES, name, fn, "rollout strategy")
 
     return deco
 

@@ -49,6 +49,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Callable, Literal, Mapping, Sequence
 
+from appo.plugins import register_unique
 from appo.tools.base import Tool
 from appo.types import ToolCall, ToolResult
 
@@ -176,10 +177,8 @@ def register_protocol(name: str) -> Callable[[type[ToolProtocol]], type[ToolProt
     """Class decorator adding a protocol to :data:`PROTOCOLS`; refuses duplicate names."""
 
     def deco(cls: type[ToolProtocol]) -> type[ToolProtocol]:
-        if name in PROTOCOLS:
-            raise ValueError(f"protocol {name!r} is already registered ({PROTOCOLS[name].__name__})")
+        register_unique(PROTOCOLS, name, cls, "protocol")
         cls.name = name
-        PROTOCOLS[name] = cls
         return cls
 
     return deco

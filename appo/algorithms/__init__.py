@@ -11,11 +11,11 @@ the trainer or the engines: they import this.
 from appo.algorithms import appo, arpo, grpo, tree_grpo  # noqa: F401 - each registers its algorithm
 from appo.algorithms.appo import APPO, AppoConfig
 from appo.algorithms.arpo import ARPO, ArpoConfig
-from appo.algorithms.base import ALGORITHMS, Algorithm, get_algorithm, load_object, register_algorithm
+from appo.algorithms.base import ALGORITHMS, Algorithm, get_algorithm, register_algorithm
 from appo.algorithms.grpo import GRPO
 from appo.algorithms.tree_grpo import TreeConfig, TreeGRPO
 
 __all__ = [
     "ALGORITHMS", "APPO", "ARPO", "Algorithm", "AppoConfig", "ArpoConfig", "GRPO", "TreeConfig", "TreeGRPO",
-    "get_algorithm", "load_object", "register_algorithm",
+    "get_algorithm", "register_algorithm",
 ]

@@ -4,8 +4,9 @@ An algorithm is a rollout strategy (a name in :data:`appo.agent.ROLLOUT_STRATEGI
 options, an advantage estimator (a name in :data:`appo.core.ADVANTAGE_ESTIMATORS`) with its options, the
 rule saying which rows the loss trains on, the policy APPO's Omega compares against, loss switches, and
 the config rules it needs. Each built-in algorithm is one module of this package; another one is one file
-anywhere, named in the config as ``algorithm.name=package.module:NAME`` (``NAME`` an :class:`Algorithm`
-instance or subclass), or registered in-process with :func:`register_algorithm`.
+anywhere, named in the config as ``algorithm.name=package.module:NAME`` or ``path/to/file.py:NAME``
+(:mod:`appo.plugins`; ``NAME`` an :class:`Algorithm` instance or subclass), or registered in-process
+with :func:`register_algorithm`.
 
 Methods take the whole run config (:class:`appo.config.Config`) and only read it; this package never
 imports the config package (the config imports it, to check and default per-algorithm keys).
@@ -13,10 +14,10 @@ imports the config package (the config imports it, to check and default per-algo
 
 from __future__ import annotations
 
-import importlib
 from typing import Any, ClassVar, Sequence
 
 from appo.agent.context import StrategyConfig
+from appo.plugins import UnknownNameError, is_plugin_spec, load_plugin, register_unique
 from appo.types import Rollout
 
 
@@ -95,40 +96,17 @@ def register_algorithm(algorithm: Algorithm | type[Algorithm]) -> Algorithm | ty
     algo = algorithm() if isinstance(algorithm, type) else algorithm
     if not isinstance(algo, Algorithm) or not algo.name:
         raise ValueError(f"{algorithm!r} is not an appo.algorithms.Algorithm with a name")
-    if algo.name in ALGORITHMS:
-        raise ValueError(f"algorithm {algo.name!r} is already registered ({ALGORITHMS[algo.name]!r})")
-    ALGORITHMS[algo.name] = algo
+    register_unique(ALGORITHMS, algo.name, algo, "algorithm")
     return algorithm
 
 
 def get_algorithm(name: str) -> Algorithm:
-    """The algorithm called ``name``: a registered name, or ``package.module:NAME`` (imported from
-    ``sys.path``; ``NAME`` is an :class:`Algorithm` instance or subclass). Raises ``ValueError`` naming the
-    valid choices."""
+    """The algorithm called ``name``: a registered name, or a plugin spec (``package.module:NAME`` or
+    ``path/to/file.py:NAME``, :mod:`appo.plugins`; ``NAME`` is an :class:`Algorithm` instance or subclass).
+    Raises :class:`appo.plugins.PluginError` (a ``ValueError``) naming the valid choices."""
     if name in ALGORITHMS:
         return ALGORITHMS[name]
-    if ":" not in name:
-        raise ValueError(f"algorithm.name={name!r} is not one of {', '.join(sorted(ALGORITHMS))}, nor "
-                         "'package.module:NAME' naming an appo.algorithms.Algorithm")
-    return load_object(name, Algorithm, "algorithm.name")
-
-
-def load_object(spec: str, kind: type, key: str) -> Any:
-    """``package.module:NAME`` -> that object, an instance of ``kind`` (a subclass is instantiated without
-    arguments). Raises ``ValueError`` with ``key`` and the reason when the module or name is missing."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"{key}={spec!r} is not 'package.module:NAME'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"{key}={spec!r}: cannot import {module_name!r} ({exc}); put its folder on "
-                         "PYTHONPATH or install it") from None
-    if not hasattr(module, attr):
-        raise ValueError(f"{key}={spec!r}: module {module_name!r} defines no {attr!r}")
-    obj = getattr(module, attr)
-    if isinstance(obj, type) and issubclass(obj, kind):
-        obj = obj()
-    if not isinstance(obj, kind):
-        raise ValueError(f"{key}={spec!r} is a {type(obj).__name__}, not a {kind.__module__}.{kind.__name__}")
-    return obj
+    if not is_plugin_spec(name):
+        raise UnknownNameError(f"algorithm.name={name!r} is not one of {', '.join(sorted(ALGORITHMS))}, nor "
+                               "'package.module:NAME' / 'path/to/file.py:NAME' naming an appo.algorithms.Algorithm")
+    return load_plugin(name, Algorithm, label=f"algorithm.name={name!r}")

@@ -122,7 +122,7 @@ class RolloutConfig:
     name: str = "hf"
     """Engine (:mod:`appo.engine.registry`): ``hf`` (transformers, in-process, CPU or GPU), ``vllm`` (vLLM on
     a CUDA GPU, ``pip install 'appo[vllm]'``; the policy's weights are pushed to vLLM whenever they changed;
-    see docs/scaling.md), or ``package.module:NAME`` naming an ``EngineSpec`` outside appo."""
+    see docs/scaling.md), or a plugin (``package.module:NAME`` or ``path/file.py:NAME``) naming an ``EngineSpec``."""
     n: int = 16
     """Total rows per prompt (initial + branch rows for appo/arpo/tree_grpo; independent for grpo)."""
     n_initial: int = 8
@@ -181,7 +181,8 @@ class AlgorithmConfig:
 
     name: str = "appo"
     """The algorithm (:mod:`appo.algorithms`): ``appo``, ``grpo``, ``arpo``, ``tree_grpo``, or
-    ``package.module:NAME`` naming an :class:`appo.algorithms.Algorithm` outside appo. Picks the rollout
+    a plugin (``package.module:NAME`` or ``path/file.py:NAME``) naming an :class:`appo.algorithms.Algorithm`. Picks
+    the rollout
     strategy, the default ``adv_estimator``, which rows are trained and APPO's Omega anchor."""
     adv_estimator: str | None = None
     """Advantage estimator (registry name in ``appo.core.advantages``); None uses the algorithm's own."""
@@ -290,7 +291,8 @@ class RewardConfig:
     """Reward function."""
 
     name: str = "default"
-    """A registered reward (``default``, ``answer``, ``llm_judge``, ...) or ``file.py:function``."""
+    """A registered reward (``default``, ``answer``, ``llm_judge``, ...) or a plugin (``path/file.py:function`` or
+    ``package.module:function``)."""
     kwargs: dict = field(default_factory=dict)
     """Keyword arguments for the reward function."""
     funcs: tuple[str, ...] = ()
@@ -383,7 +385,8 @@ class Config:
     actor: ActorConfig = field(default_factory=ActorConfig)
     """Policy update."""
     tools: tuple[str | dict, ...] = ("python",)
-    """Tools: names (``python``, ``search``), dicts with a ``name`` and options, ``file.py:function``, or
+    """Tools: names (``python``, ``search``), dicts with a ``name`` and options, plugins (``path/file.py:function``,
+    ``package.module:function``), or
     ``mcp:<command>`` / ``mcp:<http url>`` (every tool of an MCP server; :mod:`appo.tools.mcp`).
     A plain ``search`` with procedural training data searches the tasks' generated corpus (BM25)."""
     reward: RewardConfig = field(default_factory=RewardConfig)

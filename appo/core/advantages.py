@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 
 from appo.core.ops import group_zscore
+from appo.plugins import register_unique
 from appo.types import AdvantageInputs
 
 AdvantageFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
@@ -25,14 +26,7 @@ def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
     """Decorator registering an estimator under ``name``; refuses a name already taken."""
 
     def deco(fn: AdvantageFn) -> AdvantageFn:
-        if name in ADVANTAGE_ESTIMATORS:
-            raise ValueError(
-                f"advantage estimator {name!r} is already registered "
-                f"(by {ADVANTAGE_ESTIMATORS[name].__module__}.{ADVANTAGE_ESTIMATORS[name].__name__}); "
-                "pick another name"
-            )
-        ADVANTAGE_ESTIMATORS[name] = fn
-        return fn
+        return register_unique(ADVANTAGE_ESTIMATORS, name, fn, "advantage estimator")
 
     return deco
 

@@ -14,6 +14,7 @@ from typing import Callable, Literal
 import torch
 
 from appo.core.ops import DiscountOver, _check_same_shape, discounted_suffix_sum, masked_mean
+from appo.plugins import register_unique
 
 AggMode = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 PolicyLossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
@@ -28,11 +29,10 @@ def register_policy_loss(*names: str) -> Callable[[PolicyLossFn], PolicyLossFn]:
         raise ValueError("register_policy_loss needs at least one name")
 
     def deco(fn: PolicyLossFn) -> PolicyLossFn:
+        staged = dict(POLICY_LOSSES)  # all names or none
         for name in names:
-            if name in POLICY_LOSSES:
-                raise ValueError(f"policy loss {name!r} is already registered; pick another name")
-        for name in names:
-            POLICY_LOSSES[name] = fn
+            register_unique(staged, name, fn, "policy loss")
+        POLICY_LOSSES.update(staged)
         return fn
 
     return deco

@@ -24,6 +24,7 @@ from typing import Callable
 from appo.data.paths import describe_roots, find_data_file
 from appo.data.rows import DataError, EmptyAnswerError, collect, require_field
 from appo.data.verl import is_verl_row, verl_row_to_example
+from appo.plugins import register_unique
 from appo.types import Example, Metric, TaskKind
 
 QUESTION_FIELDS = ("question", "problem", "Question", "query", "prompt")
@@ -56,10 +57,7 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {}
 
 def register_benchmark(spec: BenchmarkSpec) -> BenchmarkSpec:
     """Add ``spec`` to :data:`BENCHMARKS`; refuses a name already taken."""
-    if spec.name in BENCHMARKS:
-        raise ValueError(f"benchmark {spec.name!r} is already registered; choose another name")
-    BENCHMARKS[spec.name] = spec
-    return spec
+    return register_unique(BENCHMARKS, spec.name, spec, "benchmark")
 
 
 def answers_from_value(path: str, row_index: int, field: str, value) -> tuple[str, ...]:

@@ -2,16 +2,18 @@
 
 ``hf`` (:class:`~appo.engine.hf.HFEngine`, transformers in-process) and ``vllm``
 (:class:`~appo.engine.vllm.VLLMEngine`, CUDA) are built in. Another engine is one file anywhere: an
-:class:`EngineSpec` named in the config as ``rollout.name=package.module:NAME``, or registered in-process
+:class:`EngineSpec` named in the config as ``rollout.name=package.module:NAME`` (or ``path/to/file.py:NAME``,
+:mod:`appo.plugins`), or registered in-process
 with :func:`register_engine`. Builders take the whole run config (:class:`appo.config.Config`) and only
 read it; this module never imports the config package.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from appo.plugins import UnknownNameError, is_plugin_spec, load_plugin, register_unique
 
 EngineBuilder = Callable[[Any, Any, Any], Any]
 """``build(model, tokenizer, cfg) -> Engine``: the engine sampling from ``model`` (the trained policy)."""
@@ -90,10 +92,7 @@ ENGINES: dict[str, EngineSpec] = {}
 
 def register_engine(spec: EngineSpec) -> EngineSpec:
     """Add ``spec`` under its name; refuses a taken name. Returns it."""
-    if spec.name in ENGINES:
-        raise ValueError(f"engine {spec.name!r} is already registered")
-    ENGINES[spec.name] = spec
-    return spec
+    return register_unique(ENGINES, spec.name, spec, "engine")
 
 
 register_engine(EngineSpec("hf", build_hf, ray_workers=True))
@@ -101,20 +100,13 @@ register_engine(EngineSpec("vllm", build_vllm, validate=check_vllm))
 
 
 def get_engine_spec(name: str) -> EngineSpec:
-    """The engine called ``name``: a registered name, or ``package.module:NAME`` naming an
-    :class:`EngineSpec` (imported from ``sys.path``). Raises ``ValueError`` naming the valid choices."""
+    """The engine called ``name``: a registered name, or a plugin spec (``package.module:NAME`` or
+    ``path/to/file.py:NAME``, :mod:`appo.plugins`) naming an :class:`EngineSpec`. Raises
+    :class:`appo.plugins.PluginError` (a ``ValueError``) naming the valid choices."""
     if name in ENGINES:
         return ENGINES[name]
-    module_name, _, attr = name.partition(":")
-    if not module_name or not attr:
-        raise ValueError(f"rollout.name={name!r} is not one of {', '.join(sorted(ENGINES))}, nor "
-                         "'package.module:NAME' naming an appo.engine.registry.EngineSpec")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"rollout.name={name!r}: cannot import {module_name!r} ({exc}); put its folder on "
-                         "PYTHONPATH or install it") from None
-    spec = getattr(module, attr, None)
-    if not isinstance(spec, EngineSpec):
-        raise ValueError(f"rollout.name={name!r}: {module_name!r} has no EngineSpec named {attr!r}")
-    return spec
+    if not is_plugin_spec(name):
+        raise UnknownNameError(f"rollout.name={name!r} is not one of {', '.join(sorted(ENGINES))}, nor "
+                               "'package.module:NAME' / 'path/to/file.py:NAME' naming an "
+                               "appo.engine.registry.EngineSpec")
+    return load_plugin(name, EngineSpec, label=f"rollout.name={name!r}", instantiate=False)

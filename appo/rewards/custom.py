@@ -1,4 +1,5 @@
-"""User reward functions loaded from ``path/to/file.py:function``, in verl's, TRL's or appo's signature.
+"""User reward functions loaded from ``path/to/file.py:function`` or ``package.module:function``, in verl's,
+TRL's or appo's signature.
 
 The signature is told apart by parameter names (``inspect.signature``):
 
@@ -22,12 +23,11 @@ with the spec and the example id added (a broken reward should stop a run, not s
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import numbers
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from appo.plugins import load_plugin
 from appo.rewards.base import RewardOutput
 from appo.types import Example
 
@@ -50,48 +50,6 @@ def _scalar(value: Any) -> Any:
 
 def _ground_truth(example: Example) -> Any:
     return example.answers[0] if len(example.answers) == 1 else list(example.answers)
-
-
-def _split_spec(spec: str) -> tuple[Path, str]:
-    path_text, sep, fn_name = spec.rpartition(":")
-    if not sep or not path_text or not fn_name or "/" in fn_name or "\\" in fn_name:
-        raise ValueError(
-            f"custom reward {spec!r} is not 'path/to/file.py:function'; add ':<function name>' after the "
-            "file path (e.g. 'my_rewards.py:compute_score')"
-        )
-    path = Path(path_text).expanduser()
-    if path.suffix != ".py":
-        raise ValueError(f"custom reward {spec!r}: {path_text!r} is not a .py file; point at the Python file")
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"custom reward {spec!r}: file {str(path)!r} not found (relative paths start at {Path.cwd()}); "
-            "fix the path"
-        )
-    return path.resolve(), fn_name
-
-
-def _import_function(path: Path, fn_name: str, spec: str) -> Callable:
-    module_name = f"appo_custom_reward_{abs(hash(str(path)))}"
-    module_spec = importlib.util.spec_from_file_location(module_name, path)
-    if module_spec is None or module_spec.loader is None:
-        raise ImportError(f"custom reward {spec!r}: cannot import {str(path)!r} as a Python module")
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise ImportError(
-            f"custom reward {spec!r}: importing {str(path)!r} failed with {type(exc).__name__}: {exc}; "
-            f"fix the file so that `python {path.name}` runs cleanly"
-        ) from exc
-    fn = getattr(module, fn_name, None)
-    if fn is None:
-        defined = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
-        raise AttributeError(
-            f"custom reward {spec!r}: {str(path)!r} defines no {fn_name!r}; callables there: {defined}"
-        )
-    if not callable(fn):
-        raise TypeError(f"custom reward {spec!r}: {fn_name!r} in {str(path)!r} is not callable")
-    return fn
 
 
 def _detect_style(fn: Callable, spec: str) -> tuple[str, inspect.Signature]:
@@ -220,8 +178,8 @@ class CustomReward:
 
 
 def load_custom_reward(spec: str) -> CustomReward:
-    """Load ``path/to/file.py:function`` (the file is executed on each call) and wrap it as a RewardFn."""
-    path, fn_name = _split_spec(spec)
-    fn = _import_function(path, fn_name, spec)
+    """Load ``path/to/file.py:function`` (the file is executed on each call) or ``package.module:function``
+    (:func:`appo.plugins.load_plugin`) and wrap it as a RewardFn."""
+    fn = load_plugin(spec, callable, label=f"custom reward {spec!r}", noun="function")
     style, sig = _detect_style(fn, spec)
     return CustomReward(fn, spec, style, sig)

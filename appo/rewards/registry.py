@@ -1,14 +1,15 @@
 """The registry of named reward functions, and :func:`get_reward` that resolves a config string.
 
 A reward spec is either a registered name (``default``, ``arpo``, ``answer``, ``math``, ``qa_f1``,
-``qa_em``, ``format``, ``llm_judge``) or ``path/to/file.py:function`` for a user's own function (see
-:mod:`appo.rewards.custom` for the signatures accepted).
+``qa_em``, ``format``, ``llm_judge``) or ``path/to/file.py:function`` / ``package.module:function`` for a
+user's own function (see :mod:`appo.rewards.custom` for the signatures accepted).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+from appo.plugins import UnknownNameError, register_unique
 from appo.rewards.base import RewardFn
 from appo.rewards.builtin import BUILTIN_REWARDS
 from appo.rewards.llm_judge import llm_judge
@@ -21,13 +22,7 @@ def register_reward(name: str) -> Callable[[RewardFn], RewardFn]:
     """Decorator adding a batch reward function to :data:`REWARDS` under ``name``; refuses duplicates."""
 
     def decorator(fn: RewardFn) -> RewardFn:
-        if name in REWARDS:
-            raise ValueError(
-                f"reward {name!r} is already registered ({REWARDS[name]!r}); pick another name "
-                "or remove the first registration"
-            )
-        REWARDS[name] = fn
-        return fn
+        return register_unique(REWARDS, name, fn, "reward")
 
     return decorator
 
@@ -40,7 +35,7 @@ def get_reward(spec: str) -> RewardFn:
         from appo.rewards.custom import load_custom_reward
 
         return load_custom_reward(spec)
-    raise KeyError(
+    raise UnknownNameError(
         f"unknown reward {spec!r}; use one of {sorted(REWARDS)} or a custom function as "
-        "'path/to/file.py:function'"
+        "'path/to/file.py:function' or 'package.module:function'"
     )

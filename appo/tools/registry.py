@@ -25,14 +25,10 @@ valid ones. New kinds of tool register with :func:`register_tool_builder`.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import inspect
-import os
-import sys
-from pathlib import Path
 from typing import Any, Callable
 
+from appo.plugins import load_plugin, register_unique
 from appo.tools.base import Tool
 
 __all__ = ["build_tools", "register_tool_builder", "TOOL_BUILDERS", "load_function"]
@@ -45,10 +41,7 @@ def register_tool_builder(name: str):
     """Decorator registering ``builder(**options) -> Tool`` under ``name``; refuses duplicates."""
 
     def deco(fn: Callable[..., Tool]) -> Callable[..., Tool]:
-        if name in TOOL_BUILDERS:
-            raise ValueError(f"a tool builder named {name!r} is already registered")
-        TOOL_BUILDERS[name] = fn
-        return fn
+        return register_unique(TOOL_BUILDERS, name, fn, "tool builder")
 
     return deco
 
@@ -111,27 +104,10 @@ def _build_search(backend: str = "cache", **options) -> Tool:
 
 
 def load_function(ref: str) -> Callable:
-    """The function named by ``"path/to/file.py:function"`` or ``"package.module:function"``."""
-    target, sep, attr = ref.rpartition(":")
-    if not sep or not target or not attr:
-        raise ValueError(f"function reference {ref!r} must look like 'path/to/file.py:function' or 'module:function'")
-    if target.endswith(".py") or os.sep in target or "/" in target:
-        path = Path(target).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"tool file {path} (from {ref!r}) does not exist")
-        mod_name = f"appo_user_tools_{abs(hash(str(path.resolve())))}"
-        spec = importlib.util.spec_from_file_location(mod_name, path)
-        if spec is None or spec.loader is None:
-            raise ImportError(f"cannot import {path} as a Python module")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[mod_name] = module
-        spec.loader.exec_module(module)
-    else:
-        module = importlib.import_module(target)
-    fn = getattr(module, attr, None)
-    if fn is None:
-        raise AttributeError(f"{target} has no attribute {attr!r} (from {ref!r})")
-    return fn
+    """The function (or :class:`~appo.tools.base.Tool`) named by ``"path/to/file.py:function"`` or
+    ``"package.module:function"``: :func:`appo.plugins.load_plugin`, whose errors are one line."""
+    return load_plugin(ref, lambda obj: callable(obj) or isinstance(obj, Tool), label=f"tool {ref!r}",
+                       noun="function")
 
 
 def _function_tool(obj: Any, options: dict) -> Tool:

@@ -19,6 +19,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Callable, ClassVar, Iterator, Literal, Sequence
 
+from appo.plugins import UnknownNameError, register_unique
 from appo.rewards.base import RewardOutput
 from appo.types import Example
 
@@ -112,16 +113,13 @@ def register_task(cls: type[Task]) -> type[Task]:
     """Class decorator adding a task to :data:`TASKS` under ``cls.name``; refuses duplicates."""
     if not cls.name:
         raise ValueError(f"{cls.__name__} has no name; set the class attribute `name`")
-    if cls.name in TASKS:
-        raise ValueError(f"task {cls.name!r} is already registered ({TASKS[cls.name].__name__}); choose another name")
-    TASKS[cls.name] = cls
-    return cls
+    return register_unique(TASKS, cls.name, cls, "task")
 
 
 def get_task(name: str, **knobs) -> Task:
     """Instantiate the task registered as ``name`` with ``knobs``."""
     if name not in TASKS:
-        raise KeyError(f"unknown procedural task {name!r}; known: {sorted(TASKS)}")
+        raise UnknownNameError(f"unknown procedural task {name!r}; known: {sorted(TASKS)}")
     return TASKS[name](**knobs)
 
 
