@@ -38,57 +38,20 @@ class PromptSpec:
 
 @dataclass(frozen=True)
 class StrategyConfig:
-    """Knobs of the rollout strategies (docs/algorithm.md names them)."""
+    """What every rollout strategy is given besides the prompts: the row budget and its own typed options."""
 
     n_total: int = 16
     """Rows per prompt every strategy returns (the budget)."""
     n_initial: int = 8
     """Rows sampled from the prompt before branching (arpo, appo, tree); ignored by independent."""
-    omega_gamma: float = 1.0
-    """APPO: discount of the likelihood-gain sum."""
-    omega_clip_eps: float = 0.2
-    """APPO: Omega is clipped to [1 - eps, 1 + eps]."""
-    omega_form: str = "mean"
-    """APPO: how the suffix sum becomes Omega (``appo.core.likelihood_gain``): ``mean`` (length-normalised,
-    the default, docs/analysis.md), ``clipped`` (the paper) or ``sum`` (unclipped log-ratio, z-scored)."""
-    omega_noise_ratio: float = 2.0
-    """APPO: Omega of a row is numerical noise (BS falls back to Z(H)) when the spread of its suffix sum is
-    at most this many times the spread the measured trainer-vs-engine mismatch gives (``rollout`` anchor)."""
-    appo_fork: str = "after"
-    """APPO: where a branch point t forks. ``after`` (the paper and the reference code): from
-    ``response[: t + 1]``, keeping token t and re-sampling from t + 1 (split = t). ``redraw``: from
-    ``response[:t]``, so the branch re-samples token t, the token whose entropy H_t scored the point
-    (split = t - 1)."""
-    appo_points: str = "score"
-    """APPO ablations of the point choice: ``score`` (the Branching Score), ``entropy`` (BS = Z(H): Omega
-    ignored), ``random`` (uniformly random valid points, seeded)."""
-    arpo_tau: float = 0.5
-    """ARPO: base fork probability."""
-    arpo_beta: float = 0.2
-    """ARPO: weight of the normalised entropy change."""
-    arpo_entropy_window: int = 20
-    """ARPO: tokens after a tool result (and of the first round) whose entropy is averaged."""
-    tree_expand_nodes: int = 2
-    """Tree: nodes expanded per tree per round (Tree-GRPO's N), chosen at random."""
-    tree_max_rounds: int = 0
-    """Tree: expansion rounds (Tree-GRPO's L) before the rest of the budget is filled with new trees
-    (0 = expand until the budget is used)."""
+    options: Any = None
+    """The strategy's typed options (the dataclass it registered with: :mod:`appo.agent.strategy_options`
+    for the built-ins); None: that dataclass's defaults."""
 
     def __post_init__(self) -> None:
         if self.n_total < 1 or not 1 <= self.n_initial <= self.n_total:
             raise ValueError(f"StrategyConfig: need n_total >= 1 and 1 <= n_initial <= n_total, got "
                              f"n_total={self.n_total}, n_initial={self.n_initial}")
-        if self.appo_points not in ("score", "entropy", "random"):
-            raise ValueError(f"StrategyConfig.appo_points={self.appo_points!r} must be 'score', 'entropy' or 'random'")
-        if self.omega_form not in ("clipped", "mean", "sum"):
-            raise ValueError(f"StrategyConfig.omega_form={self.omega_form!r} must be 'clipped', 'mean' or 'sum'")
-        if not self.omega_noise_ratio >= 0:
-            raise ValueError(f"StrategyConfig.omega_noise_ratio={self.omega_noise_ratio} must be >= 0")
-        if self.appo_fork not in ("redraw", "after"):
-            raise ValueError(f"StrategyConfig.appo_fork={self.appo_fork!r} must be 'redraw' or 'after'")
-        if self.arpo_entropy_window < 1 or self.tree_expand_nodes < 1 or self.tree_max_rounds < 0:
-            raise ValueError("StrategyConfig: arpo_entropy_window and tree_expand_nodes must be >= 1, "
-                             "tree_max_rounds >= 0")
 
 
 @dataclass(frozen=True)
@@ -156,13 +119,18 @@ class RolloutOutput:
 Strategy = Callable[[RolloutContext, list[PromptSpec], StrategyConfig], RolloutOutput]
 ROLLOUT_STRATEGIES: dict[str, Strategy] = {}
 """Registered rollout strategies by name: independent, arpo, appo, tree."""
+STRATEGY_OPTIONS: dict[str, type | None] = {}
+"""Each registered strategy's options dataclass (None: it takes none), read by algorithms and the config."""
 
 
-def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
-    """Decorator adding a strategy to :data:`ROLLOUT_STRATEGIES`; refuses duplicate names."""
+def register_strategy(name: str, options: type | None = None) -> Callable[[Strategy], Strategy]:
+    """Decorator adding a strategy to :data:`ROLLOUT_STRATEGIES`, with ``options`` its typed options (a
+    dataclass it reads from ``StrategyConfig.options``); refuses duplicate names."""
 
     def deco(fn: Strategy) -> Strategy:
-        return register_unique(ROLLOUT_STRATEGIES, name, fn, "rollout strategy")
+        register_unique(ROLLOUT_STRATEGIES, name, fn, "rollout strategy")
+        STRATEGY_OPTIONS[name] = options
+        return fn
 
     return deco
 

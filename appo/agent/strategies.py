@@ -14,7 +14,7 @@ Choices where the papers are silent (also in each function's docstring; docs/alg
 - APPO excludes, besides tool/prompt and whitespace-only tokens, each row's last token and tokens
   with no response budget after them: a fork there can only reproduce its parent.
 - Tree nodes are step boundaries (the last token of a tool result) owned by the row that produced
-  them; each round every tree expands ``tree_expand_nodes`` nodes until the budget is used; a
+  them; each round every tree expands ``expand_nodes`` nodes until the budget is used; a
   prompt whose rows have no tool call has no node, and that round adds new independent trees.
 - Random choices (ARPO's fork draws, the tree's expansions, APPO's ``random`` points) come from
   :meth:`AgentLoop.rng_for` keyed by (prompt group, row, position or round), and every engine request
@@ -43,6 +43,7 @@ from appo.agent.context import (
     rollout_metrics,
 )
 from appo.agent.loop import AgentLoop, LoopStart, TurnEvent, fork_start
+from appo.agent.strategy_options import AppoConfig, ArpoConfig, TreeConfig, strategy_options
 from appo.core import arpo_branch_probability, branching_score, likelihood_gain, omega_noise_rows, select_branch_points
 from appo.types import Rollout
 
@@ -80,13 +81,13 @@ def _mean_norm_entropy(ent: list[float], log_v: float) -> float:
     return (sum(ent) / len(ent)) / log_v if ent else 0.0
 
 
-@register_strategy("arpo")
+@register_strategy("arpo", options=ArpoConfig)
 def arpo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) -> RolloutOutput:
     """ARPO's entropy-based adaptive rollout.
 
     ``n_initial`` rows per prompt. Whenever a row samples the first tokens of a turn that follows a
     tool result it produced, ``dH = Hn(first <= w tokens after the result) - Hn(first <= w tokens of
-    the row's first turn)`` with ``Hn = mean entropy / log |V|`` (w = ``arpo_entropy_window``), and
+    the row's first turn)`` with ``Hn = mean entropy / log |V|`` (w = ``entropy_window``), and
     with probability ``arpo_branch_probability(dH, tau, beta)`` one copy forks at the result's last
     token (it shares the response up to there and samples its own next turn), while the prompt has
     fewer than ``n_total`` rows. At the end, missing rows are filled with independent rows
@@ -94,8 +95,9 @@ def arpo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
     engine's entropies are used as they come) and its per-step beam cap.
     """
     check_prompts(prompts)
+    o = strategy_options(cfg.options, ArpoConfig)
     log_v = math.log(max(len(ctx.tokenizer), 2))
-    w = cfg.arpo_entropy_window
+    w = o.entropy_window
     count = {p.group: cfg.n_initial for p in prompts}
     stats = {"forks": 0, "checks": 0, "p_sum": 0.0}
 
@@ -110,7 +112,7 @@ def arpo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
             first = [e for e, m in zip(st.entropies[:first_end], st.loss_mask[:first_end]) if m == 1][:w]
             after = list(st.entropies[ev.turn_start: min(ev.new_to, ev.turn_start + w)])
             d_h = _mean_norm_entropy(after, log_v) - _mean_norm_entropy(first, log_v)
-            p = arpo_branch_probability(d_h, cfg.arpo_tau, cfg.arpo_beta)
+            p = arpo_branch_probability(d_h, o.tau, o.beta)
             stats["checks"] += 1
             stats["p_sum"] += p
             draw = loop.rng_for("arpo", st.group, st.uid, ev.turn_start).random()
@@ -172,7 +174,7 @@ def _random_points(valid: list[torch.Tensor], k: int, rng) -> list[tuple[int, in
     return rng.sample(pool, k) if len(pool) >= k else [rng.choice(pool) for _ in range(k)]
 
 
-@register_strategy("appo")
+@register_strategy("appo", options=AppoConfig)
 def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) -> RolloutOutput:
     """APPO: Branching-Score forks from the initial rows (docs/algorithm.md 2-5; depth 1).
 
@@ -187,15 +189,16 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
     token nor a token with no response budget after it, (``redraw``) not position 0. Per prompt,
     ``select_branch_points`` pools the initial rows' strict candidates (Z(H) > 0 and Z(Omega) > 0) and
     takes ``k = n_total - n_initial`` points; each point (row i, position t) forks through the same loop
-    (KV of the parent reused via its cache key): with ``cfg.appo_fork = "after"`` (default, the paper and
+    (KV of the parent reused via its cache key): with ``fork = "after"`` (default, the paper and
     the reference code) from ``prompt + response[: t + 1]`` (split = t: token t is kept and lies in the
     shared prefix, so it gets the branch contrast); with ``"redraw"`` from ``prompt + response[:t]`` so
     the branch re-samples token t itself (split = t - 1; the advantage's ``redraw_contrast`` gives the
     parent's token t its contrast, docs/algorithm.md 6.3). Initial rows get ``omega`` and ``scores`` for
-    reports. ``cfg.appo_points`` selects ablations: ``entropy`` (Omega ignored, BS = Z(H)) and ``random``
+    reports. ``points`` selects ablations: ``entropy`` (Omega ignored, BS = Z(H)) and ``random``
     (uniform valid points). Leaves out: depth > 1.
     """
     check_prompts(prompts)
+    o = strategy_options(cfg.options, AppoConfig)
     k = cfg.n_total - cfg.n_initial
     loop = ctx.loop()
     extra: dict[str, float] = {}
@@ -203,7 +206,7 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
         _initial(loop, prompts, cfg.n_initial)
         initial = loop.run()
         use_omega = (ctx.current_logp_fn is not None and ctx.anchor_logp_fn is not None
-                     and cfg.appo_points == "score")
+                     and o.points == "score")
         cur = _logps(ctx.current_logp_fn, initial, "current_logp_fn") if use_omega else None
         anc = _logps(ctx.anchor_logp_fn, initial, "anchor_logp_fn") if use_omega else None
         anchor_is_engine = ctx.anchor_logp_fn is engine_logprobs  # `rollout` anchor: delta is engine-vs-trainer
@@ -211,15 +214,15 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
         by_group: dict[int, list[tuple[int, Rollout, object, torch.Tensor]]] = {}
         n_deg = n_strict = n_points = 0
         for i, row in enumerate(initial):
-            valid = _valid_mask(ctx, row, cfg.appo_fork)
+            valid = _valid_mask(ctx, row, o.fork)
             ent = torch.tensor(row.entropies, dtype=torch.float32)
             noise = None
             if use_omega:
-                omega = likelihood_gain(cur[i], anc[i], valid, cfg.omega_gamma, cfg.omega_clip_eps,
-                                        form=cfg.omega_form)
+                omega = likelihood_gain(cur[i], anc[i], valid, o.gamma, o.omega_clip_eps,
+                                        form=o.omega_form)
                 mismatch = cur[i] - anc[i] if anchor_is_engine else None
-                noise = omega_noise_rows(cur[i], anc[i], valid, cfg.omega_gamma, logp_noise=mismatch,
-                                         ratio=cfg.omega_noise_ratio)
+                noise = omega_noise_rows(cur[i], anc[i], valid, o.gamma, logp_noise=mismatch,
+                                         ratio=o.omega_noise_ratio)
             else:
                 omega = torch.ones_like(ent)
             bs = branching_score(ent, omega, valid, omega_noise=noise)
@@ -227,7 +230,7 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
             annotated.append(replace(row, omega=tuple(omega.tolist()), scores=tuple(bs.score.tolist())))
             by_group.setdefault(row.group, []).append((i, annotated[-1], bs, valid))
         for g, items in by_group.items():
-            if cfg.appo_points == "random":
+            if o.points == "random":
                 points = _random_points([v for *_, v in items], k, loop.rng_for("appo_points", g))
             else:
                 points = select_branch_points([b.score for _, _, b, _ in items], [v for *_, v in items], k,
@@ -236,7 +239,7 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
                 _, parent, bs, _ = items[ri]
                 n_points += 1
                 n_strict += bool(bs.strict[t])
-                split = t - 1 if cfg.appo_fork == "redraw" else t
+                split = t - 1 if o.fork == "redraw" else t
                 loop.add(fork_start(parent, split, uid=cfg.n_initial + j, branch_score=float(bs.score[t])))
             if len(points) < k:  # no valid token anywhere (e.g. every row empty): independent rows fill up
                 for u in range(cfg.n_initial + len(points), cfg.n_total):
@@ -253,21 +256,22 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
     return finish(rows, prompts, cfg.n_total, extra)
 
 
-@register_strategy("tree")
+@register_strategy("tree", options=TreeConfig)
 def tree(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) -> RolloutOutput:
     """Tree-GRPO's rollout: trees whose nodes are whole agent steps (a model turn plus its tool result).
 
     Starts from ``n_initial`` rows (one tree each). Each round, per prompt, every tree (in random
-    order) expands up to ``tree_expand_nodes`` of its nodes drawn uniformly without replacement:
+    order) expands up to ``expand_nodes`` of its nodes drawn uniformly without replacement:
     each is forked at its step boundary and continued to the end. Rounds repeat until the prompt has
     ``n_total`` rows (the last round takes only what the budget allows). A node is the last token of a
     tool result, owned by the row that produced it (so a shared node is counted once), with budget
-    left after it. When a prompt has no node in a round, or after ``tree_max_rounds`` rounds, the
+    left after it. When a prompt has no node in a round, or after ``expand_iters`` rounds, the
     missing rows are new independent trees (``origin="initial"``; in a round without nodes at most
     ``n_initial`` of them, since they may bring nodes). Leaves out: Tree-GRPO's advantage (in
     ``appo.core.advantages``).
     """
     check_prompts(prompts)
+    o = strategy_options(cfg.options, TreeConfig)
     count = {p.group: cfg.n_initial for p in prompts}
     loop = ctx.loop()
     rounds = fill = 0
@@ -288,7 +292,7 @@ def tree(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
                 need = cfg.n_total - count[p.group]
                 if need <= 0:
                     continue
-                if cfg.tree_max_rounds and rounds > cfg.tree_max_rounds:
+                if o.expand_iters and rounds > o.expand_iters:
                     new_trees(p, need)
                     continue
                 nodes: dict[int, list[tuple[Rollout, int]]] = {}
@@ -306,7 +310,7 @@ def tree(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
                 rng = loop.rng_for("tree", p.group, rounds)
                 rng.shuffle(trees)
                 picks = [pick for t in trees
-                         for pick in rng.sample(nodes[t], min(cfg.tree_expand_nodes, len(nodes[t])))]
+                         for pick in rng.sample(nodes[t], min(o.expand_nodes, len(nodes[t])))]
                 for row, t in picks[:need]:
                     loop.add(fork_start(row, t, uid=count[p.group]))
                     count[p.group] += 1

@@ -4,8 +4,8 @@ reads (rollout strategy and its typed options, advantage estimator and its optio
 APPO's Omega anchor, loss switches, config rules), and the registry (:func:`get_algorithm`,
 :func:`register_algorithm`; ``algorithm.name=package.module:NAME`` loads one from outside the package).
 
-May import: :mod:`appo.agent` (strategy knobs), :mod:`appo.core`, :mod:`appo.types`. Not the config package,
-the trainer or the engines: they import this.
+May import: :mod:`appo.agent`, :mod:`appo.plugins`, :mod:`appo.types` (the strategies and their options). Not the
+config package, the trainer or the engines: they import this.
 """
 
 from appo.algorithms import appo, arpo, grpo, tree_grpo  # noqa: F401 - each registers its algorithm

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Sequence
 
-from appo.agent.context import StrategyConfig
+from appo.agent.context import STRATEGY_OPTIONS, StrategyConfig
 from appo.plugins import UnknownNameError, is_plugin_spec, load_plugin, register_unique
 from appo.types import Rollout
 
@@ -34,12 +34,19 @@ class Algorithm:
     branches: ClassVar[bool] = False
     """True when a prompt's rows are ``rollout.n_initial`` roots plus branch rows (so ``n_initial < n``)."""
     options_type: ClassVar[type | None] = None
-    """Typed options (a dataclass) read from ``algorithm.options`` by :meth:`options`; None takes none.
-    The built-in algorithms keep theirs in their own config sections (``algorithm.appo`` ...)."""
+    """Typed options (a dataclass) read from ``algorithm.options`` by :meth:`options`; None takes none. An
+    algorithm with its own strategy sets the dataclass that strategy registered with, so the options are
+    declared once (``tests/train/test_plugins.py``: one file holds both)."""
+    section: ClassVar[str | None] = None
+    """The built-in algorithms keep their options in their own config section (``appo``, ``arpo``,
+    ``tree``: ``cfg.algorithm.<section>``, whose types are the strategies' options); None: ``options_type``."""
 
     def options(self, cfg: Any) -> Any:
-        """This algorithm's typed options: ``options_type(**algorithm.options)`` (the config checked the keys
-        and types when it was loaded), or None without an ``options_type``."""
+        """This algorithm's typed options: its config section ``cfg.algorithm.<section>``, else
+        ``options_type(**algorithm.options)`` (the config checked the keys and types when it was loaded), else
+        None."""
+        if self.section is not None:
+            return getattr(cfg.algorithm, self.section)
         if self.options_type is None:
             return None
         return self.options_type(**dict(cfg.algorithm.options))
@@ -49,8 +56,11 @@ class Algorithm:
         return cfg.rollout.n_initial if self.branches else cfg.rollout.n
 
     def strategy_config(self, cfg: Any) -> StrategyConfig:
-        """The rollout strategy's knobs: the row budget ``rollout.n`` and :meth:`n_initial`."""
-        return StrategyConfig(n_total=cfg.rollout.n, n_initial=self.n_initial(cfg))
+        """The rollout strategy's input: the row budget ``rollout.n``, :meth:`n_initial`, and :meth:`options`
+        when the strategy takes options (the strategy reads its own fields from them)."""
+        takes = STRATEGY_OPTIONS.get(self.strategy)
+        return StrategyConfig(n_total=cfg.rollout.n, n_initial=self.n_initial(cfg),
+                              options=self.options(cfg) if takes is not None else None)
 
     def advantage_options(self, cfg: Any) -> dict:
         """Keyword options of the advantage estimator ``cfg.algorithm.adv_estimator``."""

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from appo.algorithms import get_algorithm
+from appo.algorithms import Algorithm, get_algorithm
 from appo.config.schema import Config
 from appo.config.typed_yaml import ConfigError, apply_overrides, build, merge, read_yaml, reference_markdown, to_dict
 from appo.config.validate import validate_config
@@ -59,7 +59,8 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     raw: dict = _unverl(read_yaml(path)) if path is not None else {}
     apply_overrides(raw, overrides, rewrite=_VERL_PREFIXES)
     cfg = build(Config, raw, hints=_FOREIGN_NAMES)
-    return validate_config(_finalize(cfg))
+    cfg, algorithm = _finalize(cfg)
+    return validate_config(cfg, algorithm)
 
 
 def config_to_dict(cfg: Any) -> Any:
@@ -84,9 +85,10 @@ def config_reference_markdown() -> str:
     return reference_markdown(Config, "Configuration reference", intro)
 
 
-def _finalize(cfg: Config) -> Config:
+def _finalize(cfg: Config) -> tuple[Config, Algorithm]:
     """Fill the derived fields (``algorithm.adv_estimator``: the algorithm's own estimator;
-    ``trainer.default_local_dir``) and coerce ``algorithm.options`` to the algorithm's ``options_type``."""
+    ``trainer.default_local_dir``) and coerce ``algorithm.options`` to the algorithm's ``options_type``;
+    returns the config and the resolved algorithm."""
     try:
         algorithm = get_algorithm(cfg.algorithm.name)
     except ValueError as exc:
@@ -100,7 +102,7 @@ def _finalize(cfg: Config) -> Config:
     if cfg.trainer.default_local_dir is None:
         run_dir = str(Path("runs") / cfg.trainer.experiment_name)
         cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, default_local_dir=run_dir))
-    return cfg
+    return cfg, algorithm
 
 
 def _unverl(raw: dict) -> dict:

@@ -142,7 +142,10 @@ def build(cls: type, raw: Any, prefix: str = "", *, root: type | None = None,
         if k not in names:
             raise _unknown_key(cls, prefix + str(k), root, hints or {})
         kwargs[k] = coerce(v, types_[k], prefix + k, root=root, hints=hints)
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as exc:  # a section's own rule (its __post_init__), already one line naming the key
+        raise ConfigError(str(exc)) from None
 
 
 def type_name(tp: Any) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import re
 
-from appo.algorithms import get_algorithm
+from appo.algorithms import Algorithm, get_algorithm
 from appo.config.schema import Config
 from appo.config.typed_yaml import ConfigError, build
 from appo.engine.registry import get_engine_spec
 
 
-def validate_config(cfg: Config) -> Config:
+def validate_config(cfg: Config, algorithm: Algorithm | None = None) -> Config:
     """Check the cross-field rules; return ``cfg`` unchanged or raise :class:`ConfigError` with the fix.
 
     Rules: counts and lengths >= 1 (``sft.num_examples``, epochs and batch size included); rollout workers,
@@ -27,6 +27,7 @@ def validate_config(cfg: Config) -> Config:
     (:meth:`appo.algorithms.Algorithm.validate`, e.g. ``rollout.n_initial < rollout.n`` for branching ones) and
     of the engine (:class:`appo.engine.registry.EngineSpec`, e.g. ``vllm`` needs CUDA), and the types of
     ``algorithm.options`` against the algorithm's ``options_type``.
+    ``algorithm``: ``algorithm.name`` already resolved (by :func:`appo.config.load_config`), else resolved here.
     Not checked: that files and tools exist (their loaders say so, with the path).
     """
     r, d, act, t = cfg.rollout, cfg.data, cfg.actor, cfg.trainer
@@ -85,7 +86,7 @@ def validate_config(cfg: Config) -> Config:
         if not torch.cuda.is_available():
             raise ConfigError(f"model.device={cfg.model.device} but CUDA is not available on this machine; "
                               "fix: model.device=cpu (or model.device=auto)")
-    _check_plugins(cfg)
+    _check_plugins(cfg, algorithm)
     if t.resume_mode == "resume_path" and not t.resume_from_path:
         raise ConfigError("trainer.resume_mode=resume_path needs trainer.resume_from_path=<checkpoint folder>")
     if t.max_actor_ckpt_to_keep is not None and t.max_actor_ckpt_to_keep < 1:
@@ -93,10 +94,10 @@ def validate_config(cfg: Config) -> Config:
     return cfg
 
 
-def _check_plugins(cfg: Config) -> None:
+def _check_plugins(cfg: Config, algorithm: Algorithm | None) -> None:
     """The algorithm's and the engine's rules (:func:`validate_config`), as :class:`ConfigError`."""
     try:
-        algorithm = get_algorithm(cfg.algorithm.name)
+        algorithm = algorithm or get_algorithm(cfg.algorithm.name)
         if algorithm.options_type is not None:
             build(algorithm.options_type, cfg.algorithm.options, "algorithm.options.")
         elif cfg.algorithm.options:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from appo.agent import LoopLimits
-from appo.algorithms import get_algorithm
+from appo.algorithms import Algorithm, get_algorithm
 from appo.config import Config
 from appo.data.sources import data_overrides, examples_for, load_examples, write_task_corpus
 from appo.engine.base import SamplingParams
@@ -158,10 +158,11 @@ def loop_limits(cfg: Config) -> LoopLimits:
 
 
 def build_components(cfg: Config, run_dir: str | Path, train_dataset: Any = None,
-                     val_dataset: Any = None) -> Components:
+                     val_dataset: Any = None, algorithm: Algorithm | None = None) -> Components:
     """Everything :class:`~appo.train.trainer.Trainer` needs, built from ``cfg``. ``train_dataset`` /
     ``val_dataset`` (a ``datasets.Dataset`` / ``DatasetDict``, a list of rows or of Examples) replace
-    ``data.train_files`` / ``data.val_files`` when given."""
+    ``data.train_files`` / ``data.val_files`` when given; ``algorithm`` is the run's resolved
+    ``algorithm.name`` (resolved here when not given)."""
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     if cfg.trainer.deterministic:
@@ -184,7 +185,8 @@ def build_components(cfg: Config, run_dir: str | Path, train_dataset: Any = None
     tools = build_tools(specs)
     reward_fn = build_reward(cfg)
     optimizer, scheduler = build_optimizer(model, cfg, cfg.trainer.total_training_steps)
-    anchor = get_algorithm(cfg.algorithm.name).omega_anchor(cfg)  # Omega's: previous / reference need a copy
+    algorithm = algorithm or get_algorithm(cfg.algorithm.name)
+    anchor = algorithm.omega_anchor(cfg)  # Omega's: previous / reference need a copy
     needs_ref = cfg.actor.use_kl_loss or anchor == "reference"
     needs_prev = anchor == "previous"
     return Components(
@@ -217,10 +219,11 @@ class ConfigWorkerFactory:
         return WorkerParts(model, tokenizer, build_engine(model, tokenizer, cfg), build_tools(list(self.tool_specs)))
 
 
-def build_rollout_pool(cfg: Config, components: Components):
+def build_rollout_pool(cfg: Config, components: Components, algorithm: Algorithm | None = None):
     """``rollout.workers`` Ray actors (:class:`appo.distributed.ray_rollout.RayRolloutPool`), each building
     the model, engine and tools from ``cfg`` as this process did (tool specs from ``components.tool_specs``;
-    files they name must be readable by every worker). Weights are not pushed here: the trainer does."""
+    files they name must be readable by every worker). Weights are not pushed here: the trainer does.
+    ``algorithm``: the run's resolved ``algorithm.name`` (resolved here when not given)."""
     from appo.distributed.ray_rollout import RayRolloutPool
 
     r = cfg.rollout
@@ -232,7 +235,8 @@ def build_rollout_pool(cfg: Config, components: Components):
                          "'file.py:function'); these components hold none or hold tool objects: put the specs in "
                          "Components.tool_specs")
     factory = ConfigWorkerFactory(cfg, tuple(specs), device="cuda" if r.worker_gpus > 0 else "cpu")
-    anchor = get_algorithm(cfg.algorithm.name).omega_anchor(cfg) or "rollout"  # used only when Omega is scored
+    algorithm = algorithm or get_algorithm(cfg.algorithm.name)
+    anchor = algorithm.omega_anchor(cfg) or "rollout"  # used only when Omega is scored
     return RayRolloutPool(factory, r.workers, anchor=anchor, address=r.ray_address,
                           num_cpus=r.worker_cpus, num_gpus=r.worker_gpus, max_restarts=r.worker_restarts,
                           timeout_s=r.worker_timeout_s or None)

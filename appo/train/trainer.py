@@ -85,13 +85,13 @@ class Trainer:
         if self.dist.is_main:
             save_config(cfg, self.run_dir / "config.yaml")
         seed_everything(cfg.trainer.seed)
+        self.algorithm = get_algorithm(cfg.algorithm.name)  # once per run: strategy, estimator, rows, Omega anchor
         with self.dist.main_first():  # rank 0 writes the run's shared files (search corpus, index) first
-            components = components or build_components(cfg, self.run_dir, train_dataset, val_dataset)
+            components = components or build_components(cfg, self.run_dir, train_dataset, val_dataset, self.algorithm)
         # DDP / FSDP2 module for the update (the model itself in one process); FSDP2 rebuilds the optimizer
         self.c = self.dist.wrap(components, cfg, lambda m: build_optimizer(m, cfg, cfg.trainer.total_training_steps))
         self.sampler = PromptSampler(len(self.c.train_examples), cfg.data.train_batch_size, cfg.data.seed,
                                      cfg.data.shuffle)
-        self.algorithm = get_algorithm(cfg.algorithm.name)  # strategy, estimator, trained rows, Omega anchor
         self.estimator = get_advantage_estimator(cfg.algorithm.adv_estimator)
         self.texts = TokenTexts(self.c.tokenizer)
         self.system_prompt = resolve_system_prompt(cfg.rollout.system_prompt, self.c.tools, cfg.rollout.protocol)
@@ -101,7 +101,7 @@ class Trainer:
             if self.dist.enabled:
                 raise ValueError("rollout.workers > 0 (Ray rollout workers) needs a single training process; "
                                  "under torchrun set rollout.workers=0 (each rank generates its own share)")
-            self.rollout_pool = build_rollout_pool(cfg, self.c)
+            self.rollout_pool = build_rollout_pool(cfg, self.c, self.algorithm)
             self.push_rollout_weights(with_previous=True)
 
     # ------------------------------------------------------------------------------------ one step

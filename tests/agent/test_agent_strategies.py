@@ -18,10 +18,14 @@ from appo.agent import (
     register_strategy,
     run_strategy,
 )
+from appo.agent.strategy_options import AppoConfig, ArpoConfig, TreeConfig
 from appo.engine.base import SamplingParams
 from appo.types import Example
 
 STRATEGIES = ["independent", "arpo", "appo", "tree"]
+
+UNBOUNDED_TREE = TreeConfig(expand_iters=0)
+"""Tree expansion until the budget is used (expand_iters=0)."""
 
 
 def _ex(q):
@@ -78,7 +82,8 @@ def test_budget_links_masks_and_release(tiny_tokenizer, name):
 def test_deterministic_with_seed(tiny_tokenizer, name):
     def go(seed):
         ctx = make_ctx(tiny_tokenizer, seed=seed)
-        return run_strategy(name, ctx, prompts_for(ctx), StrategyConfig(n_total=5, n_initial=2)).rows
+        cfg = StrategyConfig(5, 2, UNBOUNDED_TREE if name == "tree" else None)
+        return run_strategy(name, ctx, prompts_for(ctx), cfg).rows
 
     a, b, c = go(1), go(1), go(2)
     assert a == b
@@ -89,7 +94,7 @@ def test_deterministic_with_seed(tiny_tokenizer, name):
 def test_appo_branches_are_depth_one_at_model_tokens(tiny_tokenizer, fork):
     ctx = make_ctx(tiny_tokenizer, current_logp_fn=lambda rows: [torch.tensor(r.logprobs) * 0.8 for r in rows],
                    anchor_logp_fn=engine_logprobs)
-    out = run_strategy("appo", ctx, prompts_for(ctx), StrategyConfig(n_total=7, n_initial=3, appo_fork=fork))
+    out = run_strategy("appo", ctx, prompts_for(ctx), StrategyConfig(7, 3, AppoConfig(fork=fork)))
     by = {(r.group, r.uid): r for r in out.rows}
     for r in out.rows:
         if r.origin == "initial":
@@ -174,7 +179,7 @@ def _planted(tok, gain_row, rollout_anchor=False):
 @pytest.mark.parametrize("fork, shift", [("redraw", -1), ("after", 0)])
 def test_appo_picks_planted_high_entropy_high_omega_point(tiny_tokenizer, fork, shift):
     ctx, prompts, spike = _planted(tiny_tokenizer, gain_row=0)
-    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2, appo_fork=fork))
+    out = run_strategy("appo", ctx, prompts, StrategyConfig(3, 2, AppoConfig(fork=fork)))
     branch = out.rows[2]
     assert (branch.origin, branch.parent, branch.split, branch.root) == ("branch", 0, spike[0] + shift, 0)
     row0 = out.rows[0]
@@ -190,7 +195,7 @@ def test_appo_choice_follows_omega(tiny_tokenizer):
         {0: "<think>alpha beta gamma delta one two three four</think><answer>\\boxed{1}</answer>",
          1: "<think>so then ok fine more words here now</think><answer>\\boxed{2}</answer>",
          2: "<think>so then ok fine more words here now</think><answer>\\boxed{2}</answer>"}[int(key.split("/")[1])]])
-    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2, appo_fork="redraw"))
+    out = run_strategy("appo", ctx, prompts, StrategyConfig(3, 2, AppoConfig(fork="redraw")))
     assert (out.rows[2].parent, out.rows[2].split) == (1, spike[1] - 1)  # redraw: the fork re-samples the spike
     assert out.metrics["appo/omega_degenerate_rate"] == 0.0
 
@@ -201,7 +206,7 @@ def test_appo_rollout_anchor_gain_is_mismatch_and_falls_back_to_entropy(tiny_tok
     keeps Omega in the score."""
     def scores(rollout_anchor, points="score"):
         ctx, prompts, _ = _planted(tiny_tokenizer, gain_row=0, rollout_anchor=rollout_anchor)
-        out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2, appo_points=points))
+        out = run_strategy("appo", ctx, prompts, StrategyConfig(3, 2, AppoConfig(points=points)))
         return out.metrics["appo/omega_degenerate_rate"], [r.scores for r in out.rows if r.origin == "initial"]
 
     rate, rollout_scores = scores(True)
@@ -213,7 +218,7 @@ def test_appo_rollout_anchor_gain_is_mismatch_and_falls_back_to_entropy(tiny_tok
 
 def test_arpo_forks_at_tool_results_with_probability_one(tiny_tokenizer):
     ctx = make_ctx(tiny_tokenizer, policy=random_tags_policy(tiny_tokenizer, p_call=1.0, max_calls=2))
-    cfg = StrategyConfig(n_total=5, n_initial=2, arpo_tau=1.0, arpo_beta=0.0)
+    cfg = StrategyConfig(5, 2, ArpoConfig(tau=1.0, beta=0.0))
     out = run_strategy("arpo", ctx, prompts_for(ctx), cfg)
     by = {(r.group, r.uid): r for r in out.rows}
     branches = [r for r in out.rows if r.origin == "branch"]
@@ -227,14 +232,14 @@ def test_arpo_forks_at_tool_results_with_probability_one(tiny_tokenizer):
 
 def test_arpo_with_probability_zero_fills_with_independent_rows(tiny_tokenizer):
     ctx = make_ctx(tiny_tokenizer, policy=random_tags_policy(tiny_tokenizer, p_call=1.0, max_calls=2))
-    cfg = StrategyConfig(n_total=5, n_initial=2, arpo_tau=0.0, arpo_beta=0.0)
+    cfg = StrategyConfig(5, 2, ArpoConfig(tau=0.0, beta=0.0))
     out = run_strategy("arpo", ctx, prompts_for(ctx), cfg)
     assert all(r.origin == "initial" for r in out.rows) and out.metrics["arpo/fill_rows"] == 9.0
 
 
 def test_tree_forks_at_step_boundaries_and_fills_without_tools(tiny_tokenizer):
     ctx = make_ctx(tiny_tokenizer, policy=random_tags_policy(tiny_tokenizer, p_call=0.8, max_calls=3))
-    out = run_strategy("tree", ctx, prompts_for(ctx), StrategyConfig(n_total=10, n_initial=2, tree_expand_nodes=1))
+    out = run_strategy("tree", ctx, prompts_for(ctx), StrategyConfig(10, 2, TreeConfig(expand_nodes=1, expand_iters=0)))
     by = {(r.group, r.uid): r for r in out.rows}
     for r in out.rows:
         if r.origin == "branch":
@@ -244,13 +249,13 @@ def test_tree_forks_at_step_boundaries_and_fills_without_tools(tiny_tokenizer):
             assert r.root == parent.tree and len(r.tool_spans) >= 1
     assert out.metrics["tree/rounds"] >= 4  # at most 2 trees x 1 node per round for 8 expansions
     ctx = make_ctx(tiny_tokenizer, policy=random_tags_policy(tiny_tokenizer, p_call=0.0))
-    out = run_strategy("tree", ctx, prompts_for(ctx), StrategyConfig(n_total=4, n_initial=2))
+    out = run_strategy("tree", ctx, prompts_for(ctx), StrategyConfig(4, 2, UNBOUNDED_TREE))
     assert all(r.origin == "initial" for r in out.rows) and out.metrics["tree/fill_rows"] == 6.0
 
 
 def test_tree_max_rounds_fills_the_rest_with_new_trees(tiny_tokenizer):
     ctx = make_ctx(tiny_tokenizer, policy=random_tags_policy(tiny_tokenizer, p_call=1.0, max_calls=2))
-    cfg = StrategyConfig(n_total=9, n_initial=2, tree_expand_nodes=1, tree_max_rounds=1)
+    cfg = StrategyConfig(9, 2, TreeConfig(expand_nodes=1, expand_iters=1))
     out = run_strategy("tree", ctx, prompts_for(ctx, ("a",)), cfg)
     assert sum(r.origin == "branch" for r in out.rows) == 2 and out.metrics["tree/fill_rows"] == 5.0
 
@@ -272,8 +277,8 @@ def test_registry_and_prompt_checks(tiny_tokenizer):
 @pytest.mark.parametrize("fork, shift", [("redraw", 1), ("after", 0)])
 def test_appo_entropy_only_points(tiny_tokenizer, fork, shift):
     ctx, prompts, spike = _planted(tiny_tokenizer, gain_row=0)
-    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2, appo_points="entropy",
-                                                            appo_fork=fork))
+    out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=3, n_initial=2,
+                                                            options=AppoConfig(points="entropy", fork=fork)))
     rows0 = [r for r in out.rows if r.origin == "initial"]
     assert all(set(r.omega) == {1.0} for r in rows0)  # Omega ignored: an entropy spike wins
     b = out.rows[2]
@@ -284,7 +289,7 @@ def test_appo_entropy_only_points(tiny_tokenizer, fork, shift):
 def test_appo_random_points_are_valid_and_seeded(tiny_tokenizer):
     def go(seed):
         ctx = make_ctx(tiny_tokenizer, seed=seed)
-        return run_strategy("appo", ctx, prompts_for(ctx), StrategyConfig(n_total=6, n_initial=2, appo_points="random"))
+        return run_strategy("appo", ctx, prompts_for(ctx), StrategyConfig(6, 2, AppoConfig(points="random")))
 
     out = go(3)
     assert [(r.parent, r.split) for r in go(3).rows] == [(r.parent, r.split) for r in out.rows]

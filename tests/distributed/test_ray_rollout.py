@@ -18,6 +18,7 @@ import torch
 from ray_harness import TinyFactory, start_local_ray
 
 from appo.agent import LoopLimits, PromptSpec, RolloutContext, StrategyConfig, run_strategy, teacher_forced_logp_fn
+from appo.agent.strategy_options import TreeConfig
 from appo.distributed.ray_rollout import RayRolloutPool, policy_weights
 from appo.engine.base import SamplingParams
 from appo.models.loading import frozen_copy
@@ -88,7 +89,7 @@ def _same_rows(a, b) -> float:
 
 
 CASES = [("independent", StrategyConfig(n_total=3, n_initial=3)), ("appo", StrategyConfig(n_total=4, n_initial=2)),
-         ("arpo", StrategyConfig(n_total=3, n_initial=2)), ("tree", StrategyConfig(n_total=3, n_initial=2))]
+         ("arpo", StrategyConfig(n_total=3, n_initial=2)), ("tree", StrategyConfig(3, 2, TreeConfig(expand_iters=0)))]
 
 
 @pytest.mark.parametrize("name,cfg", CASES, ids=[c[0] for c in CASES])

@@ -19,6 +19,7 @@ from agent_doubles import ScriptedEngine, StubPython, StubSearch, random_tags_po
 
 from appo.agent import LoopLimits, PromptSpec, RolloutContext, StrategyConfig, run_strategy  # noqa: E402
 from appo.agent.loop import derive_seed  # noqa: E402
+from appo.agent.strategy_options import AppoConfig, TreeConfig  # noqa: E402
 from appo.engine.base import GenerationRequest, SamplingParams  # noqa: E402
 from appo.engine.hf import HFEngine  # noqa: E402
 from appo.engine.sampling import counter_uniforms, sample_next  # noqa: E402
@@ -137,8 +138,8 @@ def _run(tok, name, groups, cfg, seed=3):
     ("independent", StrategyConfig(n_total=4, n_initial=4)),
     ("arpo", StrategyConfig(n_total=6, n_initial=2)),
     ("appo", StrategyConfig(n_total=6, n_initial=3)),
-    ("appo", StrategyConfig(n_total=6, n_initial=3, appo_points="random")),
-    ("tree", StrategyConfig(n_total=6, n_initial=2, tree_expand_nodes=1)),
+    ("appo", StrategyConfig(6, 3, AppoConfig(points="random"))),
+    ("tree", StrategyConfig(6, 2, TreeConfig(expand_nodes=1, expand_iters=0))),
 ])
 def test_a_prompts_rows_do_not_depend_on_the_other_prompts(tiny_tokenizer, name, cfg):
     full = _run(tiny_tokenizer, name, [0, 1, 2, 3], cfg)

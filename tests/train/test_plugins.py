@@ -20,12 +20,14 @@ from appo.engine.registry import ENGINES, get_engine_spec
 REPO = Path(__file__).resolve().parents[2]
 
 PLUGIN = textwrap.dedent('''
-    """A fifth algorithm (RLOO: leave-one-out baseline) and an engine, outside appo."""
-    from dataclasses import dataclass
+    """A fifth algorithm (RLOO: leave-one-out baseline) with its own rollout strategy, and an engine, outside
+    appo: the strategy's options are declared once (RlooOptions) and reach both the strategy and the estimator."""
+    from dataclasses import dataclass, replace
     from pathlib import Path
 
     import torch
 
+    from appo.agent import StrategyConfig, get_strategy, register_strategy
     from appo.algorithms import Algorithm
     from appo.core import register_advantage
     from appo.engine.registry import EngineSpec, build_hf
@@ -34,6 +36,12 @@ PLUGIN = textwrap.dedent('''
     @dataclass(frozen=True)
     class RlooOptions:
         scale: float = 1.0
+
+
+    @register_strategy("test_rloo", options=RlooOptions)
+    def rloo_rollout(ctx, prompts, cfg):
+        out = get_strategy("independent")(ctx, prompts, StrategyConfig(cfg.n_total, cfg.n_initial))
+        return replace(out, metrics={**out.metrics, "test_rloo/strategy_scale": cfg.options.scale})
 
 
     @register_advantage("test_rloo")
@@ -50,7 +58,7 @@ PLUGIN = textwrap.dedent('''
 
     class RLOO(Algorithm):
         name = "rloo"
-        strategy = "independent"
+        strategy = "test_rloo"
         estimator = "test_rloo"
         options_type = RlooOptions
 
@@ -88,6 +96,7 @@ def test_a_fifth_algorithm_and_an_engine_from_outside_train_one_step(base, tmp_p
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     step = [m for m in metrics if m.get("step") == 1][-1]
     assert step["critic/rloo_scale"] == 2.5  # the plugin's estimator ran, with its typed option
+    assert step["test_rloo/strategy_scale"] == 2.5  # and its strategy, with the same options
     assert (run_dir / "plugin_engine.txt").read_text()  # the plugin's engine built the rollouts' engine
     rows = json.loads((run_dir / "rollouts" / "step_000001.json").read_text())
     assert rows["algorithm"] == "my_rloo:RLOO"
