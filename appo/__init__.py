@@ -1,9 +1,10 @@
 """appo: RL for tool-using LLM agents (APPO and the GRPO, ARPO, Tree-GRPO baselines).
 
-The layers, each a package whose ``__init__`` docstring says what it may import (checked for cycles by
-tests/test_import_graph.py): :mod:`appo.types` (records) <- :mod:`appo.core` (pure maths) <- engine, tools,
-rewards, data <- :mod:`appo.agent` <- :mod:`appo.algorithms` <- :mod:`appo.config` <- :mod:`appo.train` <-
-distributed, eval, report, analysis, study, bench, demo <- :mod:`appo.cli`.
+The layers, bottom to top (README.md "Architecture" holds the exact import map, which
+tests/test_import_graph.py checks against the code): :mod:`appo.types`, :mod:`appo.plugins`, :mod:`appo.paths`
+<- :mod:`appo.core` (pure maths), :mod:`appo.rewards` <- data, tools <- models <- engine <- :mod:`appo.agent` <-
+:mod:`appo.algorithms` <- :mod:`appo.config`; eval <- distributed <- :mod:`appo.train` <- serve, bench, demo <- study
+<- :mod:`appo.cli`; analysis and report read run folders and never import train.
 """
 
 from importlib.metadata import PackageNotFoundError

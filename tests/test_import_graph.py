@@ -10,27 +10,33 @@ submodule import runs implicitly) are not counted; ``from pkg import name`` coun
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import appo
 
 ROOT = Path(appo.__file__).parent
 
-# Layering the package __init__ docstrings promise: a package may import only these appo packages.
-ALLOWED = {
-    "appo.types": set(),
-    "appo.plugins": set(),
-    "appo.core": {"appo.types", "appo.plugins"},
-    "appo.rewards": {"appo.types", "appo.plugins"},
-    "appo.data": {"appo.types", "appo.rewards", "appo.plugins"},
-    "appo.engine": {"appo.core", "appo.models", "appo.plugins"},
-    "appo.agent": {"appo.core", "appo.engine", "appo.tools", "appo.types", "appo.plugins"},
-    "appo.algorithms": {"appo.agent", "appo.core", "appo.types", "appo.plugins"},
-    "appo.config": {"appo.algorithms", "appo.configs", "appo.engine", "appo.types", "appo.plugins"},
-    "appo.configs": set(),
-    "appo.dump": {"appo.types", "appo.rewards"},
-    "appo.report": set(),
-}
+README = ROOT.parent / "README.md"
+
+
+def readme_import_map(text: str | None = None) -> dict[str, set[str]]:
+    """The import map of README.md's "Architecture" section (the table between the ``import-map`` markers):
+    ``appo.<package>`` -> the ``appo.<package>`` set it imports."""
+    text = README.read_text() if text is None else text
+    block = text.split("<!-- import-map:start -->")[1].split("<!-- import-map:end -->")[0]
+    out: dict[str, set[str]] = {}
+    for line in block.splitlines():
+        if not line.startswith("| `"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        name = re.fullmatch(r"`([\w.]+)`", cells[0]).group(1)
+        out[f"appo.{name}"] = {f"appo.{m}" for m in re.findall(r"`([\w.]+)`", cells[1])}
+    return out
+
+
+# Layering README.md's table and the package __init__ docstrings promise: a package imports exactly these.
+ALLOWED = readme_import_map()
 
 
 def module_files(root: Path = ROOT) -> dict[str, Path]:
@@ -75,10 +81,12 @@ def package_of(module: str) -> str:
 
 
 def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
-    """Package -> the other packages its modules import."""
+    """Package -> the other packages its modules import (``appo`` itself, which only holds the version, is not
+    counted as a package)."""
     out: dict[str, set[str]] = {}
     for m, targets in graph.items():
-        out.setdefault(package_of(m), set()).update(package_of(t) for t in targets if package_of(t) != package_of(m))
+        out.setdefault(package_of(m), set()).update(
+            package_of(t) for t in targets if package_of(t) not in (package_of(m), "appo"))
     return out
 
 
@@ -152,3 +160,34 @@ def test_every_package_says_what_it_is_for_and_what_it_may_import():
         assert len(doc.split()) >= 10, f"{init}: no docstring saying what the package is for"
         if init.parent.parent == ROOT:  # a first-level package
             assert "May import" in doc or "imports nothing" in doc, f"{init}: say what it may import"
+
+
+def test_the_readme_import_map_is_the_code():
+    """Every package is in README.md's table, and each imports exactly what its row lists (nothing more, and
+    no listed import it does not make), so the Architecture paragraph cannot drift."""
+    graph = package_graph(import_graph())
+    graph.pop("appo", None)  # the package's own __init__: the version string
+    assert sorted(set(graph) - set(ALLOWED)) == [], "packages missing from README.md's import map"
+    assert sorted(set(ALLOWED) - set(graph)) == [], "README.md's import map lists packages that do not exist"
+    wrong = {p: (sorted(graph[p] - ALLOWED[p]), sorted(ALLOWED[p] - graph[p])) for p in graph if graph[p] != ALLOWED[p]}
+    assert not wrong, f"package: (imports the table does not list, listed imports it does not make): {wrong}"
+
+
+def test_each_package_docstring_repeats_its_row():
+    """A first-level package's ``__init__`` docstring names, after "May import:", exactly its row's packages
+    (``:mod:`appo.x``` references) or says it "imports nothing" when the row is empty."""
+    for init in sorted(ROOT.glob("*/__init__.py")):
+        name = f"appo.{init.parent.name}"
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        if not ALLOWED[name]:
+            assert "imports nothing" in doc, f"{init}: say that it imports nothing of appo"
+            continue
+        said = doc.split("May import:")[1].split("\n\n")[0]
+        named = {".".join(m.split(".")[:2]) for m in re.findall(r":mod:`(appo\.[\w.]+)`", said)}
+        assert named == ALLOWED[name], f"{init}: 'May import:' names {sorted(named)}, README.md {sorted(ALLOWED[name])}"
+
+
+def test_the_map_parser_reads_a_row():
+    text = ("x\n<!-- import-map:start -->\n| a | b | c |\n| `core` | `plugins`, `types` | maths |\n"
+            "<!-- import-map:end -->")
+    assert readme_import_map(text) == {"appo.core": {"appo.plugins", "appo.types"}}

@@ -11,12 +11,13 @@ Typical use (what a trainer does each step)::
     out = run_strategy("appo", ctx, prompts, StrategyConfig(n_total=16, n_initial=8))
     out.rows  # n_total Rollouts per prompt, ordered by (group, uid); out.metrics for logging
 
-May import: :mod:`appo.core`, :mod:`appo.engine` (the Engine protocol), :mod:`appo.tools` (the Tool
-protocol), :mod:`appo.types`. Not the config, the algorithms or the trainer.
+May import: :mod:`appo.core`, :mod:`appo.engine`, :mod:`appo.plugins`, :mod:`appo.tools`, :mod:`appo.types` (the
+Engine and Tool protocols). Not the config, the algorithms or the trainer.
 """
 
 from appo.agent.context import (
     ROLLOUT_STRATEGIES,
+    STRATEGY_OPTIONS,
     PromptSpec,
     RolloutContext,
     RolloutOutput,
@@ -52,9 +53,11 @@ from appo.agent.protocols import (
     turn_end_id,
 )
 from appo.agent.strategies import run_strategy
+from appo.agent.strategy_options import AppoConfig, ArpoConfig, TreeConfig, strategy_options
 from appo.agent.template_protocol import TemplateProtocol  # noqa: E402 - registers the `template` protocol
 
 __all__ = [
+    "AppoConfig", "ArpoConfig", "STRATEGY_OPTIONS", "TreeConfig", "strategy_options",
     "AgentLoop", "HermesProtocol", "LoopLimits", "LoopStart", "PROTOCOLS", "PromptSpec", "ROLLOUT_STRATEGIES",
     "RolloutContext", "RolloutOutput", "StrategyConfig", "TagsProtocol", "TemplateProtocol", "TokenAlignmentError",
     "ToolProtocol",

@@ -15,7 +15,9 @@ calls. Usage::
 
 See ``docs/analysis.md`` for the method, its choices and measured results.
 
-May import: the layers below the trainer, :mod:`appo.dump` and :mod:`appo.report`. Not :mod:`appo.train`.
+May import: :mod:`appo.agent`, :mod:`appo.core`, :mod:`appo.data`, :mod:`appo.dump`, :mod:`appo.engine`,
+:mod:`appo.models`, :mod:`appo.prompts`, :mod:`appo.report`, :mod:`appo.rewards`, :mod:`appo.tools`,
+:mod:`appo.types`. Not :mod:`appo.train`.
 """
 
 from appo.analysis.api import AnalysisResult, analyze, analyze_examples

@@ -21,7 +21,8 @@ section. See ``docs/benchmarks.md`` for a full run and what limits each figure. 
 :mod:`~appo.bench.rollout`, :mod:`~appo.bench.branching`, :mod:`~appo.bench.training`,
 :mod:`~appo.bench.rl_step`, :mod:`~appo.bench.memory`; shared timing in :mod:`~appo.bench.harness`.
 
-May import: :mod:`appo.train`, :mod:`appo.config` and the layers below them. Nothing imports it but the CLI.
+May import: :mod:`appo.config`, :mod:`appo.data`, :mod:`appo.engine`, :mod:`appo.models`, :mod:`appo.prompts`,
+:mod:`appo.rewards`, :mod:`appo.train`, :mod:`appo.types`. Nothing imports it but the CLI.
 """
 
 from __future__ import annotations

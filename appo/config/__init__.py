@@ -5,8 +5,8 @@ typed-YAML machinery (:mod:`~appo.config.typed_yaml`). Errors are :class:`Config
 rules) and :class:`~appo.configs.ConfigNotFoundError` (an unknown config name); both are ``ValueError``\\ s
 whose message is one line naming the input and the fix.
 
-May import: :mod:`appo.configs` (the shipped YAML files), :mod:`appo.algorithms` (their sections and rules),
-:mod:`appo.engine.registry` (engine rules). Not the trainer, the models or the data.
+May import: :mod:`appo.algorithms` (their sections and rules), :mod:`appo.configs` (the shipped YAML files),
+:mod:`appo.engine` (engine rules, :mod:`appo.engine.registry`). Not the trainer, the models or the data.
 """
 
 from appo.algorithms.appo import AppoConfig

@@ -2,7 +2,7 @@
 
 Nothing here reads a config object, logs, or touches a model; the maths is in docs/algorithm.md.
 
-May import: :mod:`appo.types` only (tests/test_import_graph.py checks it).
+May import: :mod:`appo.plugins`, :mod:`appo.types` (tests/test_import_graph.py checks it against README.md).
 """
 
 from appo.core.advantages import (

@@ -11,7 +11,7 @@ letters, numbers or expressions). The reference work grades the deep-search sets
 which appo does not ship; treat their F1/EM as a lower bound.
 
 Not bundled: the full MATH test set (``math``) and HLE's full test file (``hle_full``); drop the file
-in ``<data dir>/benchmarks/`` (see :mod:`appo.data.paths`) and they load like the others.
+in ``<data dir>/benchmarks/`` (see :mod:`appo.paths`) and they load like the others.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import re
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from appo.data.paths import describe_roots, find_data_file
 from appo.data.rows import DataError, EmptyAnswerError, collect, require_field
 from appo.data.verl import is_verl_row, verl_row_to_example
+from appo.paths import describe_roots, find_data_file
 from appo.plugins import register_unique
+from appo.rewards.extract import last_boxed
 from appo.types import Example, Metric, TaskKind
 
 QUESTION_FIELDS = ("question", "problem", "Question", "query", "prompt")
@@ -123,19 +124,13 @@ def normalise_gsm8k(row: dict, path: str, row_index: int, spec: BenchmarkSpec) -
     return replace(example, extra_info={**example.extra_info, "solution": text})
 
 
-def _last_boxed(text: str) -> str | None:
-    from appo.rewards.extract import last_boxed
-
-    return last_boxed(text)
-
-
 def normalise_math(row: dict, path: str, row_index: int, spec: BenchmarkSpec) -> Example:
     """MATH-style rows: ``problem``/``question`` and ``answer``; without ``answer``, the last ``\\boxed{}``
     of ``solution`` (the original Hendrycks MATH release has no separate answer field)."""
     if is_verl_row(row):
         return verl_row_to_example(row, path, row_index, source=spec.name, kind=spec.kind, metric=spec.metric)
     if row.get("answer") is None and isinstance(row.get("solution"), str):
-        boxed = _last_boxed(row["solution"])
+        boxed = last_boxed(row["solution"])
         if boxed is None:
             raise DataError(path, row_index, "no 'answer' field and no \\boxed{} in 'solution'",
                             "add an 'answer' field")

@@ -9,9 +9,9 @@ from pathlib import Path
 from appo.data.benchmarks import BENCHMARKS, load_benchmark, read_examples, source_name
 from appo.data.chat_rows import ANSWER_FIELDS, guess_kind, normalise_row
 from appo.data.hf import is_local_dataset, load_local
-from appo.data.paths import describe_roots, find_data_file
 from appo.data.rows import DataError, collect, first_field, read_rows
 from appo.data.verl import default_metric, is_verl_row, load_verl_parquet, looks_like_verl
+from appo.paths import describe_roots, find_data_file
 from appo.types import Example, Metric, TaskKind
 
 
@@ -45,7 +45,7 @@ def load_dataset(
       from the first row (:func:`~appo.data.chat_rows.guess_kind`), for the whole file.
 
     ``kind`` and ``metric`` override what the loader would choose. Paths are tried as given, then
-    relative to the data directories (see :mod:`appo.data.paths`).
+    relative to the data directories (see :mod:`appo.paths`).
     """
     spec_text = str(spec)
     if spec_text in BENCHMARKS:

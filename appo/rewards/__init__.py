@@ -1,7 +1,7 @@
 """Rewards: math equivalence (math-verify), QA EM / F1, the reference format check and combined reward,
 a registry of named batch reward functions, weighted sums, and user functions loaded from ``file.py:function``.
 
-May import: :mod:`appo.types` only.
+May import: :mod:`appo.plugins`, :mod:`appo.types` only.
 """
 
 from appo.rewards.base import RewardFn, RewardOutput

@@ -8,8 +8,9 @@
 
 Names are imported lazily (FastAPI and openai load only when used).
 
-May import: :mod:`appo.agent`, :mod:`appo.engine`, :mod:`appo.eval`, :mod:`appo.rewards`, :mod:`appo.tools`,
-:mod:`appo.models`, :mod:`appo.train` (checkpoints), :mod:`appo.types`. Nothing below it imports it.
+May import: :mod:`appo.agent`, :mod:`appo.engine`, :mod:`appo.eval`, :mod:`appo.models`, :mod:`appo.prompts`,
+:mod:`appo.rewards`, :mod:`appo.tools`, :mod:`appo.train` (checkpoints), :mod:`appo.types`. Nothing below it imports
+it.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ transformers or bm25s.
 - :class:`~appo.tools.functions.FunctionTool` and the :func:`~appo.tools.functions.tool` decorator
 - :func:`~appo.tools.registry.build_tools`: tools from config specs
 
-May import: :mod:`appo.types`, :mod:`appo.data` (a search corpus's documents). Not the agent or the
-trainer.
+May import: :mod:`appo.paths` (the search cache's file), :mod:`appo.plugins`, :mod:`appo.types`. Not the data, the
+agent or the trainer.
 """
 
 from __future__ import annotations

@@ -55,8 +55,8 @@ def split_pages(text: str) -> list[str]:
 
 
 def default_cache_path() -> Path:
-    """The bundled cache found through :mod:`appo.data.paths` (``data/search/search_cache.json``)."""
-    from appo.data.paths import describe_roots, find_data_file
+    """The bundled cache found through :mod:`appo.paths` (``data/search/search_cache.json``)."""
+    from appo.paths import describe_roots, find_data_file
 
     path = find_data_file(CACHE_RELATIVE)
     if path is None:

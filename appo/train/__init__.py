@@ -4,8 +4,8 @@ sequence packing, the PPO update, checkpoints, metrics and the progress display,
 algorithms, data sampling and the rollout dump records live outside (:mod:`appo.config`,
 :mod:`appo.algorithms`, :mod:`appo.data.sources`, :mod:`appo.dump`).
 
-May import: everything below it (:mod:`appo.algorithms`, :mod:`appo.config`, :mod:`appo.agent`,
-:mod:`appo.engine`, :mod:`appo.tools`, :mod:`appo.rewards`, :mod:`appo.data`, :mod:`appo.models`,
-:mod:`appo.core`, :mod:`appo.types`), :mod:`appo.distributed`, :mod:`appo.eval`, :mod:`appo.prompts`. Not the
-report, analysis, study, demo or CLI.
+May import: everything below it (:mod:`appo.algorithms`, :mod:`appo.config`, :mod:`appo.agent`, :mod:`appo.engine`,
+:mod:`appo.tools`, :mod:`appo.rewards`, :mod:`appo.data`, :mod:`appo.models`, :mod:`appo.core`, :mod:`appo.types`,
+:mod:`appo.dump`), :mod:`appo.distributed`, :mod:`appo.eval`, :mod:`appo.prompts`. Not the report, analysis, study,
+demo or CLI.
 """

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from appo.data import BENCHMARKS, ENV_VAR, DataError, load_benchmark, load_dataset, load_verl_parquet
-from appo.data.paths import bundled_data_dir
+from appo.paths import bundled_data_dir
 
 # Row counts from data/README.md's table.
 COUNTS = {

@@ -26,7 +26,7 @@ ENV_VAR = "APPO_DATA_DIR"
 
 def bundled_data_dir() -> Path | None:
     """The repository's ``data/`` folder next to the ``appo`` package, or None when not present."""
-    candidate = Path(__file__).resolve().parents[2] / "data"
+    candidate = Path(__file__).resolve().parents[1] / "data"  # appo/paths.py -> the checkout root
     return candidate if candidate.is_dir() else None
 
 
