@@ -85,8 +85,3 @@ def write_step(run_dir: str | Path, record: dict) -> Path:
     tmp.write_text(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
     tmp.replace(path)
     return path
-
-
-def read_step(path: str | Path) -> dict:
-    """Read a step record written by :func:`write_step`."""
-    return json.loads(Path(path).read_text())

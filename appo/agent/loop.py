@@ -7,8 +7,8 @@ tool through ``Tool.call_batch``, the groups in parallel), and the result ids ar
 
 Token-in/token-out: the response holds exactly the ids the engine sampled (a prefix of them when the
 loop cuts a turn at a stop string the engine ran past) and the tool ids tokenized on their own;
-model text is never decoded and re-encoded. :func:`verify_token_alignment` checks this for every
-finished row (the response is the fork prefix, then the kept engine outputs and tool ids in order).
+model text is never decoded and re-encoded. :func:`~appo.agent.alignment.verify_token_alignment` checks
+this for every finished row (the response is the fork prefix, then the kept engine outputs and tool ids in order).
 
 Choices where the papers are silent (docs/algorithm.md 11 lists the departures):
 
@@ -22,7 +22,7 @@ Choices where the papers are silent (docs/algorithm.md 11 lists the departures):
   the call text kept, no result and no span. With ``"message"`` the first call past the limit gets
   :meth:`ToolProtocol.limit_message` as its (``ok=False``) result and the row may answer; a second
   one stops it.
-- Forks (:func:`fork_start`): a start may be a prefix of an existing row; calls in the prefix count
+- Forks (:func:`~appo.agent.fork.fork_start`): a start may be a prefix of an existing row; calls in the prefix count
   toward the limit. When the prefix ends inside a call, the continuation completes it; when it ends
   on the token that closed a call (or an answer / EOS), that turn is processed without generating.
 - Cache keys: one per row, ``f"{key_prefix}{group}/{uid}"``; the loop never releases them (the
@@ -44,10 +44,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable, Literal, Mapping, Sequence
 
+from appo.agent.alignment import TokenAlignmentError, verify_token_alignment
+from appo.agent.fork import LoopStart, fork_start
 from appo.agent.protocols import ToolProtocol, TurnAction, end_of_turn_ids, get_protocol, tool_map
 from appo.engine.base import Engine, Generation, GenerationRequest, SamplingParams
 from appo.tools.base import Tool
-from appo.types import Rollout, RowOrigin, StopReason, ToolResult, ToolSpan
+from appo.types import Rollout, StopReason, ToolResult, ToolSpan
+
+__all__ = [  # the fork record and the alignment check live beside the loop; importable from here as before
+    "AgentLoop", "LoopLimits", "LoopStart", "TokenAlignmentError", "TurnEvent", "derive_seed", "fork_start",
+    "verify_token_alignment",
+]
 
 
 def derive_seed(*parts: int | str) -> int:
@@ -77,113 +84,6 @@ class LoopLimits:
                              f"max_response_tokens={self.max_response_tokens} >= 1")
         if self.on_tool_limit not in ("stop", "message"):
             raise ValueError(f"LoopLimits.on_tool_limit={self.on_tool_limit!r} must be 'stop' or 'message'")
-
-
-@dataclass(frozen=True)
-class LoopStart:
-    """Where a row starts: a prompt, optionally with a response prefix (a fork)."""
-
-    group: int
-    """Prompt index of the row."""
-    uid: int
-    """Row index within its group."""
-    prompt_ids: tuple[int, ...]
-    """Prompt token ids (chat template applied)."""
-    data_index: int = -1
-    """Dataset index of the example."""
-    response_ids: tuple[int, ...] = ()
-    """Response prefix (a fork: the parent's ``response_ids[: split + 1]``)."""
-    logprobs: tuple[float, ...] = ()
-    """Token-level fields of the prefix, response-aligned."""
-    entropies: tuple[float, ...] = ()
-    """Entropies of the prefix tokens."""
-    loss_mask: tuple[int, ...] = ()
-    """Loss mask of the prefix tokens."""
-    tool_spans: tuple[ToolSpan, ...] = ()
-    """Completed tool calls inside the prefix (they count toward the tool-call limit)."""
-    origin: RowOrigin = "initial"
-    """``initial`` or ``branch``."""
-    parent: int | None = None
-    """uid of the row forked from."""
-    split: int | None = None
-    """Fork position in the parent's response."""
-    root: int | None = None
-    """uid of the tree root."""
-    branch_score: float | None = None
-    """Branching Score at the fork (APPO)."""
-
-    def __post_init__(self) -> None:
-        n = len(self.response_ids)
-        if not (len(self.logprobs) == len(self.entropies) == len(self.loss_mask) == n):
-            raise ValueError("LoopStart: logprobs, entropies and loss_mask must match response_ids in length")
-        if not self.prompt_ids:
-            raise ValueError(f"LoopStart(group={self.group}, uid={self.uid}): prompt_ids is empty")
-
-
-def fork_start(
-    row: Rollout | LoopStart, t: int, uid: int, *, branch_score: float | None = None
-) -> LoopStart:
-    """A start that continues ``row`` after response position ``t`` (prefix ``response_ids[: t + 1]``).
-
-    ``t`` must be a model-sampled token (``loss_mask[t] == 1``) or the last token of a tool result (a
-    step boundary); a prefix ending inside a result would have the model write tool text. Tool spans
-    completed inside the prefix are carried over; a call whose text is cut stays open and is
-    completed by the continuation. The fork's ``root`` is ``row``'s tree root, its parent ``row.uid``.
-    """
-    n = len(row.response_ids)
-    if not 0 <= t < n:
-        raise ValueError(f"fork_start: t={t} is outside the response (0..{n - 1})")
-    spans = tuple(s for s in row.tool_spans if s.result_end <= t + 1)
-    if row.loss_mask[t] != 1 and not any(s.result_end == t + 1 for s in row.tool_spans):
-        raise ValueError(f"fork_start: position {t} is inside a tool result; fork at a model token or at the "
-                         "last token of a result")
-    root = row.root if row.root is not None else row.uid
-    return LoopStart(
-        group=row.group, uid=uid, prompt_ids=tuple(row.prompt_ids), data_index=row.data_index,
-        response_ids=tuple(row.response_ids[: t + 1]), logprobs=tuple(row.logprobs[: t + 1]),
-        entropies=tuple(row.entropies[: t + 1]), loss_mask=tuple(row.loss_mask[: t + 1]), tool_spans=spans,
-        origin="branch", parent=row.uid, split=t, root=root, branch_score=branch_score,
-    )
-
-
-class TokenAlignmentError(AssertionError):
-    """The response is not exactly the sampled ids and the tool ids (re-tokenisation drift)."""
-
-
-def verify_token_alignment(rollout: Rollout, generations: Sequence[Generation], start: int = 0) -> None:
-    """Check that ``rollout``'s response after position ``start`` is exactly the engine outputs.
-
-    Walks the response: each generation's ids (with its logprobs and entropies) must appear verbatim
-    with ``loss_mask`` 1, separated only by ``loss_mask`` 0 (tool) tokens, and together they must
-    cover every model token after ``start``. ``generations`` are the kept engine outputs in order
-    (the loop keeps a prefix when it cuts a turn at a stop string). Raises TokenAlignmentError.
-    """
-    ids, mask = rollout.response_ids, rollout.loss_mask
-    p = start
-
-    def skip_tool_tokens(p: int) -> int:
-        while p < len(ids) and mask[p] == 0:
-            if rollout.logprobs[p] != 0.0 or rollout.entropies[p] != 0.0:
-                raise TokenAlignmentError(f"tool token at {p} has a nonzero logprob/entropy")
-            p += 1
-        return p
-
-    for i, gen in enumerate(generations):
-        p = skip_tool_tokens(p)
-        n = len(gen.token_ids)
-        if tuple(ids[p: p + n]) != tuple(gen.token_ids):
-            raise TokenAlignmentError(f"generation {i}: response[{p}:{p + n}] != sampled ids "
-                                      f"({list(ids[p:p + n])[:8]}... vs {list(gen.token_ids)[:8]}...)")
-        if any(m != 1 for m in mask[p: p + n]):
-            raise TokenAlignmentError(f"generation {i}: sampled tokens at {p}..{p + n} do not all have loss_mask 1")
-        if (tuple(rollout.logprobs[p: p + n]) != tuple(gen.logprobs)
-                or tuple(rollout.entropies[p: p + n]) != tuple(gen.entropies)):
-            raise TokenAlignmentError(f"generation {i}: logprobs/entropies at {p}..{p + n} differ from the engine's")
-        p += n
-    p = skip_tool_tokens(p)
-    if p != len(ids):
-        raise TokenAlignmentError(f"response has {len(ids) - p} model tokens after position {p} that no "
-                                  "generation accounts for")
 
 
 @dataclass

@@ -64,12 +64,6 @@ class PeakRSS:
         self.peak_mb = kb / 1024.0
 
 
-def rss_mb() -> float:
-    """Current resident set in MiB."""
-    kb = _read_kb("VmRSS")
-    return (kb or 0) / 1024.0
-
-
 # ------------------------------------------------------------------------------------------- figures
 def summary(xs: list[float]) -> dict[str, float]:
     """``{"min", "median", "max"}`` of a list of numbers."""

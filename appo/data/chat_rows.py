@@ -30,6 +30,7 @@ from typing import Any
 
 from appo.data.rows import DataError, EmptyAnswerError, first_field
 from appo.data.verl import default_metric, is_verl_row, verl_row_to_example
+from appo.rewards.extract import last_boxed
 from appo.types import Example, Metric, TaskKind
 
 QUESTION_FIELDS = ("question", "problem", "Question", "query", "prompt")
@@ -50,12 +51,6 @@ def is_messages(value: Any) -> bool:
         isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m for m in value)
 
 
-def _last_boxed(text: str) -> str | None:
-    from appo.rewards.extract import last_boxed
-
-    return last_boxed(text)
-
-
 def _answers(path: str, row_index: int, row: dict) -> tuple[str, tuple[str, ...]]:
     found = first_field(row, ANSWER_FIELDS)
     if found is None:
@@ -65,8 +60,8 @@ def _answers(path: str, row_index: int, row: dict) -> tuple[str, tuple[str, ...]
     field, value = found
     if isinstance(value, dict) and "target" in value:
         value = value["target"]
-    if field == "solution" and isinstance(value, str) and _last_boxed(value) is not None:
-        value = _last_boxed(value)
+    if field == "solution" and isinstance(value, str) and last_boxed(value) is not None:
+        value = last_boxed(value)
     if isinstance(value, str) and "####" in value:
         value = value.rsplit("####", 1)[1].replace(",", "")
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):

@@ -40,14 +40,6 @@ from appo.tools.base import Tool
 from appo.types import Example, ToolResult
 
 
-def endpoint_model(client) -> str:
-    """The first model id the endpoint lists (``GET /v1/models``)."""
-    ids = [m.id for m in client.models.list().data]
-    if not ids:
-        raise ValueError("the endpoint lists no model; pass --model NAME")
-    return ids[0]
-
-
 def check_endpoint(client, endpoint: str, model: str | None) -> str:
     """The model id to use at ``endpoint``; ValueError naming the URL when it cannot be reached, or naming the
     served ids when ``model`` is not among them."""

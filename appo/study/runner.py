@@ -16,7 +16,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 from appo.config import load_config
 from appo.configs import shipped_config_path
@@ -239,8 +239,3 @@ def run_study(out: str | Path, settings: StudySettings = StudySettings(),
     with ThreadPoolExecutor(max_workers=max(1, settings.workers)) as pool:
         list(pool.map(go, todo))
     return runs
-
-
-def main_variants(names: Sequence[str] | None = None) -> tuple[Variant, ...]:
-    """The main variants, optionally filtered by name."""
-    return tuple(v for v in MAIN if names is None or v.name in names)

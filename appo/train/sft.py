@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from appo.models.precision import compute_autocast
 
-Example = tuple[Sequence[int], Sequence[int]]
+MaskedIds = tuple[Sequence[int], Sequence[int]]
+"""One demonstration: (token ids, loss mask per token); not :class:`appo.types.Example`, the question record."""
 
 
 def masked_nll(
@@ -34,7 +35,7 @@ def masked_nll(
     return (nll.view_as(mask) * mask).sum(), mask.sum()
 
 
-def _pad(examples: Sequence[Example], rows: Sequence[int], pad_id: int, device: torch.device):
+def _pad(examples: Sequence[MaskedIds], rows: Sequence[int], pad_id: int, device: torch.device):
     L = max(len(examples[i][0]) for i in rows)
     ids = torch.full((len(rows), L), pad_id, dtype=torch.long)
     attn = torch.zeros((len(rows), L), dtype=torch.long)
@@ -49,7 +50,7 @@ def _pad(examples: Sequence[Example], rows: Sequence[int], pad_id: int, device: 
 
 def sft_train(
     model: torch.nn.Module,
-    examples: Sequence[Example],
+    examples: Sequence[MaskedIds],
     *,
     lr: float = 1e-4,
     epochs: int | None = None,
