@@ -602,7 +602,7 @@ def speed_rl_step(model_dir: Path, args, sizes: Sizes, dtype: str, deadline: flo
     figs = rl_step_figures(str(model_dir), 1 if args.device != "cpu" else 2, prompts=sizes.rl_prompts,
                            rows=sizes.rl_rows, max_response=sizes.rl_response, micro_rows=sizes.rl_micro_rows,
                            repeats=sizes.rl_repeats, device=args.device, dtype=dtype, label="speed-model",
-                           trl_gradient_checkpointing=False, deadline=deadline, progress=log)
+                           gradient_checkpointing=False, deadline=deadline, progress=log)
     out = {"ok": True, "dtype": dtype, "prompts": sizes.rl_prompts, "rows_per_prompt": sizes.rl_rows,
            "max_response": sizes.rl_response, "micro_rows": sizes.rl_micro_rows, "repeats": sizes.rl_repeats}
     for f in figs:

@@ -11,7 +11,8 @@ rollout    tokens/s of ``HFEngine.generate`` vs ``model.generate``, batch 1/8/32
 decode     bare-forward step time / our decode step time                          >= 0.7
 branching  K forks with KV reuse vs the same forks re-prefilled, P:C 1:1 and 4:1  >= 2x at 1:1
 training   old-log-prob and update tokens/s vs TRL's; padding of both layouts     >= 1.2x
-rl_step    one RL step, ours (grpo, appo) vs TRL ``GRPOTrainer``, two shapes      <= 0.6x / 0.8x (TRL's)
+rl_step    one RL step, ours (grpo, appo) vs TRL ``GRPOTrainer``, two shapes,     <= 0.7x (TRL's)
+           gradient checkpointing equal on both sides (off, and/or on)
 memory     peak RSS of a 32 x 512 rollout in a fresh process                      < 4 GiB
 =========  =====================================================================  ===================
 
@@ -109,6 +110,9 @@ class BenchOptions:
     rl_shapes: tuple[str, ...] = ("accum", "trl")
     """RL-step shapes: ``accum`` (micro-batches of ``micro_rows``, gradient accumulation) and/or ``trl``
     (TRL's single-process shape: every row of the step in one micro-batch)."""
+    gradient_checkpointing: tuple[bool, ...] = (False,)
+    """RL-step gradient checkpointing, the same on both sides (TRL's and ours); one figure per value. TRL's own
+    default is on; off is the default here because it is ours."""
     memory_rows: int = 32
     """Rows of the memory figure's rollout."""
     memory_tokens: int = 512
@@ -208,13 +212,16 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
                 from appo.bench.rl_step import rl_step_figures
 
                 for shape in opts.rl_shapes:
-                    load = harness.load_average()
-                    prompts, max_resp, micro = ((s.rl_prompts, s.rl_max_response, s.micro_rows) if shape == "accum" else
-                                                (s.rl_trl_prompts, s.rl_trl_max_response,
-                                                 s.rl_trl_prompts * s.rows_per_prompt))
-                    add(rl_step_figures(model_name, threads[0], prompts=prompts, rows=s.rows_per_prompt,
-                                        max_response=max_resp, micro_rows=micro, repeats=opts.repeats, shape=shape),
-                        "rl_step", model_name, threads[0], load)
+                    for ckpt in opts.gradient_checkpointing:
+                        load = harness.load_average()
+                        prompts, max_resp, micro = ((s.rl_prompts, s.rl_max_response, s.micro_rows)
+                                                    if shape == "accum" else
+                                                    (s.rl_trl_prompts, s.rl_trl_max_response,
+                                                     s.rl_trl_prompts * s.rows_per_prompt))
+                        add(rl_step_figures(model_name, threads[0], prompts=prompts, rows=s.rows_per_prompt,
+                                            max_response=max_resp, micro_rows=micro, repeats=opts.repeats,
+                                            shape=shape, gradient_checkpointing=ckpt),
+                            "rl_step", model_name, threads[0], load)
     if "memory" in opts.sections:
         from appo.bench.memory import memory_figure
 
@@ -294,6 +301,8 @@ def add_arguments(ap) -> None:
     ap.add_argument("--rl-shapes", default="accum,trl",
                     help="comma-separated RL-step shapes: accum (gradient accumulation), "
                          "trl (TRL's single-process shape)")
+    ap.add_argument("--gradient-checkpointing", default="off",
+                    help="RL step: off, on or off,on; the same setting on both sides (TRL's default is on)")
     ap.add_argument("--no-trl", action="store_true", help="skip the TRL comparisons")
     ap.add_argument("--smoke", action="store_true",
                     help="seconds-long sizes, first model and thread count only (schema check, numbers mean nothing)")
@@ -308,6 +317,12 @@ def run_from_args(args) -> int:
                         with_trl=not args.no_trl, smoke=args.smoke,
                         rl_shapes=tuple(x for x in args.rl_shapes.split(",") if x))
     path = Path(args.json)
+    ckpt = [x for x in args.gradient_checkpointing.split(",") if x]
+    if not ckpt or set(ckpt) - {"off", "on"}:
+        print(f"appo bench: --gradient-checkpointing {args.gradient_checkpointing!r}: give off, on or off,on",
+              file=sys.stderr)
+        return 2
+    opts = dataclasses.replace(opts, gradient_checkpointing=tuple(x == "on" for x in ckpt))
     path.parent.mkdir(parents=True, exist_ok=True)
 
     def write(result: dict) -> None:

@@ -5,7 +5,8 @@ trainer is built with TRL's own defaults except where the comparison needs equal
 fp32 (or the GPU and bf16, for ``scripts/gpu_check.py``), ``num_generations`` rows per prompt,
 ``per_device_train_batch_size`` = rows per step (one
 optimizer step per generation batch, as our trainer), temperature 1 without top-k/top-p, no KL
-(``beta=0``, also our default), no dataset shuffling (both sides see the prompts in the same order).
+(``beta=0``, also our default), gradient checkpointing as asked (off by default, as ours; TRL's own
+default is on), no dataset shuffling (both sides see the prompts in the same order).
 The prompts are our chat-templated prompt texts, so TRL tokenizes them to the same ids; the reward
 scores each completion with :mod:`appo.rewards` against the same :class:`~appo.types.Example`.
 """
@@ -41,10 +42,11 @@ def appo_reward_for_trl(examples, reward_name: str = "default"):
 def build_grpo_trainer(model, tok, prompt_texts, examples, *, rows_per_step: int, num_generations: int,
                        max_completion: int, micro_rows: int, max_steps: int, lr: float, output_dir: str,
                        callbacks=(), seed: int = 0, device: str = "cpu", bf16: bool = False,
-                       gradient_checkpointing: bool | None = None):
+                       gradient_checkpointing: bool = False):
     """A ``trl.GRPOTrainer`` over ``model`` (patched by TRL: pass a copy you do not share). ``device``
     ``cpu`` runs TRL with ``use_cpu``; otherwise the model's GPU, with ``bf16`` mixed precision when asked.
-    ``gradient_checkpointing`` None keeps TRL's default (on); the GPU comparison turns it off, as ours."""
+    ``gradient_checkpointing`` is passed explicitly (TRL's own default is on): the comparison sets it equal
+    to ours, off unless asked."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
 
@@ -61,7 +63,7 @@ def build_grpo_trainer(model, tok, prompt_texts, examples, *, rows_per_step: int
         max_completion_length=max_completion, max_steps=max_steps, learning_rate=lr, temperature=1.0, top_p=1.0,
         top_k=0, beta=0.0, shuffle_dataset=False, save_strategy="no", report_to=[], logging_steps=10**6,
         disable_tqdm=True, dataloader_num_workers=0, seed=seed, max_grad_norm=1.0,
-        **({} if gradient_checkpointing is None else {"gradient_checkpointing": gradient_checkpointing}))
+        gradient_checkpointing=gradient_checkpointing)
     trainer = GRPOTrainer(model=model, reward_funcs=appo_reward_for_trl(examples), args=cfg, train_dataset=ds,
                           processing_class=tok, callbacks=list(callbacks))
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
