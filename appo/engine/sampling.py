@@ -23,6 +23,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Sequence
 
 import numpy as np
@@ -108,6 +109,25 @@ def support_mask(logp_BV: torch.Tensor, top_p: float = 1.0, top_k: int = 0) -> t
     return keep_BV
 
 
+_COMPLETERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""tokenizer -> {stop strings' last characters: bool per token id} (:func:`_completer_table`)."""
+
+
+def _completer_table(tokenizer, chars: frozenset[str]) -> list[bool]:
+    """``table[id]``: token ``id`` decoded alone contains one of ``chars`` (kept per tokenizer; built once,
+    one batched decode of the vocabulary)."""
+    try:
+        per_tok = _COMPLETERS.setdefault(tokenizer, {})
+    except TypeError:  # not weak-referenceable: build without keeping
+        per_tok = {}
+    table = per_tok.get(chars)
+    if table is None:
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=False,
+                                       clean_up_tokenization_spaces=False)
+        table = per_tok[chars] = [any(c in t for c in chars) for t in texts]
+    return table
+
+
 class StopStrings:
     """Detects stop strings on the decoded tail of each row's generated tokens, one step at a time.
 
@@ -117,6 +137,13 @@ class StopStrings:
     extra tokens absorb a partial character or a dropped leading space at the window's start. A stop string
     found there was completed by the newest token (it would have stopped the row earlier otherwise).
     Not detected: a stop string that starts inside the prefix (only generated text is searched).
+
+    Prefilter (when every stop string ends in a visible ASCII character): the newest token completes a stop string
+    only if its own text holds that last character (an ASCII byte never occurs inside a multi-byte UTF-8
+    character, so a token holding it decodes to it alone, and in context). Rows whose newest token holds
+    none of the stop strings' last characters are answered None without decoding; a table of which token
+    ids hold one is built once per tokenizer. The answers are those of decoding every row (tested); it
+    saves the batched decode on most steps (1-2 ms per step at 32 rows on a loaded core).
     """
 
     def __init__(self, tokenizer, stops: Sequence[str]):
@@ -126,17 +153,42 @@ class StopStrings:
         self.tokenizer = tokenizer
         self.stops = stops
         self.window = (max(len(s) for s in stops) + 2) if stops else 0
+        last = frozenset(s[-1] for s in stops)
+        plain = all(c.isascii() and not c.isspace() for c in last)  # a space may vanish from a lone token
+        self._last_chars = last if stops and plain else None
+        self._table: list[bool] | None = None
 
     def __bool__(self) -> bool:
         return bool(self.stops)
+
+    def _may_complete(self, token: int) -> bool:
+        if self._last_chars is None:
+            return True
+        if self._table is None:
+            self._table = _completer_table(self.tokenizer, self._last_chars)
+        return not 0 <= token < len(self._table) or self._table[token]
 
     def check(self, tails: Sequence[Sequence[int]]) -> list[str | None]:
         """For each row's generated ids, the stop string the newest token completed (first listed wins), or None."""
         if not self.stops or not tails:
             return [None] * len(tails)
+        out: list[str | None] = [None] * len(tails)
+        todo = [j for j, t in enumerate(tails) if len(t) and self._may_complete(int(t[-1]))]
+        if not todo:
+            return out
         texts = self.tokenizer.batch_decode(
-            [list(t[-self.window :]) for t in tails],
+            [list(tails[j][-self.window :]) for j in todo],
             skip_special_tokens=False,
             clean_up_tokenization_spaces=False,
         )
+        for j, text in zip(todo, texts):
+            out[j] = next((s for s in self.stops if s in text), None)
+        return out
+
+    def check_all(self, tails: Sequence[Sequence[int]]) -> list[str | None]:
+        """:meth:`check` without the prefilter: every row decoded (the reference the tests compare with)."""
+        if not self.stops or not tails:
+            return [None] * len(tails)
+        texts = self.tokenizer.batch_decode([list(t[-self.window :]) for t in tails], skip_special_tokens=False,
+                                            clean_up_tokenization_spaces=False)
         return [next((s for s in self.stops if s in text), None) for text in texts]

@@ -186,3 +186,24 @@ def test_model_mode_is_restored_and_bad_input_is_named(own_model, tiny_tokenizer
         HFEngine(own_model, None).generate([GenerationRequest((1,))], SamplingParams(stop=("x",)))
     with pytest.raises(ValueError, match="device"):
         HFEngine(own_model, tiny_tokenizer, device="meta")
+
+
+def test_stop_prefilter_leaves_generations_unchanged(sharp_model, tiny_tokenizer, monkeypatch):
+    """Issue 26: StopStrings skips decoding rows whose newest token cannot end a stop string; a batch with
+    stop strings taken from its own free generations ends exactly as with every row decoded each step."""
+    from appo.engine.sampling import StopStrings
+
+    reqs = [GenerationRequest(p) for p in prompts(tiny_tokenizer)] * 2
+    free = HFEngine(sharp_model, tiny_tokenizer, eos_token_ids=()).generate(
+        reqs, SamplingParams(temperature=1.0, max_new_tokens=30, seed=7))
+    texts = [tiny_tokenizer.decode(g.token_ids[5:20]) for g in free]
+    stops = tuple(dict.fromkeys(s for t in texts for s in (t.strip()[:3],) if len(s) == 3 and s[-1].isascii()
+                                and not s[-1].isspace()))[:4]
+    assert stops
+    params = SamplingParams(temperature=1.0, max_new_tokens=30, seed=7, stop=stops)
+    fast = HFEngine(sharp_model, tiny_tokenizer, eos_token_ids=()).generate(reqs, params)
+    monkeypatch.setattr(StopStrings, "check", StopStrings.check_all)
+    full = HFEngine(sharp_model, tiny_tokenizer, eos_token_ids=()).generate(reqs, params)
+    assert [(g.token_ids, g.logprobs, g.finish_reason, g.stop_string) for g in fast] == \
+        [(g.token_ids, g.logprobs, g.finish_reason, g.stop_string) for g in full]
+    assert any(g.finish_reason == "stop" for g in fast)

@@ -72,3 +72,36 @@ def test_stop_strings_across_token_boundaries(tiny_tokenizer):
     assert stops.window == len("</python>") + 2
     assert StopStrings(tiny_tokenizer, []).check([[1, 2]]) == [None]
     assert math.isfinite(stops.window)
+
+
+def test_stop_prefilter_answers_as_decoding_every_row(tiny_tokenizer):
+    """The prefilter (skip rows whose newest token cannot hold a stop string's last character) gives the
+    answers of decoding every row, on random tails with stop strings planted at random token boundaries,
+    fed one token at a time as the engine does (a row stops at its first hit)."""
+    import random
+
+    rng = random.Random(0)
+    vocab = len(tiny_tokenizer)
+    stops = StopStrings(tiny_tokenizer, ["</answer>", "</python>"])
+    assert stops._last_chars == frozenset({">"})
+    planted = [tiny_tokenizer(s, add_special_tokens=False)["input_ids"] for s in ("</answer>", "x</python>", "<a>")]
+    tails, hits = [], 0
+    for _ in range(400):
+        gen = [rng.randrange(vocab) for _ in range(rng.randrange(1, 12))]
+        if rng.random() < 0.5:
+            gen += rng.choice(planted)
+        gen += [rng.randrange(vocab) for _ in range(rng.randrange(0, 2))]
+        for n in range(1, len(gen) + 1):  # every prefix up to the first hit, as decoding sees them
+            tails.append(gen[:n])
+            if stops.check_all([gen[:n]])[0] is not None:
+                break
+    want = stops.check_all(tails)
+    assert stops.check(tails) == want
+    hits = sum(w is not None for w in want)
+    assert hits > 50 and stops._table is not None and not all(stops._table)
+
+
+def test_stop_prefilter_is_off_for_non_ascii_or_space_endings(tiny_tokenizer):
+    assert StopStrings(tiny_tokenizer, ["stop\n"])._last_chars is None
+    assert StopStrings(tiny_tokenizer, ["fin é"])._last_chars is None
+    assert StopStrings(tiny_tokenizer, ["ab\ncd", "</x>"])._last_chars == frozenset({"d", ">"})
