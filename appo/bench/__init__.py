@@ -13,6 +13,7 @@ branching  K forks with KV reuse vs the same forks re-prefilled, P:C 1:1 and 4:1
 training   old-log-prob and update tokens/s vs TRL's; padding of both layouts     >= 1.2x
 rl_step    one RL step, ours (grpo, appo) vs TRL ``GRPOTrainer``, two shapes,     <= 0.7x (TRL's)
            gradient checkpointing equal on both sides (off, and/or on)
+cli_step   ``appo train`` vs ``Trainer.train_step``, fresh processes, at TRL's shape -
 memory     peak RSS of a 32 x 512 rollout in a fresh process                      < 4 GiB
 =========  =====================================================================  ===================
 
@@ -35,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SECTIONS = ("rollout", "decode", "branching", "training", "rl_step", "memory")
+SECTIONS = ("rollout", "decode", "branching", "training", "rl_step", "cli_step", "memory")
 """All sections, in the order they run."""
 
 
@@ -75,6 +76,8 @@ class Sizes:
     """Prompts per RL step at TRL's single-process shape (x ``rows_per_prompt`` rows, no accumulation)."""
     rl_trl_max_response: int = 64
     """Longest response at TRL's shape."""
+    cli_steps: int = 4
+    """Steps per process of the ``cli_step`` figure (the first is a warm-up)."""
 
 
 SIZES = {
@@ -87,7 +90,7 @@ SIZES = {
 
 SMOKE = Sizes(batch_sizes=(1, 4), new_tokens=4, prompt_len=16, decode_batches=(2,), decode_context=16, decode_steps=4,
               branches=2, fork_prefix=24, train_prompts=1, train_max_response=8, rows_per_prompt=4, micro_rows=4,
-              rl_prompts=1, rl_max_response=8, rl_trl_prompts=1, rl_trl_max_response=8)
+              rl_prompts=1, rl_max_response=8, rl_trl_prompts=1, rl_trl_max_response=8, cli_steps=2)
 """Seconds-long sizes for ``--smoke`` (schema check, not a measurement)."""
 
 
@@ -222,6 +225,14 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
                                             max_response=max_resp, micro_rows=micro, repeats=opts.repeats,
                                             shape=shape, gradient_checkpointing=ckpt),
                             "rl_step", model_name, threads[0], load)
+        if "cli_step" in opts.sections:
+            from appo.bench.cli_step import cli_step_figures
+
+            load = harness.load_average()
+            add(cli_step_figures(model_name, threads[0], prompts=s.rl_trl_prompts, rows=s.rows_per_prompt,
+                                 max_response=s.rl_trl_max_response, micro_rows=s.rl_trl_prompts * s.rows_per_prompt,
+                                 steps=s.cli_steps, rounds=1 if opts.smoke else opts.repeats,
+                                 progress=progress), "cli_step", model_name, threads[0], load)
     if "memory" in opts.sections:
         from appo.bench.memory import memory_figure
 

@@ -68,6 +68,6 @@ def test_appo_bench_smoke_cli(tmp_path):
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    check_schema(result, {"rollout", "decode", "branching", "training", "rl_step", "memory"})
+    check_schema(result, {"rollout", "decode", "branching", "training", "rl_step", "cli_step", "memory"})
     mem = next(f for f in result["figures"] if f["section"] == "memory")
     assert mem["details"]["peak_rss_mb"] > mem["details"]["rss_after_load_mb"] > 0
