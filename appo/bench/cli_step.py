@@ -50,7 +50,8 @@ def _inproc_script(overrides: list[str], steps: int, out: str) -> str:
 
 def run_variant(kind: str, overrides: list[str], steps: int, workdir: Path, env: dict) -> dict:
     """One fresh process: ``kind`` ``cli`` (``python -m appo train``) or ``inproc`` (``Trainer.train_step``
-    in a loop). Returns ``{"wall_s", "steps": [timing dicts]}``."""
+    in a loop). Returns ``{"wall_s", "peak_rss_mb", "steps": [timing dicts]}`` (the child's own peak resident
+    set, from ``os.wait4``'s resource usage)."""
     workdir.mkdir(parents=True, exist_ok=True)
     ov = [*overrides, f"trainer.default_local_dir={workdir / 'run'}", f"trainer.total_training_steps={steps}"]
     if kind == "cli":
@@ -59,16 +60,20 @@ def run_variant(kind: str, overrides: list[str], steps: int, workdir: Path, env:
         out = str(workdir / "timings.json")
         cmd = [sys.executable, "-c", _inproc_script(ov, steps, out)]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600, stdin=subprocess.DEVNULL)
+    with open(workdir / "stdout.log", "w") as out_f, open(workdir / "stderr.log", "w") as err_f:
+        proc = subprocess.Popen(cmd, env=env, stdout=out_f, stderr=err_f, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t
     if proc.returncode != 0:
-        raise RuntimeError(f"{kind} run failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
+        err = (workdir / "stderr.log").read_text()[-2000:]
+        raise RuntimeError(f"{kind} run failed (exit {proc.returncode}): {err}")
     if kind == "cli":
         lines = [json.loads(x) for x in (workdir / "run" / "metrics.jsonl").read_text().splitlines() if x.strip()]
         rows = [{k: v for k, v in r.items() if k.startswith("timing_s/")} for r in lines if "timing_s/step" in r]
     else:
         rows = json.loads((workdir / "timings.json").read_text())
-    return {"wall_s": wall, "steps": rows}
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss / 1024.0, "steps": rows}
 
 
 def cli_step_runs(overrides: list[str], *, steps: int, rounds: int,
@@ -94,7 +99,7 @@ def cli_step_runs(overrides: list[str], *, steps: int, rounds: int,
                                                                                                  else {})})
             timed = res["steps"][1:] or res["steps"]  # the first step of a process is its warm-up
             med = {k: statistics.median([s.get(k, 0.0) for s in timed]) for k in PHASE_KEYS}
-            per[name].append({"wall_s": res["wall_s"], **med})
+            per[name].append({"wall_s": res["wall_s"], "peak_rss_mb": res["peak_rss_mb"], **med})
             say(f"cli_step round {r} {name}: gen {med['timing_s/gen']:.3f} s, step {med['timing_s/step']:.3f} s, "
                 f"process {res['wall_s']:.1f} s, load {loads[-1]}")
     return {"per_round": per, "load": loads,
@@ -113,11 +118,12 @@ def cli_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, 
     ov = train_overrides(model_name, algorithm, threads, prompts, rows, max_response, micro_rows)
     res = cli_step_runs(ov, steps=steps, rounds=rounds, threads=threads, progress=progress)
     out = []
+    per = res["per_round"]
     for key in ("timing_s/gen", "timing_s/step"):
-        cli = Contender("appo train (console, jsonl, tensorboard, rollout dumps)",
-                        lambda r: 0.0, [x[key] for x in res["per_round"]["cli"]])
+        cli = Contender("appo train (console, jsonl, tensorboard, rollout dumps)", lambda r: 0.0,
+                        [x[key] for x in per["cli"]], max(x["peak_rss_mb"] for x in per["cli"]))
         inproc = Contender("Trainer.train_step in a fresh process (the rl_step figure's path)", lambda r: 0.0,
-                           [x[key] for x in res["per_round"]["inproc"]])
+                           [x[key] for x in per["inproc"]], max(x["peak_rss_mb"] for x in per["inproc"]))
         out.append(figure("cli_step", f"{model_name} t{threads} {algorithm} {prompts}x{rows} {key[9:]}", "s/step",
                           cli, inproc, higher_is_better=False,
                           details={"model": model_name, "algorithm": algorithm, "steps_per_process": steps,

@@ -24,3 +24,4 @@ def test_cli_step_figures_run_both_paths():
         assert set(per) == {"cli", "inproc"} and all(len(v) == 1 for v in per.values())
         assert f["ours"]["median"] > 0 and f["baseline"]["median"] > 0 and f["speedup"] > 0
         assert per["cli"][0]["wall_s"] > per["cli"][0]["timing_s/step"]
+        assert f["ours_peak_rss_mb"] > 100 and f["baseline_peak_rss_mb"] > 100  # a process holding torch
