@@ -254,6 +254,9 @@ def cmd_study(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from appo.serve.extras import require
+
+    require(("fastapi", "uvicorn"), "serve", "appo serve")
     from appo.serve.server import serve
 
     serve(args.model, host=args.host, port=args.port, name=args.name, protocol=args.protocol, device=args.device,
