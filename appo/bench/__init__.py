@@ -13,6 +13,8 @@ branching  K forks with KV reuse vs the same forks re-prefilled, P:C 1:1 and 4:1
 training   old-log-prob and update tokens/s vs TRL's; padding of both layouts     >= 1.2x
 rl_step    one RL step, ours (grpo, appo) vs TRL ``GRPOTrainer``, two shapes      <= 0.6x / 0.8x (TRL's)
 memory     peak RSS of a 32 x 512 rollout in a fresh process                      < 4 GiB
+serve      ``appo serve`` over loopback: req/s, p50/p99 latency, 1/8/32 clients,   (none; vs a baseline
+           streaming off/on (:mod:`~appo.bench.serve_load`)                       endpoint if given)
 =========  =====================================================================  ===================
 
 Every figure records its peak RSS (per contender), and the result records the machine (CPU, cores,
@@ -34,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SECTIONS = ("rollout", "decode", "branching", "training", "rl_step", "memory")
+SECTIONS = ("rollout", "decode", "branching", "training", "rl_step", "memory", "serve")
 """All sections, in the order they run."""
 
 
@@ -115,6 +117,13 @@ class BenchOptions:
     """New tokens per row of the memory figure."""
     sizes: dict = field(default_factory=dict)
     """Per-model :class:`Sizes` overriding :data:`SIZES`."""
+    serve_clients: tuple[int, ...] = (1, 8, 32)
+    """Concurrent clients of the ``serve`` load test."""
+    serve_baseline_url: str | None = None
+    """Another OpenAI-compatible server (``http://host:port/v1``) serving the same model as ``bench`` (or
+    ``serve_baseline_model``): the ``serve`` load runs against it too, interleaved (e.g. ``vllm serve``)."""
+    serve_baseline_model: str | None = None
+    """The model id the baseline endpoint serves."""
 
 
 def _sizes(opts: BenchOptions, model: str) -> Sizes:
@@ -215,6 +224,16 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
                     add(rl_step_figures(model_name, threads[0], prompts=prompts, rows=s.rows_per_prompt,
                                         max_response=max_resp, micro_rows=micro, repeats=opts.repeats, shape=shape),
                         "rl_step", model_name, threads[0], load)
+        if "serve" in opts.sections:
+            from appo.bench.models import model_path
+            from appo.bench.serve_load import serve_figures
+
+            load = harness.load_average()
+            add(serve_figures(model_name, model_path(model_name), threads[0],
+                              (1, 2) if opts.smoke else opts.serve_clients, requests_per_client=1 if opts.smoke else 4,
+                              max_tokens=4 if opts.smoke else 32, repeats=opts.repeats,
+                              baseline_url=opts.serve_baseline_url, baseline_model=opts.serve_baseline_model),
+                "serve", model_name, threads[0], load)
     if "memory" in opts.sections:
         from appo.bench.memory import memory_figure
 
@@ -257,8 +276,13 @@ def format_line(f: dict) -> str:
         speed += f" [{f['speedup_min']:.2f}-{f['speedup_max']:.2f}]"
     met = {True: "met", False: "MISSED", None: ""}[f["met"]]
     rss = f"{f.get('ours_peak_rss_mb') or 0:.0f}/{f.get('baseline_peak_rss_mb') or 0:.0f}"
-    return (f"{f['section']:<9} {f['name']:<42} {u:<8} {ours:<28} {base:<28} {speed:<20} "
+    line = (f"{f['section']:<9} {f['name']:<42} {u:<8} {ours:<28} {base:<28} {speed:<20} "
             f"{f['target_text']:<34} {met:<6} {rss}")
+    if f["section"] == "serve":
+        from appo.bench.serve_load import format_latencies
+
+        line += "\n" + format_latencies(f)
+    return line
 
 
 def format_table(result: dict) -> str:
@@ -298,6 +322,9 @@ def add_arguments(ap) -> None:
     ap.add_argument("--smoke", action="store_true",
                     help="seconds-long sizes, first model and thread count only (schema check, numbers mean nothing)")
     ap.add_argument("--json", default="runs/bench/bench.json", help="where to write the JSON result")
+    ap.add_argument("--serve-baseline-url", default=None,
+                    help="serve section: also load this OpenAI-compatible server (same model), e.g. vllm serve")
+    ap.add_argument("--serve-baseline-model", default=None, help="the model id the baseline endpoint serves")
 
 
 def run_from_args(args) -> int:
@@ -306,7 +333,9 @@ def run_from_args(args) -> int:
                         threads=tuple(int(t) for t in args.threads.split(",") if t),
                         sections=tuple(s for s in args.sections.split(",") if s), repeats=args.repeats,
                         with_trl=not args.no_trl, smoke=args.smoke,
-                        rl_shapes=tuple(x for x in args.rl_shapes.split(",") if x))
+                        rl_shapes=tuple(x for x in args.rl_shapes.split(",") if x),
+                        serve_baseline_url=getattr(args, "serve_baseline_url", None),
+                        serve_baseline_model=getattr(args, "serve_baseline_model", None))
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
 
