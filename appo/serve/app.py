@@ -138,7 +138,14 @@ async def _pump(request: Request, cancel: threading.Event, every_s: float, event
     watcher = asyncio.ensure_future(_watch(request, cancel, every_s))
     try:
         while True:
-            item = await run_in_threadpool(_next, events)
+            try:
+                item = await run_in_threadpool(_next, events)
+            except Exception as exc:  # noqa: BLE001 - the status line is sent: report in the stream, then end it
+                kind = "invalid_request_error" if isinstance(exc, ValueError) else "server_error"
+                yield _sse({"error": {"message": str(exc) if kind != "server_error" else
+                                      f"internal error: {type(exc).__name__}", "type": kind, "param": None,
+                                      "code": None}})
+                return
             if item is _END:
                 return
             yield item
