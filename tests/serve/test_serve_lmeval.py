@@ -100,8 +100,12 @@ def test_lm_eval_local_completions_runs_generate_and_loglikelihood_tasks(served_
     samples = _samples(out, "appo_tiny_mc")
     assert len(samples) == 3
     for s in samples:  # every choice's log-likelihood is the model's own
-        for (context, continuation), resp in zip((a for a in s["arguments"]), s["resps"]):
-            ll = resp[0][0]
+        args = s["arguments"]
+        pairs = ([(a["arg_0"], a["arg_1"]) for a in args.values()] if isinstance(args, dict)
+                 else [tuple(a) for a in args])
+        assert len(pairs) == len(s["doc"]["choices"]) == len(s["resps"])
+        for (context, continuation), resp in zip(pairs, s["resps"]):
+            ll = float(resp[0][0])
             whole = tiny_tokenizer.encode(context + continuation, add_special_tokens=False)
             n_ctx = len(tiny_tokenizer.encode(context, add_special_tokens=False))
             ref = sum(_reference_logprobs(tiny_model_dir, whole)[n_ctx - 1:])
