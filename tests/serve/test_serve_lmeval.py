@@ -78,7 +78,8 @@ def test_token_id_prompts_batches_and_echo(served_random, tiny_model_dir, tiny_t
     assert gen["logprobs"]["token_logprobs"][1:len(ids)] == pytest.approx(lp["token_logprobs"][1:], abs=1e-4)
 
 
-@pytest.mark.skipif(not LMEVAL.exists(), reason="lm-eval is not installed: run `make lmeval-env` (.venv-lmeval)")
+@pytest.mark.skipif(not (LMEVAL.parents[1] / ".installed").exists(),
+                    reason="lm-eval is not installed: run `make lmeval-env` (.venv-lmeval)")
 def test_lm_eval_local_completions_runs_generate_and_loglikelihood_tasks(served_random, tiny_model_dir,
                                                                          tiny_tokenizer, tmp_path):
     tasks = tmp_path / "tasks"
