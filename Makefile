@@ -45,3 +45,14 @@ clean:
 # Regenerate docs/config.md from the config dataclasses' docstrings.
 docs: setup
 	$(PY) -c "from appo.config import config_reference_markdown as f; open('docs/config.md','w').write(f()+'\n')"
+
+# lm-evaluation-harness in its own venv (heavy, so not in requirements/cpu.lock). The test that runs
+# `lm_eval --model local-completions` against `appo serve` uses it and skips, saying so, without it.
+LMEVAL_VENV ?= .venv-lmeval
+.PHONY: lmeval-env
+lmeval-env: $(LMEVAL_VENV)/.installed
+
+$(LMEVAL_VENV)/.installed: requirements/lmeval.txt requirements/cpu.lock
+	test -x $(LMEVAL_VENV)/bin/python || python3 -m venv $(LMEVAL_VENV)
+	$(LMEVAL_VENV)/bin/python -m pip --disable-pip-version-check -q install -c requirements/cpu.lock -r requirements/lmeval.txt
+	touch $@

@@ -15,6 +15,8 @@ rl_step    one RL step, ours (grpo, appo) vs TRL ``GRPOTrainer``, two shapes,   
            gradient checkpointing equal on both sides (off, and/or on)
 cli_step   ``appo train`` vs ``Trainer.train_step``, fresh processes, at TRL's shape -
 memory     peak RSS of a 32 x 512 rollout in a fresh process                      < 4 GiB
+serve      ``appo serve`` over loopback: req/s, p50/p99 latency, 1/8/32 clients,   (none; vs a baseline
+           streaming off/on (:mod:`~appo.bench.serve_load`)                       endpoint if given)
 =========  =====================================================================  ===================
 
 Every figure records its peak RSS (per contender), and the result records the machine (CPU, cores,
@@ -36,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SECTIONS = ("rollout", "decode", "branching", "training", "rl_step", "cli_step", "memory")
+SECTIONS = ("rollout", "decode", "branching", "training", "rl_step", "cli_step", "memory", "serve")
 """All sections, in the order they run."""
 
 
@@ -122,6 +124,13 @@ class BenchOptions:
     """New tokens per row of the memory figure."""
     sizes: dict = field(default_factory=dict)
     """Per-model :class:`Sizes` overriding :data:`SIZES`."""
+    serve_clients: tuple[int, ...] = (1, 8, 32)
+    """Concurrent clients of the ``serve`` load test."""
+    serve_baseline_url: str | None = None
+    """Another OpenAI-compatible server (``http://host:port/v1``) serving the same model as ``bench`` (or
+    ``serve_baseline_model``): the ``serve`` load runs against it too, interleaved (e.g. ``vllm serve``)."""
+    serve_baseline_model: str | None = None
+    """The model id the baseline endpoint serves."""
 
 
 def _sizes(opts: BenchOptions, model: str) -> Sizes:
@@ -233,6 +242,16 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
                                  max_response=s.rl_trl_max_response, micro_rows=s.rl_trl_prompts * s.rows_per_prompt,
                                  steps=s.cli_steps, rounds=1 if opts.smoke else opts.repeats,
                                  progress=progress), "cli_step", model_name, threads[0], load)
+        if "serve" in opts.sections:
+            from appo.bench.models import model_path
+            from appo.bench.serve_load import serve_figures
+
+            load = harness.load_average()
+            add(serve_figures(model_name, model_path(model_name), threads[0],
+                              (1, 2) if opts.smoke else opts.serve_clients, requests_per_client=1 if opts.smoke else 4,
+                              max_tokens=4 if opts.smoke else 32, repeats=opts.repeats,
+                              baseline_url=opts.serve_baseline_url, baseline_model=opts.serve_baseline_model),
+                "serve", model_name, threads[0], load)
     if "memory" in opts.sections:
         from appo.bench.memory import memory_figure
 
@@ -275,8 +294,13 @@ def format_line(f: dict) -> str:
         speed += f" [{f['speedup_min']:.2f}-{f['speedup_max']:.2f}]"
     met = {True: "met", False: "MISSED", None: ""}[f["met"]]
     rss = f"{f.get('ours_peak_rss_mb') or 0:.0f}/{f.get('baseline_peak_rss_mb') or 0:.0f}"
-    return (f"{f['section']:<9} {f['name']:<42} {u:<8} {ours:<28} {base:<28} {speed:<20} "
+    line = (f"{f['section']:<9} {f['name']:<42} {u:<8} {ours:<28} {base:<28} {speed:<20} "
             f"{f['target_text']:<34} {met:<6} {rss}")
+    if f["section"] == "serve":
+        from appo.bench.serve_load import format_latencies
+
+        line += "\n" + format_latencies(f)
+    return line
 
 
 def format_table(result: dict) -> str:
@@ -318,6 +342,9 @@ def add_arguments(ap) -> None:
     ap.add_argument("--smoke", action="store_true",
                     help="seconds-long sizes, first model and thread count only (schema check, numbers mean nothing)")
     ap.add_argument("--json", default="runs/bench/bench.json", help="where to write the JSON result")
+    ap.add_argument("--serve-baseline-url", default=None,
+                    help="serve section: also load this OpenAI-compatible server (same model), e.g. vllm serve")
+    ap.add_argument("--serve-baseline-model", default=None, help="the model id the baseline endpoint serves")
 
 
 def run_from_args(args) -> int:
@@ -326,7 +353,9 @@ def run_from_args(args) -> int:
                         threads=tuple(int(t) for t in args.threads.split(",") if t),
                         sections=tuple(s for s in args.sections.split(",") if s), repeats=args.repeats,
                         with_trl=not args.no_trl, smoke=args.smoke,
-                        rl_shapes=tuple(x for x in args.rl_shapes.split(",") if x))
+                        rl_shapes=tuple(x for x in args.rl_shapes.split(",") if x),
+                        serve_baseline_url=getattr(args, "serve_baseline_url", None),
+                        serve_baseline_model=getattr(args, "serve_baseline_model", None))
     path = Path(args.json)
     ckpt = [x for x in args.gradient_checkpointing.split(",") if x]
     if not ckpt or set(ckpt) - {"off", "on"}:

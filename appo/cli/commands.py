@@ -254,9 +254,13 @@ def cmd_study(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from appo.serve.extras import require
+
+    require(("fastapi", "uvicorn"), "serve", "appo serve")
     from appo.serve.server import serve
 
     serve(args.model, host=args.host, port=args.port, name=args.name, protocol=args.protocol, device=args.device,
           dtype=args.dtype, max_tokens=args.max_tokens, max_batch_size=args.max_batch_size,
-          num_threads=args.num_threads or None, log_level=args.log_level)
+          num_threads=args.num_threads or None, log_level=args.log_level, api_key=args.api_key,
+          max_body_bytes=args.max_body_bytes)
     return 0

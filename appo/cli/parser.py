@@ -110,6 +110,9 @@ def _add_serve_parser(sub) -> None:
     s.add_argument("--max-batch-size", type=int, default=16)
     s.add_argument("--num-threads", type=int, default=0, help="torch threads while generating (0: torch's setting)")
     s.add_argument("--log-level", default="info")
+    s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' on every endpoint but "
+                                                   "/health (default $APPO_API_KEY; unset: no key)")
+    s.add_argument("--max-body-bytes", type=int, default=4 * 2**20, help="larger request bodies get 413")
     s.set_defaults(fn=cmd_serve)
 
 

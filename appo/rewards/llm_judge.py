@@ -104,7 +104,13 @@ def llm_judge(examples: Sequence[Example], responses: Sequence[str], *, base_url
 def openai_client(base_url: str, api_key: str | None = None, timeout_s: float = 120.0, max_retries: int = 2):
     """An ``openai.OpenAI`` client for ``base_url``; the key defaults to ``$OPENAI_API_KEY``, else ``EMPTY``.
     (Here, not in :mod:`appo.serve.client` which uses it too: the rewards sit below the server.)"""
-    from openai import OpenAI
+    try:
+        from openai import OpenAI
+    except ModuleNotFoundError as exc:
+        if exc.name != "openai":
+            raise
+        raise ImportError("talking to an OpenAI-compatible endpoint needs openai, which is not installed: "
+                          "pip install 'appo[serve]'") from None
 
     key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
     return OpenAI(base_url=base_url.rstrip("/"), api_key=key, timeout=timeout_s, max_retries=max_retries)

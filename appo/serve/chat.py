@@ -7,13 +7,17 @@ the format it was trained on:
   template with a generation prompt, ``tools=`` for protocols whose template lists tools (Hermes), and,
   for protocols that describe tools in the system prompt (tags), the protocol's default system prompt
   when the request brings tools and no system message;
-- what follows (assistant turns with ``tool_calls``, ``tool`` results) is appended as the loop appends it:
-  an assistant message becomes its content plus each call written in the protocol's syntax
-  (:func:`call_text`), a tool message becomes :meth:`ToolProtocol.result_text` of its content.
+- what follows (assistant turns with ``tool_calls``, ``tool`` results) is appended as the loop appends it,
+  each piece tokenized on its own: an assistant message becomes its content plus each call written in the
+  protocol's syntax (:func:`call_text`), the ``tool`` messages after it become
+  :meth:`ToolProtocol.results_ids` of their contents. A conversation the loop ran therefore renders to the
+  loop's own token ids (tested against :class:`~appo.agent.loop.AgentLoop`), as long as the model's text
+  re-tokenizes to the ids it sampled and a ``tags`` call body has no whitespace or indentation around
+  it (the protocol hands the tool the dedented, stripped body, and that is what comes back).
 
 A finished model turn is read back with the protocol's own :meth:`ToolProtocol.parse_turn`: a valid
 call becomes one OpenAI ``tool_calls`` entry (arguments as a JSON string; ``finish_reason`` becomes
-``tool_calls``) and the text before the call is the message ``content``. A malformed call (unknown tool,
+``tool_calls``) and the text before the call, verbatim, is the message ``content``. A malformed call (unknown tool,
 bad JSON) is returned as plain content, for the client to see. ``tags`` and ``hermes`` write one call per
 turn (the engine stops at the first call's closing string); the ``template`` protocol (transformers'
 response parser) returns every parallel call of the turn. In the history, calls are written back in
@@ -139,14 +143,25 @@ def render_prompt(tokenizer, protocol: str | ToolProtocol, messages: Sequence[Ma
         head.insert(0, {"role": "system", "content": proto.default_system_prompt(tools)})
     text = tokenizer.apply_chat_template(head, tools=proto.template_tools(tools) if tools else None, tokenize=False,
                                          add_generation_prompt=True)
-    tail = ""
-    for m in messages[last_user + 1:]:
-        if m["role"] == "assistant":
-            tail += _assistant_text(proto, tools, m)
-        else:
-            tail += proto.result_text(tokenizer, ToolResult(_content(m)), after_eos=False)
     ids = list(tokenizer.encode(text, add_special_tokens=False))
-    return ids + (list(tokenizer.encode(tail, add_special_tokens=False)) if tail else [])
+    rest = list(messages[last_user + 1:])
+    k = 0
+    while k < len(rest):  # each piece tokenized on its own, as the loop appends it
+        if rest[k]["role"] == "assistant":
+            ids += tokenizer.encode(_assistant_text(proto, tools, rest[k]), add_special_tokens=False)
+            k += 1
+            continue
+        results = []
+        while k < len(rest) and rest[k]["role"] != "assistant":
+            results.append(ToolResult(_content(rest[k])))
+            k += 1
+        try:
+            pieces = proto.results_ids(tokenizer, results, after_eos=False)
+        except ValueError:  # a protocol that answers one call per turn, sent several results
+            pieces = [proto.result_ids(tokenizer, r, after_eos=False) for r in results]
+        for piece in pieces:
+            ids += piece
+    return ids
 
 
 @dataclass(frozen=True)
@@ -168,5 +183,5 @@ def parse_turn(protocol: str | ToolProtocol, text: str, finish: str, tools: Mapp
     acts = (act, *act.more) if act.kind == "call" else ()
     if not acts or any(a.error is not None or a.call is None for a in acts):
         return ParsedTurn(text)
-    before = text[: act.call_start].rstrip()
+    before = text[: act.call_start]  # kept verbatim (whitespace too): sent back, it must render to the same ids
     return ParsedTurn(before or None, tuple(a.call for a in acts))

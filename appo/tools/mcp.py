@@ -4,7 +4,13 @@ One spec names one Model Context Protocol server; :func:`mcp_tools` connects to 
 ``mcp`` SDK (``mcp.Client``), lists its tools and returns one :class:`MCPTool` per listed tool. The
 spec after ``mcp:`` is either an ``http://`` / ``https://`` URL (streamable HTTP transport) or a shell
 command line started as a subprocess that speaks MCP over its stdin/stdout (``shlex``-split; the
-server's stderr goes to ``stderr_path`` or is discarded).
+server's stderr goes to ``stderr_path``, else to a temporary file deleted when the connection closes).
+
+Start-up failures raise :class:`MCPStartupError` (a ``ConnectionError`` and a ``ValueError``, so the CLI
+prints it as one line and exits 2) naming the spec, the innermost cause (not the SDK's task-group
+wrapper) and the last lines the server wrote to stderr; a server that does not answer within
+``connect_timeout_s`` (default 30 s, a per-tool option) is stopped at once. A missing ``mcp`` package is
+an ``ImportError`` naming the extra to install (``pip install 'appo[mcp]'``).
 
 The agent loop is synchronous and may call tools from several threads at once, while the SDK is
 async. :class:`MCPConnection` therefore runs one asyncio event loop on a daemon thread; a single
@@ -38,6 +44,7 @@ import asyncio
 import json
 import os
 import shlex
+import tempfile
 import threading
 from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -46,7 +53,32 @@ from typing import Any
 from appo.tools.base import Tool
 from appo.types import ToolResult
 
-__all__ = ["MCPConnection", "MCPTool", "mcp_tools"]
+__all__ = ["MCPConnection", "MCPStartupError", "MCPTool", "mcp_tools"]
+
+STDERR_TAIL_CHARS = 400
+"""How much of a failed stdio server's stderr the start-up error quotes."""
+
+
+class MCPStartupError(ConnectionError, ValueError):
+    """An MCP server could not be started or connected to (one line: spec, cause, the server's stderr)."""
+
+
+def require_mcp() -> None:
+    """Raise ImportError naming the extra when the ``mcp`` SDK is not installed."""
+    try:
+        import mcp  # noqa: F401
+    except ModuleNotFoundError as exc:
+        if exc.name != "mcp":
+            raise
+        raise ImportError("mcp: tools need the mcp package, which is not installed: pip install 'appo[mcp]'") \
+            from None
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The first leaf of nested exception groups (the SDK wraps failures in ``TaskGroup`` groups)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 class MCPConnection:
@@ -90,7 +122,10 @@ class MCPConnection:
         argv = shlex.split(self.target)
         params = StdioServerParameters(command=argv[0], args=argv[1:], env={**get_default_environment(), **self._env},
                                        cwd=self._cwd)
-        errlog = open(self._stderr_path or os.devnull, "a")  # noqa: SIM115 - closed with the connection
+        if self._stderr_path:
+            errlog = open(self._stderr_path, "a+")  # noqa: SIM115 - closed with the connection
+        else:
+            errlog = tempfile.TemporaryFile("w+", prefix="appo-mcp-stderr-")  # noqa: SIM115 - as above
         self._errlog = errlog
         return stdio_client(params, errlog=errlog)
 
@@ -118,25 +153,48 @@ class MCPConnection:
             self._ready.set()
 
     def open(self) -> MCPConnection:
-        """Start the loop thread, connect and list the tools; raises ``ConnectionError`` naming the spec."""
+        """Start the loop thread, connect and list the tools; raises :class:`MCPStartupError` (module docstring)."""
         if self._thread is not None:
             return self
+        require_mcp()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name=f"mcp:{self.target[:40]}", daemon=True)
         self._thread.start()
         if not self._ready.wait(self.connect_timeout_s) or self._client is None:
             err = self._error
+            stderr = self._stderr_tail()
             self.close()
-            why = f"{type(err).__name__}: {err}" if err is not None else f"no answer in {self.connect_timeout_s:g} s"
+            if err is not None:
+                root = _root_cause(err)
+                why = f"{type(root).__name__}: {root}"
+            else:
+                why = f"no answer in {self.connect_timeout_s:g} s (connect_timeout_s)"
             kind = "URL" if self.is_http else "command"
-            raise ConnectionError(f"cannot connect to the MCP server mcp:{self.target} ({why}); check that the "
-                                  f"{kind} is right and the server speaks MCP")
+            said = f"; the server's stderr ends: {stderr}" if stderr else ""
+            raise MCPStartupError(" ".join(f"cannot start the MCP server mcp:{self.target} ({why}){said}; check that "
+                                           f"the {kind} is right and the server speaks MCP".split()))
         return self
+
+    def _stderr_tail(self) -> str:
+        """The last :data:`STDERR_TAIL_CHARS` characters a stdio server wrote to stderr, on one line."""
+        errlog = getattr(self, "_errlog", None)
+        if errlog is None:
+            return ""
+        try:
+            errlog.flush()
+            errlog.seek(0, os.SEEK_END)
+            end = errlog.tell()
+            errlog.seek(max(0, end - 4 * STDERR_TAIL_CHARS))
+            text = errlog.read()
+        except (OSError, ValueError):
+            return ""
+        return " | ".join(line.strip() for line in text.splitlines() if line.strip())[-STDERR_TAIL_CHARS:]
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._loop.run_until_complete(self._main())
+            self._main_task = self._loop.create_task(self._main())
+            self._loop.run_until_complete(self._main_task)
         finally:
             self._loop.run_until_complete(self._loop.shutdown_asyncgens())
             self._loop.close()
@@ -162,9 +220,12 @@ class MCPConnection:
         if self._closed:
             return
         self._closed = True
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and loop.is_running():
-            loop.call_soon_threadsafe(stop.set)
+        loop, stop, task = self._loop, self._stop, getattr(self, "_main_task", None)
+        if loop is not None and loop.is_running():
+            if self._client is not None and stop is not None:
+                loop.call_soon_threadsafe(stop.set)
+            elif task is not None:  # still starting (or stuck starting): stop it now
+                loop.call_soon_threadsafe(task.cancel)
         if self._thread is not None:
             self._thread.join(timeout=15.0)
         errlog = getattr(self, "_errlog", None)

@@ -71,3 +71,18 @@ def test_appo_bench_smoke_cli(tmp_path):
     check_schema(result, {"rollout", "decode", "branching", "training", "rl_step", "cli_step", "memory"})
     mem = next(f for f in result["figures"] if f["section"] == "memory")
     assert mem["details"]["peak_rss_mb"] > mem["details"]["rss_after_load_mb"] > 0
+
+
+def test_bench_serve_section_loads_a_real_server(tmp_path, tiny_model_dir):
+    """The serve section starts ``appo serve`` and loads it over loopback; figures carry latencies."""
+    out = tmp_path / "serve.json"
+    assert main(["bench", "--smoke", "--no-trl", "--repeats", "1", "--models", str(tiny_model_dir), "--sections",
+                 "serve", "--json", str(out)]) == 0
+    figs = json.loads(out.read_text())["figures"]
+    assert [f["name"].split()[-2:] for f in figs] == [["c1", "whole"], ["c2", "whole"], ["c1", "stream"],
+                                                      ["c2", "stream"]]
+    for f in figs:
+        d = f["details"]["ours"]
+        assert f["unit"] == "req/s" and f["ours"]["median"] > 0 and d["error_count"] == 0
+        assert 0 < d["p50_latency_s"] <= d["p99_latency_s"]
+        assert (d["p50_first_chunk_s"] is not None) == f["details"]["stream"]

@@ -40,15 +40,17 @@ def episode_messages(system: str = SYSTEM) -> tuple[list[dict], list[dict]]:
     return first, second
 
 
-def teach_tool_calls(model, tokenizer, protocol: str = "tags", steps: int = 120) -> None:
-    """Overfit ``model`` on the two turns of one episode: the question gets a python call (written in
-    ``protocol``), the call's result gets the boxed answer and the end of turn. Greedy decoding replays it."""
+def teach_tool_calls(model, tokenizer, protocol: str = "tags", steps: int = 120, call_prefix: str = "") -> None:
+    """Overfit ``model`` on the two turns of one episode: the question gets ``call_prefix`` then a python
+    call (written in ``protocol``), the call's result gets the boxed answer and the end of turn. Greedy
+    decoding replays it."""
     from appo.agent.protocols import get_protocol, turn_end_id
     from appo.serve.chat import call_text, render_prompt, request_tools
 
     proto, tools = get_protocol(protocol), request_tools([PYTHON_SCHEMA])
     first, second = episode_messages()
-    pairs = [(render_prompt(tokenizer, proto, first, tools), call_text(proto, tools, CALL["name"], CALL["arguments"])),
+    pairs = [(render_prompt(tokenizer, proto, first, tools),
+              call_prefix + call_text(proto, tools, CALL["name"], CALL["arguments"])),
              (render_prompt(tokenizer, proto, second, tools), ANSWER)]
     seqs = []
     for prompt, target in pairs:

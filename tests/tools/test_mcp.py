@@ -104,7 +104,7 @@ def test_http_list_call_and_include(http_url):
 
 
 def test_bad_specs_fail_clearly(http_url):
-    with pytest.raises(ConnectionError, match="cannot connect to the MCP server"):
+    with pytest.raises(ConnectionError, match="cannot start the MCP server"):
         build_tools([{"name": f"mcp:{sys.executable} -c pass", "connect_timeout_s": 10}])
     with pytest.raises(ValueError, match="has no tool 'nope'"):
         build_tools([{"name": f"mcp:{http_url}", "include": ["nope"]}])
@@ -138,3 +138,61 @@ def test_agent_rollout_uses_an_mcp_tool(tiny_tokenizer, stdio_tools):
     assert "<result>\n5\n</result>" in row.response_text
     # Hermes: the MCP tool's schema goes to the chat template's tool list
     assert get_protocol("hermes").template_tools(tools)[0]["function"]["parameters"]["required"] == ["a", "b"]
+
+
+BROKEN = "import sys; sys.stderr.write('starting\\nboom: no config file at /etc/x.toml\\n'); sys.exit(3)"
+
+
+def test_a_server_that_dies_at_start_up_is_one_line_with_its_stderr():
+    import time
+
+    from appo.cli_errors import describe_error
+    from appo.tools.mcp import MCPStartupError
+
+    t0 = time.time()
+    with pytest.raises(MCPStartupError) as info:
+        build_tools([{"name": f'mcp:{sys.executable} -c "{BROKEN}"', "connect_timeout_s": 20}])
+    assert time.time() - t0 < 15
+    msg = str(info.value)
+    assert "\n" not in msg and "boom: no config file at /etc/x.toml" in msg and "TaskGroup" not in msg
+    err = describe_error(info.value)
+    assert err is not None and err.code == 2
+
+
+def test_a_server_that_never_answers_is_stopped_at_the_start_up_timeout():
+    import time
+
+    from appo.tools.mcp import MCPStartupError
+
+    t0 = time.time()
+    with pytest.raises(MCPStartupError, match=r"no answer in 2 s \(connect_timeout_s\)"):
+        build_tools([{"name": "mcp:sleep 100", "connect_timeout_s": 2}])
+    assert time.time() - t0 < 10
+
+
+def test_a_missing_command_names_it():
+    with pytest.raises(ConnectionError, match="no-such-mcp-server-cmd"):
+        build_tools([{"name": "mcp:no-such-mcp-server-cmd --flag", "connect_timeout_s": 10}])
+
+
+def test_cli_exits_2_with_one_line(tiny_model_dir, tmp_path):
+    import subprocess
+
+    data = tmp_path / "q.jsonl"
+    data.write_text('{"question": "1+1?", "answer": "2"}\n')
+    cmd = [sys.executable, "-m", "appo", "eval", "--model", str(tiny_model_dir), "--benchmarks", str(data),
+           "--limit", "1", "--tools", f'mcp:{sys.executable} -c "{BROKEN}"']
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    lines = [ln for ln in out.stderr.splitlines() if "error" in ln]
+    assert len(lines) == 1 and "boom: no config file" in lines[0], out.stderr[-2000:]
+
+
+def test_missing_mcp_package_names_the_extra(tmp_path):
+    import subprocess
+
+    code = ("import sys; sys.modules['mcp'] = None\n"
+            "from appo.tools.registry import build_tools\n"
+            "build_tools(['mcp:whatever'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "pip install 'appo[mcp]'" in out.stderr
