@@ -17,6 +17,8 @@ cli_step   ``appo train`` vs ``Trainer.train_step``, fresh processes, at TRL's s
 memory     peak RSS of a 32 x 512 rollout in a fresh process                      < 4 GiB
 serve      ``appo serve`` over loopback: req/s, p50/p99 latency, 1/8/32 clients,   (none; vs a baseline
            streaming off/on (:mod:`~appo.bench.serve_load`)                       endpoint if given)
+vllm       tokens/s of VLLMEngine (vLLM CPU) vs HFEngine, B=32/128, plain and      (measured, no target)
+           with forks (skipped where vLLM does not import: run from .venv-vllm)
 =========  =====================================================================  ===================
 
 Every figure records its peak RSS (per contender), and the result records the machine (CPU, cores,
@@ -38,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SECTIONS = ("rollout", "decode", "branching", "training", "rl_step", "cli_step", "memory", "serve")
+SECTIONS = ("rollout", "decode", "branching", "training", "rl_step", "cli_step", "memory", "serve", "vllm")
 """All sections, in the order they run."""
 
 
@@ -80,6 +82,8 @@ class Sizes:
     """Longest response at TRL's shape."""
     cli_steps: int = 4
     """Steps per process of the ``cli_step`` figure (the first is a warm-up)."""
+    vllm_batches: tuple[int, ...] = (32, 128)
+    """Rows per call of the vLLM-vs-HFEngine figures (:mod:`appo.bench.vllm_rollout`)."""
 
 
 SIZES = {
@@ -92,7 +96,8 @@ SIZES = {
 
 SMOKE = Sizes(batch_sizes=(1, 4), new_tokens=4, prompt_len=16, decode_batches=(2,), decode_context=16, decode_steps=4,
               branches=2, fork_prefix=24, train_prompts=1, train_max_response=8, rows_per_prompt=4, micro_rows=4,
-              rl_prompts=1, rl_max_response=8, rl_trl_prompts=1, rl_trl_max_response=8, cli_steps=2)
+              rl_prompts=1, rl_max_response=8, rl_trl_prompts=1, rl_trl_max_response=8, cli_steps=2,
+              vllm_batches=(4,))
 """Seconds-long sizes for ``--smoke`` (schema check, not a measurement)."""
 
 
@@ -252,6 +257,12 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
                               max_tokens=4 if opts.smoke else 32, repeats=opts.repeats,
                               baseline_url=opts.serve_baseline_url, baseline_model=opts.serve_baseline_model),
                 "serve", model_name, threads[0], load)
+        if "vllm" in opts.sections:  # vLLM takes every core for itself: HFEngine gets the largest thread count
+            from appo.bench.vllm_rollout import vllm_rollout_figures
+
+            load = harness.load_average()
+            add(vllm_rollout_figures(model_name, threads[-1], s.vllm_batches, s.new_tokens, s.prompt_len,
+                                     repeats=opts.repeats), "vllm", model_name, threads[-1], load)
     if "memory" in opts.sections:
         from appo.bench.memory import memory_figure
 

