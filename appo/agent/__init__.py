@@ -39,6 +39,7 @@ from appo.agent.loop import (
     fork_start,
     verify_token_alignment,
 )
+from appo.agent.oracle import DecisiveSpec, decisive_token, oracle_point, point_precision
 from appo.agent.protocols import (
     PROTOCOLS,
     HermesProtocol,
@@ -52,12 +53,13 @@ from appo.agent.protocols import (
     render_demonstration,
     turn_end_id,
 )
-from appo.agent.strategies import run_strategy
+from appo.agent.strategies import arpo_delta_entropy, arpo_window_entropy, run_strategy
 from appo.agent.strategy_options import AppoConfig, ArpoConfig, TreeConfig, strategy_options
 from appo.agent.template_protocol import TemplateProtocol  # noqa: E402 - registers the `template` protocol
 
 __all__ = [
-    "AppoConfig", "ArpoConfig", "STRATEGY_OPTIONS", "TreeConfig", "strategy_options",
+    "AppoConfig", "ArpoConfig", "STRATEGY_OPTIONS", "TreeConfig", "strategy_options", "DecisiveSpec",
+    "decisive_token", "oracle_point", "point_precision", "arpo_delta_entropy", "arpo_window_entropy",
     "AgentLoop", "HermesProtocol", "LoopLimits", "LoopStart", "PROTOCOLS", "PromptSpec", "ROLLOUT_STRATEGIES",
     "RolloutContext", "RolloutOutput", "StrategyConfig", "TagsProtocol", "TemplateProtocol", "TokenAlignmentError",
     "ToolProtocol",

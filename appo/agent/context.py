@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from appo.agent.loop import AgentLoop, LoopLimits
+from appo.agent.oracle import DecisiveSpec
 from appo.agent.protocols import ToolProtocol, get_protocol, tool_map
 from appo.engine.base import Engine, SamplingParams
 from appo.plugins import register_unique
@@ -34,6 +35,9 @@ class PromptSpec:
     """Prompt token ids (chat template applied, e.g. by ``ToolProtocol.build_prompt_ids``)."""
     data_index: int = -1
     """Dataset index of the example, copied to the rows."""
+    decisive: DecisiveSpec | None = None
+    """Where the task's decisive token sits, when it is known by construction (``extra_info["decisive"]``):
+    APPO's ``oracle`` points and the precision metrics of every point choice."""
 
 
 @dataclass(frozen=True)
@@ -171,7 +175,8 @@ def prompt_specs(ctx: RolloutContext, examples: Sequence, data_indices: Sequence
     if len(idx) != len(examples):
         raise ValueError(f"data_indices has {len(idx)} entries for {len(examples)} examples")
     return [PromptSpec(group=g, data_index=i, prompt_ids=tuple(
-        ctx.protocol.build_prompt_ids(ex, ctx.tokenizer, ctx.tools, system_prompt)))
+        ctx.protocol.build_prompt_ids(ex, ctx.tokenizer, ctx.tools, system_prompt)),
+        decisive=DecisiveSpec.from_info((getattr(ex, "extra_info", None) or {}).get("decisive")))
         for g, (ex, i) in enumerate(zip(examples, idx))]
 
 

@@ -7,8 +7,8 @@ return exactly ``cfg.n_total`` rows per prompt. Row uids are given in creation o
 
 Choices where the papers are silent (also in each function's docstring; docs/algorithm.md 11):
 
-- ARPO's normalised entropy is the mean entropy of a window of tokens divided by ``log |V|`` (the
-  maximum entropy), so ``dH`` lies in [-1, 1]. The copy forks at the tool result (it shares the
+- ARPO's normalised entropy is the sum of a window's token entropies divided by ``log |V|``, as its
+  reference computes it (``dH`` then lies in [-w, w], w the window). The copy forks at the tool result (it shares the
   response up to the result's last token and samples its own next turn); a copy does not fork again
   at the result it was forked at. Budget left at the end is filled with independent rows.
 - APPO excludes, besides tool/prompt and whitespace-only tokens, each row's last token and tokens
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Sequence
 
 import torch
 
@@ -43,13 +44,14 @@ from appo.agent.context import (
     rollout_metrics,
 )
 from appo.agent.loop import AgentLoop, LoopStart, TurnEvent, fork_start
+from appo.agent.oracle import decisive_token, oracle_point, point_precision
 from appo.agent.strategy_options import AppoConfig, ArpoConfig, TreeConfig, strategy_options
 from appo.core import arpo_branch_probability, branching_score, likelihood_gain, omega_noise_rows, select_branch_points
 from appo.types import Rollout
 
 __all__ = [
-    "ROLLOUT_STRATEGIES", "PromptSpec", "RolloutContext", "RolloutOutput", "StrategyConfig", "engine_logprobs",
-    "get_strategy", "register_strategy", "rollout_metrics", "run_strategy",
+    "ROLLOUT_STRATEGIES", "PromptSpec", "RolloutContext", "RolloutOutput", "StrategyConfig", "arpo_delta_entropy",
+    "arpo_window_entropy", "engine_logprobs", "get_strategy", "register_strategy", "rollout_metrics", "run_strategy",
 ]
 
 
@@ -77,8 +79,42 @@ def independent(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyCon
     return finish(rows, prompts, cfg.n_total)
 
 
-def _mean_norm_entropy(ent: list[float], log_v: float) -> float:
-    return (sum(ent) / len(ent)) / log_v if ent else 0.0
+def arpo_window_entropy(ent: Sequence[float], log_v: float) -> float:
+    """ARPO's normalised entropy of a window of tokens, as its reference computes it: the *sum* of the
+    window's per-token entropies divided by ``log |V|`` (the reference gathers the top-k log-probs of the
+    first <= 20 tokens of a round into one list and sums ``-p log p`` over all of them). Not the per-token
+    mean: over a 20-token window the sum is 20x the mean, so ``beta * dH`` moves the fork probability
+    (0.2 vs 1.2 nats per token, 20 tokens each, |V| = 151,665: p = 0.835; the mean gives 0.517).
+    0 for an empty window."""
+    return sum(ent) / log_v
+
+
+def arpo_delta_entropy(entropies: Sequence[float], loss_mask: Sequence[int], tool_spans: Sequence, turn_start: int,
+                       new_to: int, w: int, log_v: float, at: str = "call_turn") -> float:
+    """ARPO's entropy change ``dH`` when a row starts the turn at ``turn_start`` after a tool result.
+
+    ``dH = Hn(window) - Hn(first <= w model tokens of the row's first turn)``, ``Hn`` =
+    :func:`arpo_window_entropy`. The window, by ``at``:
+
+    - ``call_turn`` (the reference code): the first <= w model tokens of the turn that made the call whose
+      result ends at ``turn_start`` (the reference decides right after appending result r, from the round
+      that produced call r); after the first result that turn is the first turn, so ``dH = 0`` and the fork
+      probability is ``tau``.
+    - ``after_result`` (the paper's wording): the first <= w tokens of the new turn (``[turn_start, new_to)``).
+
+    Leaves out: the reference's top-k partial entropy and its slot-keyed baseline (see docs/algorithm.md 11).
+    """
+    if at not in ("call_turn", "after_result"):
+        raise ValueError(f"at={at!r} must be 'call_turn' or 'after_result'")
+    first_end = tool_spans[0].call_end
+    first = [e for e, m in zip(entropies[:first_end], loss_mask[:first_end]) if m == 1][:w]
+    if at == "after_result":
+        window = list(entropies[turn_start: min(new_to, turn_start + w)])
+    else:
+        r = next(i for i, sp in enumerate(tool_spans) if sp.result_end == turn_start)
+        start, end = (tool_spans[r - 1].result_end if r > 0 else 0), tool_spans[r].call_end
+        window = [e for e, m in zip(entropies[start:end], loss_mask[start:end]) if m == 1][:w]
+    return arpo_window_entropy(window, log_v) - arpo_window_entropy(first, log_v)
 
 
 @register_strategy("arpo", options=ArpoConfig)
@@ -86,8 +122,11 @@ def arpo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
     """ARPO's entropy-based adaptive rollout.
 
     ``n_initial`` rows per prompt. Whenever a row samples the first tokens of a turn that follows a
-    tool result it produced, ``dH = Hn(first <= w tokens after the result) - Hn(first <= w tokens of
-    the row's first turn)`` with ``Hn = mean entropy / log |V|`` (w = ``entropy_window``), and
+    tool result it produced, ``dH = Hn(window) - Hn(first <= w tokens of the row's first turn)`` with
+    ``Hn = sum of the window's entropies / log |V|`` (:func:`arpo_window_entropy`, the reference's sum;
+    w = ``entropy_window``); the window is the turn that made the call (``entropy_at=call_turn``, the
+    reference code: dH = 0 at the first result) or the new turn (``after_result``), see
+    :func:`arpo_delta_entropy`; and
     with probability ``arpo_branch_probability(dH, tau, beta)`` one copy forks at the result's last
     token (it shares the response up to there and samples its own next turn), while the prompt has
     fewer than ``n_total`` rows. At the end, missing rows are filled with independent rows
@@ -108,10 +147,8 @@ def arpo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
                 continue  # not the first call of a turn that follows a tool result
             if st.split is not None and ev.turn_start <= st.split + 1:
                 continue  # the result was inherited from the parent, which already decided at it
-            first_end = st.tool_spans[0].call_end
-            first = [e for e, m in zip(st.entropies[:first_end], st.loss_mask[:first_end]) if m == 1][:w]
-            after = list(st.entropies[ev.turn_start: min(ev.new_to, ev.turn_start + w)])
-            d_h = _mean_norm_entropy(after, log_v) - _mean_norm_entropy(first, log_v)
+            d_h = arpo_delta_entropy(st.entropies, st.loss_mask, st.tool_spans, ev.turn_start, ev.new_to, w, log_v,
+                                     o.entropy_at)
             p = arpo_branch_probability(d_h, o.tau, o.beta)
             stats["checks"] += 1
             stats["p_sum"] += p
@@ -174,6 +211,26 @@ def _random_points(valid: list[torch.Tensor], k: int, rng) -> list[tuple[int, in
     return rng.sample(pool, k) if len(pool) >= k else [rng.choice(pool) for _ in range(k)]
 
 
+def _oracle_ok(row: Rollout, t: int | None) -> int | None:
+    """The oracle point ``t`` if a fork there is possible (a model token with a model token after it)."""
+    if t is None or t + 1 >= len(row.response_ids) or not (row.loss_mask[t] == 1 and row.loss_mask[t + 1] == 1):
+        return None
+    return t
+
+
+def _oracle_scores(items, oracle: list[int | None]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Scores and masks that make :func:`select_branch_points` take the oracle points (one per row that has
+    one, in row order, repeated cyclically up to k)."""
+    scores, masks = [], []
+    for (_, row, _, _), t in zip(items, oracle):
+        m = torch.zeros(len(row.response_ids), dtype=torch.bool)
+        if t is not None:
+            m[t] = True
+        masks.append(m)
+        scores.append(torch.where(m, torch.ones(len(m)), torch.full((len(m),), -math.inf)))
+    return scores, masks
+
+
 @register_strategy("appo", options=AppoConfig)
 def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) -> RolloutOutput:
     """APPO: Branching-Score forks from the initial rows (docs/algorithm.md 2-5; depth 1).
@@ -194,8 +251,12 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
     shared prefix, so it gets the branch contrast); with ``"redraw"`` from ``prompt + response[:t]`` so
     the branch re-samples token t itself (split = t - 1; the advantage's ``redraw_contrast`` gives the
     parent's token t its contrast, docs/algorithm.md 6.3). Initial rows get ``omega`` and ``scores`` for
-    reports. ``points`` selects ablations: ``entropy`` (Omega ignored, BS = Z(H)) and ``random``
-    (uniform valid points). Leaves out: depth > 1.
+    reports. ``points`` selects ablations: ``entropy`` (Omega ignored, BS = Z(H)), ``random`` (uniform
+    valid points) and ``oracle`` (per initial row, the point whose fork re-samples the prompt's known
+    decisive token, :mod:`appo.agent.oracle`; rows without one give none). When the prompts carry a
+    decisive spec, every arm logs ``appo/oracle_precision`` (share of its points equal to the oracle's),
+    ``appo/decisive_token_rate`` (share at the decisive token itself) and ``appo/decisive_found_rate``.
+    Leaves out: depth > 1.
     """
     check_prompts(prompts)
     o = strategy_options(cfg.options, AppoConfig)
@@ -229,12 +290,26 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
             n_deg += int(bs.omega_degenerate)
             annotated.append(replace(row, omega=tuple(omega.tolist()), scores=tuple(bs.score.tolist())))
             by_group.setdefault(row.group, []).append((i, annotated[-1], bs, valid))
+        spec_of = {p.group: p.decisive for p in prompts}
+        prec_sum = dec_sum = 0.0
+        n_counted = n_rows_dec = 0
         for g, items in by_group.items():
-            if o.points == "random":
+            spec = spec_of.get(g)
+            dec = [None if spec is None else decisive_token(ctx.tokenizer, r.response_ids, spec)
+                   for _, r, _, _ in items]
+            orc = [_oracle_ok(r, oracle_point(d, o.fork)) for (_, r, _, _), d in zip(items, dec)]
+            n_rows_dec += sum(d is not None for d in dec)
+            if o.points == "oracle":
+                points = select_branch_points(*_oracle_scores(items, orc), k)
+            elif o.points == "random":
                 points = _random_points([v for *_, v in items], k, loop.rng_for("appo_points", g))
             else:
                 points = select_branch_points([b.score for _, _, b, _ in items], [v for *_, v in items], k,
                                               [b.strict for _, _, b, _ in items])
+            if spec is not None:
+                prec, on, n_c = point_precision(points, orc, dec)
+                if n_c:
+                    prec_sum, dec_sum, n_counted = prec_sum + prec * n_c, dec_sum + on * n_c, n_counted + n_c
             for j, (ri, t) in enumerate(points):
                 _, parent, bs, _ = items[ri]
                 n_points += 1
@@ -249,6 +324,10 @@ def appo(ctx: RolloutContext, prompts: list[PromptSpec], cfg: StrategyConfig) ->
         extra = {"appo/omega_degenerate_rate": n_deg / max(len(initial), 1),
                  "appo/strict_point_rate": n_strict / max(n_points, 1),
                  "appo/branch_points": float(n_points)}
+        if any(p.decisive is not None for p in prompts):  # a task that knows its decisive token (issue 24)
+            extra.update({"appo/oracle_precision": prec_sum / n_counted if n_counted else float("nan"),
+                          "appo/decisive_token_rate": dec_sum / n_counted if n_counted else float("nan"),
+                          "appo/decisive_found_rate": n_rows_dec / max(len(initial), 1)})
     finally:
         loop.release()
     by_key = {(r.group, r.uid): r for r in annotated}

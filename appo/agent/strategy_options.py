@@ -58,16 +58,19 @@ class AppoConfig:
     prefix_combine: Literal["sum", "mean"] = "sum"
     """Shared-prefix tokens of the dual-group advantage: ``sum`` ``A_init + mean A_branch`` (the paper,
     up to twice the scale of the tokens after the split), ``mean`` ``(A_init + mean A_branch) / 2``."""
-    points: Literal["score", "entropy", "random"] = "score"
+    points: Literal["score", "entropy", "random", "oracle"] = "score"
     """How branch points are chosen: ``score`` (the Branching Score Z(H) * Z(Omega)); ablations
-    ``entropy`` (BS = Z(H), Omega ignored) and ``random`` (uniform over valid model tokens)."""
+    ``entropy`` (BS = Z(H), Omega ignored), ``random`` (uniform over valid model tokens) and ``oracle``
+    (the point whose fork re-samples the task's known decisive token, one per initial row: the upper
+    bound of any score; needs a task that records it, e.g. ``proc:depth``)."""
     train_on_branches: bool = False
     """Train on branch rows too; by default they only supply advantage signal (loss mask 0), as in the
     reference. APPO only: ARPO and Tree-GRPO always train every row (:meth:`APPO.trained_rows`)."""
 
     def __post_init__(self) -> None:
-        if self.points not in ("score", "entropy", "random"):
-            raise ValueError(f"algorithm.appo.points={self.points!r} must be 'score', 'entropy' or 'random'")
+        if self.points not in ("score", "entropy", "random", "oracle"):
+            raise ValueError(f"algorithm.appo.points={self.points!r} must be 'score', 'entropy', 'random' or "
+                             "'oracle'")
         if self.omega_form not in ("clipped", "mean", "sum"):
             raise ValueError(f"algorithm.appo.omega_form={self.omega_form!r} must be 'clipped', 'mean' or 'sum'")
         if not self.omega_noise_ratio >= 0:
@@ -85,9 +88,17 @@ class ArpoConfig:
     beta: float = 0.2
     """Weight of the entropy change in the branch probability ``clip(tau + beta * dH, 0, 1)``."""
     entropy_window: int = 20
-    """Tokens after a tool result (and of the first round) over which the entropy is averaged."""
+    """Tokens after a tool result (and of the first round) whose entropies are summed and divided by log |V|
+    (the reference's normalised entropy; a sum, not a mean)."""
+    entropy_at: Literal["call_turn", "after_result"] = "call_turn"
+    """Whose entropy the fork decision after tool result r reads: ``call_turn`` (the reference code, the
+    default since issue 24: the turn that made call r, so dH = 0 and p = tau at the first result) or
+    ``after_result`` (the paper's wording and this project's behaviour before issue 24: the new turn)."""
 
     def __post_init__(self) -> None:
+        if self.entropy_at not in ("call_turn", "after_result"):
+            raise ValueError(f"algorithm.arpo.entropy_at={self.entropy_at!r} must be 'call_turn' or "
+                             "'after_result'")
         if self.entropy_window < 1:
             raise ValueError(f"algorithm.arpo.entropy_window={self.entropy_window} must be >= 1")
 

@@ -234,7 +234,8 @@ def cmd_study(args) -> int:
                                  val_samples=2, final_evals=2, ablations=False, workers=1, sft_examples=32,
                                  sft_epochs=1, variants=settings.variants,
                                  extra_overrides=("data.train_batch_size=2", "actor.ppo_mini_batch_size=2",
-                                                  "rollout.n=4", "rollout.n_initial=2", *args.overrides))
+                                                  "rollout.n=4", "rollout.n_initial=2", "sft.num_examples=32",
+                                                  "sft.epochs=1", *args.overrides))  # over a task's own SFT size
 
     def on_done(spec, seconds, code):
         print(f"{'done' if code == 0 else f'FAILED ({code})'}: {spec.task} {spec.variant.name} seed {spec.seed} "

@@ -59,6 +59,11 @@ class RunResult:
     """Per-problem sampled score at each evaluated step."""
     tokens: dict[int, float] = field(default_factory=dict)
     """Cumulative trained (loss) tokens after each step; step 0 -> 0."""
+    oracle_precision: float = float("nan")
+    """APPO on a task that records its decisive token: mean over steps of ``appo/oracle_precision`` (share of
+    branch points equal to the oracle's); nan elsewhere."""
+    decisive_rate: float = float("nan")
+    """The same for ``appo/decisive_token_rate`` (share of points at the decisive token itself)."""
 
     @property
     def final(self) -> float:
@@ -111,6 +116,7 @@ def load_run(spec: RunSpec, final_evals: int = 3) -> RunResult | None:
         return None
     greedy = _read_evals(val_dir, "greedy_")
     tool_calls, wall, tokens, total = [], 0.0, {0: 0.0}, 0.0
+    precision: dict[str, list[float]] = {"appo/oracle_precision": [], "appo/decisive_token_rate": []}
     metrics = spec.run_dir / "metrics.jsonl"
     if metrics.exists():
         for line in metrics.read_text().splitlines():
@@ -121,6 +127,9 @@ def load_run(spec: RunSpec, final_evals: int = 3) -> RunResult | None:
                 total += m["batch/loss_tokens"]
                 tokens[int(m["step"])] = total
             wall += m.get("timing_s/step", 0.0)
+            for key, vals in precision.items():
+                if key in m and m[key] == m[key]:  # nan when no row of the step had the token
+                    vals.append(m[key])
     return RunResult(
         spec.task, spec.variant.name, spec.variant.group, spec.seed,
         curve={s: statistics.fmean(v.values()) for s, v in by_step.items()},
@@ -128,7 +137,9 @@ def load_run(spec: RunSpec, final_evals: int = 3) -> RunResult | None:
         tool_calls=statistics.fmean(tool_calls) if tool_calls else float("nan"), wall_s=wall,
         greedy_curve={s: statistics.fmean(v.values()) for s, v in greedy.items()},
         final_greedy=final_scores(greedy, final_evals) if greedy else {},
-        by_step=by_step, tokens=tokens if len(tokens) > 1 else {})
+        by_step=by_step, tokens=tokens if len(tokens) > 1 else {},
+        **{name: statistics.fmean(vals) if vals else float("nan") for name, vals in
+           zip(("oracle_precision", "decisive_rate"), precision.values())})
 
 
 def load_results(out: str | Path, settings: StudySettings, finished_only: bool = True) -> list[RunResult]:
@@ -280,7 +291,9 @@ def table(results: Sequence[RunResult], task: str, group: str | None = None, hal
                      "seeds_needed": seeds_needed(d, half_width) if other else float("nan"),
                      "tokens_k": _mean_std([r.total_tokens / 1e3 for r in rs])[0],
                      "tool_calls": _mean_std([r.tool_calls for r in rs])[0],
-                     "minutes": _mean_std([r.wall_s / 60 for r in rs])[0]})
+                     "minutes": _mean_std([r.wall_s / 60 for r in rs])[0],
+                     "oracle_precision": _mean_std([r.oracle_precision for r in rs])[0],
+                     "decisive_rate": _mean_std([r.decisive_rate for r in rs])[0]})
     return rows
 
 
@@ -342,7 +355,10 @@ def format_rows(rows: Sequence[dict]) -> str:
     header = ("| variant | seeds | start acc % | final acc % (mean ± std) | APPO − variant, pts [95% CI] "
               "| greedy final % | APPO − variant, greedy | APPO − variant, equal trained tokens "
               "| seeds for ±3 pts | trained tokens / run (k) | tool calls / rollout | min / run |")
-    out = [header, "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    points = any(not math.isnan(r.get("oracle_precision", float("nan"))) for r in rows)
+    if points:  # a task that knows its decisive token (issue 24)
+        header += " points at the oracle's % | points at the decisive token % |"
+    out = [header, "|" + " --- |" * (header.count("|") - 1)]
     for r in rows:
         need = "–" if math.isnan(r["seeds_needed"]) else str(int(r["seeds_needed"]))
         cells = [r["variant"], str(r["seeds"]), _pct(r["start"]), f"{_pct(r['final_mean'])} ± {_pct(r['final_std'])}",
@@ -351,6 +367,8 @@ def format_rows(rows: Sequence[dict]) -> str:
                  _ci(r, "tokens_minus", "tokens_lo", "tokens_hi"), need,
                  "–" if math.isnan(r["tokens_k"]) else f"{r['tokens_k']:.0f}",
                  _pct(r["tool_calls"], False), _pct(r["minutes"], False)]
+        if points:
+            cells += [_pct(r["oracle_precision"]), _pct(r["decisive_rate"])]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)
 

@@ -50,6 +50,11 @@ ABLATIONS = (
     Variant("appo/train_branches=on", ("algorithm.name=appo", "algorithm.appo.train_on_branches=true"), "ablation"),
     Variant("appo/points=entropy", ("algorithm.name=appo", "algorithm.appo.points=entropy"), "ablation"),
     Variant("appo/points=random", ("algorithm.name=appo", "algorithm.appo.points=random"), "ablation"),
+    Variant("appo/points=oracle", ("algorithm.name=appo", "algorithm.appo.points=oracle"), "ablation"),
+    Variant("appo/points=oracle,train_branches=on", ("algorithm.name=appo", "algorithm.appo.points=oracle",
+                                                     "algorithm.appo.train_on_branches=true"), "ablation"),
+    Variant("appo/points=oracle,n_initial=6", ("algorithm.name=appo", "algorithm.appo.points=oracle",
+                                               "rollout.n_initial=6"), "ablation"),
     Variant("appo/fork=redraw", ("algorithm.name=appo", "algorithm.appo.fork=redraw"), "ablation"),
     Variant("appo/fork=redraw,credit=none", ("algorithm.name=appo", "algorithm.appo.fork=redraw",
                                              "algorithm.appo.redraw_credit=none"), "ablation"),
@@ -57,12 +62,17 @@ ABLATIONS = (
     Variant("appo/omega=clipped", ("algorithm.name=appo", "algorithm.appo.omega_form=clipped"), "ablation"),
     Variant("appo/omega=sum", ("algorithm.name=appo", "algorithm.appo.omega_form=sum"), "ablation"),
 )
-"""APPO's choices, each changed alone from the defaults."""
+"""APPO's choices, each changed alone from the defaults; the ``points=oracle`` arms (issue 24, tasks that record
+their decisive token) also with the branch rows trained and with 6 initial rows + 2 branches instead of 4 + 4,
+to see whether the budget split or the credit keeps oracle branching from beating GRPO."""
 
 TASKS = {
     "arith": "proc:arith?n_operands=[2,2]&digits=[1,2]&direct_p=0.5",
     "chain": "proc:chain?steps=[3,3]&addend_digits=[1,1]&labels=true",
     "multihop": "proc:multihop?hops=[2]&kb_size=60",
+    "depth_early": "proc:depth?steps=5&depth=[1]",
+    "depth_middle": "proc:depth?steps=5&depth=[3]",
+    "depth_late": "proc:depth?steps=5&depth=[5]",
     "mix": ("proc:mix?weights=[0.5,0.5,0.0]&multihop={hops: [2], kb_size: 60}"
             "&arith={n_operands: [2, 2], digits: [1, 2], direct_p: 0.5}"),
 }
@@ -71,13 +81,22 @@ through 3 Python calls where mid-trajectory copies decide, two-hop questions tha
 ``chain`` numbers its operations (``labels``): unlabelled, the 1M start model could not find the k-th
 operation at all (0.4% held-out); with labels, 3 steps and one-digit operands it starts at about 77%
 sampled / 86% greedy, with its failures in the middle of the trajectory (a carried value or an operand
-copied wrong)."""
+copied wrong).
+``depth_early`` / ``depth_middle`` / ``depth_late`` (:mod:`appo.data.procedural.depth`, issue 24): five one-digit
+additions/subtractions, one Python call each, whose one decisive token (the operator of the call at step 1,
+3 or 5) is known by construction; every other step is near-certain for the start model."""
 
-TASK_OVERRIDES = {"chain": ("rollout.max_tool_calls=4", "sft.num_examples=4000", "sft.epochs=4")}
+SFT_TASKS = {name: "proc:depth?steps=5&depth=[1,3,5]" for name in ("depth_early", "depth_middle", "depth_late")}
+"""Tasks whose start model is SFT'd on another spec, shared by every task that names the same spec: the three
+depths share one start model SFT'd with the decisive step drawn from 1, 3 and 5, so the depths differ only
+in where the RL task puts the decisive step."""
+
+TASK_OVERRIDES = {"chain": ("rollout.max_tool_calls=4", "sft.num_examples=4000", "sft.epochs=4"),
+                  **{name: ("rollout.max_tool_calls=6", "sft.num_examples=4000", "sft.epochs=4") for name in SFT_TASKS}}
 """Config overrides a task needs on top of the study's base config (its runs and its start model's SFT):
 ``chain`` needs 3 tool calls (4 allowed), and its demonstrations are about twice as long as ``arith``'s;
 4000 x 4 epochs (about 11 CPU-minutes) is what took its start model from nothing right (2000 x 2: 0%) to a
-start with room to improve."""
+start with room to improve. The ``depth`` tasks make 5 calls (6 allowed) and are SFT'd like ``chain``."""
 
 
 @dataclass(frozen=True)
@@ -146,8 +165,16 @@ def task_spec(task: str) -> str:
     return task if task.startswith("proc:") else TASKS[task]
 
 
+def start_model_dir(task: str, out: Path) -> Path:
+    """Where the study keeps a task's start model: ``<out>/<task>``, or ``<out>/sft_<name>`` shared by the
+    tasks of one :data:`SFT_TASKS` spec."""
+    spec = SFT_TASKS.get(task)
+    return out / task if spec is None else out / ("sft_" + spec.split("?")[0].removeprefix("proc:"))
+
+
 def prepare_start_model(task: str, out: Path, settings: StudySettings) -> Path:
-    """Build and SFT the task's start model once (reused when ``out/sft/sft_model`` exists)."""
+    """Build and SFT the task's start model once (reused when ``out/sft/sft_model`` exists), on the task's
+    spec or its :data:`SFT_TASKS` spec."""
     model_dir = out / "sft" / "sft_model"
     if (model_dir / "config.json").exists():
         return model_dir
@@ -157,7 +184,7 @@ def prepare_start_model(task: str, out: Path, settings: StudySettings) -> Path:
     from appo.prompts import resolve_system_prompt
     from appo.train.sft_run import run_sft
 
-    spec = task_spec(task)
+    spec = SFT_TASKS.get(task, task_spec(task))
     cfg = load_config(shipped_config_path("study"), [f'data.train_files=["{spec}"]', *TASK_OVERRIDES.get(task, ())])
     d = DemoSettings()
     base = build_demo_base(out / "base", [task_of(spec)], resolve_system_prompt(cfg.rollout.system_prompt) or "",
@@ -226,7 +253,7 @@ def run_study(out: str | Path, settings: StudySettings = StudySettings(),
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "settings.json").write_text(json.dumps(settings.__dict__, indent=1, default=list))
-    starts = {task: prepare_start_model(task, out / task, settings) for task in settings.tasks}
+    starts = {task: prepare_start_model(task, start_model_dir(task, out), settings) for task in settings.tasks}
     runs = plan(settings, out)
     todo = [r for r in runs if not finished(r.run_dir, settings.steps)]
 

@@ -284,3 +284,73 @@ def test_chain_labels_from_a_proc_spec():
 
     assert task_of("proc:chain?labels=true&steps=[3,3]").labels is True
     assert task_of("proc:chain").labels is False
+
+
+def test_depth_records_its_decisive_step_and_noise_flips_only_that_call():
+    from appo.data.procedural.depth import DECISIVE_PATTERN
+
+    task = get_task("depth", steps=5, depth=[1, 3, 5], noise=0.45)
+    examples = task.generate(2000, seed=0)
+    noisy = [task.noisy(e) for e in examples]
+    assert 0.42 < sum(noisy) / len(noisy) < 0.48  # the share of demonstrations with the wrong operator
+    assert {e.extra_info["decisive_step"] for e in examples} == {1, 3, 5}
+    for e, flipped in zip(examples[:200], noisy[:200]):
+        d = e.extra_info["decisive_step"]
+        assert e.extra_info["decisive"] == {"pattern": DECISIVE_PATTERN, "occurrence": d - 1, "group": 1}
+        assert f"Check {d}:" in e.question and e.question.count("Check") == 1
+        calls = [re.search(DECISIVE_PATTERN, t) for t in task.demonstration(e)[:-1]]
+        ops = [m.group(1) for m in calls]
+        want = [op for op, _ in e.extra_info["steps"]]
+        wrong = [k + 1 for k, (a, b) in enumerate(zip(ops, want)) if a != b]
+        assert wrong == ([d] if flipped else [])
+        demo_answer = re.search(r"boxed\{(-?\d+)\}", task.demonstration(e)[-1]).group(1)
+        assert (demo_answer == e.answers[0]) == (not flipped)
+    clean = get_task("depth", noise=0.0)
+    assert not any(clean.noisy(e) for e in clean.generate(200, seed=0))
+
+
+def test_depth_knobs_and_verifier():
+    with pytest.raises(ValueError, match="depth"):
+        get_task("depth", steps=3, depth=[4])
+    with pytest.raises(ValueError, match="noise"):
+        get_task("depth", noise=1.0)
+    with pytest.raises(ValueError, match="steps"):
+        get_task("depth", steps=0)
+    task = get_task("depth", depth=[2], noise=0.0)
+    examples = task.generate(50, seed=1) + task.generate(10, seed=1, split="test")
+    assert all(e.extra_info["decisive_step"] == 2 for e in examples)
+    scores = task.verify(examples, [run_demo(task, e, None) for e in examples])
+    assert all(s.score == pytest.approx(1.0) for s in scores)
+
+
+def test_depth_from_a_proc_spec():
+    from appo.data.sources import task_of
+
+    task = task_of("proc:depth?steps=5&depth=[5]&noise=0.3")
+    assert (task.steps, task.depth, task.noise) == (5, (5,), 0.3)
+
+
+def test_depth_error_profile_by_hand():
+    from appo.data.procedural.depth import error_profile, first_wrong_step
+
+    task = get_task("depth", steps=3, depth=[2], noise=0.0)
+    ex = task.generate(1, seed=0)[0]
+    right = run_demo(task, ex, None)
+    assert first_wrong_step(ex, right) == 0
+    info = ex.extra_info
+    op2, a2 = info["steps"][1]
+    wrong_op = "-" if op2 == "+" else "+"
+    bad_call = right.replace(f"print({info['values'][0]} {op2} {a2})", f"print({info['values'][0]} {wrong_op} {a2})")
+    assert first_wrong_step(ex, bad_call) == 2
+    bad_answer = right.replace(f"boxed{{{info['values'][-1]}}}", "boxed{12345}")
+    assert first_wrong_step(ex, bad_answer) == 4
+    assert first_wrong_step(ex, "<answer>\\boxed{1}</answer>") == 1
+    prof = error_profile([ex] * 4, [right, bad_call, bad_call, bad_answer])
+    assert prof["acc"] == 0.25 and prof["step_1"] == 0.0 and prof["step_2"] == 0.5 and prof["decisive"] == 0.5
+    assert prof["step_3"] == 0.0 and prof["answer"] == 0.5 and prof["n"] == 4.0
+    assert prof["op_step_1"] == 0.0 and prof["op_step_2"] == 0.5 and prof["op_step_3"] == 0.0
+    wrong_value = right.replace(f"print({info['values'][0]} ", "print(999 ")  # carried value wrong, operator right
+    prof = error_profile([ex, ex], [wrong_value, "<answer>\\boxed{1}</answer>"])
+    assert prof["step_2"] == 1.0 and prof["op_step_2"] == 0.0 and prof["op_step_1"] == 0.0
+    with pytest.raises(ValueError, match="one response per example"):
+        error_profile([ex], [])

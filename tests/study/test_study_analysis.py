@@ -183,3 +183,35 @@ def test_report_only_writes_tables_from_finished_runs_and_trains_nothing(tmp_pat
     assert not (specs[3].run_dir / "metrics.jsonl").exists()  # nothing was trained
     assert main(["study", "--report-only", "--out", str(tmp_path / "none")]) == 2
     assert "--out" in capsys.readouterr().err
+
+
+def test_depth_tasks_share_one_start_model_and_run_the_point_arms(tmp_path):
+    from appo.study.runner import SFT_TASKS, TASKS, start_model_dir
+
+    names = ("depth_early", "depth_middle", "depth_late")
+    assert {TASKS[n] for n in names} == {f"proc:depth?steps=5&depth=[{d}]" for d in (1, 3, 5)}
+    dirs = {start_model_dir(n, tmp_path) for n in names}
+    assert dirs == {tmp_path / "sft_depth"} and start_model_dir("chain", tmp_path) == tmp_path / "chain"
+    assert SFT_TASKS["depth_late"] == "proc:depth?steps=5&depth=[1,3,5]"
+    settings = StudySettings(tasks=("depth_middle",), seeds=(0,), variants=(
+        "grpo", "appo", "appo/points=oracle", "appo/points=entropy", "appo/points=random"))
+    runs = plan(settings, tmp_path)
+    assert sorted(r.variant.name for r in runs) == sorted(settings.variants)
+    assert "algorithm.appo.points=oracle" in next(r for r in runs if r.variant.name.endswith("oracle")).overrides
+    assert set(TASK_OVERRIDES["depth_middle"]) <= set(runs[0].overrides)
+
+
+def test_precision_columns_only_for_tasks_with_a_decisive_token():
+    from appo.study.analysis import RunResult
+
+    def run(variant, seed, prec):
+        return RunResult("depth_middle", variant, "main", seed, curve={0: 0.5, 10: 0.6}, final_correct={"a": 0.6},
+                         oracle_precision=prec, decisive_rate=prec / 2)
+
+    rows = table([run("appo", 0, 0.25), run("grpo", 0, float("nan"))], "depth_middle")
+    md = format_rows(rows).splitlines()
+    assert md[0].endswith("points at the oracle's % | points at the decisive token % |")
+    assert md[1].count("---") == md[0].count("|") - 1
+    assert md[2].startswith("| grpo") and md[2].endswith("| – | – |") and md[3].endswith("| 25.0 | 12.5 |")
+    plain = format_rows(table([run("appo", 0, float("nan"))], "depth_middle")).splitlines()
+    assert "oracle" not in plain[0] and plain[1].count("---") == 12
