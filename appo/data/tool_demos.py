@@ -291,7 +291,8 @@ def sft_subset(rows: Sequence[dict], n: int, word_share: float = 0.25, seed: int
 
 
 def write_heldout_word_problems(path: str | Path, n: int = 200, seed: int = 0) -> Path:
-    """The procedural held-out set as a JSONL benchmark file (``{question, answer, ability: math}`` rows: scored by math equivalence), for ``appo eval``."""
+    """The procedural held-out set as a JSONL benchmark file for ``appo eval``: ``{question, answer, ability:
+    math}`` rows, so they are scored by math equivalence (a bare number answer would load as QA/F1)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:

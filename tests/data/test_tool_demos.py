@@ -6,15 +6,7 @@ import json
 
 import pytest
 
-from appo.data.tool_demos import (
-    GSM8K_HELD_OUT,
-    build,
-    check_demo,
-    gsm8k_program,
-    main,
-    sft_subset,
-    word_problems,
-)
+from appo.data.tool_demos import GSM8K_HELD_OUT, build, check_demo, gsm8k_program, main, sft_subset, word_problems
 from appo.rewards import get_reward
 from appo.tools.python_sandbox import PythonTool
 
