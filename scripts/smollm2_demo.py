@@ -3,7 +3,7 @@
 Stages (each a function; ``--stages`` picks some, each writes its JSON under ``--out`` so later stages and the
 report read what earlier ones measured):
 
-1. ``data``   - demonstrations (:mod:`appo.data.tool_demos`): GSM8K worked solutions from row 200 on turned
+1. ``data``   - demonstrations (:mod:`appo.train.tool_demos`): GSM8K worked solutions from row 200 on turned
                into Python programs, procedural word problems; every one run in the sandbox, scored 1.0.
 2. ``sft``    - ``appo sft -c smollm2_coldstart`` (:func:`appo.train.sft_run.run_sft`), full fine-tune, fp32.
 3. ``eval``   - the base model and the SFT model, greedy, on held-out GSM8K (rows 0..N-1, never trained on)
@@ -48,7 +48,7 @@ def _timed(out: Path, stage: str, fn, *args, **kw):
 
 def stage_data(out: Path, sft_examples: int) -> None:
     """Build the demonstrations and the held-out word problems (``<out>/data``)."""
-    from appo.data.tool_demos import main
+    from appo.train.tool_demos import main
 
     main(["--out", str(out / "data"), "--sft-examples", str(sft_examples)])
 
@@ -82,6 +82,7 @@ def eval_chunk(engine, tok, examples, start: int, max_tokens: int, check_ids: bo
     from appo.agent.render_check import check_rollout
     from appo.engine.base import SamplingParams
     from appo.rewards import get_reward
+    from appo.serve.chat import render_prompt
 
     params = SamplingParams(temperature=0.0, max_new_tokens=max_tokens)
     limits = LoopLimits(max_tool_calls=2, max_response_tokens=max_tokens)
@@ -99,7 +100,8 @@ def eval_chunk(engine, tok, examples, start: int, max_tokens: int, check_ids: bo
         if check_ids and r.stop_reason != "max_length":
             checked += 1
             msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ex.question}]
-            mismatches += [{"id": ex.id, **m.__dict__} for m in check_rollout(tok, "tags", tools, msgs, r)]
+            found = check_rollout(tok, "tags", tools, msgs, r, render_prompt)
+            mismatches += [{"id": ex.id, **m.__dict__} for m in found]
     return rows, checked, mismatches
 
 

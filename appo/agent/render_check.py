@@ -15,7 +15,8 @@ read back from the protocol's result text) and compares, turn by turn:
 - ``template``: the whole conversation rendered by ``tokenizer.apply_chat_template`` (tags: one assistant
   message holding the response text; hermes/template protocols: assistant and ``tool`` messages) and
   tokenized in one piece, against ``prompt_ids + response_ids``;
-- ``serve``: for each model turn k, :func:`appo.serve.chat.render_prompt` of the messages a chat client holds
+- ``serve`` (given the server's renderer): for each model turn k, :func:`appo.serve.chat.render_prompt` of the
+  messages a chat client holds
   before that turn (``assistant`` messages with ``tool_calls``, ``tool`` messages), against the rollout's
   ids up to the start of turn k: the ids the model is fed when it writes turn k.
 
@@ -28,7 +29,7 @@ protocol turns with several calls are compared on the template only).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from appo.agent.protocols import get_protocol, tool_map
 from appo.types import Rollout, ToolResult
@@ -164,10 +165,12 @@ def _turn_at(turns: Sequence[Turn], prompt_len: int, pos: int) -> int:
 
 
 def check_rollout(tokenizer, protocol, tools, prompt_messages: Sequence[Mapping], row: Rollout,
-                  checks: Sequence[str] = ("template", "serve")) -> list[Mismatch]:
-    """Every disagreement between ``row`` and the template / ``appo serve`` renderings (module docstring);
-    ``prompt_messages`` are the messages the prompt ids were rendered from (system and user). Empty: the
-    three agree on every id."""
+                  serve_render: Callable | None = None) -> list[Mismatch]:
+    """Every disagreement between ``row`` and the template rendering, and the ``appo serve`` rendering when
+    ``serve_render`` is given (module docstring); ``prompt_messages`` are the messages the prompt ids were
+    rendered from (system and user). ``serve_render(tokenizer, protocol, messages, tools) -> ids`` is the
+    server's renderer, :func:`appo.serve.chat.render_prompt` (passed in: the agent layer does not import the
+    server). Empty: the renderings agree with every id."""
     proto = get_protocol(protocol)
     tools = tool_map(tools)
     turns = split_turns(tokenizer, proto, row)
@@ -178,19 +181,16 @@ def check_rollout(tokenizer, protocol, tools, prompt_messages: Sequence[Mapping]
     def show(ids: Sequence[int], pos: int) -> str:
         return tokenizer.decode(list(ids[max(0, pos - 8): pos + 8]), skip_special_tokens=False)
 
-    if "template" in checks:
-        text = tokenizer.apply_chat_template(template_messages(proto, prompt_messages, turns, tokenizer),
-                                             tools=proto.template_tools(tools), tokenize=False)
-        rendered = list(tokenizer.encode(text, add_special_tokens=False))
-        pos = _first_diff(full, rendered[: len(full)])
-        if pos is not None:
-            out.append(Mismatch("template", _turn_at(turns, P, pos), pos, show(full, pos), show(rendered, pos)))
-    if "serve" in checks:
-        from appo.serve.chat import render_prompt
-
+    text = tokenizer.apply_chat_template(template_messages(proto, prompt_messages, turns, tokenizer),
+                                         tools=proto.template_tools(tools), tokenize=False)
+    rendered = list(tokenizer.encode(text, add_special_tokens=False))
+    pos = _first_diff(full, rendered[: len(full)])
+    if pos is not None:
+        out.append(Mismatch("template", _turn_at(turns, P, pos), pos, show(full, pos), show(rendered, pos)))
+    if serve_render is not None:
         for k, t in enumerate(turns):
             fed = full[: P + t.start]
-            rendered = render_prompt(tokenizer, proto, client_messages(proto, tools, prompt_messages, turns[:k]),
+            rendered = serve_render(tokenizer, proto, client_messages(proto, tools, prompt_messages, turns[:k]),
                                      tools)
             pos = _first_diff(fed, rendered)
             if pos is not None:

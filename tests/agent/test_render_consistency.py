@@ -107,7 +107,7 @@ def test_rollout_equals_template_serve_and_sft(tok, python_tool, protocol, turns
     assert [t.result for t in got] == ["42", None]
     assert got[0].text == turns[0] and got[1].text == turns[1].removesuffix("<|im_end|>")
     # Template and serve renderings agree with every id, turn by turn.
-    assert check_rollout(tok, protocol, python_tool, _messages(), row) == []
+    assert check_rollout(tok, protocol, python_tool, _messages(), row, render_prompt) == []
     # Turn 2 is written after exactly the ids `appo serve` renders for the client's messages.
     fed = list(engine.calls[1][0][0].prefix_ids)
     assert fed == render_prompt(tok, protocol, client_messages(protocol, python_tool, _messages(), got[:1]),
@@ -140,7 +140,7 @@ class DroppedSeparator(HermesProtocol):
 def test_check_catches_a_dropped_turn_separator(tok, python_tool):
     proto = DroppedSeparator()
     row, _ = _rollout(tok, proto, HERMES_TURNS, python_tool)
-    mism = check_rollout(tok, proto, python_tool, _messages(), row)
+    mism = check_rollout(tok, proto, python_tool, _messages(), row, render_prompt)
     # serve writes results with the same (buggy) protocol, so only the template sees the dropped closer
     assert [(m.check, m.turn) for m in mism] == [("template", 0)]
     assert "<|im_end|>" in mism[0].rendered and "<|im_end|>" not in mism[0].rollout.split("</tool_call>")[1][:12]
@@ -157,5 +157,5 @@ def test_check_catches_re_encoding_drift(tok, python_tool):
     assert tok.decode(odd) == TAGS_TURNS[1] and odd != canon
     row, _ = _rollout(tok, "tags", [TAGS_TURNS[0], odd], python_tool)
     assert row.response_text.endswith(TAGS_TURNS[1])
-    mism = check_rollout(tok, "tags", python_tool, _messages(), row)
+    mism = check_rollout(tok, "tags", python_tool, _messages(), row, render_prompt)
     assert [(m.check, m.turn) for m in mism] == [("template", 1)]

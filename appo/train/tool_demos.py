@@ -302,10 +302,10 @@ def write_heldout_word_problems(path: str | Path, n: int = 200, seed: int = 0) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m appo.data.tool_demos --out DIR``: write ``DIR/demos.jsonl`` (for ``appo sft``),
+    """``python -m appo.train.tool_demos --out DIR``: write ``DIR/demos.jsonl`` (for ``appo sft``),
     ``DIR/demos_sft.jsonl`` (``--sft-examples`` of them, the ones ``appo sft`` trains on),
     ``DIR/word_heldout.jsonl`` (for ``appo eval``) and ``DIR/demos_report.json``."""
-    ap = argparse.ArgumentParser(prog="python -m appo.data.tool_demos", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m appo.train.tool_demos", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--word", type=int, default=600, help="procedural word problems to try (train stream)")
     ap.add_argument("--word-heldout", type=int, default=200, help="procedural held-out problems to write")

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from appo.data.tool_demos import GSM8K_HELD_OUT, build, check_demo, gsm8k_program, main, sft_subset, word_problems
 from appo.rewards import get_reward
 from appo.tools.python_sandbox import PythonTool
+from appo.train.tool_demos import GSM8K_HELD_OUT, build, check_demo, gsm8k_program, main, sft_subset, word_problems
 
 JANET = ("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\n"
          "She makes 9 * 2 = $<<9*2=18>>18 every day at the farmer's market.\n#### 18")
