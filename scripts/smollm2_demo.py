@@ -1,0 +1,276 @@
+"""`make smollm2-demo`: SmolLM2-135M-Instruct learns to call the Python tool, end to end, and a report.
+
+Stages (each a function; ``--stages`` picks some, each writes its JSON under ``--out`` so later stages and the
+report read what earlier ones measured):
+
+1. ``data``   - demonstrations (:mod:`appo.train.tool_demos`): GSM8K worked solutions from row 200 on turned
+               into Python programs, procedural word problems; every one run in the sandbox, scored 1.0.
+2. ``sft``    - ``appo sft -c smollm2_coldstart`` (:func:`appo.train.sft_run.run_sft`), full fine-tune, fp32.
+3. ``eval``   - the base model and the SFT model, greedy, on held-out GSM8K (rows 0..N-1, never trained on)
+               and held-out word problems, through the same agent loop as training and ``appo eval``, chunk by
+               chunk (models and sets interleaved, results saved after each chunk); every SFT rollout's ids
+               are also checked against the chat template and ``appo serve``'s rendering
+               (:func:`appo.agent.render_check.check_rollout`).
+4. ``serve``  - ``appo serve`` the SFT model and ``appo eval --endpoint`` it on the first K word problems; the
+               answers must equal the local evaluation's (greedy, same ids).
+5. ``report`` - accuracy and tool calls per answer with 95% bootstrap intervals, the paired SFT - base
+               difference, the id check, the wall time of each stage -> ``<out>/report.md`` and ``report.json``.
+
+Left out here: the RL stage (APPO vs GRPO from the SFT start; see docs/results.md for its measured per-step
+cost on this machine and what it would need).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SYSTEM = "Use <python>code</python> to compute; answer as <answer>\\boxed{answer}</answer>."
+"""The system prompt of the demonstrations, the evaluations and the served model (configs/smollm2_coldstart.yaml)."""
+BASE = "smollm2-135m-instruct"
+
+
+def _timed(out: Path, stage: str, fn, *args, **kw):
+    t0 = time.perf_counter()
+    result = fn(*args, **kw)
+    times_file = out / "stage_times.json"
+    times = json.loads(times_file.read_text()) if times_file.is_file() else {}
+    times[stage] = round(time.perf_counter() - t0, 1)
+    times_file.write_text(json.dumps(times, indent=1))
+    print(f"[smollm2-demo] {stage}: {times[stage]:.0f} s", file=sys.stderr, flush=True)
+    return result
+
+
+def stage_data(out: Path, sft_examples: int) -> None:
+    """Build the demonstrations and the held-out word problems (``<out>/data``)."""
+    from appo.train.tool_demos import main
+
+    main(["--out", str(out / "data"), "--sft-examples", str(sft_examples)])
+
+
+def stage_sft(out: Path, overrides: list[str]) -> None:
+    """SFT the base model on ``<out>/data/demos_sft.jsonl`` into ``<out>/sft/sft_model``."""
+    from appo.config import load_config
+    from appo.train.sft_run import run_sft
+
+    cfg = load_config("smollm2_coldstart", [f"data.train_files=[{out / 'data' / 'demos_sft.jsonl'}]",
+                                            f"trainer.default_local_dir={out / 'sft'}", *overrides])
+    res = run_sft(cfg, progress=True)
+    (out / "sft_metrics.json").write_text(json.dumps({"num_examples": res.num_examples, **res.metrics}))
+
+
+def load_engine(model: str, batch_size: int):
+    """(engine, tokenizer) for ``model`` on the CPU, fp32."""
+    from appo.engine.hf import HFEngine
+    from appo.models.loading import load_model_and_tokenizer
+
+    lm, tok = load_model_and_tokenizer(model, device="cpu")
+    return HFEngine(lm, tok, max_batch_size=batch_size), tok
+
+
+def eval_chunk(engine, tok, examples, start: int, max_tokens: int, check_ids: bool, tools) -> tuple[list, int, list]:
+    """Greedy rollouts of ``examples`` with the Python tool through the agent loop ``appo eval`` runs
+    (:func:`appo.eval.evaluate`'s steps, seed ``start``), scored by the ``default`` reward; with ``check_ids``
+    every rollout that did not run out of budget is also compared id for id with the chat template's and
+    ``appo serve``'s rendering of its conversation. Returns (rows, rollouts checked, mismatches)."""
+    from appo.agent import LoopLimits, RolloutContext, StrategyConfig, prompt_specs, run_strategy
+    from appo.agent.render_check import check_rollout
+    from appo.engine.base import SamplingParams
+    from appo.rewards import get_reward
+    from appo.serve.chat import render_prompt
+
+    params = SamplingParams(temperature=0.0, max_new_tokens=max_tokens)
+    limits = LoopLimits(max_tool_calls=2, max_response_tokens=max_tokens)
+    ctx = RolloutContext.create(engine, tok, "tags", tools, params, limits, seed=start, key_prefix=f"eval{start}/")
+    prompts = prompt_specs(ctx, examples, range(start, start + len(examples)), system_prompt=SYSTEM)
+    rollouts = run_strategy("independent", ctx, prompts, StrategyConfig(n_total=1, n_initial=1)).rows
+    engine.release()
+    scored = get_reward("default")([examples[r.group] for r in rollouts], [r.response_text for r in rollouts])
+    rows, checked, mismatches = [], 0, []
+    for r, s in zip(rollouts, scored):
+        ex = examples[r.group]
+        rows.append({"id": ex.id, "score": s.score, "acc": s.metrics.get("acc", 0.0),
+                     "format_ok": s.metrics.get("format_ok", 0.0), "tool_calls": r.num_tool_calls,
+                     "stop_reason": r.stop_reason, "response": r.response_text})
+        if check_ids and r.stop_reason != "max_length":
+            checked += 1
+            msgs = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": ex.question}]
+            found = check_rollout(tok, "tags", tools, msgs, r, render_prompt)
+            mismatches += [{"id": ex.id, **m.__dict__} for m in found]
+    return rows, checked, mismatches
+
+
+def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: int, chunk: int) -> None:
+    """Evaluate ``which`` (``base``, ``sft``) on the same held-out problems, ``chunk`` problems at a time,
+    alternating models and sets (GSM8K rows 0..gsm8k-1, then word problems), so that whatever has finished
+    when the run is stopped is a paired comparison; each model's rows so far are rewritten to
+    ``<out>/eval_<model>_<set>.json`` after every chunk."""
+    from appo.data.sources import load_examples
+    from appo.tools.registry import build_tools
+
+    models = {"base": BASE, "sft": str(out / "sft" / "sft_model")}
+    engines = {w: load_engine(models[w], chunk) for w in which}
+    sets = {"gsm8k": load_examples(["gsm8k"], "test", gsm8k) if gsm8k > 0 else [],
+            "word": load_examples([str(out / "data" / "word_heldout.jsonl")], "test", word) if word > 0 else []}
+    results = {(w, name): {"model": models[w], "set": name, "max_tokens": max_tokens, "rows": [],
+                           "ids_checked": 0, "id_mismatches": []} for w in which for name in sets}
+    tools = build_tools(["python"])
+    plan = [(name, start) for start in range(0, max(len(v) for v in sets.values()), chunk)
+            for name in sets if start < len(sets[name])]
+    try:
+        for name, start in plan:
+            for w in which:
+                t0 = time.perf_counter()
+                engine, tok = engines[w]
+                rows, checked, mism = eval_chunk(engine, tok, sets[name][start: start + chunk], start, max_tokens,
+                                                 w == "sft", tools)
+                res = results[(w, name)]
+                res["rows"] += rows
+                res["ids_checked"] += checked
+                res["id_mismatches"] += mism
+                (out / f"eval_{w}_{name}.json").write_text(json.dumps(res, indent=1))
+                n = len(res["rows"])
+                print(f"[eval] {w} {name}: {n} done ({time.perf_counter() - t0:.0f} s for {len(rows)}); acc "
+                      f"{sum(r['acc'] for r in res['rows']) / n:.3f}, tool calls/answer "
+                      f"{sum(r['tool_calls'] for r in res['rows']) / n:.2f}", file=sys.stderr, flush=True)
+    finally:
+        for t in tools:
+            t.close()
+
+
+def stage_serve(out: Path, k: int, max_tokens: int, port: int = 8765) -> None:
+    """``appo serve`` the SFT model, evaluate the first ``k`` word problems through ``appo eval --endpoint``'s
+    Python call, and compare each answer with the local evaluation's (``<out>/serve.json``)."""
+    from appo.serve.client import evaluate_endpoint_benchmarks
+
+    spec = str(out / "data" / "word_heldout.jsonl")
+    proc = subprocess.Popen([sys.executable, "-m", "appo", "serve", str(out / "sft" / "sft_model"), "--port", str(port),
+                             "--device", "cpu", "--log-level", "warning"])
+    try:
+        import urllib.request
+
+        deadline = time.time() + 600
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError("appo serve did not come up") from None
+                time.sleep(2)
+        res = evaluate_endpoint_benchmarks(f"http://127.0.0.1:{port}/v1", [spec], limit=k, tools=["python"],
+                                           protocol="tags", system_prompt=SYSTEM, max_response_tokens=max_tokens,
+                                           max_tool_calls=2, workers=1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    local_file = out / "eval_sft_word.json"
+    local = {r["id"]: r for r in json.loads(local_file.read_text())["rows"]} if local_file.is_file() else {}
+    same = [r.id in local and local[r.id]["acc"] == r.metrics.get("acc", 0.0) for r in res.rows]
+    (out / "serve.json").write_text(json.dumps({
+        "k": k, "summary": res.summary, "same_acc_as_local": sum(same),
+        "rows": [{"id": r.id, "acc": r.metrics.get("acc"), "tool_calls": r.tool_calls, "response": r.response,
+                  "local_response": local.get(r.id, {}).get("response")} for r in res.rows]}, indent=1))
+
+
+# ------------------------------------------------------------------------------------------- report
+def bootstrap_ci(values: list[float], reps: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and 95% percentile-bootstrap interval (resampling rows with replacement, ``reps`` times)."""
+    if not values:
+        return float("nan"), float("nan"), float("nan")
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
+    return sum(values) / n, means[int(0.025 * reps)], means[int(0.975 * reps) - 1]
+
+
+def paired_ci(a: dict[str, float], b: dict[str, float], reps: int = 10_000, seed: int = 0):
+    """Mean of ``b - a`` over the ids both have, with its 95% bootstrap interval (rows resampled in pairs)."""
+    ids = sorted(set(a) & set(b))
+    return bootstrap_ci([b[i] - a[i] for i in ids], reps, seed) + (len(ids),)
+
+
+def stage_report(out: Path) -> None:
+    """``<out>/report.md`` and ``report.json`` from the stages' JSON files."""
+    lines = ["# SmolLM2-135M-Instruct: cold start on tool demonstrations", "",
+             "Greedy, Python tool only, tags protocol, system prompt `" + SYSTEM + "`.", "",
+             "| model | set | n | accuracy [95% CI] | tool calls / answer [95% CI] | format ok | truncated |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    data: dict = {}
+    for w in ("base", "sft"):
+        for name in ("gsm8k", "word"):
+            f = out / f"eval_{w}_{name}.json"
+            if not f.is_file():
+                continue
+            res = json.loads(f.read_text())
+            rows = res["rows"]
+            acc = bootstrap_ci([r["acc"] for r in rows])
+            calls = bootstrap_ci([float(r["tool_calls"]) for r in rows])
+            fmt = sum(r["format_ok"] for r in rows) / len(rows)
+            trunc = sum(r["stop_reason"] == "max_length" for r in rows) / len(rows)
+            data[(w, name)] = res
+            lines.append(f"| {w} | {name} | {len(rows)} | {acc[0]:.3f} [{acc[1]:.3f}, {acc[2]:.3f}] | "
+                         f"{calls[0]:.2f} [{calls[1]:.2f}, {calls[2]:.2f}] | {fmt:.2f} | {trunc:.2f} |")
+    lines.append("")
+    for name in ("gsm8k", "word"):
+        if ("base", name) in data and ("sft", name) in data:
+            a = {r["id"]: r["acc"] for r in data[("base", name)]["rows"]}
+            b = {r["id"]: r["acc"] for r in data[("sft", name)]["rows"]}
+            m, lo, hi, n = paired_ci(a, b)
+            lines.append(f"- {name}: SFT - base accuracy {m:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired, {n} problems)")
+    for (w, name), res in data.items():
+        if w == "sft":
+            lines.append(f"- id check, SFT on {name}: {res['ids_checked']} rollouts compared with the chat template "
+                         f"and `appo serve`'s rendering, {len(res['id_mismatches'])} mismatches")
+    sf = out / "serve.json"
+    if sf.is_file():
+        s = json.loads(sf.read_text())
+        lines.append(f"- `appo serve` + `appo eval --endpoint`, first {s['k']} word problems: accuracy "
+                     f"{s['summary']['all'].get('acc', float('nan')):.3f}, tool calls / answer "
+                     f"{s['summary']['all']['tool_calls']:.2f}; same correctness as the local evaluation on "
+                     f"{s['same_acc_as_local']} of {s['k']}")
+    tf = out / "stage_times.json"
+    if tf.is_file():
+        times = json.loads(tf.read_text())
+        lines += ["", "Wall time per stage (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items())]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default="runs/smollm2")
+    ap.add_argument("--stages", default="data,sft,eval,serve,report")
+    ap.add_argument("--sft-examples", type=int, default=48)
+    ap.add_argument("--models", default="base,sft", help="which models the eval stage runs")
+    ap.add_argument("--gsm8k", type=int, default=200, help="held-out GSM8K problems (rows 0..N-1)")
+    ap.add_argument("--word", type=int, default=100, help="held-out word problems")
+    ap.add_argument("--max-tokens", type=int, default=160, help="response budget (model and tool tokens)")
+    ap.add_argument("--chunk", type=int, default=25, help="problems per engine batch (and per saved chunk)")
+    ap.add_argument("--serve-k", type=int, default=10)
+    ap.add_argument("overrides", nargs="*", help="config overrides for the SFT stage (sft.lr=...)")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = args.stages.split(",")
+    if "data" in stages:
+        _timed(out, "data", stage_data, out, args.sft_examples)
+    if "sft" in stages:
+        _timed(out, "sft", stage_sft, out, args.overrides)
+    if "eval" in stages:
+        _timed(out, "eval", stage_eval, out, args.models.split(","), args.gsm8k, args.word, args.max_tokens,
+               args.chunk)
+    if "serve" in stages:
+        _timed(out, "serve", stage_serve, out, args.serve_k, args.max_tokens)
+    if "report" in stages:
+        stage_report(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
