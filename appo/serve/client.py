@@ -127,6 +127,21 @@ class ChatAgent:
             return [{"role": "system", "content": self.protocol.default_system_prompt(self.tools)}] + msgs
         return msgs
 
+    def _create(self, kwargs: dict[str, Any]):
+        """One chat completion; a request the server refuses (4xx) is a ValueError naming the server's reason,
+        which the CLI prints as one line (e.g. a server that parses no tool calls, as `vllm serve` without
+        ``--enable-auto-tool-choice``). Connection errors and 5xx keep the client's own exception."""
+        import openai
+
+        try:
+            return self.client.chat.completions.create(**kwargs)
+        except openai.APIStatusError as exc:
+            if not 400 <= exc.status_code < 500:
+                raise
+            reason = exc.body.get("message", exc.message) if isinstance(exc.body, dict) else exc.message
+            raise ValueError(f"the endpoint refused the request ({exc.status_code}): {reason}; check that it serves "
+                             f"{self.model!r} with tool calls enabled") from None
+
     def run(self, messages: Sequence[Mapping[str, Any]], seed: int | None = None) -> ChatRollout:
         """Run one episode from ``messages`` until a reply without calls or a limit."""
         msgs = [dict(m) for m in messages]
@@ -144,7 +159,7 @@ class ChatAgent:
                 kwargs["tools"] = schemas
             if seed is not None:
                 kwargs["seed"] = seed
-            resp = self.client.chat.completions.create(**kwargs)
+            resp = self._create(kwargs)
             choice = resp.choices[0]
             n_tok = resp.usage.completion_tokens if resp.usage is not None else 0
             used += n_tok

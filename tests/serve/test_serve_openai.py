@@ -150,3 +150,17 @@ def test_appo_eval_endpoint_bad_input_is_one_line(served, tmp_path):
                           env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "model 'nope' is not served" in proc.stderr and "tiny" in proc.stderr
+
+
+def test_appo_eval_endpoint_request_refused_is_one_line(served, tmp_path):
+    """A chat request the server refuses (here a temperature over its limit; with `vllm serve`, tools without
+    --enable-auto-tool-choice) ends in one line with the server's reason and exit 2, not a traceback."""
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"question": "What is 2+3?", "answer": "5"}) + "\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    proc = subprocess.run([sys.executable, "-m", "appo", "eval", "--endpoint", served, "--benchmarks", str(data),
+                           "--tools", "python", "--temperature", "5", "--out", str(tmp_path / "e.json")],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "the endpoint refused the request (400)" in proc.stderr and "temperature" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
