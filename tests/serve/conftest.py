@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from serve_helpers import free_port, start_server, teach_tool_calls
+from serve_helpers import build_taught_model, free_port, start_server
 
 
 @pytest.fixture(scope="session")
 def taught_model_dir(tmp_path_factory, tiny_tokenizer):
     """The tiny Llama overfit on one tags-protocol episode (python call, then the boxed answer), as an HF folder."""
-    from appo.models.tiny import build_tiny_model, save_pretrained
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = build_tiny_model(tiny_tokenizer, seed=0)
-        teach_tool_calls(model, tiny_tokenizer, "tags")
-    finally:
-        torch.set_num_threads(before)
-    return save_pretrained(model, tiny_tokenizer, tmp_path_factory.mktemp("taught") / "tiny")
+    return build_taught_model(tmp_path_factory.mktemp("taught"), tiny_tokenizer, "tags")
 
 
 @pytest.fixture(scope="session")

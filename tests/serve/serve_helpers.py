@@ -70,6 +70,21 @@ def teach_tool_calls(model, tokenizer, protocol: str = "tags", steps: int = 120,
     model.eval()
 
 
+def build_taught_model(folder: Path, tokenizer, protocol: str = "tags", **teach) -> Path:
+    """A tiny Llama built with seed 0, taught by :func:`teach_tool_calls` (``teach``: its steps/call_prefix) on
+    one thread, and saved as an HF folder under ``folder``."""
+    from appo.models.tiny import build_tiny_model, save_pretrained
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model = build_tiny_model(tokenizer, seed=0)
+        teach_tool_calls(model, tokenizer, protocol, **teach)
+    finally:
+        torch.set_num_threads(before)
+    return save_pretrained(model, tokenizer, folder / "tiny")
+
+
 def start_server(args: list[str], port: int, env_extra: dict | None = None, timeout_s: float = 120.0):
     """``python -m appo serve ARGS --port PORT`` as a subprocess, returned once /health answers."""
     import urllib.request

@@ -10,7 +10,7 @@ import random
 
 import pytest
 import torch
-from serve_helpers import QUESTION, SYSTEM, free_port, start_server, teach_tool_calls
+from serve_helpers import QUESTION, SYSTEM, build_taught_model, free_port, start_server
 
 THINK = "<think>ok</think>\n"  # the newline before the call is what a stripped content lost
 
@@ -18,16 +18,7 @@ THINK = "<think>ok</think>\n"  # the newline before the call is what a stripped 
 @pytest.fixture(scope="module")
 def thinking_model_dir(tmp_path_factory, tiny_tokenizer):
     """The tiny Llama taught to write ``<think>ok</think>\\n<python>print(2+3)</python>``, then the answer."""
-    from appo.models.tiny import build_tiny_model, save_pretrained
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = build_tiny_model(tiny_tokenizer, seed=0)
-        teach_tool_calls(model, tiny_tokenizer, "tags", steps=150, call_prefix=THINK)
-    finally:
-        torch.set_num_threads(before)
-    return save_pretrained(model, tiny_tokenizer, tmp_path_factory.mktemp("thinking") / "tiny")
+    return build_taught_model(tmp_path_factory.mktemp("thinking"), tiny_tokenizer, "tags", steps=150, call_prefix=THINK)
 
 
 def loop_rollout(model_dir, tokenizer, tools):
