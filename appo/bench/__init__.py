@@ -40,7 +40,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SECTIONS = ("rollout", "decode", "branching", "training", "rl_step", "cli_step", "memory", "serve", "vllm")
+SECTIONS = ("rollout", "decode", "branching", "training", "rl_step", "cli_step", "serve", "vllm", "memory")
 """All sections, in the order they run."""
 
 
