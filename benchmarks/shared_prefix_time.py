@@ -25,7 +25,7 @@ import torch
 
 from appo.bench.models import load_bench_model
 from appo.train.batching import collate, split_micro_batches
-from appo.train.packing import micro_logprobs
+from appo.train.layout import micro_logprobs
 from appo.train.shared_prefix import layout_costs, tree_micro_batches
 from appo.types import Rollout
 

@@ -303,7 +303,7 @@ def check_train_bf16(base: Path, workdir: Path, reward: Path, args, mixed: bool 
     import appo.train.trainer as trainer_mod
     from appo.models.precision import autocast_dtype, set_compute_dtype
     from appo.train.batching import with_fields
-    from appo.train.logprobs import compute_logprobs_batched
+    from appo.train.layout import batched_logprobs
     from appo.train.trainer import Trainer
     from appo.train.update import ppo_update
 
@@ -318,7 +318,7 @@ def check_train_bf16(base: Path, workdir: Path, reward: Path, args, mixed: bool 
         if not seen:  # before the step's update: pi_old = the current policy
             old = batch.old_logp_BR
             if old is None or opts.old_logp_from_current:
-                old, _ = compute_logprobs_batched(trainer.c.model, batch, opts.temperature)
+                old, _ = batched_logprobs(trainer.c.model, batch, opts.layout, opts.temperature)
             seen.update(batch=with_fields(batch, old_logp_BR=old), opts=dc.replace(opts, old_logp_from_current=False))
             # bf16 weights and a small learning rate: how much of one AdamW step survives rounding (fp32 copy as
             # the control); on copies of the policy before any update (later, clipping zeroes the gradient).

@@ -7,7 +7,7 @@ same rows with the same micro-batch size (``micro_rows``) in their own layout:
 
 - ours: :func:`appo.train.batching.collate` then length-grouped micro-batches
   (:func:`~appo.train.batching.split_micro_batches`, re-trimmed per micro-batch);
-  old log-probs = :func:`appo.train.logprobs.compute_logprobs_batched` (``max_tokens`` = the trainer's
+  old log-probs = :func:`appo.train.layout.batched_logprobs` (padded layout; ``max_tokens`` = the trainer's
   ``ppo_max_token_len_per_gpu`` default, and ``micro_rows``); update = :func:`appo.train.update.ppo_update`
   (one optimizer step over all rows: fwd+bwd per micro-batch, grad clip, AdamW);
 - TRL: prompts left-padded and completions right-padded over the whole batch (as ``GRPOTrainer``
@@ -31,7 +31,7 @@ import torch
 from appo.bench.harness import Contender, figure, interleave, timed
 from appo.bench.models import arith_examples, chat_prompt_ids, pad_id
 from appo.train.batching import collate, padding_stats, split_micro_batches
-from appo.train.logprobs import compute_logprobs_batched
+from appo.train.layout import batched_logprobs
 from appo.train.update import UpdateOptions, ppo_update
 from appo.types import Rollout
 
@@ -106,7 +106,8 @@ def training_figures(model, tok, model_name: str, threads: int, *, prompts: int,
 
     def ours_logp(r: int) -> float:
         model.eval()
-        return real / timed(lambda: compute_logprobs_batched(model, batch, 1.0, max_tokens=16384, max_rows=micro_rows))
+        return real / timed(lambda: batched_logprobs(model, batch, "padded", 1.0, max_tokens=16384,
+                                                     max_rows=micro_rows))
 
     def trl_logp(r: int) -> float:
         trl_model.eval()
@@ -146,7 +147,7 @@ def training_figures(model, tok, model_name: str, threads: int, *, prompts: int,
             trl_model.eval()
 
     for label, o_fn, t_fn, o_name, t_name in (
-            ("old log-prob", ours_logp, trl_logp, "compute_logprobs_batched",
+            ("old log-prob", ours_logp, trl_logp, "batched_logprobs",
              "GRPOTrainer._get_per_token_logps_and_entropies"),
             ("update fwd+bwd+step", ours_update, trl_update, "ppo_update",
              "GRPOTrainer._compute_loss + backward + AdamW")):

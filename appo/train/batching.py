@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Sequence
+from typing import ClassVar, Literal, Sequence
 
 import torch
 
@@ -137,9 +137,17 @@ def advantage_inputs(rollouts: Sequence[Rollout], rewards_N: torch.Tensor | Sequ
 
 
 # ------------------------------------------------------------------------------------- micro-batches
+Layout = Literal["padded", "packed", "tree"]
+"""How a micro-batch's rows reach the model: padded rows, one packed sequence, or per-group token tries
+(:mod:`appo.train.layout` chooses one per step and dispatches on it)."""
+
+
 @dataclass(frozen=True)
 class MicroBatch:
-    """A slice of a batch's rows with its padding re-trimmed."""
+    """A slice of a batch's rows with its padding re-trimmed (the ``padded`` layout)."""
+
+    layout: ClassVar[Layout] = "padded"
+    """The layout that built this micro-batch and computes its log-probs (subclasses: ``packed``, ``tree``)."""
 
     batch: Batch
     """The rows, collated with the smallest P' and R' that hold them."""

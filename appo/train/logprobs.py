@@ -19,7 +19,7 @@ import torch
 
 from appo.core.token_stats import token_stats
 from appo.models.lm_logits import keep_logits
-from appo.train.batching import MicroBatch, merge_micro_outputs, split_micro_batches
+from appo.train.batching import MicroBatch
 from appo.types import Batch
 
 
@@ -33,7 +33,7 @@ def compute_logprobs(
     """``(logp_BR, entropy_BR or None)``, float32 on the model's device, 0 at response padding.
 
     Differentiable w.r.t. the model when called with grad enabled (the update), or wrap the call in
-    ``torch.no_grad()`` for old/reference log-probs (see :func:`compute_logprobs_batched`). The model's
+    ``torch.no_grad()`` for old/reference log-probs (see :func:`appo.train.layout.batched_logprobs`). The model's
     train/eval mode is left as it is (dropout stays on in train mode).
     """
     if temperature <= 0:
@@ -53,22 +53,6 @@ def compute_logprobs(
     return logp_BR, entropy_BR
 
 
-@torch.no_grad()
-def compute_logprobs_batched(
-    model: torch.nn.Module,
-    batch: Batch,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-    max_tokens: int | None = None,
-    max_rows: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """No-grad log-probs (old / reference policy) of a whole batch, computed over length-grouped
-    micro-batches (``max_tokens`` padded tokens and/or ``max_rows`` rows each) and put back in row
-    order: ``(logp_BR, entropy_BR or None)`` on the model's device."""
-    micro = split_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
-    return logprobs_in_row_order(model, batch, micro, compute_logprobs, temperature, with_entropy)
-
-
 def scatter_response_stats(z_KV: torch.Tensor, responses_BR: torch.Tensor, rows_K: torch.Tensor,
                            cols_K: torch.Tensor, temperature: float, with_entropy: bool,
                            entropy_grad: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -84,13 +68,3 @@ def scatter_response_stats(z_KV: torch.Tensor, responses_BR: torch.Tensor, rows_
     entropy_BR = zeros_BR.index_put((rows_K, cols_K), ent_K) if ent_K is not None else None
     return logp_BR, entropy_BR
 
-
-def logprobs_in_row_order(model: torch.nn.Module, batch: Batch, micro: list, fn, temperature: float,
-                          with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run ``fn(model, m, temperature, with_entropy)`` on each micro-batch of ``batch`` (padded or packed)
-    and put the ``[B, R]`` outputs back in row order on the model's device: ``(logp_BR, entropy_BR or None)``."""
-    outs = [fn(model, m, temperature, with_entropy) for m in micro]
-    like = torch.zeros(batch.responses_BR.shape, device=next(model.parameters()).device)
-    logp = merge_micro_outputs([o[0] for o in outs], micro, like)
-    ent = merge_micro_outputs([o[1] for o in outs], micro, like) if with_entropy else None
-    return logp, ent

@@ -31,19 +31,21 @@ the rollout engine (it keeps its own KV-cache layout).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from appo.models.lm_logits import keep_logits
-from appo.train.batching import MicroBatch, select_rows, split_micro_batches
-from appo.train.logprobs import compute_logprobs, logprobs_in_row_order, scatter_response_stats
-from appo.train.shared_prefix import TreeMicroBatch, tree_logprobs, tree_micro_batches
+from appo.train.batching import Layout, MicroBatch, select_rows
+from appo.train.logprobs import scatter_response_stats
 from appo.types import Batch
 
 
 @dataclass(frozen=True)
 class PackedMicroBatch(MicroBatch):
     """A :class:`MicroBatch` (rows, trimmed padded layout for the loss) plus its packed layout."""
+
+    layout: ClassVar[Layout] = "packed"
 
     input_ids_1S: torch.Tensor | None = None
     """The rows' real tokens back to back, long [1, S]."""
@@ -151,41 +153,3 @@ def packed_logprobs(
     b = packed.batch
     rows, cols = packed.target_row_K.to(device), packed.target_col_K.to(device)
     return scatter_response_stats(z_1KV[0], b.responses_BR, rows, cols, temperature, with_entropy, entropy_grad)
-
-
-def micro_batches(batch: Batch, max_tokens: int | None, max_rows: int | None, pack: bool,
-                  tree: bool = False) -> list[MicroBatch]:
-    """The update's micro-batches: shared-prefix tries (``tree``, :mod:`appo.train.shared_prefix`; groups
-    kept together), packed (``pack``; ``max_tokens`` counts real tokens) or padded and length-grouped
-    (:func:`~appo.train.batching.split_micro_batches`; ``max_tokens`` counts padded ones)."""
-    if tree:
-        return tree_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
-    if pack:
-        return pack_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
-    return split_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
-
-
-def micro_logprobs(model, micro: MicroBatch, temperature: float = 1.0, with_entropy: bool = False,
-                   entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-probs (and entropies) of one micro-batch, tree, packed or padded, in its ``[b, R']`` layout."""
-    if isinstance(micro, TreeMicroBatch):
-        return tree_logprobs(model, micro, temperature, with_entropy, entropy_grad)
-    if isinstance(micro, PackedMicroBatch):
-        return packed_logprobs(model, micro, temperature, with_entropy, entropy_grad)
-    return compute_logprobs(model, micro, temperature, with_entropy, entropy_grad)
-
-
-@torch.no_grad()
-def packed_logprobs_batched(
-    model: torch.nn.Module,
-    batch: Batch,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-    max_tokens: int | None = None,
-    max_rows: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """No-grad log-probs of a whole batch through packed micro-batches of at most ``max_tokens`` real
-    tokens, put back in row order (the packed twin of ``compute_logprobs_batched``)."""
-    check_packing_support(model)
-    packs = pack_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
-    return logprobs_in_row_order(model, batch, packs, packed_logprobs, temperature, with_entropy)

@@ -29,18 +29,21 @@ than they save), flash-attention (no arbitrary masks), and a sparse (two-part) a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from appo.models.lm_logits import keep_logits
-from appo.train.batching import MicroBatch, select_rows
-from appo.train.logprobs import logprobs_in_row_order, scatter_response_stats
+from appo.train.batching import Layout, MicroBatch, select_rows
+from appo.train.logprobs import scatter_response_stats
 from appo.types import Batch
 
 
 @dataclass(frozen=True)
 class TreeMicroBatch(MicroBatch):
     """A :class:`MicroBatch` (rows, trimmed padded layout for the loss) plus its shared-prefix layout."""
+
+    layout: ClassVar[Layout] = "tree"
 
     input_ids_GS: torch.Tensor | None = None
     """Each group's trie nodes (token ids), right-padded, long [G, S]."""
@@ -182,22 +185,6 @@ def tree_logprobs(
     b = tree.batch
     rows, cols = tree.target_row_K.to(device), tree.target_col_K.to(device)
     return scatter_response_stats(z_KV, b.responses_BR, rows, cols, temperature, with_entropy, entropy_grad)
-
-
-@torch.no_grad()
-def tree_logprobs_batched(
-    model: torch.nn.Module,
-    batch: Batch,
-    temperature: float = 1.0,
-    with_entropy: bool = False,
-    max_tokens: int | None = None,
-    max_rows: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """No-grad log-probs of a whole batch through shared-prefix micro-batches, in row order (the tree twin
-    of :func:`appo.train.logprobs.compute_logprobs_batched`)."""
-    check_tree_support(model)
-    trees = tree_micro_batches(batch, max_tokens=max_tokens, max_rows=max_rows)
-    return logprobs_in_row_order(model, batch, trees, tree_logprobs, temperature, with_entropy)
 
 
 def layout_costs(batch: Batch, model_config) -> tuple[float, float]:

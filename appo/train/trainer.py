@@ -41,12 +41,10 @@ from appo.train.components import (
     sampling_params,
 )
 from appo.train.interrupt import StopRequest, TrainingInterrupted
-from appo.train.logprobs import compute_logprobs_batched
+from appo.train.layout import Layout, batched_logprobs, choose_layout
 from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics, timer
-from appo.train.packing import packed_logprobs_batched
 from appo.train.progress import ProgressDisplay
 from appo.train.resume_check import check_resume_config
-from appo.train.shared_prefix import tree_logprobs_batched, tree_wins
 from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 
 
@@ -126,7 +124,7 @@ class Trainer:
         return UpdateOptions(
             ppo_mini_batch_size=a.ppo_mini_batch_size, ppo_epochs=a.ppo_epochs,
             micro_batch_rows=a.ppo_micro_batch_size_per_gpu,
-            max_tokens=a.ppo_max_token_len_per_gpu if a.use_dynamic_bsz else None, pack=a.use_remove_padding,
+            max_tokens=a.ppo_max_token_len_per_gpu if a.use_dynamic_bsz else None,
             loss_agg_mode=a.loss_agg_mode, policy_loss=a.policy_loss, clip_ratio_low=a.clip_ratio_low,
             clip_ratio_high=a.clip_ratio_high, clip_ratio_c=a.clip_ratio_c, grad_clip=a.grad_clip,
             kl_loss_coef=a.kl_loss_coef if a.use_kl_loss else 0.0, kl_loss_type=a.kl_loss_type,
@@ -134,14 +132,12 @@ class Trainer:
             rollout_is_cap=a.rollout_is_cap,
             **self.algorithm.loss_options(self.cfg))
 
-    def use_shared_prefix(self, batch) -> bool:
-        """``actor.shared_prefix``: ``true``, ``false``, or ``auto`` = the trie layout's estimated cost wins on
-        ``batch`` (:func:`appo.train.shared_prefix.tree_wins`) and the model's attention takes a 4D mask."""
-        mode = self.cfg.actor.shared_prefix
-        if mode != "auto":
-            return bool(mode)
-        impl = getattr(self.c.model.config, "_attn_implementation", None) or "eager"
-        return impl in ("sdpa", "eager") and tree_wins(batch, self.c.model.config)
+    def layout(self, batch) -> Layout:
+        """The step's log-prob layout (:func:`appo.train.layout.choose_layout`): ``tree`` per
+        ``actor.shared_prefix`` (``auto``: the trie's estimated cost wins on ``batch``), else ``packed`` per
+        ``actor.use_remove_padding``, else ``padded``. Chosen once; the old/reference pass and the update use it."""
+        a = self.cfg.actor
+        return choose_layout(a.shared_prefix, a.use_remove_padding, self.c.model, batch)
 
     def skip_old_logp(self, opts: UpdateOptions) -> bool:
         """``actor.old_logp=auto`` and the step is exactly on-policy (:func:`appo.train.update.on_policy_step`):
@@ -192,19 +188,16 @@ class Trainer:
         # 4. Old (and reference) log-probs, recomputed by the trainer as in verl; on-policy steps skip the
         #    old pass (the update's own log-probs, detached, are the old ones).
         T, max_tok = cfg.rollout.temperature, cfg.actor.ppo_max_token_len_per_gpu
-        logprobs_batched = packed_logprobs_batched if cfg.actor.use_remove_padding else compute_logprobs_batched
         opts = self.update_options()
-        tree = self.use_shared_prefix(batch)
-        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts), shared_prefix=tree)
-        if tree:
-            logprobs_batched = tree_logprobs_batched
-        m["actor/shared_prefix"] = float(tree)
+        layout = self.layout(batch)  # the one choice of padded | packed | tree for this step
+        opts = dataclasses.replace(opts, old_logp_from_current=self.skip_old_logp(opts), layout=layout)
+        m["actor/shared_prefix"] = float(layout == "tree")
         with timer("old_log_prob", m):
             old_logp = batch.old_logp_BR if opts.old_logp_from_current else \
-                logprobs_batched(c.model, batch, T, max_tokens=max_tok)[0]
+                batched_logprobs(c.model, batch, layout, T, max_tokens=max_tok)[0]
             ref_logp = None
             if c.ref_model is not None and cfg.actor.use_kl_loss:
-                ref_logp, _ = logprobs_batched(c.ref_model, batch, T, max_tokens=max_tok)
+                ref_logp, _ = batched_logprobs(c.ref_model, batch, layout, T, max_tokens=max_tok)
             batch = with_fields(batch, old_logp_BR=old_logp, ref_logp_BR=ref_logp)
 
         # 5. Keep the policy as it is before this update: APPO's `previous` anchor at the next step.

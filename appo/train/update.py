@@ -24,9 +24,8 @@ from appo.core import aggregate, apply_future_kl, future_kl_scale, get_policy_lo
 from appo.core.rollout_correction import mismatch_metrics, truncated_is_weights
 from appo.distributed.ddp import DistEnv
 from appo.train.batching import select_rows
+from appo.train.layout import Layout, check_layout_support, layout_micro_batches, micro_logprobs
 from appo.train.logprobs import compute_logprobs
-from appo.train.packing import check_packing_support, micro_batches, micro_logprobs
-from appo.train.shared_prefix import check_tree_support
 from appo.types import Batch
 
 
@@ -41,10 +40,12 @@ class UpdateOptions:
     micro_batch_rows: int = 4
     """Rows per forward/backward (ignored with ``max_tokens``)."""
     max_tokens: int | None = None
-    """Tokens per forward/backward (dynamic batch size): padded ones, or real ones with ``pack``; None uses
-    ``micro_batch_rows``."""
-    pack: bool = False
-    """Pack each micro-batch's rows into one padding-free sequence (``actor.use_remove_padding``)."""
+    """Tokens per forward/backward (dynamic batch size): padded ones, or real ones in the ``packed`` and
+    ``tree`` layouts; None uses ``micro_batch_rows``."""
+    layout: Layout = "padded"
+    """How each micro-batch's rows reach the model (:mod:`appo.train.layout`): ``padded``, ``packed``
+    (``actor.use_remove_padding``) or ``tree`` (``actor.shared_prefix``); the trainer chooses it once per step
+    and the old log-prob pass used the same."""
     loss_agg_mode: str = "token-mean"
     """Aggregation of the per-token loss."""
     policy_loss: str = "ppo_clip"
@@ -69,9 +70,6 @@ class UpdateOptions:
     """b in ``A * (1 + b f)``."""
     temperature: float = 1.0
     """Sampling temperature; log-probs are of ``softmax(logits / temperature)``."""
-    shared_prefix: bool = False
-    """Lay each micro-batch's groups out as token tries (:mod:`appo.train.shared_prefix`): shared prompt and
-    branch prefixes computed once; takes precedence over ``pack``."""
     old_logp_from_current: bool = False
     """Exactly on-policy step (one epoch, one mini-batch, rollouts from these weights): the old log-probs are
     the current ones, detached, and ``batch.old_logp_BR`` is not read (see :func:`on_policy_step`)."""
@@ -139,16 +137,12 @@ def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=No
     sums: dict[str, list[float]] = defaultdict(list)
     seq_mode = opts.loss_agg_mode.startswith("seq-mean")
     max_rows = None if opts.max_tokens else opts.micro_batch_rows
-    if opts.shared_prefix:
-        check_tree_support(model)
-    elif opts.pack:
-        check_packing_support(model)
+    check_layout_support(model, opts.layout)
     model.train()
     for _ in range(opts.ppo_epochs):
         for rows in _mini_batches(batch, opts.ppo_mini_batch_size // dist.world_size, by_position=dist.enabled):
             mini = select_rows(batch, rows).batch if len(rows) else None
-            micro = [] if mini is None else micro_batches(mini, opts.max_tokens, max_rows, opts.pack,
-                                                          opts.shared_prefix)
+            micro = [] if mini is None else layout_micro_batches(mini, opts.layout, opts.max_tokens, max_rows)
             total = dist.all_sum(_loss_units(mini.loss_mask_BR, seq_mode) if mini is not None else 0.0)
             if total == 0:  # no rank has loss tokens here (several ranks only: one process never builds it)
                 continue

@@ -30,7 +30,7 @@ PROMPTS_PER_STEP = 2  # global ppo_mini_batch_size
 TOL = 5e-5  # AdamW at lr 1e-3: ~lr * sign(g) where |g| ~ eps, so round-off of near-zero gradients can flip a step
 TOL_SGD = 1e-6  # SGD (lr 0.1, moves up to ~1e-2): what float32 round-off of different micro-batch shapes leaves
 PADDED = UpdateOptions(ppo_mini_batch_size=PROMPTS_PER_STEP, micro_batch_rows=2, future_kl=True, grad_clip=1.0)
-PACKED = dataclasses.replace(PADDED, max_tokens=40, pack=True)
+PACKED = dataclasses.replace(PADDED, max_tokens=40, layout="packed")
 
 
 def tiny_llama(seed: int = 0):
@@ -104,7 +104,7 @@ def _ranks_update(state, batch):
     env = init_distributed("ddp", "cpu")
     local = rank_batch(batch, env.rank)
     out = {}
-    tree = dataclasses.replace(PADDED, shared_prefix=True)  # shared-prefix tries inside DDP
+    tree = dataclasses.replace(PADDED, layout="tree")  # shared-prefix tries inside DDP
     for name, opts, optim in (("ddp_padded", PADDED, adamw), ("ddp_packed", PACKED, adamw), ("ddp_sgd", PADDED, sgd),
                               ("ddp_tree", tree, adamw)):
         model = tiny_llama()

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from appo.train.batching import collate, split_micro_batches
-from appo.train.logprobs import compute_logprobs, compute_logprobs_batched
+from appo.train.layout import batched_logprobs
+from appo.train.logprobs import compute_logprobs
 from appo.types import Rollout
 
 
@@ -51,7 +52,7 @@ def test_matches_naive_per_row(tiny_model, tiny_tokenizer, temperature):
         torch.testing.assert_close(ent[i, :n].double(), ref_ent, atol=2e-5, rtol=1e-5)
         assert (logp[i, n:] == 0).all() and (ent[i, n:] == 0).all()
     # length-grouped micro-batches put back in order give the same numbers
-    logp2, ent2 = compute_logprobs_batched(tiny_model, batch, temperature, with_entropy=True, max_rows=2)
+    logp2, ent2 = batched_logprobs(tiny_model, batch, "padded", temperature, with_entropy=True, max_rows=2)
     torch.testing.assert_close(logp2, logp, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(ent2, ent, atol=2e-5, rtol=1e-5)
 

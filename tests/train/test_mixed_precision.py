@@ -16,8 +16,8 @@ from appo.configs import shipped_config_path
 from appo.models.lm_logits import keep_logits
 from appo.models.precision import autocast_dtype, compute_autocast, set_compute_dtype
 from appo.train.batching import collate, with_fields
+from appo.train.layout import layout_micro_batches, micro_logprobs
 from appo.train.logprobs import compute_logprobs
-from appo.train.packing import micro_batches, micro_logprobs
 from appo.train.update import UpdateOptions, ppo_update
 from appo.types import Rollout
 
@@ -100,9 +100,9 @@ def test_bf16_compute_logprobs_and_loss_within_bf16_tolerance_of_fp32(pack):
     set_compute_dtype(mixed, "bfloat16")
     batch = batch_for(fp32)
     mask = batch.response_mask_BR.bool()
-    opts = UpdateOptions(max_tokens=200 if pack else None, pack=pack)
+    opts = UpdateOptions(max_tokens=200 if pack else None, layout="packed" if pack else "padded")
     with torch.no_grad():
-        (m,) = micro_batches(batch, opts.max_tokens, None if pack else 64, pack, False)
+        (m,) = layout_micro_batches(batch, opts.layout, opts.max_tokens, None if pack else 64)
         ref, ref_ent = micro_logprobs(fp32, m, 1.0, with_entropy=True)
         got, got_ent = micro_logprobs(mixed, m, 1.0, with_entropy=True)
     assert got.dtype == torch.float32

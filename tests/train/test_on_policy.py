@@ -11,7 +11,7 @@ from run_helpers import tiny_base, tiny_config
 
 import appo.train.trainer as trainer_mod
 from appo.train.batching import collate, with_fields
-from appo.train.logprobs import compute_logprobs_batched
+from appo.train.layout import batched_logprobs
 from appo.train.update import UpdateOptions, on_policy_step, ppo_update
 from appo.types import Rollout
 
@@ -39,7 +39,7 @@ def test_update_from_current_logp_equals_recomputed(tiny_model_dir, tiny_tokeniz
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
         b = batch
         if not from_current:
-            old, _ = compute_logprobs_batched(model, batch, max_rows=5)  # other grouping than the update's
+            old, _ = batched_logprobs(model, batch, max_rows=5)  # other grouping than the update's
             b = with_fields(batch, old_logp_BR=old)
         opts = UpdateOptions(ppo_mini_batch_size=2, micro_batch_rows=micro_rows, future_kl=future_kl,
                              old_logp_from_current=from_current)
@@ -72,8 +72,8 @@ def test_on_policy_conditions(tiny_model):
                                          (("actor.ppo_mini_batch_size=1",), False)])
 def test_trainer_skips_the_pass_only_on_policy(tmp_path, monkeypatch, extra, skips):
     calls = []
-    real = trainer_mod.compute_logprobs_batched
-    monkeypatch.setattr(trainer_mod, "compute_logprobs_batched", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = trainer_mod.batched_logprobs
+    monkeypatch.setattr(trainer_mod, "batched_logprobs", lambda *a, **k: calls.append(1) or real(*a, **k))
     cfg = tiny_config(tiny_base(tmp_path / "base"), tmp_path / "run", "trainer.total_training_steps=1",
                       "trainer.save_freq=-1", "actor.shared_prefix=false", *extra)
     tr = trainer_mod.Trainer(cfg)

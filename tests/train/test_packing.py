@@ -11,14 +11,9 @@ import torch
 from run_helpers import tiny_base, tiny_config
 
 from appo.train.batching import collate, with_fields
+from appo.train.layout import batched_logprobs
 from appo.train.logprobs import compute_logprobs
-from appo.train.packing import (
-    check_packing_support,
-    pack_micro_batches,
-    pack_rows,
-    packed_logprobs,
-    packed_logprobs_batched,
-)
+from appo.train.packing import check_packing_support, pack_micro_batches, pack_rows, packed_logprobs
 from appo.train.update import UpdateOptions, ppo_update
 from appo.types import Rollout
 
@@ -46,7 +41,7 @@ def test_packed_logprobs_equal_padded(tiny_model, tiny_tokenizer, temperature):
     torch.testing.assert_close(logp, ref_logp, atol=1e-5, rtol=0)
     torch.testing.assert_close(ent, ref_ent, atol=1e-5, rtol=0)
     # several packs under a token budget, put back in row order
-    logp2, ent2 = packed_logprobs_batched(tiny_model, batch, temperature, with_entropy=True, max_tokens=24)
+    logp2, ent2 = batched_logprobs(tiny_model, batch, "packed", temperature, with_entropy=True, max_tokens=24)
     torch.testing.assert_close(logp2, ref_logp, atol=1e-5, rtol=0)
     torch.testing.assert_close(ent2, ref_ent, atol=1e-5, rtol=0)
 
@@ -120,7 +115,8 @@ def test_packed_update_equals_padded_update(tiny_model_dir, tiny_tokenizer):
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
         with torch.no_grad():
             old, _ = compute_logprobs(model, batch)
-        opts = UpdateOptions(ppo_mini_batch_size=2, micro_batch_rows=3, pack=pack, future_kl=True)
+        opts = UpdateOptions(ppo_mini_batch_size=2, micro_batch_rows=3, layout="packed" if pack else "padded",
+                             future_kl=True)
         ppo_update(model, torch.optim.SGD(model.parameters(), lr=0.1), with_fields(batch, old_logp_BR=old - 0.1), opts)
         params.append({k: p.detach() for k, p in model.named_parameters()})
     diff = max(float((params[0][k] - params[1][k]).abs().max()) for k in params[0])

@@ -13,7 +13,7 @@ import torch
 from appo.config import load_config
 from appo.core.rollout_correction import mismatch_metrics, truncated_is_weights
 from appo.train.batching import collate, with_fields
-from appo.train.logprobs import compute_logprobs_batched
+from appo.train.layout import batched_logprobs
 from appo.train.update import UpdateOptions, ppo_update
 from appo.types import Rollout
 
@@ -59,7 +59,7 @@ def test_planted_mismatch_old_logp_is_the_trainers_and_is_weights_apply(tiny_mod
     rows = _rows(len(tiny_tokenizer))
     adv = torch.randn(len(rows), 16, generator=torch.Generator().manual_seed(1))
     batch = collate(rows, tiny_tokenizer.pad_token_id, None, adv)
-    trainer_logp, _ = compute_logprobs_batched(fresh(), batch)
+    trainer_logp, _ = batched_logprobs(fresh(), batch)
     gap = torch.randn(trainer_logp.shape, generator=torch.Generator().manual_seed(2)) * 1.5  # planted
     engine_logp = (trainer_logp - gap) * batch.response_mask_BR
     batch = with_fields(batch, old_logp_BR=engine_logp, extras={**batch.extras, "rollout_logp_BR": engine_logp})

@@ -12,15 +12,9 @@ import torch
 
 from appo.core import get_advantage_estimator, get_policy_loss
 from appo.train.batching import advantage_inputs, collate, split_micro_batches, with_fields
+from appo.train.layout import batched_logprobs
 from appo.train.logprobs import compute_logprobs
-from appo.train.shared_prefix import (
-    layout_costs,
-    tree_logprobs,
-    tree_logprobs_batched,
-    tree_micro_batches,
-    tree_rows,
-    tree_wins,
-)
+from appo.train.shared_prefix import layout_costs, tree_logprobs, tree_micro_batches, tree_rows, tree_wins
 from appo.train.update import UpdateOptions, _micro_loss, ppo_update
 from appo.types import Rollout
 
@@ -90,7 +84,7 @@ def test_tree_logprobs_equal_padded(tiny_model, tiny_tokenizer, temperature):
                             with_entropy=True)
     torch.testing.assert_close(got[0], ref[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(got[1], ref[1], atol=1e-5, rtol=0)
-    logp, ent = tree_logprobs_batched(tiny_model, batch, temperature, with_entropy=True, max_rows=4)  # split groups
+    logp, ent = batched_logprobs(tiny_model, batch, "tree", temperature, with_entropy=True, max_rows=4)  # split groups
     torch.testing.assert_close(logp, ref[0], atol=1e-5, rtol=0)
     torch.testing.assert_close(ent, ref[1], atol=1e-5, rtol=0)
 
@@ -138,7 +132,8 @@ def test_update_with_shared_prefix_equals_padded(tiny_model_dir, tiny_tokenizer,
     params = []
     for tree in (False, True):
         model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
-        opts = UpdateOptions(ppo_mini_batch_size=1, micro_batch_rows=4, shared_prefix=tree, old_logp_from_current=True,
+        opts = UpdateOptions(ppo_mini_batch_size=1, micro_batch_rows=4, layout="tree" if tree else "padded",
+                             old_logp_from_current=True,
                              future_kl=algorithm == "appo")
         ppo_update(model, torch.optim.SGD(model.parameters(), lr=0.5), batch, opts)
         params.append({k: p.detach() for k, p in model.named_parameters()})
