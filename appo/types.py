@@ -208,6 +208,26 @@ class Batch:
     group_B: torch.Tensor | None = None
     """Prompt index of each row, long [B]: the update keeps a prompt's rows in one mini-batch. None only in
     hand-built batches that are never updated on."""
-    extras: dict = field(default_factory=dict)
-    """Per-row tensors for metrics and custom losses (``uid_B``, ``model_mask_BR``, ...); never read by the
-    built-in losses or the update."""
+    trained_B: torch.Tensor | None = None
+    """Whether the loss trains on each row (the algorithm's rule), bool [B]; None in hand-built batches."""
+    is_branch_B: torch.Tensor | None = None
+    """True for rows forked from another row, bool [B]; None in hand-built batches."""
+    num_tool_calls_B: torch.Tensor | None = None
+    """Tool calls each row made, long [B] (the ``tool_calls/mean`` metric); None in hand-built batches."""
+    model_mask_BR: torch.Tensor | None = None
+    """1 for model-written response tokens whether or not the row is trained (the rollout's own loss mask),
+    float [B, R]; None in hand-built batches."""
+    rollout_logp_BR: torch.Tensor | None = None
+    """The engine's behaviour log-probs, float [B, R]: the rollout/trainer mismatch metrics and the truncated
+    IS correction compare them with ``old_logp_BR``; None in hand-built batches (then neither runs)."""
+
+    @property
+    def prompt_len_B(self) -> torch.Tensor:
+        """Real prompt tokens per row (from ``attention_mask_BL``), long [B]."""
+        P = self.input_ids_BL.shape[1] - self.responses_BR.shape[1]
+        return self.attention_mask_BL[:, :P].sum(1).long()
+
+    @property
+    def response_len_B(self) -> torch.Tensor:
+        """Real response tokens per row (from ``response_mask_BR``), long [B]."""
+        return self.response_mask_BR.sum(1).long()

@@ -34,12 +34,11 @@ def collate(
     it (the algorithm's rule, :meth:`appo.algorithms.Algorithm.trained_rows`); None trains every row. A
     trained branch row is trained on its whole response, shared prefix included, with its own advantage
     (ARPO's convention: a fork copies its parent's loss mask). ``old_logp_BR`` is filled with the behaviour log-probs
-    the engine returned (recompute it with :func:`appo.train.logprobs.compute_logprobs` when the trainer's
-    numerics differ). ``advantages_NT`` (float [N, T >= R], e.g. from an advantage estimator) is cut to
-    R columns and zeroed outside the response; None gives zeros. ``extras`` carries per-row
-    ``uid_B``, ``is_branch_B``, ``data_index_B``, ``num_tool_calls_B``, ``prompt_len_B``,
-    ``response_len_B``, ``trained_B``, the behaviour ``rollout_logp_BR`` / ``rollout_entropy_BR``, and
-    ``model_mask_BR`` (the rollout's own loss mask: model-written tokens, whether or not the row is trained).
+    the engine returned (recompute it with :func:`appo.train.layout.batched_logprobs` when the trainer's
+    numerics differ); ``rollout_logp_BR`` keeps them. ``advantages_NT``: see :func:`with_advantages`; None
+    gives zeros (the trainer collates first and adds them after the estimator, whose token mask is this
+    batch's ``response_mask_BR``). The per-row fields ``trained_B``, ``is_branch_B``, ``num_tool_calls_B`` and
+    ``model_mask_BR`` (the rollout's own loss mask) are filled too.
     """
     if not rollouts:
         raise ValueError("collate needs at least one rollout")
@@ -54,10 +53,8 @@ def collate(
     input_ids = torch.full((B, P + R), pad_id, dtype=torch.long)
     attention = torch.zeros((B, P + R), dtype=torch.long)
     response_mask = torch.zeros((B, R))
-    loss_mask = torch.zeros((B, R))
     model_mask = torch.zeros((B, R))
     logp = torch.zeros((B, R))
-    entropy = torch.zeros((B, R))
     for i, r in enumerate(rollouts):
         p, n = len(r.prompt_ids), len(r.response_ids)
         input_ids[i, P - p : P] = torch.tensor(r.prompt_ids, dtype=torch.long)
@@ -67,48 +64,45 @@ def collate(
             attention[i, P : P + n] = 1
             response_mask[i, :n] = 1
             model_mask[i, :n] = torch.tensor(r.loss_mask, dtype=torch.float32)
-            loss_mask[i, :n] = model_mask[i, :n] * float(trained_B[i])
             logp[i, :n] = torch.tensor(r.logprobs, dtype=torch.float32)
-            entropy[i, :n] = torch.tensor(r.entropies, dtype=torch.float32)
-    if advantages_NT is None:
-        adv = torch.zeros((B, R))
-    else:
-        if advantages_NT.dim() != 2 or advantages_NT.shape[0] != B or advantages_NT.shape[1] < R:
-            raise ValueError(f"advantages_NT has shape {tuple(advantages_NT.shape)}; expected [N={B}, T>={R}] "
-                             "(one row per rollout, in the same order)")
-        adv = advantages_NT[:, :R].to(torch.float32) * response_mask
-    extras = {
-        "uid_B": torch.tensor([r.uid for r in rollouts]),
-        "is_branch_B": torch.tensor([r.origin == "branch" for r in rollouts]),
-        "data_index_B": torch.tensor([r.data_index for r in rollouts]),
-        "num_tool_calls_B": torch.tensor([r.num_tool_calls for r in rollouts]),
-        "prompt_len_B": torch.tensor([len(r.prompt_ids) for r in rollouts]),
-        "response_len_B": torch.tensor([len(r.response_ids) for r in rollouts]),
-        "trained_B": torch.tensor(trained_B, dtype=torch.bool),
-        "rollout_logp_BR": logp.clone(),
-        "rollout_entropy_BR": entropy,
-        "model_mask_BR": model_mask,
-    }
-    return Batch(
+    trained = torch.tensor(trained_B, dtype=torch.bool)
+    batch = Batch(
         input_ids_BL=input_ids,
         attention_mask_BL=attention,
         position_ids_BL=(attention.cumsum(1) - 1).clamp(min=0),
         responses_BR=input_ids[:, P:].clone(),
         response_mask_BR=response_mask,
-        loss_mask_BR=loss_mask,
+        loss_mask_BR=model_mask * trained[:, None].float(),
         old_logp_BR=logp,
-        advantages_BR=adv,
+        advantages_BR=torch.zeros((B, R)),
         group_B=torch.tensor([r.group for r in rollouts]),
-        extras=extras,
+        trained_B=trained,
+        is_branch_B=torch.tensor([r.origin == "branch" for r in rollouts]),
+        num_tool_calls_B=torch.tensor([r.num_tool_calls for r in rollouts]),
+        model_mask_BR=model_mask,
+        rollout_logp_BR=logp.clone(),
     )
+    return batch if advantages_NT is None else with_advantages(batch, advantages_NT)
 
 
-def advantage_inputs(rollouts: Sequence[Rollout], rewards_N: torch.Tensor | Sequence[float]) -> AdvantageInputs:
+def with_advantages(batch: Batch, advantages_NT: torch.Tensor) -> Batch:
+    """``batch`` with ``advantages_BR = advantages_NT[:, :R] * response_mask_BR``: ``advantages_NT`` (float
+    [N = B, T >= R], e.g. from an advantage estimator, rows in the batch's order) cut to R columns and zeroed
+    outside the response."""
+    B, R = batch.responses_BR.shape
+    if advantages_NT.dim() != 2 or advantages_NT.shape[0] != B or advantages_NT.shape[1] < R:
+        raise ValueError(f"advantages_NT has shape {tuple(advantages_NT.shape)}; expected [N={B}, T>={R}] "
+                         "(one row per rollout, in the same order)")
+    return dataclasses.replace(batch, advantages_BR=advantages_NT[:, :R].to(torch.float32) * batch.response_mask_BR)
+
+
+def advantage_inputs(rollouts: Sequence[Rollout], rewards_N: torch.Tensor | Sequence[float],
+                     mask_NT: torch.Tensor | None = None) -> AdvantageInputs:
     """The :class:`AdvantageInputs` for ``rollouts`` (rows in the same order as :func:`collate`'s):
     parents and tree roots are resolved from ``(group, uid)`` to row indices; ``mask_NT`` marks real
-    response tokens (T = the longest response)."""
+    response tokens (T = the longest response): pass the collated batch's ``response_mask_BR`` (the same
+    tensor), or None to build it here."""
     N = len(rollouts)
-    T = max(1, max((len(r.response_ids) for r in rollouts), default=1))
     row = {(r.group, r.uid): i for i, r in enumerate(rollouts)}
     if len(row) != N:
         raise ValueError("two rollouts share a (group, uid); uids must be unique within a group")
@@ -118,16 +112,21 @@ def advantage_inputs(rollouts: Sequence[Rollout], rewards_N: torch.Tensor | Sequ
             raise ValueError(f"rollout {i} (group {group}) names {what} uid {uid}, which is not among the rows")
         return row[(group, uid)]
 
-    mask = torch.zeros((N, T))
-    for i, r in enumerate(rollouts):
-        mask[i, : len(r.response_ids)] = 1
+    if mask_NT is None:
+        T = max(1, max((len(r.response_ids) for r in rollouts), default=1))
+        mask_NT = torch.zeros((N, T))
+        for i, r in enumerate(rollouts):
+            mask_NT[i, : len(r.response_ids)] = 1
+    elif mask_NT.shape[0] != N:
+        raise ValueError(f"mask_NT has {mask_NT.shape[0]} rows for {N} rollouts; pass the collated batch's "
+                         "response_mask_BR")
     parent = [find(r.group, r.parent, "parent", i) if r.parent is not None else -1 for i, r in enumerate(rollouts)]
     tree = [find(r.group, r.tree, "root", i) for i, r in enumerate(rollouts)]
     nan = float("nan")
     return AdvantageInputs(
         rewards_N=torch.as_tensor(rewards_N, dtype=torch.float32).reshape(N),
         group_N=torch.tensor([r.group for r in rollouts], dtype=torch.long),
-        mask_NT=mask,
+        mask_NT=mask_NT,
         is_branch_N=torch.tensor([r.parent is not None for r in rollouts]),
         parent_N=torch.tensor(parent, dtype=torch.long),
         split_N=torch.tensor([-1 if r.split is None else r.split for r in rollouts], dtype=torch.long),
@@ -159,42 +158,22 @@ class MicroBatch:
 
 def select_rows(batch: Batch, rows: torch.Tensor | Sequence[int]) -> MicroBatch:
     """Rows ``rows`` of ``batch``, with all-padding prompt columns (left) and response columns (right)
-    dropped. Per-row ``extras`` (first dim B) are sliced; other extras are passed through."""
+    dropped. Every field is sliced by its shape suffix: ``_BL`` rows and kept columns, ``_BR`` rows and the
+    first R' columns, ``_B`` rows."""
     rows = torch.as_tensor(rows, dtype=torch.long)
-    B, R = batch.responses_BR.shape
+    R = batch.responses_BR.shape[1]
     P = batch.input_ids_BL.shape[1] - R
-    attn = batch.attention_mask_BL[rows]
-    prompt_real = attn[:, :P].sum(1)
-    P2 = int(prompt_real.max()) if len(rows) else 0
-    R2 = max(1, int(batch.response_mask_BR[rows].sum(1).max())) if len(rows) else 1
-    cols = slice(P - P2, P + R2)
+    P2 = int(batch.prompt_len_B[rows].max()) if len(rows) else 0
+    R2 = max(1, int(batch.response_len_B[rows].max())) if len(rows) else 1
+    cols = {"_BL": slice(P - P2, P + R2), "_BR": slice(0, R2), "_B": slice(None)}
 
-    def take(t: torch.Tensor | None, two_d_cols: slice | None) -> torch.Tensor | None:
+    def take(name: str, t: torch.Tensor | None) -> torch.Tensor | None:
         if t is None:
             return None
-        t = t[rows]
-        return t[:, two_d_cols] if two_d_cols is not None else t
+        suffix = name[name.rindex("_"):]
+        return t[rows][:, cols[suffix]] if suffix != "_B" else t[rows]
 
-    extras = {}
-    for k, v in batch.extras.items():
-        if isinstance(v, torch.Tensor) and v.dim() >= 1 and v.shape[0] == B:
-            v = v[rows]
-            if v.dim() == 2 and k.endswith("_BR"):
-                v = v[:, :R2]
-        extras[k] = v
-    sub = Batch(
-        input_ids_BL=take(batch.input_ids_BL, cols),
-        attention_mask_BL=attn[:, cols],
-        position_ids_BL=take(batch.position_ids_BL, cols),
-        responses_BR=take(batch.responses_BR, slice(0, R2)),
-        response_mask_BR=take(batch.response_mask_BR, slice(0, R2)),
-        loss_mask_BR=take(batch.loss_mask_BR, slice(0, R2)),
-        old_logp_BR=take(batch.old_logp_BR, slice(0, R2)),
-        advantages_BR=take(batch.advantages_BR, slice(0, R2)),
-        ref_logp_BR=take(batch.ref_logp_BR, slice(0, R2)),
-        group_B=batch.group_B[rows] if batch.group_B is not None else None,
-        extras=extras,
-    )
+    sub = Batch(**{f.name: take(f.name, getattr(batch, f.name)) for f in dataclasses.fields(Batch)})
     return MicroBatch(batch=sub, rows=rows, prompt_offset=P - P2)
 
 
@@ -214,10 +193,8 @@ def split_micro_batches(
     """
     if max_tokens is not None and max_tokens < 1 or max_rows is not None and max_rows < 1:
         raise ValueError(f"max_tokens={max_tokens} and max_rows={max_rows} must be >= 1 (or None)")
-    B, R = batch.responses_BR.shape
-    P = batch.input_ids_BL.shape[1] - R
-    prompt_len = batch.attention_mask_BL[:, :P].sum(1)
-    resp_len = batch.response_mask_BR.sum(1).long()
+    B = batch.responses_BR.shape[0]
+    prompt_len, resp_len = batch.prompt_len_B, batch.response_len_B
     order = torch.argsort(prompt_len + resp_len, stable=True) if sort_by_length else torch.arange(B)
     groups: list[list[int]] = []
     cur: list[int] = []

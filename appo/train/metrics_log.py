@@ -197,12 +197,12 @@ def batch_metrics(batch: Any, scores_B: torch.Tensor | Sequence[float] | None = 
         out["response_length/clip_ratio"] = float((resp_len >= max_response_length).double().mean())
     R = batch.responses_BR.shape[1]
     out.update(_stats("prompt_length", batch.attention_mask_BL[:, :-R].sum(1) if R else batch.attention_mask_BL.sum(1)))
-    if "model_mask_BR" in batch.extras:
-        out["response_length/model_tokens_mean"] = float(batch.extras["model_mask_BR"].sum(1).double().mean())
-    if "trained_B" in batch.extras:
-        out["rollout/trained_row_rate"] = float(batch.extras["trained_B"].double().mean())
-    if "num_tool_calls_B" in batch.extras:
-        out["tool_calls/mean"] = float(batch.extras["num_tool_calls_B"].double().mean())
+    if batch.model_mask_BR is not None:
+        out["response_length/model_tokens_mean"] = float(batch.model_mask_BR.sum(1).double().mean())
+    if batch.trained_B is not None:
+        out["rollout/trained_row_rate"] = float(batch.trained_B.double().mean())
+    if batch.num_tool_calls_B is not None:
+        out["tool_calls/mean"] = float(batch.num_tool_calls_B.double().mean())
     return out
 
 

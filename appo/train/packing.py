@@ -59,20 +59,13 @@ class PackedMicroBatch(MicroBatch):
     """Response column of each predicted token, long [K]."""
 
 
-def row_lengths(batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(real prompt tokens, real response tokens) per row, long [B] each."""
-    R = batch.responses_BR.shape[1]
-    P = batch.input_ids_BL.shape[1] - R
-    return batch.attention_mask_BL[:, :P].sum(1).long(), batch.response_mask_BR.sum(1).long()
-
-
 def pack_rows(batch: Batch, rows: torch.Tensor | list[int]) -> PackedMicroBatch:
     """Rows ``rows`` of ``batch`` packed into one sequence (see the module docstring)."""
     micro = select_rows(batch, rows)
     b = micro.batch
     R = b.responses_BR.shape[1]
     P = b.input_ids_BL.shape[1] - R
-    prompt_len, resp_len = row_lengths(b)
+    prompt_len, resp_len = b.prompt_len_B, b.response_len_B
     ids, pos, logit_index, t_row, t_col = [], [], [], [], []
     offset = 0
     for i in range(len(micro.rows)):
@@ -97,7 +90,7 @@ def pack_micro_batches(
     gets a bin of its own). Neither budget: one pack. Bins keep their rows in batch order."""
     if max_tokens is not None and max_tokens < 1 or max_rows is not None and max_rows < 1:
         raise ValueError(f"max_tokens={max_tokens} and max_rows={max_rows} must be >= 1 (or None)")
-    prompt_len, resp_len = row_lengths(batch)
+    prompt_len, resp_len = batch.prompt_len_B, batch.response_len_B
     length = (prompt_len + resp_len.clamp(min=1)).tolist()
     order = sorted(range(len(length)), key=lambda i: -length[i])  # stable: ties keep batch order
     bins: list[list[int]] = []

@@ -30,7 +30,7 @@ from appo.distributed.ddp import Quiet, init_distributed
 from appo.dump import TokenTexts, step_record, write_step
 from appo.eval import evaluate
 from appo.prompts import resolve_system_prompt
-from appo.train.batching import advantage_inputs, collate, with_fields
+from appo.train.batching import advantage_inputs, collate, with_advantages, with_fields
 from appo.train.checkpoint import list_checkpoints, load_checkpoint, load_latest_checkpoint, restore, save_checkpoint
 from appo.train.components import (
     Components,
@@ -181,9 +181,10 @@ class Trainer:
         # 3. Advantages: token-level [N, T] from the registry.
         with timer("adv", m):
             adv_opts = self.algorithm.advantage_options(cfg)
-            adv_NT, adv_metrics = self.estimator(advantage_inputs(rows, rewards_N), **adv_opts)
             trained = self.algorithm.trained_rows(cfg, rows)
-            batch = collate(rows, c.tokenizer.pad_token_id, trained, adv_NT)
+            batch = collate(rows, c.tokenizer.pad_token_id, trained)  # the rows' tensors, built once
+            adv_NT, adv_metrics = self.estimator(advantage_inputs(rows, rewards_N, batch.response_mask_BR), **adv_opts)
+            batch = with_advantages(batch, adv_NT)
 
         # 4. Old (and reference) log-probs, recomputed by the trainer as in verl; on-policy steps skip the
         #    old pass (the update's own log-probs, detached, are the old ones).

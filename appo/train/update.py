@@ -75,7 +75,7 @@ class UpdateOptions:
     the current ones, detached, and ``batch.old_logp_BR`` is not read (see :func:`on_policy_step`)."""
     rollout_is_cap: float = 0.0
     """> 0: weight each token's policy loss by ``min(pi_old / mu, cap)`` (:func:`truncated_is_weights`, ``mu``
-    = the engine's ``extras["rollout_logp_BR"]``); 0: off. ``rollout_corr/*`` metrics are logged either way."""
+    = the engine's ``batch.rollout_logp_BR``); 0: off. ``rollout_corr/*`` metrics are logged either way."""
 
 
 def _mini_batches(batch: Batch, prompts_per_step: int, by_position: bool = False) -> list[torch.Tensor]:
@@ -127,7 +127,7 @@ def ppo_update(model, optimizer, batch: Batch, opts: UpdateOptions, scheduler=No
     of the mini-batch. After each mini-batch: clip the global grad norm, ``optimizer.step()``. The
     scheduler (if any) steps once per call, i.e. once per training step as in verl. ``dist`` (several
     ranks; ``model`` then DDP- or FSDP2-wrapped): see the module docstring.
-    The rollout/trainer mismatch (``batch.extras["rollout_logp_BR"]``, the engine's log-probs, vs the
+    The rollout/trainer mismatch (``batch.rollout_logp_BR``, the engine's log-probs, vs the
     trainer's old ones) is logged as ``rollout_corr/*``; ``opts.rollout_is_cap > 0`` multiplies the advantages
     by the truncated IS weight ``min(pi_old / mu, cap)`` (for ``ppo_clip`` exactly the token loss times w).
     """
@@ -182,7 +182,7 @@ def _micro_loss(model, m, opts: UpdateOptions, loss_fn, sums: dict[str, list[flo
         f = future_kl_scale(logp.detach(), old_logp, adv, mask)
         adv = apply_future_kl(adv, f, opts.future_kl_coef)
         sums["actor/future_kl_scale"].append(float((f * mask).sum() / mask.sum().clamp(min=1)))
-    rollout_logp = b.extras.get("rollout_logp_BR")
+    rollout_logp = b.rollout_logp_BR
     if rollout_logp is not None:  # the trainer-vs-engine mismatch; scaling A by w > 0 scales ppo_clip's token loss by w
         rollout_logp = rollout_logp.to(dev)
         cap = opts.rollout_is_cap if opts.rollout_is_cap > 0 else None

@@ -56,10 +56,10 @@ def test_collate_layout_by_hand():
     # tool tokens (mask 0) and untrained branch rows are out of the loss
     assert b.loss_mask_BR.tolist() == [[1, 0, 0], [1, 1, 1], [0, 0, 0]]
     assert collate(rows, PAD).loss_mask_BR[2].tolist() == [0, 1, 1]  # None: every row trained
-    assert b.extras["trained_B"].tolist() == [True, True, False]
+    assert b.trained_B.tolist() == [True, True, False]
     assert b.old_logp_BR.tolist() == [[-0.5, 0, 0], [-0.5, -0.5, -0.5], [0, -0.5, -0.5]]
-    assert b.extras["is_branch_B"].tolist() == [False, False, True]
-    assert b.extras["prompt_len_B"].tolist() == [3, 1, 2] and b.extras["response_len_B"].tolist() == [2, 3, 3]
+    assert b.is_branch_B.tolist() == [False, False, True]
+    assert b.prompt_len_B.tolist() == [3, 1, 2] and b.response_len_B.tolist() == [2, 3, 3]
     adv = torch.arange(12.0).reshape(3, 4)
     assert collate(rows, PAD, advantages_NT=adv).advantages_BR.tolist() == [[0, 1, 0], [4, 5, 6], [8, 9, 10]]
     with pytest.raises(ValueError, match="advantages_NT"):
@@ -129,7 +129,7 @@ def test_micro_batches_cover_rows_and_respect_budgets(seed):
                 R2 = mb.responses_BR.shape[1]
                 assert torch.equal(mb.loss_mask_BR[j], b.loss_mask_BR[i, :R2])
                 assert b.loss_mask_BR[i, R2:].sum() == 0
-            assert mb.extras["rollout_logp_BR"].shape == mb.responses_BR.shape
+            assert mb.rollout_logp_BR.shape == mb.responses_BR.shape
         vals = [m.batch.old_logp_BR for m in micro]
         assert torch.equal(merge_micro_outputs(vals, micro, b.old_logp_BR), b.old_logp_BR)
 
@@ -176,7 +176,7 @@ def test_trained_rows_per_algorithm(algorithm, on_branches, expected):
     # a trained fork copies its parent's loss mask (model tokens of its whole response, shared prefix too)
     for i, r in enumerate(rows):
         assert b.loss_mask_BR[i].tolist() == [float(m) * expected[i] for m in r.loss_mask]
-    assert b.extras["trained_B"].tolist() == expected
+    assert b.trained_B.tolist() == expected
 
 
 def test_an_unknown_algorithm_is_refused_with_the_choices():

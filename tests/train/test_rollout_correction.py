@@ -62,7 +62,7 @@ def test_planted_mismatch_old_logp_is_the_trainers_and_is_weights_apply(tiny_mod
     trainer_logp, _ = batched_logprobs(fresh(), batch)
     gap = torch.randn(trainer_logp.shape, generator=torch.Generator().manual_seed(2)) * 1.5  # planted
     engine_logp = (trainer_logp - gap) * batch.response_mask_BR
-    batch = with_fields(batch, old_logp_BR=engine_logp, extras={**batch.extras, "rollout_logp_BR": engine_logp})
+    batch = with_fields(batch, old_logp_BR=engine_logp, rollout_logp_BR=engine_logp)
     cap = 2.0
 
     def run(b, **kw):
