@@ -141,8 +141,8 @@ class Rollout:
         for name in ("logprobs", "entropies", "loss_mask"):
             if len(getattr(self, name)) != n:
                 raise ValueError(
-                    f"Rollout.{name} has {len(getattr(self, name))} entries for {n} response tokens; "
-                    "every token-level field must be response-aligned"
+                    f"{type(self).__name__}.{name} has {len(getattr(self, name))} entries for {n} response "
+                    "tokens; every token-level field must match response_ids in length (response-aligned)"
                 )
         if (self.parent is None) != (self.split is None):
             raise ValueError("Rollout.parent and Rollout.split must be set together (a branch) or both None")

@@ -6,53 +6,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from appo.types import Rollout, RowOrigin, ToolSpan
+from appo.types import Rollout, StopReason
 
 
 @dataclass(frozen=True)
-class LoopStart:
-    """Where a row starts: a prompt, optionally with a response prefix (a fork)."""
+class LoopStart(Rollout):
+    """Where a row starts: a :class:`~appo.types.Rollout` the loop has not run yet, with every field (and its
+    meaning) inherited: a prompt, and for a fork the response prefix copied from another row with its
+    token-level fields, tool spans and tree links (``origin``, ``parent``, ``split``, ``root``,
+    ``branch_score``). Only the defaults differ: an empty response and ``stop_reason="no_action"`` (not run);
+    the prompt must not be empty."""
 
-    group: int
-    """Prompt index of the row."""
-    uid: int
-    """Row index within its group."""
-    prompt_ids: tuple[int, ...]
-    """Prompt token ids (chat template applied)."""
-    data_index: int = -1
-    """Dataset index of the example."""
     response_ids: tuple[int, ...] = ()
-    """Response prefix (a fork: the parent's ``response_ids[: split + 1]``)."""
     logprobs: tuple[float, ...] = ()
-    """Token-level fields of the prefix, response-aligned."""
     entropies: tuple[float, ...] = ()
-    """Entropies of the prefix tokens."""
     loss_mask: tuple[int, ...] = ()
-    """Loss mask of the prefix tokens."""
-    tool_spans: tuple[ToolSpan, ...] = ()
-    """Completed tool calls inside the prefix (they count toward the tool-call limit)."""
-    origin: RowOrigin = "initial"
-    """``initial`` or ``branch``."""
-    parent: int | None = None
-    """uid of the row forked from."""
-    split: int | None = None
-    """Fork position in the parent's response."""
-    root: int | None = None
-    """uid of the tree root."""
-    branch_score: float | None = None
-    """Branching Score at the fork (APPO)."""
+    stop_reason: StopReason = "no_action"
 
     def __post_init__(self) -> None:
-        n = len(self.response_ids)
-        if not (len(self.logprobs) == len(self.entropies) == len(self.loss_mask) == n):
-            raise ValueError("LoopStart: logprobs, entropies and loss_mask must match response_ids in length")
+        super().__post_init__()
         if not self.prompt_ids:
             raise ValueError(f"LoopStart(group={self.group}, uid={self.uid}): prompt_ids is empty")
 
 
-def fork_start(
-    row: Rollout | LoopStart, t: int, uid: int, *, branch_score: float | None = None
-) -> LoopStart:
+def fork_start(row: Rollout, t: int, uid: int, *, branch_score: float | None = None) -> LoopStart:
     """A start that continues ``row`` after response position ``t`` (prefix ``response_ids[: t + 1]``).
 
     ``t`` must be a model-sampled token (``loss_mask[t] == 1``) or the last token of a tool result (a
