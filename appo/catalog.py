@@ -3,7 +3,7 @@
 :func:`catalog` reads the live registries (so names a user registered in the same process are listed
 too): bundled benchmarks and procedural tasks (``appo.data``), tool builders (``appo.tools.registry``),
 rewards (``appo.rewards.registry``), algorithms (the ``algorithm.name`` values, advantage estimators and
-policy losses of ``appo.core``), and the configs shipped in ``appo/configs``. Each entry has a one-line
+policy losses of ``appo.core``), and the configs shipped in ``appo/presets``. Each entry has a one-line
 description (the first docstring line of what is registered). Left out: tools and rewards that exist
 only as ``file.py:function`` references.
 """
@@ -67,7 +67,7 @@ def _algorithms() -> list[Entry]:
 
 
 def _configs() -> list[Entry]:
-    from appo.configs import shipped_config_names, shipped_config_path
+    from appo.presets import shipped_config_names, shipped_config_path
 
     out = []
     for name in shipped_config_names():

@@ -10,7 +10,7 @@ Steps (each a documented call, so the pipeline is easy to re-run piecewise):
    before the first step and at the end -> ``OUT/train`` (metrics, checkpoints, rollout dumps).
 4. :func:`appo.report.write_report` -> ``OUT/train/report/index.html``.
 
-The training settings live in ``appo/configs/demo.yaml`` (overridable); the model sizes and the quick
+The training settings live in ``appo/presets/demo.yaml`` (overridable); the model sizes and the quick
 variant are :class:`DemoSettings`. Prints a before/after table and writes ``OUT/summary.json``.
 """
 
@@ -25,10 +25,10 @@ from typing import Sequence
 import torch
 
 from appo.config import load_config
-from appo.configs import shipped_config_path
 from appo.data.sources import task_of
 from appo.eval import format_table
 from appo.models.demo_model import build_demo_base
+from appo.presets import shipped_config_path
 from appo.prompts import resolve_system_prompt
 
 

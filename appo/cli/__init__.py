@@ -18,7 +18,7 @@ analyze    :func:`appo.analysis.analyze`
 study      :func:`appo.study.run_study`
 =========  ======================================================
 
-``train`` and ``sft`` take ``--config FILE`` (or the name of a config shipped in ``appo/configs/``) and dotted overrides
+``train`` and ``sft`` take ``--config FILE`` (or the name of a config shipped in ``appo/presets/``) and dotted overrides
 (``actor.optim.lr=1e-5``), exactly as :func:`appo.config.load_config`; ``--print-config`` prints the
 resolved config and runs nothing. Errors are mapped to one line and an exit code in one place
 (:mod:`appo.cli_errors`): 2 for usage and input errors, 130 for Ctrl-C. The argument tree is

@@ -2,10 +2,10 @@
 YAML file or a shipped config's name with dotted overrides (:mod:`~appo.config.load`), the cross-field rules
 (:mod:`~appo.config.validate`, which also asks the chosen algorithm and engine for theirs), and the generic
 typed-YAML machinery (:mod:`~appo.config.typed_yaml`). Errors are :class:`ConfigError` (bad keys, types,
-rules) and :class:`~appo.configs.ConfigNotFoundError` (an unknown config name); both are ``ValueError``\\ s
+rules) and :class:`~appo.presets.ConfigNotFoundError` (an unknown config name); both are ``ValueError``\\ s
 whose message is one line naming the input and the fix.
 
-May import: :mod:`appo.algorithms` (their sections and rules), :mod:`appo.configs` (the shipped YAML files),
+May import: :mod:`appo.algorithms` (their sections and rules), :mod:`appo.presets` (the shipped YAML files),
 :mod:`appo.engine` (engine rules, :mod:`appo.engine.registry`). Not the trainer, the models or the data.
 """
 
@@ -28,7 +28,7 @@ from appo.config.schema import (
 )
 from appo.config.typed_yaml import ConfigError
 from appo.config.validate import validate_config
-from appo.configs import ConfigNotFoundError
+from appo.presets import ConfigNotFoundError
 
 __all__ = [
     "ActorConfig", "AlgorithmConfig", "AppoConfig", "ArpoConfig", "Config", "ConfigError", "ConfigNotFoundError",

@@ -19,7 +19,7 @@ from appo.algorithms import Algorithm, get_algorithm
 from appo.config.schema import Config
 from appo.config.typed_yaml import ConfigError, apply_overrides, build, merge, read_yaml, reference_markdown, to_dict
 from appo.config.validate import validate_config
-from appo.configs import resolve_config
+from appo.presets import resolve_config
 
 _VERL_PREFIXES = {"actor_rollout_ref.actor.": "actor.", "actor_rollout_ref.rollout.": "rollout.",
                   "actor_rollout_ref.model.": "model."}
@@ -45,7 +45,7 @@ def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -
     """Build a :class:`Config`: defaults, then a YAML file (optional), then ``key.sub=value`` overrides.
 
     ``path`` is a YAML file or the name of a config shipped in the package (``demo``, ``smollm2_135m``,
-    ...; :func:`appo.configs.resolve_config`), which raises :class:`appo.configs.ConfigNotFoundError`
+    ...; :func:`appo.presets.resolve_config`), which raises :class:`appo.presets.ConfigNotFoundError`
     (a ``ValueError``, one line listing the names) when it is neither. The YAML file may name base files
     under ``defaults:`` (a path or a list, relative to the file); they are merged first, in order, and the
     file's own keys win. Override values are parsed as YAML

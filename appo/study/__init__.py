@@ -2,7 +2,7 @@
 budget on procedural tasks, plus APPO's ablations; see :mod:`appo.study.runner` and
 :mod:`appo.study.analysis`, and ``docs/results.md`` for the results.
 
-May import: :mod:`appo.config`, :mod:`appo.configs`, :mod:`appo.train` (runs are ``appo train`` subprocesses),
+May import: :mod:`appo.config`, :mod:`appo.presets`, :mod:`appo.train` (runs are ``appo train`` subprocesses),
 :mod:`appo.demo`, :mod:`appo.models`, :mod:`appo.data`, :mod:`appo.prompts`.
 """
 

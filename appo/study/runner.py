@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from appo.config import load_config
-from appo.configs import shipped_config_path
+from appo.presets import shipped_config_path
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 import pytest
 
 from appo.config import load_config
-from appo.configs import ConfigNotFoundError, resolve_config, shipped_config_names, shipped_config_path
+from appo.presets import ConfigNotFoundError, resolve_config, shipped_config_names, shipped_config_path
 
 
 def test_every_shipped_config_loads_by_name():
@@ -14,6 +14,7 @@ def test_every_shipped_config_loads_by_name():
         assert load_config(resolve_config(name), gpu_only) is not None
         assert resolve_config(f"{name}.yaml") == shipped_config_path(name)
         assert resolve_config(f"configs/{name}.yaml") == shipped_config_path(name)  # the old checkout path
+        assert resolve_config(f"appo/configs/{name}.yaml") == shipped_config_path(name)  # before appo/presets
 
 
 def test_a_file_wins_and_unknown_names_get_one_line(tmp_path):

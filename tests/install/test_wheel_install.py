@@ -79,7 +79,7 @@ def tiny_base(tmp_path_factory) -> Path:
 def test_wheel_has_configs_and_no_checkout(wheel_venv, tiny_base, tmp_path):
     py = wheel_venv / "bin" / "python"
     out = _run([str(py), "-I", "-c",
-                "import appo, appo.configs as c; print(appo.__file__); print(c.shipped_config_names())"],
+                "import appo, appo.presets as c; print(appo.__file__); print(c.shipped_config_names())"],
                cwd=tmp_path).stdout.splitlines()
     assert Path(out[0]).resolve().is_relative_to(wheel_venv.resolve()), out[0]
     assert "demo" in out[1] and "study" in out[1]

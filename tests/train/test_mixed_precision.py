@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from appo.config import load_config, save_config
-from appo.configs import shipped_config_path
 from appo.models.lm_logits import keep_logits
 from appo.models.precision import autocast_dtype, compute_autocast, set_compute_dtype
+from appo.presets import shipped_config_path
 from appo.train.batching import collate, with_fields
 from appo.train.layout import layout_micro_batches, micro_logprobs
 from appo.train.logprobs import compute_logprobs

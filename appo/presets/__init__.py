@@ -1,4 +1,6 @@
-"""The configs shipped inside the package (``demo``, ``smollm2_135m``, ``paper_7b``, ``study``).
+"""The presets: the YAML configs shipped inside the package (``demo``, ``smollm2_135m``, ``paper_7b``,
+``study``), found by name (``-c demo``). :mod:`appo.config` is the machinery that reads them (was
+``appo.configs``, a name one letter from that package's).
 
 They are package data, read through :mod:`importlib.resources`, so a plain (non-editable) ``pip install``
 finds them as well as a source checkout does. This module only locates files; parsing and validation live
@@ -16,7 +18,7 @@ class ConfigNotFoundError(ValueError):
 
 
 def shipped_config_names() -> list[str]:
-    """The names of the configs shipped with appo (file stems of ``appo/configs/*.yaml``), sorted."""
+    """The names of the configs shipped with appo (file stems of ``appo/presets/*.yaml``), sorted."""
     root = resources.files(__name__)
     return sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name.endswith(".yaml"))
 
@@ -41,8 +43,8 @@ def resolve_config(name_or_path: str | Path | None) -> Path | None:
         return path
     if path.suffix in ("", ".yaml") and path.parent == Path("."):
         return shipped_config_path(str(name_or_path))
-    if path.parts[:1] == ("configs",) and len(path.parts) == 2:  # the old checkout path configs/NAME.yaml
-        return shipped_config_path(path.name)
+    if path.parts[-2:-1] == ("configs",) and path.parts[:-2] in ((), ("appo",)):  # the old checkout paths
+        return shipped_config_path(path.name)  # configs/NAME.yaml and appo/configs/NAME.yaml (before the rename)
     raise ConfigNotFoundError(_not_found(str(name_or_path)))
 
 
