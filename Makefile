@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: setup demo test lint test-slow smollm2 smollm2-demo bench clean docs lock
+.PHONY: setup demo test lint test-slow smollm2 smollm2-demo clean docs lock
 
 setup: $(VENV)/.installed
 

@@ -26,10 +26,10 @@ have passed; the RL-step rows then hold the repeats that finished):
 6. ``ceilings``: the device's bf16 matmul TFLOP/s and copy GB/s, measured (fractions are taken against them
    and against the datasheet).
 7. ``speed_rollout``: a ~125M Llama (SmolLM2-135M's shape, random init, 32k BPE from the stdlib: see
-   :mod:`appo.bench.gpu`), ``--rollout-rows`` rows x ``--new-tokens`` new tokens, EOS disabled on both sides
+   :mod:`appo.perf.gpu`), ``--rollout-rows`` rows x ``--new-tokens`` new tokens, EOS disabled on both sides
    (random weights rarely emit it; ``min_new_tokens`` in generate): HFEngine vs ``model.generate`` tokens/s.
 8. ``speed_rl_step``: one whole RL step, ours (grpo, appo) vs TRL ``GRPOTrainer``, same model/prompts/reward
-   (:mod:`appo.bench.rl_step`), bf16 on the GPU.
+   (:mod:`appo.perf.rl_step`), bf16 on the GPU.
 
 ``--cpu-dry-run`` runs every row at toy sizes on the CPU (fp32 where the GPU run uses bf16 for speed; the
 bf16 correctness rows stay bf16). Exits 0 when every row that ran passed, 1 when one failed, 2 when CUDA is
@@ -147,7 +147,7 @@ def main(argv=None) -> int:
             model_dir = workdir / "speed_model"
             if report.elapsed() < args.budget_s and (only is None or only & {"speed_rollout", "speed_rl_step"}):
                 report.log("building the speed model (BPE on the stdlib source + random-init Llama) ...")
-                from appo.bench.gpu import build_speed_model
+                from appo.perf.gpu import build_speed_model
 
                 build_speed_model(model_dir, vocab_size=sizes.vocab, shape=sizes.shape,
                                   corpus_chars=sizes.corpus_chars)

@@ -125,8 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--small", action="store_true", help="toy sizes (a CPU dry run)")
     p.add_argument("--skip-trainer", action="store_true", help="only the attention and engine timings")
     a = p.parse_args(argv)
-    from appo.bench.gpu import build_speed_model
-    from appo.bench.rl_step import _our_trainer
+    from appo.perf.gpu import build_speed_model
+    from appo.perf.rl_step import _our_trainer
 
     def sync():
         if a.device.startswith("cuda"):

@@ -12,7 +12,7 @@ serve      :func:`appo.serve.server.serve`
 report     :func:`appo.report.write_report`
 demo       :func:`appo.demo.run_demo`
 build-tiny :func:`appo.demo.build_tiny_base`
-bench      :func:`appo.bench.run_bench`
+perf       :func:`appo.perf.run_bench` (alias: ``bench``, the old name)
 list       :func:`appo.catalog.catalog`
 analyze    :func:`appo.analysis.analyze`
 study      :func:`appo.study.run_study`
@@ -24,8 +24,8 @@ resolved config and runs nothing. Errors are mapped to one line and an exit code
 (:mod:`appo.cli_errors`): 2 for usage and input errors, 130 for Ctrl-C. The argument tree is
 :mod:`appo.cli.parser`, the handlers :mod:`appo.cli.commands`.
 
-May import: :mod:`appo.analysis`, :mod:`appo.bench`, :mod:`appo.catalog`, :mod:`appo.cli_errors`,
-:mod:`appo.config`, :mod:`appo.demo`, :mod:`appo.eval`, :mod:`appo.report`, :mod:`appo.serve`, :mod:`appo.study`,
+May import: :mod:`appo.analysis`, :mod:`appo.catalog`, :mod:`appo.cli_errors`, :mod:`appo.config`,
+:mod:`appo.demo`, :mod:`appo.eval`, :mod:`appo.perf`, :mod:`appo.report`, :mod:`appo.serve`, :mod:`appo.study`,
 :mod:`appo.train`, whose calls the commands are (the top layer; nothing imports it but ``appo.__main__``).
 """
 

@@ -197,8 +197,8 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from appo.bench import run_from_args
+def cmd_perf(args) -> int:
+    from appo.perf import run_from_args
 
     return run_from_args(args)
 

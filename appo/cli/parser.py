@@ -8,11 +8,11 @@ import argparse
 from appo import __version__
 from appo.cli.commands import (
     cmd_analyze,
-    cmd_bench,
     cmd_build_tiny,
     cmd_demo,
     cmd_eval,
     cmd_list,
+    cmd_perf,
     cmd_report,
     cmd_serve,
     cmd_sft,
@@ -249,10 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="runs/analysis", help="output folder")
     s.set_defaults(fn=cmd_analyze)
 
-    s = sub.add_parser("bench",
-                       help="speed and memory against model.generate and TRL, side by side (docs/benchmarks.md)")
-    from appo.bench import add_arguments
+    s = sub.add_parser("perf", aliases=["bench"],
+                       help="speed and memory against model.generate and TRL, side by side (docs/perf.md; "
+                            "`appo bench` is the old name, kept as an alias)")
+    from appo.perf import add_arguments
 
     add_arguments(s)
-    s.set_defaults(fn=cmd_bench)
+    s.set_defaults(fn=cmd_perf)
     return p

@@ -117,7 +117,7 @@ class HFEngine:
             ``()`` disables EOS (fixed-length benchmarks).
         prefill_chunk_tokens: about how many tokens one prefill forward processes (bounds activations).
         compact_fraction: drop finished rows once they are at least this fraction of the batch
-            (0 drops at once, > 1 never); see ``benchmarks/engine_bench.py`` for the measurement.
+            (0 drops at once, > 1 never); see ``perf/engine_bench.py`` for the measurement.
         fast_decode: decode steps with ``fast_decode.FastDecoder`` (Llama/Mistral/Qwen2/Qwen3 with plain
             ``nn.Linear`` layers) instead of the model's forward; other models always use the forward.
         num_threads: torch intra-op threads during ``generate`` (restored after); None leaves torch's

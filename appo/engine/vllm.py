@@ -294,7 +294,7 @@ def push_weights(llm, named_tensors: Iterable[tuple[str, torch.Tensor]]) -> dict
     :meth:`appo.engine.vllm_worker.WeightSyncExtension.appo_load_weights_file`, which reads the file and
     calls the model's ``load_weights``. The engine must have been built with
     ``worker_extension_cls=appo.engine.vllm_worker.EXTENSION``. Cost: one copy of the weights into the file
-    and one out of it per worker (measured in docs/benchmarks.md); large GPU models want NCCL or CUDA IPC
+    and one out of it per worker (measured in docs/perf.md); large GPU models want NCCL or CUDA IPC
     instead (vLLM's ``rlhf.py`` / ``rlhf_colocate.py`` examples), which cannot run here.
     """
     from safetensors.torch import save_file

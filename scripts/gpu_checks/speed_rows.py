@@ -9,7 +9,7 @@ from gpu_checks.common import Sizes
 
 
 def speed_ceilings(args, sizes: Sizes) -> dict:
-    from appo.bench.gpu import H200_SPEC, measure_ceilings
+    from appo.perf.gpu import H200_SPEC, measure_ceilings
 
     c = measure_ceilings(args.device, sizes.matmul_n, sizes.copy_bytes)
     return {"ok": True, **c, "spec": H200_SPEC}
@@ -21,11 +21,11 @@ def speed_rollout(model_dir: Path, args, sizes: Sizes, dtype: str, ceilings: dic
 
     import torch
 
-    from appo.bench.gpu import H200_SPEC, ModelShape, gpu_peak_mb, reset_gpu_peak, sync
-    from appo.bench.models import left_pad, pad_id, text_prompts
     from appo.engine.base import GenerationRequest, SamplingParams
     from appo.engine.hf import HFEngine
     from appo.models.loading import load_model_and_tokenizer
+    from appo.perf.gpu import H200_SPEC, ModelShape, gpu_peak_mb, reset_gpu_peak, sync
+    from appo.perf.models import left_pad, pad_id, text_prompts
 
     model, tok = load_model_and_tokenizer(model_dir, dtype, args.device)
     shape = ModelShape.of(model)
@@ -100,17 +100,17 @@ def speed_rollout(model_dir: Path, args, sizes: Sizes, dtype: str, ceilings: dic
         "generate_tflops_incl_prefill": (flops + shape.forward_flops(B * mean_prompt, mean_prompt / 2))
         / med["generate"] / 1e12,
         "gpu_peak_mb": peak, "repeats": sizes.rollout_repeats,
-        "estimates": "FLOP 2P+4Ldc per token; bytes per step = weights + live KV (appo.bench.gpu)",
+        "estimates": "FLOP 2P+4Ldc per token; bytes per step = weights + live KV (appo.perf.gpu)",
     }
 
 
 def speed_rl_step(model_dir: Path, args, sizes: Sizes, dtype: str, deadline: float, log) -> dict:
-    """Whole RL step, ours (grpo, appo) vs TRL GRPOTrainer, interleaved (appo.bench.rl_step); no round starts
+    """Whole RL step, ours (grpo, appo) vs TRL GRPOTrainer, interleaved (appo.perf.rl_step); no round starts
     after ``deadline`` (``time.perf_counter()``); ``log`` gets a line per step of each side."""
-    from appo.bench.gpu import ModelShape
-    from appo.bench.rl_step import rl_step_figures
-    from appo.bench.trl_side import trl_available
     from appo.models.loading import load_model_and_tokenizer
+    from appo.perf.gpu import ModelShape
+    from appo.perf.rl_step import rl_step_figures
+    from appo.perf.trl_side import trl_available
 
     reason = trl_available()
     if reason is not None:

@@ -1,7 +1,7 @@
 """Profile one of our RL steps at TRL's shape (issue 26): ``torch.profiler`` op table and ``cProfile``.
 
-``python benchmarks/rl_step_profile.py [grpo|appo] [tiny|smollm2-135m-instruct]``: builds the bench's trainer
-(:func:`appo.bench.rl_step._our_trainer`, 1 thread, checkpointing off), runs two warm-up steps, then one step
+``python perf/rl_step_profile.py [grpo|appo] [tiny|smollm2-135m-instruct]``: builds the bench's trainer
+(:func:`appo.perf.rl_step._our_trainer`, 1 thread, checkpointing off), runs two warm-up steps, then one step
 under ``torch.profiler`` (top 30 ops by self CPU time) and one under ``cProfile`` (top 40 by cumulative
 time), printing each step's ``timing_s/*``. Ratios between phases are what it is for; absolute times
 follow the machine's load.
@@ -17,7 +17,7 @@ import tempfile
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from appo.bench.rl_step import _our_trainer
+from appo.perf.rl_step import _our_trainer
 
 
 def main(argv: list[str]) -> int:

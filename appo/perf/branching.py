@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import statistics
 
-from appo.bench.harness import Contender, figure, interleave, timed
-from appo.bench.models import text_prompts
 from appo.engine.base import GenerationRequest, SamplingParams
 from appo.engine.hf import HFEngine
+from appo.perf.harness import Contender, figure, interleave, timed
+from appo.perf.models import text_prompts
 
 
 def branching_figures(model, tok, model_name: str, threads: int, branches: int, prefix_len: int, ratios,

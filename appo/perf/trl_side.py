@@ -1,6 +1,6 @@
 """The TRL side of the comparison: a ``GRPOTrainer`` (CPU, or the GPU) over the same model, prompts and reward.
 
-TRL is optional (``pip install appo[bench]``); :func:`trl_available` says whether it imports. The
+TRL is optional (``pip install appo[perf]``); :func:`trl_available` says whether it imports. The
 trainer is built with TRL's own defaults except where the comparison needs equal settings: CPU and
 fp32 (or the GPU and bf16, for ``scripts/gpu_check.py``), ``num_generations`` rows per prompt,
 ``per_device_train_batch_size`` = rows per step (one
@@ -22,7 +22,7 @@ def trl_available() -> str | None:
     try:
         import trl  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - any import failure means "not here"
-        return f"trl not importable ({type(exc).__name__}: {exc}); install the bench extra: pip install -e .[bench]"
+        return f"trl not importable ({type(exc).__name__}: {exc}); install the perf extra: pip install -e .[perf]"
     return None
 
 

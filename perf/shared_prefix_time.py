@@ -2,7 +2,7 @@
 
 Usage::
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python benchmarks/shared_prefix_time.py tiny 7 out.json
+    PYTHONPATH=. OMP_NUM_THREADS=1 .venv/bin/python perf/shared_prefix_time.py tiny 7 out.json
 
 Batches: 4 groups x 8 rows on one prompt each (prompt ``plen`` random tokens, responses 20-64 tokens);
 ``grpo`` rows are independent, ``appo`` has 4 initial rows and 4 branches per group that copy their
@@ -23,7 +23,7 @@ import time
 
 import torch
 
-from appo.bench.models import load_bench_model
+from appo.perf.models import load_bench_model
 from appo.train.batching import collate, split_micro_batches
 from appo.train.layout import micro_logprobs
 from appo.train.shared_prefix import layout_costs, tree_micro_batches

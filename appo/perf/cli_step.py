@@ -5,7 +5,7 @@ Why: the ``rl_step`` figure drives :meth:`appo.train.trainer.Trainer.train_step`
 process (beside TRL). Users run ``appo train``, which adds what :meth:`~appo.train.trainer.Trainer.fit`
 does around each step (console, JSONL and TensorBoard logging, the rollout dump for ``appo report``, the
 progress display, the Ctrl-C handler) and runs in a process of its own. This section runs both paths on
-the same overrides (:func:`appo.bench.rl_step.train_overrides`: same model, prompts, shape, seed,
+the same overrides (:func:`appo.perf.rl_step.train_overrides`: same model, prompts, shape, seed,
 ``trainer.num_threads``) and compares the step's own timers (``timing_s/gen``, ``timing_s/update_actor``,
 ``timing_s/step``, read from the CLI run's ``metrics.jsonl``) and the whole process's wall time.
 
@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from appo.bench.harness import load_average
+from appo.perf.harness import load_average
 
 PHASE_KEYS = ("timing_s/gen", "timing_s/reward", "timing_s/adv", "timing_s/old_log_prob", "timing_s/update_actor",
               "timing_s/step")
@@ -112,8 +112,8 @@ def cli_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, 
     """Figures ``appo train`` (ours) vs the in-process ``Trainer.train_step`` (baseline), seconds per step of
     ``timing_s/gen`` and ``timing_s/step`` (median of each process's timed steps), interleaved fresh processes;
     see the module docstring. speedup > 1: the CLI path is faster."""
-    from appo.bench.harness import Contender, figure
-    from appo.bench.rl_step import train_overrides
+    from appo.perf.harness import Contender, figure
+    from appo.perf.rl_step import train_overrides
 
     ov = train_overrides(model_name, algorithm, threads, prompts, rows, max_response, micro_rows)
     res = cli_step_runs(ov, steps=steps, rounds=rounds, threads=threads, progress=progress)

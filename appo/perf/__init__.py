@@ -1,6 +1,6 @@
-"""``appo bench``: our engine and trainer against ``model.generate`` and TRL, side by side in one run.
+"""``appo perf``: our engine and trainer against ``model.generate`` and TRL, side by side in one run.
 
-:func:`run_bench` is the Python call behind ``appo bench`` (and ``benchmarks/appo_bench.py``). It
+:func:`run_bench` is the Python call behind ``appo perf`` (and ``perf/appo_bench.py``). It
 measures, on the same models, prompts, lengths and seeds, each figure as min/median/max over
 ``repeats`` interleaved repeats and as a speedup (> 1 = ours better):
 
@@ -16,16 +16,16 @@ rl_step    one RL step, ours (grpo, appo) vs TRL ``GRPOTrainer``, two shapes,   
 cli_step   ``appo train`` vs ``Trainer.train_step``, fresh processes, at TRL's shape -
 memory     peak RSS of a 32 x 512 rollout in a fresh process                      < 4 GiB
 serve      ``appo serve`` over loopback: req/s, p50/p99 latency, 1/8/32 clients,   (none; vs a baseline
-           streaming off/on (:mod:`~appo.bench.serve_load`)                       endpoint if given)
+           streaming off/on (:mod:`~appo.perf.serve_load`)                       endpoint if given)
 vllm       tokens/s of VLLMEngine (vLLM CPU) vs HFEngine, B=32/128, plain and      (measured, no target)
            with forks (skipped where vLLM does not import: run from .venv-vllm)
 =========  =====================================================================  ===================
 
 Every figure records its peak RSS (per contender), and the result records the machine (CPU, cores,
 torch/transformers/trl versions), the thread settings and the load average before and after each
-section. See ``docs/benchmarks.md`` for a full run and what limits each figure. The sections' modules:
-:mod:`~appo.bench.rollout`, :mod:`~appo.bench.branching`, :mod:`~appo.bench.training`,
-:mod:`~appo.bench.rl_step`, :mod:`~appo.bench.memory`; shared timing in :mod:`~appo.bench.harness`.
+section. See ``docs/perf.md`` for a full run and what limits each figure. The sections' modules:
+:mod:`~appo.perf.rollout`, :mod:`~appo.perf.branching`, :mod:`~appo.perf.training`,
+:mod:`~appo.perf.rl_step`, :mod:`~appo.perf.memory`; shared timing in :mod:`~appo.perf.harness`.
 
 May import: :mod:`appo.config`, :mod:`appo.data`, :mod:`appo.engine`, :mod:`appo.models`, :mod:`appo.prompts`,
 :mod:`appo.rewards`, :mod:`appo.train`, :mod:`appo.types`. Nothing imports it but the CLI.
@@ -83,7 +83,7 @@ class Sizes:
     cli_steps: int = 4
     """Steps per process of the ``cli_step`` figure (the first is a warm-up)."""
     vllm_batches: tuple[int, ...] = (32, 128)
-    """Rows per call of the vLLM-vs-HFEngine figures (:mod:`appo.bench.vllm_rollout`)."""
+    """Rows per call of the vLLM-vs-HFEngine figures (:mod:`appo.perf.vllm_rollout`)."""
 
 
 SIZES = {
@@ -147,16 +147,16 @@ def _sizes(opts: BenchOptions, model: str) -> Sizes:
 def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=None) -> dict:
     """Run the benchmark; returns ``{"machine", "options", "figures", "sections", "started", "seconds"}``.
 
-    ``figures`` is a list of records (see :func:`appo.bench.harness.figure`); a figure that could not run
+    ``figures`` is a list of records (see :func:`appo.perf.harness.figure`); a figure that could not run
     (TRL missing) has ``skipped`` with the reason. ``progress(str)`` gets one line per figure;
     ``on_section(result)`` (if given) gets the partial result after every section, so a long run that
     dies late keeps what it measured.
     """
     import torch
 
-    from appo.bench import harness
-    from appo.bench.models import load_bench_model
-    from appo.bench.trl_side import trl_available
+    from appo.perf import harness
+    from appo.perf.models import load_bench_model
+    from appo.perf.trl_side import trl_available
 
     bad_shapes = [x for x in opts.rl_shapes if x not in ("accum", "trl")]
     if bad_shapes:
@@ -196,22 +196,22 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
                 for section in micro:
                     load = harness.load_average()
                     if section == "rollout":
-                        from appo.bench.rollout import rollout_figures
+                        from appo.perf.rollout import rollout_figures
 
                         figs = rollout_figures(model, tok, model_name, t, s.batch_sizes, s.new_tokens, s.prompt_len,
                                                opts.repeats)
                     elif section == "decode":
-                        from appo.bench.rollout import decode_bound_figures
+                        from appo.perf.rollout import decode_bound_figures
 
                         figs = decode_bound_figures(model, tok, model_name, t, s.decode_batches, s.decode_context,
                                                     s.decode_steps, opts.repeats)
                     elif section == "branching":
-                        from appo.bench.branching import branching_figures
+                        from appo.perf.branching import branching_figures
 
                         figs = branching_figures(model, tok, model_name, t, s.branches, s.fork_prefix, (1, 4),
                                                  opts.repeats)
                     else:
-                        from appo.bench.training import training_figures
+                        from appo.perf.training import training_figures
 
                         figs = training_figures(model, tok, model_name, t, prompts=s.train_prompts,
                                                 rows_per_prompt=s.rows_per_prompt, max_response=s.train_max_response,
@@ -226,7 +226,7 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
                 add([harness.skipped("rl_step", f"{model_name} vs TRL", no_trl)], "rl_step", model_name, threads[0],
                     load)
             else:
-                from appo.bench.rl_step import rl_step_figures
+                from appo.perf.rl_step import rl_step_figures
 
                 for shape in opts.rl_shapes:
                     for ckpt in opts.gradient_checkpointing:
@@ -240,7 +240,7 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
                                             shape=shape, gradient_checkpointing=ckpt),
                             "rl_step", model_name, threads[0], load)
         if "cli_step" in opts.sections:
-            from appo.bench.cli_step import cli_step_figures
+            from appo.perf.cli_step import cli_step_figures
 
             load = harness.load_average()
             add(cli_step_figures(model_name, threads[0], prompts=s.rl_trl_prompts, rows=s.rows_per_prompt,
@@ -248,8 +248,8 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
                                  steps=s.cli_steps, rounds=1 if opts.smoke else opts.repeats,
                                  progress=progress), "cli_step", model_name, threads[0], load)
         if "serve" in opts.sections:
-            from appo.bench.models import model_path
-            from appo.bench.serve_load import serve_figures
+            from appo.perf.models import model_path
+            from appo.perf.serve_load import serve_figures
 
             load = harness.load_average()
             add(serve_figures(model_name, model_path(model_name), threads[0],
@@ -258,13 +258,13 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
                               baseline_url=opts.serve_baseline_url, baseline_model=opts.serve_baseline_model),
                 "serve", model_name, threads[0], load)
         if "vllm" in opts.sections:  # vLLM takes every core for itself: HFEngine gets the largest thread count
-            from appo.bench.vllm_rollout import vllm_rollout_figures
+            from appo.perf.vllm_rollout import vllm_rollout_figures
 
             load = harness.load_average()
             add(vllm_rollout_figures(model_name, threads[-1], s.vllm_batches, s.new_tokens, s.prompt_len,
                                      repeats=opts.repeats), "vllm", model_name, threads[-1], load)
     if "memory" in opts.sections:
-        from appo.bench.memory import memory_figure
+        from appo.perf.memory import memory_figure
 
         name = "smollm2-135m-instruct" if "smollm2-135m-instruct" in models else models[0]
         rows, tokens = (2, 4) if opts.smoke else (opts.memory_rows, opts.memory_tokens)
@@ -308,7 +308,7 @@ def format_line(f: dict) -> str:
     line = (f"{f['section']:<9} {f['name']:<42} {u:<8} {ours:<28} {base:<28} {speed:<20} "
             f"{f['target_text']:<34} {met:<6} {rss}")
     if f["section"] == "serve":
-        from appo.bench.serve_load import format_latencies
+        from appo.perf.serve_load import format_latencies
 
         line += "\n" + format_latencies(f)
     return line
@@ -327,17 +327,17 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry (``appo bench`` and ``benchmarks/appo_bench.py``)."""
+    """Command-line entry (``appo perf`` and ``perf/appo_bench.py``)."""
     import argparse
 
-    ap = argparse.ArgumentParser(prog="appo bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="appo perf", description=__doc__.split("\n")[0])
     add_arguments(ap)
     args = ap.parse_args(argv)
     return run_from_args(args)
 
 
 def add_arguments(ap) -> None:
-    """The ``appo bench`` options."""
+    """The ``appo perf`` options."""
     ap.add_argument("--models", default="tiny,smollm2-135m-instruct",
                     help="comma-separated: tiny, smollm2-135m-instruct, a folder")
     ap.add_argument("--threads", default="1,2",
@@ -370,7 +370,7 @@ def run_from_args(args) -> int:
     path = Path(args.json)
     ckpt = [x for x in args.gradient_checkpointing.split(",") if x]
     if not ckpt or set(ckpt) - {"off", "on"}:
-        print(f"appo bench: --gradient-checkpointing {args.gradient_checkpointing!r}: give off, on or off,on",
+        print(f"appo perf: --gradient-checkpointing {args.gradient_checkpointing!r}: give off, on or off,on",
               file=sys.stderr)
         return 2
     opts = dataclasses.replace(opts, gradient_checkpointing=tuple(x == "on" for x in ckpt))

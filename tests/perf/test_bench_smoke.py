@@ -1,8 +1,8 @@
-"""``appo bench --smoke``: the benchmark path runs and writes JSON of the documented shape.
+"""``appo perf --smoke``: the benchmark path runs and writes JSON of the documented shape.
 
 No timing assertions: the numbers of a smoke run mean nothing (sizes are tiny, the machine is shared).
 The default test runs in-process on the test suite's tiny model without the memory subprocess and
-without TRL (a few seconds); the ``slow`` one runs the whole ``appo bench --smoke`` as a user would.
+without TRL (a few seconds); the ``slow`` one runs the whole ``appo perf --smoke`` as a user would.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def check_schema(result: dict, sections: set[str]) -> None:
 def test_bench_smoke_in_process(tmp_path, tiny_model_dir):
     out = tmp_path / "bench.json"
     sections = "rollout,decode,branching,training,rl_step"
-    assert main(["bench", "--smoke", "--no-trl", "--repeats", "1", "--models", str(tiny_model_dir), "--sections",
+    assert main(["perf", "--smoke", "--no-trl", "--repeats", "1", "--models", str(tiny_model_dir), "--sections",
                  sections, "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     check_schema(result, set(sections.split(",")))
@@ -77,7 +77,7 @@ def test_bench_serve_section_loads_a_real_server(tmp_path, tiny_model_dir):
     """The serve section starts ``appo serve`` and loads it over loopback; figures carry latencies."""
     out = tmp_path / "serve.json"
     assert main(["bench", "--smoke", "--no-trl", "--repeats", "1", "--models", str(tiny_model_dir), "--sections",
-                 "serve", "--json", str(out)]) == 0
+                 "serve", "--json", str(out)]) == 0  # the old name, an alias of `appo perf`
     figs = json.loads(out.read_text())["figures"]
     assert [f["name"].split()[-2:] for f in figs] == [["c1", "whole"], ["c2", "whole"], ["c1", "stream"],
                                                       ["c2", "stream"]]

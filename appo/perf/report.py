@@ -1,6 +1,6 @@
-"""Markdown tables of ``appo bench`` results (the tables in ``docs/benchmarks.md``).
+"""Markdown tables of ``appo perf`` results (the tables in ``docs/perf.md``).
 
-``python -m appo.bench.report runs/bench/smollm2.json runs/bench/tiny.json`` prints one table over all
+``python -m appo.perf.report runs/bench/smollm2.json runs/bench/tiny.json`` prints one table over all
 the files' figures, then the machine and load-average lines of each file.
 """
 

@@ -1,10 +1,10 @@
 """The ``vllm`` bench section where vLLM does not import (the main venv): one skipped figure saying why, no
-crash; the figures themselves run from ``.venv-vllm`` (docs/benchmarks.md)."""
+crash; the figures themselves run from ``.venv-vllm`` (docs/perf.md)."""
 
 from __future__ import annotations
 
-import appo.bench.vllm_rollout as B
 import appo.engine.registry as R
+import appo.perf.vllm_rollout as B
 
 
 def test_vllm_section_is_recorded_as_skipped_without_vllm(monkeypatch):

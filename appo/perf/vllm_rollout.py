@@ -21,10 +21,10 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from appo.bench.harness import Contender, figure, interleave, skipped, timed
-from appo.bench.models import load_bench_model, model_path, text_prompts
 from appo.engine.base import GenerationRequest, SamplingParams
 from appo.engine.hf import HFEngine
+from appo.perf.harness import Contender, figure, interleave, skipped, timed
+from appo.perf.models import load_bench_model, model_path, text_prompts
 
 
 def vllm_unavailable() -> str | None:

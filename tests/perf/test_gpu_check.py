@@ -1,4 +1,4 @@
-"""``scripts/gpu_check.py`` on the CPU (``--cpu-dry-run``) and the estimates of :mod:`appo.bench.gpu`.
+"""``scripts/gpu_check.py`` on the CPU (``--cpu-dry-run``) and the estimates of :mod:`appo.perf.gpu`.
 
 The dry run is the script's own test mode: every row at toy sizes. The default test runs a subset of
 rows in-process (~15 s); the ``slow`` one runs the whole dry run as a subprocess, as the device run does.
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from appo.bench.gpu import ModelShape, build_speed_model, measure_ceilings
+from appo.perf.gpu import ModelShape, build_speed_model, measure_ceilings
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "gpu_check.py"
@@ -140,7 +140,7 @@ def test_whole_dry_run_as_a_subprocess(tmp_path):
 @pytest.mark.slow
 def test_rl_step_deadline_keeps_the_warmup_and_stops(tmp_path):
     pytest.importorskip("trl")
-    from appo.bench.rl_step import rl_step_figures
+    from appo.perf.rl_step import rl_step_figures
 
     lines = []
     figs = rl_step_figures("tiny", 1, prompts=2, rows=2, max_response=4, micro_rows=2, repeats=3, deadline=0.0,

@@ -28,8 +28,8 @@ import tempfile
 
 import torch
 
-from appo.bench.harness import Contender, figure, interleave, timed
-from appo.bench.models import arith_examples, chat_prompt_ids, pad_id
+from appo.perf.harness import Contender, figure, interleave, timed
+from appo.perf.models import arith_examples, chat_prompt_ids, pad_id
 from appo.train.batching import collate, padding_stats, split_micro_batches
 from appo.train.layout import batched_logprobs
 from appo.train.update import UpdateOptions, ppo_update
@@ -93,7 +93,7 @@ def training_figures(model, tok, model_name: str, threads: int, *, prompts: int,
     trainer = None
     trl_model = None
     if with_trl:
-        from appo.bench.trl_side import build_grpo_trainer
+        from appo.perf.trl_side import build_grpo_trainer
 
         trl_model = copy.deepcopy(model)
         examples = arith_examples(prompts)

@@ -2,7 +2,7 @@
 
 Usage (CPU, the tiny random-init Llama; about a minute on 2 cores)::
 
-    .venv/bin/python benchmarks/engine_bench.py --model tiny --batch-sizes 1,8,32 --new-tokens 64 \
+    .venv/bin/python perf/engine_bench.py --model tiny --batch-sizes 1,8,32 --new-tokens 64 \
         --repeats 3 --json runs/engine_bench.json
 
 ``--model`` is ``tiny`` or a Hugging Face folder (or a ``.gguf`` file, dequantised by transformers).

@@ -19,10 +19,10 @@ import inspect
 
 import torch
 
-from appo.bench.harness import Contender, figure, interleave, timed
-from appo.bench.models import left_pad, pad_id, text_prompts
 from appo.engine.base import GenerationRequest, SamplingParams
 from appo.engine.hf import HFEngine
+from appo.perf.harness import Contender, figure, interleave, timed
+from appo.perf.models import left_pad, pad_id, text_prompts
 
 
 def rollout_figures(model, tok, model_name: str, threads: int, batch_sizes, new_tokens: int, prompt_len: int,

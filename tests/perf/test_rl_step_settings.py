@@ -17,7 +17,7 @@ def test_rl_step_runs_both_sides_with_the_same_checkpointing(ckpt):
     pytest.importorskip("trl")
     import torch
 
-    from appo.bench.rl_step import rl_step_figures
+    from appo.perf.rl_step import rl_step_figures
 
     threads = torch.get_num_threads()
     try:
@@ -35,7 +35,7 @@ def test_trl_side_passes_checkpointing_explicitly():
     pytest.importorskip("trl")
     import inspect
 
-    from appo.bench.trl_side import build_grpo_trainer
+    from appo.perf.trl_side import build_grpo_trainer
 
     assert inspect.signature(build_grpo_trainer).parameters["gradient_checkpointing"].default is False
 

@@ -3,7 +3,7 @@
 The child loads the model, records its RSS, generates ``rows`` rows of exactly ``tokens`` new tokens each
 (EOS disabled) from short task prompts with the default engine settings, and prints JSON with its peak
 RSS (``VmHWM``, which covers the whole child: interpreter, torch, weights, KV cache, logits). Target for
-SmolLM2-135M, 32 x 512: under 4 GiB. Run directly: ``python -m appo.bench.memory --model tiny``.
+SmolLM2-135M, 32 x 512: under 4 GiB. Run directly: ``python -m appo.perf.memory --model tiny``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 def memory_figure(model_name: str, rows: int, tokens: int, threads: int, limit_gib: float = 4.0,
                   timeout_s: float = 1800) -> dict:
     """Run the child and turn its report into a figure record (``met``: peak RSS < ``limit_gib``)."""
-    cmd = [sys.executable, "-m", "appo.bench.memory", "--model", model_name, "--rows", str(rows), "--tokens",
+    cmd = [sys.executable, "-m", "appo.perf.memory", "--model", model_name, "--rows", str(rows), "--tokens",
            str(tokens), "--threads", str(threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
     if proc.returncode != 0:
@@ -43,10 +43,10 @@ def _child(argv=None) -> dict:
     import torch
 
     torch.set_num_threads(args.threads)
-    from appo.bench.harness import _read_kb
-    from appo.bench.models import load_bench_model, text_prompts
     from appo.engine.base import GenerationRequest, SamplingParams
     from appo.engine.hf import HFEngine
+    from appo.perf.harness import _read_kb
+    from appo.perf.models import load_bench_model, text_prompts
 
     model, tok = load_bench_model(args.model)
     loaded_mb = (_read_kb("VmRSS") or 0) / 1024

@@ -1,6 +1,6 @@
 """Which SDPA kernel the shared-prefix trie's ancestor mask runs on the CPU, and what it costs (issue 26).
 
-``python benchmarks/tree_attention_kernels.py``: one group trie as ``appo.train.shared_prefix`` builds it
+``python perf/tree_attention_kernels.py``: one group trie as ``appo.train.shared_prefix`` builds it
 (a prompt of P nodes, R rows of n response nodes, each row seeing the prompt and its own prefix), G groups,
 H heads, head size D, fp32, 1 thread. Times forward and backward (median of 5) with the flash kernel and
 the math kernel (boolean and additive masks), checks they agree, and times the same attention done as G*R

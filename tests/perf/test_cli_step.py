@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from appo.bench.cli_step import USER_DEFAULTS, _inproc_script, cli_step_figures
+from appo.perf.cli_step import USER_DEFAULTS, _inproc_script, cli_step_figures
 
 
 def test_inproc_script_builds_the_same_trainer_and_records_timers():

@@ -44,16 +44,16 @@ import time
 
 import torch
 
-from appo.bench.harness import Contender, PeakRSS, figure
-from appo.bench.models import model_path
-from appo.bench.trl_side import build_grpo_trainer
+from appo.perf.harness import Contender, PeakRSS, figure
+from appo.perf.models import model_path
+from appo.perf.trl_side import build_grpo_trainer
 
 
 def train_overrides(model_name: str, algorithm: str, threads: int, prompts: int, rows: int, max_response: int,
                     micro_rows: int, *, device: str = "cpu", dtype: str = "float32",
                     gradient_checkpointing: bool = False) -> list[str]:
     """The config overrides of our side of the RL-step figures (without the run directory), shared by the
-    in-process figure and the ``appo train`` one (:mod:`appo.bench.cli_step`)."""
+    in-process figure and the ``appo train`` one (:mod:`appo.perf.cli_step`)."""
     return [
         f"model.path={model_path(model_name)}", f"model.device={device}", f"model.dtype={dtype}",
         "data.train_files=[proc:arith]",
@@ -150,7 +150,7 @@ def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, m
     of every side."""
     from transformers import TrainerCallback
 
-    from appo.bench.gpu import gpu_peak_mb, reset_gpu_peak, sync
+    from appo.perf.gpu import gpu_peak_mb, reset_gpu_peak, sync
 
     torch.set_num_threads(threads)
     tmp = tempfile.mkdtemp(prefix="appo-bench-rl-")

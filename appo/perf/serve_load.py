@@ -1,4 +1,4 @@
-"""The ``serve`` section of ``appo bench``: a bounded loopback load test of ``appo serve``.
+"""The ``serve`` section of ``appo perf``: a bounded loopback load test of ``appo serve``.
 
 :func:`serve_figures` starts ``appo serve MODEL`` in a subprocess on ``127.0.0.1`` and, for each number of
 concurrent clients ``c`` (1/8/32) with streaming off and on, runs ``c`` client threads that each send
@@ -25,7 +25,7 @@ import threading
 import time
 from pathlib import Path
 
-from appo.bench.harness import Contender, figure, interleave
+from appo.perf.harness import Contender, figure, interleave
 
 PROMPT = "Question: what is 12 times 7? Think step by step, then answer.\nAnswer:"
 
