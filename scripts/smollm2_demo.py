@@ -105,18 +105,35 @@ def eval_chunk(engine, tok, examples, start: int, max_tokens: int, check_ids: bo
     return rows, checked, mismatches
 
 
-def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: int, chunk: int) -> None:
-    """Evaluate ``which`` (``base``, ``sft``) on the same held-out problems, ``chunk`` problems at a time,
-    alternating models and sets (GSM8K rows 0..gsm8k-1, then word problems), so that whatever has finished
-    when the run is stopped is a paired comparison; each model's rows so far are rewritten to
-    ``<out>/eval_<model>_<set>.json`` after every chunk."""
+def model_paths(out: Path, which: list[str]) -> dict[str, str]:
+    """``name -> model`` for the eval stage's ``--models`` entries: ``base`` (SmolLM2), ``sft``
+    (``<out>/sft/sft_model``), or ``name=path`` (another SFT or RL model)."""
+    known = {"base": BASE, "sft": str(out / "sft" / "sft_model")}
+    paths = {}
+    for w in which:
+        name, _, path = w.partition("=")
+        if not path and name not in known:
+            raise SystemExit(f"--models entry {w!r}: use base, sft or name=path")
+        paths[name] = path or known[name]
+    return paths
+
+
+def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: int, chunk: int,
+               order: tuple[str, ...] = ("gsm8k", "word")) -> None:
+    """Evaluate ``which`` (see :func:`model_paths`) on the same held-out problems, ``chunk`` problems at a
+    time, alternating models and sets (in ``order``: GSM8K rows 0..gsm8k-1, word problems), so that whatever
+    has finished when the run is stopped is a paired comparison; each model's rows so far are rewritten to
+    ``<out>/eval_<model>_<set>.json`` after every chunk. Every model but ``base`` gets the id check."""
     from appo.data.sources import load_examples
     from appo.tools.registry import build_tools
 
-    models = {"base": BASE, "sft": str(out / "sft" / "sft_model")}
+    models = model_paths(out, which)
+    which = list(models)
     engines = {w: load_engine(models[w], chunk) for w in which}
-    sets = {"gsm8k": load_examples(["gsm8k"], "test", gsm8k) if gsm8k > 0 else [],
-            "word": load_examples([str(out / "data" / "word_heldout.jsonl")], "test", word) if word > 0 else []}
+    loaders = {"gsm8k": lambda: load_examples(["gsm8k"], "test", gsm8k) if gsm8k > 0 else [],
+               "word": lambda: (load_examples([str(out / "data" / "word_heldout.jsonl")], "test", word)
+                                if word > 0 else [])}
+    sets = {name: loaders[name]() for name in order}
     results = {(w, name): {"model": models[w], "set": name, "max_tokens": max_tokens, "rows": [],
                            "ids_checked": 0, "id_mismatches": []} for w in which for name in sets}
     tools = build_tools(["python"])
@@ -128,7 +145,7 @@ def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: i
                 t0 = time.perf_counter()
                 engine, tok = engines[w]
                 rows, checked, mism = eval_chunk(engine, tok, sets[name][start: start + chunk], start, max_tokens,
-                                                 w == "sft", tools)
+                                                 w != "base", tools)
                 res = results[(w, name)]
                 res["rows"] += rows
                 res["ids_checked"] += checked
@@ -195,14 +212,15 @@ def paired_ci(a: dict[str, float], b: dict[str, float], reps: int = 10_000, seed
     return bootstrap_ci([b[i] - a[i] for i in ids], reps, seed) + (len(ids),)
 
 
-def stage_report(out: Path) -> None:
-    """``<out>/report.md`` and ``report.json`` from the stages' JSON files."""
+def stage_report(out: Path, names: tuple[str, ...] = ("base", "sft")) -> None:
+    """``<out>/report.md`` from the stages' JSON files: one row per model in ``names`` and set, the paired
+    difference of every later model against every earlier one (``sft - base``, ...)."""
     lines = ["# SmolLM2-135M-Instruct: cold start on tool demonstrations", "",
              "Greedy, Python tool only, tags protocol, system prompt `" + SYSTEM + "`.", "",
              "| model | set | n | accuracy [95% CI] | tool calls / answer [95% CI] | format ok | truncated |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     data: dict = {}
-    for w in ("base", "sft"):
+    for w in names:
         for name in ("gsm8k", "word"):
             f = out / f"eval_{w}_{name}.json"
             if not f.is_file():
@@ -218,14 +236,18 @@ def stage_report(out: Path) -> None:
                          f"{calls[0]:.2f} [{calls[1]:.2f}, {calls[2]:.2f}] | {fmt:.2f} | {trunc:.2f} |")
     lines.append("")
     for name in ("gsm8k", "word"):
-        if ("base", name) in data and ("sft", name) in data:
-            a = {r["id"]: r["acc"] for r in data[("base", name)]["rows"]}
-            b = {r["id"]: r["acc"] for r in data[("sft", name)]["rows"]}
-            m, lo, hi, n = paired_ci(a, b)
-            lines.append(f"- {name}: SFT - base accuracy {m:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired, {n} problems)")
+        for i, early in enumerate(names):
+            for late in names[i + 1:]:
+                if (early, name) in data and (late, name) in data:
+                    for key, what in (("acc", "accuracy"), ("tool_calls", "tool calls / answer")):
+                        a = {r["id"]: float(r[key]) for r in data[(early, name)]["rows"]}
+                        b = {r["id"]: float(r[key]) for r in data[(late, name)]["rows"]}
+                        m, lo, hi, n = paired_ci(a, b)
+                        lines.append(f"- {name}: {late} - {early} {what} {m:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+                                     f"(paired, {n} problems)")
     for (w, name), res in data.items():
-        if w == "sft":
-            lines.append(f"- id check, SFT on {name}: {res['ids_checked']} rollouts compared with the chat template "
+        if w != "base":
+            lines.append(f"- id check, {w} on {name}: {res['ids_checked']} rollouts compared with the chat template "
                          f"and `appo serve`'s rendering, {len(res['id_mismatches'])} mismatches")
     sf = out / "serve.json"
     if sf.is_file():
@@ -247,10 +269,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="runs/smollm2")
     ap.add_argument("--stages", default="data,sft,eval,serve,report")
     ap.add_argument("--sft-examples", type=int, default=48)
-    ap.add_argument("--models", default="base,sft", help="which models the eval stage runs")
+    ap.add_argument("--models", default="base,sft", help="which models the eval stage runs (base, sft, name=path)")
+    ap.add_argument("--sets", default="gsm8k,word", help="held-out sets in the order their chunks alternate")
     ap.add_argument("--gsm8k", type=int, default=200, help="held-out GSM8K problems (rows 0..N-1)")
     ap.add_argument("--word", type=int, default=100, help="held-out word problems")
     ap.add_argument("--max-tokens", type=int, default=160, help="response budget (model and tool tokens)")
+    ap.add_argument("--report-models", default="", help="models in the report, in order (default: --models)")
     ap.add_argument("--chunk", type=int, default=25, help="problems per engine batch (and per saved chunk)")
     ap.add_argument("--serve-k", type=int, default=10)
     ap.add_argument("overrides", nargs="*", help="config overrides for the SFT stage (sft.lr=...)")
@@ -264,11 +288,12 @@ def main(argv=None) -> int:
         _timed(out, "sft", stage_sft, out, args.overrides)
     if "eval" in stages:
         _timed(out, "eval", stage_eval, out, args.models.split(","), args.gsm8k, args.word, args.max_tokens,
-               args.chunk)
+               args.chunk, tuple(args.sets.split(",")))
     if "serve" in stages:
         _timed(out, "serve", stage_serve, out, args.serve_k, args.max_tokens)
     if "report" in stages:
-        stage_report(out)
+        stage_report(out, tuple(args.report_models.split(",")) if args.report_models
+                     else tuple(model_paths(out, args.models.split(","))))
     return 0
 
 
