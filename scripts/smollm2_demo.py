@@ -160,13 +160,15 @@ def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: i
             t.close()
 
 
-def stage_serve(out: Path, k: int, max_tokens: int, port: int = 8765) -> None:
-    """``appo serve`` the SFT model, evaluate the first ``k`` word problems through ``appo eval --endpoint``'s
-    Python call, and compare each answer with the local evaluation's (``<out>/serve.json``)."""
+def stage_serve(out: Path, k: int, max_tokens: int, port: int = 8765, model: str = "sft") -> None:
+    """``appo serve`` the SFT model (``model``: a ``--models`` entry), evaluate the first ``k`` word problems
+    through ``appo eval --endpoint``'s Python call, and compare each answer (correctness and text) with the
+    local evaluation's ``<out>/eval_<name>_word.json`` (``<out>/serve.json``)."""
     from appo.serve.client import evaluate_endpoint_benchmarks
 
+    (name, path), = model_paths(out, [model]).items()
     spec = str(out / "data" / "word_heldout.jsonl")
-    proc = subprocess.Popen([sys.executable, "-m", "appo", "serve", str(out / "sft" / "sft_model"), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "appo", "serve", path, "--port", str(port),
                              "--device", "cpu", "--log-level", "warning"])
     try:
         import urllib.request
@@ -186,11 +188,13 @@ def stage_serve(out: Path, k: int, max_tokens: int, port: int = 8765) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    local_file = out / "eval_sft_word.json"
+    local_file = out / f"eval_{name}_word.json"
     local = {r["id"]: r for r in json.loads(local_file.read_text())["rows"]} if local_file.is_file() else {}
     same = [r.id in local and local[r.id]["acc"] == r.metrics.get("acc", 0.0) for r in res.rows]
+    same_text = [r.id in local and local[r.id]["response"] == r.response for r in res.rows]
     (out / "serve.json").write_text(json.dumps({
-        "k": k, "summary": res.summary, "same_acc_as_local": sum(same),
+        "model": name, "path": path, "k": k, "summary": res.summary, "same_acc_as_local": sum(same),
+        "same_response_as_local": sum(same_text), "local_rows": sum(r.id in local for r in res.rows),
         "rows": [{"id": r.id, "acc": r.metrics.get("acc"), "tool_calls": r.tool_calls, "response": r.response,
                   "local_response": local.get(r.id, {}).get("response")} for r in res.rows]}, indent=1))
 
@@ -252,7 +256,9 @@ def stage_report(out: Path, names: tuple[str, ...] = ("base", "sft")) -> None:
     sf = out / "serve.json"
     if sf.is_file():
         s = json.loads(sf.read_text())
-        lines.append(f"- `appo serve` + `appo eval --endpoint`, first {s['k']} word problems: accuracy "
+        lines.append(f"- `appo serve` {s.get('model', 'sft')} + `appo eval --endpoint`, first {s['k']} word problems: "
+                     f"same answer text as the local evaluation on {s.get('same_response_as_local', '?')} of "
+                     f"{s['k']}; accuracy "
                      f"{s['summary']['all'].get('acc', float('nan')):.3f}, tool calls / answer "
                      f"{s['summary']['all']['tool_calls']:.2f}; same correctness as the local evaluation on "
                      f"{s['same_acc_as_local']} of {s['k']}")
@@ -277,6 +283,7 @@ def main(argv=None) -> int:
     ap.add_argument("--report-models", default="", help="models in the report, in order (default: --models)")
     ap.add_argument("--chunk", type=int, default=25, help="problems per engine batch (and per saved chunk)")
     ap.add_argument("--serve-k", type=int, default=10)
+    ap.add_argument("--serve-model", default="sft", help="the --models entry the serve stage serves")
     ap.add_argument("overrides", nargs="*", help="config overrides for the SFT stage (sft.lr=...)")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -290,7 +297,7 @@ def main(argv=None) -> int:
         _timed(out, "eval", stage_eval, out, args.models.split(","), args.gsm8k, args.word, args.max_tokens,
                args.chunk, tuple(args.sets.split(",")))
     if "serve" in stages:
-        _timed(out, "serve", stage_serve, out, args.serve_k, args.max_tokens)
+        _timed(out, "serve", stage_serve, out, args.serve_k, args.max_tokens, model=args.serve_model)
     if "report" in stages:
         stage_report(out, tuple(args.report_models.split(",")) if args.report_models
                      else tuple(model_paths(out, args.models.split(","))))
