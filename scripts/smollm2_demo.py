@@ -5,7 +5,8 @@ report read what earlier ones measured):
 
 1. ``data``   - demonstrations (:mod:`appo.train.tool_demos`): GSM8K worked solutions from row 200 on turned
                into Python programs, procedural word problems; every one run in the sandbox, scored 1.0.
-2. ``sft``    - ``appo sft -c smollm2_coldstart`` (:func:`appo.train.sft_run.run_sft`), full fine-tune, fp32.
+2. ``sft``    - ``appo sft -c smollm2_coldstart`` (:func:`appo.train.sft_run.run_sft`), full fine-tune, fp32, on
+               ``--sft-examples`` demonstrations, ``--word-share`` of them procedural (default 160, 0.8).
 3. ``eval``   - the base model and the SFT model, greedy, on held-out GSM8K (rows 0..N-1, never trained on)
                and held-out word problems, through the same agent loop as training and ``appo eval``, chunk by
                chunk (models and sets interleaved, results saved after each chunk); every SFT rollout's ids
@@ -46,11 +47,12 @@ def _timed(out: Path, stage: str, fn, *args, **kw):
     return result
 
 
-def stage_data(out: Path, sft_examples: int) -> None:
-    """Build the demonstrations and the held-out word problems (``<out>/data``)."""
+def stage_data(out: Path, sft_examples: int, word_share: float) -> None:
+    """Build the demonstrations and the held-out word problems (``<out>/data``); ``sft_examples`` of them,
+    ``word_share`` procedural, go to ``demos_sft.jsonl`` for the SFT stage."""
     from appo.train.tool_demos import main
 
-    main(["--out", str(out / "data"), "--sft-examples", str(sft_examples)])
+    main(["--out", str(out / "data"), "--sft-examples", str(sft_examples), "--word-share", str(word_share)])
 
 
 def stage_sft(out: Path, overrides: list[str]) -> None:
@@ -274,7 +276,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/smollm2")
     ap.add_argument("--stages", default="data,sft,eval,serve,report")
-    ap.add_argument("--sft-examples", type=int, default=48)
+    ap.add_argument("--sft-examples", type=int, default=160, help="demonstrations the SFT stage trains on")
+    ap.add_argument("--word-share", type=float, default=0.8, help="share of procedural word problems in them")
     ap.add_argument("--models", default="base,sft", help="which models the eval stage runs (base, sft, name=path)")
     ap.add_argument("--sets", default="gsm8k,word", help="held-out sets in the order their chunks alternate")
     ap.add_argument("--gsm8k", type=int, default=200, help="held-out GSM8K problems (rows 0..N-1)")
@@ -290,7 +293,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stages = args.stages.split(",")
     if "data" in stages:
-        _timed(out, "data", stage_data, out, args.sft_examples)
+        _timed(out, "data", stage_data, out, args.sft_examples, args.word_share)
     if "sft" in stages:
         _timed(out, "sft", stage_sft, out, args.overrides)
     if "eval" in stages:
