@@ -170,7 +170,7 @@ def stage_serve(out: Path, k: int, max_tokens: int, port: int = 8765, model: str
 
     (name, path), = model_paths(out, [model]).items()
     spec = str(out / "data" / "word_heldout.jsonl")
-    proc = subprocess.Popen([sys.executable, "-m", "appo", "serve", path, "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "appo", "serve", path, "--port", str(port), "--protocol", "tags",
                              "--device", "cpu", "--log-level", "warning"])
     try:
         import urllib.request
