@@ -5,7 +5,8 @@ report read what earlier ones measured):
 
 1. ``data``   - demonstrations (:mod:`appo.train.tool_demos`): GSM8K worked solutions from row 200 on turned
                into Python programs, procedural word problems; every one run in the sandbox, scored 1.0.
-2. ``sft``    - ``appo sft -c smollm2_coldstart`` (:func:`appo.train.sft_run.run_sft`), full fine-tune, fp32.
+2. ``sft``    - ``appo sft -c smollm2_coldstart`` (:func:`appo.train.sft_run.run_sft`), full fine-tune, fp32, on
+               ``--sft-examples`` demonstrations, ``--word-share`` of them procedural (default 160, 0.8).
 3. ``eval``   - the base model and the SFT model, greedy, on held-out GSM8K (rows 0..N-1, never trained on)
                and held-out word problems, through the same agent loop as training and ``appo eval``, chunk by
                chunk (models and sets interleaved, results saved after each chunk); every SFT rollout's ids
@@ -46,11 +47,12 @@ def _timed(out: Path, stage: str, fn, *args, **kw):
     return result
 
 
-def stage_data(out: Path, sft_examples: int) -> None:
-    """Build the demonstrations and the held-out word problems (``<out>/data``)."""
+def stage_data(out: Path, sft_examples: int, word_share: float) -> None:
+    """Build the demonstrations and the held-out word problems (``<out>/data``); ``sft_examples`` of them,
+    ``word_share`` procedural, go to ``demos_sft.jsonl`` for the SFT stage."""
     from appo.train.tool_demos import main
 
-    main(["--out", str(out / "data"), "--sft-examples", str(sft_examples)])
+    main(["--out", str(out / "data"), "--sft-examples", str(sft_examples), "--word-share", str(word_share)])
 
 
 def stage_sft(out: Path, overrides: list[str]) -> None:
@@ -105,18 +107,35 @@ def eval_chunk(engine, tok, examples, start: int, max_tokens: int, check_ids: bo
     return rows, checked, mismatches
 
 
-def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: int, chunk: int) -> None:
-    """Evaluate ``which`` (``base``, ``sft``) on the same held-out problems, ``chunk`` problems at a time,
-    alternating models and sets (GSM8K rows 0..gsm8k-1, then word problems), so that whatever has finished
-    when the run is stopped is a paired comparison; each model's rows so far are rewritten to
-    ``<out>/eval_<model>_<set>.json`` after every chunk."""
+def model_paths(out: Path, which: list[str]) -> dict[str, str]:
+    """``name -> model`` for the eval stage's ``--models`` entries: ``base`` (SmolLM2), ``sft``
+    (``<out>/sft/sft_model``), or ``name=path`` (another SFT or RL model)."""
+    known = {"base": BASE, "sft": str(out / "sft" / "sft_model")}
+    paths = {}
+    for w in which:
+        name, _, path = w.partition("=")
+        if not path and name not in known:
+            raise SystemExit(f"--models entry {w!r}: use base, sft or name=path")
+        paths[name] = path or known[name]
+    return paths
+
+
+def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: int, chunk: int,
+               order: tuple[str, ...] = ("gsm8k", "word")) -> None:
+    """Evaluate ``which`` (see :func:`model_paths`) on the same held-out problems, ``chunk`` problems at a
+    time, alternating models and sets (in ``order``: GSM8K rows 0..gsm8k-1, word problems), so that whatever
+    has finished when the run is stopped is a paired comparison; each model's rows so far are rewritten to
+    ``<out>/eval_<model>_<set>.json`` after every chunk. Every model but ``base`` gets the id check."""
     from appo.data.sources import load_examples
     from appo.tools.registry import build_tools
 
-    models = {"base": BASE, "sft": str(out / "sft" / "sft_model")}
+    models = model_paths(out, which)
+    which = list(models)
     engines = {w: load_engine(models[w], chunk) for w in which}
-    sets = {"gsm8k": load_examples(["gsm8k"], "test", gsm8k) if gsm8k > 0 else [],
-            "word": load_examples([str(out / "data" / "word_heldout.jsonl")], "test", word) if word > 0 else []}
+    loaders = {"gsm8k": lambda: load_examples(["gsm8k"], "test", gsm8k) if gsm8k > 0 else [],
+               "word": lambda: (load_examples([str(out / "data" / "word_heldout.jsonl")], "test", word)
+                                if word > 0 else [])}
+    sets = {name: loaders[name]() for name in order}
     results = {(w, name): {"model": models[w], "set": name, "max_tokens": max_tokens, "rows": [],
                            "ids_checked": 0, "id_mismatches": []} for w in which for name in sets}
     tools = build_tools(["python"])
@@ -128,7 +147,7 @@ def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: i
                 t0 = time.perf_counter()
                 engine, tok = engines[w]
                 rows, checked, mism = eval_chunk(engine, tok, sets[name][start: start + chunk], start, max_tokens,
-                                                 w == "sft", tools)
+                                                 w != "base", tools)
                 res = results[(w, name)]
                 res["rows"] += rows
                 res["ids_checked"] += checked
@@ -143,13 +162,15 @@ def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: i
             t.close()
 
 
-def stage_serve(out: Path, k: int, max_tokens: int, port: int = 8765) -> None:
-    """``appo serve`` the SFT model, evaluate the first ``k`` word problems through ``appo eval --endpoint``'s
-    Python call, and compare each answer with the local evaluation's (``<out>/serve.json``)."""
+def stage_serve(out: Path, k: int, max_tokens: int, port: int = 8765, model: str = "sft") -> None:
+    """``appo serve`` the SFT model (``model``: a ``--models`` entry), evaluate the first ``k`` word problems
+    through ``appo eval --endpoint``'s Python call, and compare each answer (correctness and text) with the
+    local evaluation's ``<out>/eval_<name>_word.json`` (``<out>/serve.json``)."""
     from appo.serve.client import evaluate_endpoint_benchmarks
 
+    (name, path), = model_paths(out, [model]).items()
     spec = str(out / "data" / "word_heldout.jsonl")
-    proc = subprocess.Popen([sys.executable, "-m", "appo", "serve", str(out / "sft" / "sft_model"), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "appo", "serve", path, "--port", str(port), "--protocol", "tags",
                              "--device", "cpu", "--log-level", "warning"])
     try:
         import urllib.request
@@ -169,11 +190,13 @@ def stage_serve(out: Path, k: int, max_tokens: int, port: int = 8765) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    local_file = out / "eval_sft_word.json"
+    local_file = out / f"eval_{name}_word.json"
     local = {r["id"]: r for r in json.loads(local_file.read_text())["rows"]} if local_file.is_file() else {}
     same = [r.id in local and local[r.id]["acc"] == r.metrics.get("acc", 0.0) for r in res.rows]
+    same_text = [r.id in local and local[r.id]["response"] == r.response for r in res.rows]
     (out / "serve.json").write_text(json.dumps({
-        "k": k, "summary": res.summary, "same_acc_as_local": sum(same),
+        "model": name, "path": path, "k": k, "summary": res.summary, "same_acc_as_local": sum(same),
+        "same_response_as_local": sum(same_text), "local_rows": sum(r.id in local for r in res.rows),
         "rows": [{"id": r.id, "acc": r.metrics.get("acc"), "tool_calls": r.tool_calls, "response": r.response,
                   "local_response": local.get(r.id, {}).get("response")} for r in res.rows]}, indent=1))
 
@@ -195,14 +218,15 @@ def paired_ci(a: dict[str, float], b: dict[str, float], reps: int = 10_000, seed
     return bootstrap_ci([b[i] - a[i] for i in ids], reps, seed) + (len(ids),)
 
 
-def stage_report(out: Path) -> None:
-    """``<out>/report.md`` and ``report.json`` from the stages' JSON files."""
+def stage_report(out: Path, names: tuple[str, ...] = ("base", "sft")) -> None:
+    """``<out>/report.md`` from the stages' JSON files: one row per model in ``names`` and set, the paired
+    difference of every later model against every earlier one (``sft - base``, ...)."""
     lines = ["# SmolLM2-135M-Instruct: cold start on tool demonstrations", "",
              "Greedy, Python tool only, tags protocol, system prompt `" + SYSTEM + "`.", "",
              "| model | set | n | accuracy [95% CI] | tool calls / answer [95% CI] | format ok | truncated |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     data: dict = {}
-    for w in ("base", "sft"):
+    for w in names:
         for name in ("gsm8k", "word"):
             f = out / f"eval_{w}_{name}.json"
             if not f.is_file():
@@ -218,19 +242,25 @@ def stage_report(out: Path) -> None:
                          f"{calls[0]:.2f} [{calls[1]:.2f}, {calls[2]:.2f}] | {fmt:.2f} | {trunc:.2f} |")
     lines.append("")
     for name in ("gsm8k", "word"):
-        if ("base", name) in data and ("sft", name) in data:
-            a = {r["id"]: r["acc"] for r in data[("base", name)]["rows"]}
-            b = {r["id"]: r["acc"] for r in data[("sft", name)]["rows"]}
-            m, lo, hi, n = paired_ci(a, b)
-            lines.append(f"- {name}: SFT - base accuracy {m:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired, {n} problems)")
+        for i, early in enumerate(names):
+            for late in names[i + 1:]:
+                if (early, name) in data and (late, name) in data:
+                    for key, what in (("acc", "accuracy"), ("tool_calls", "tool calls / answer")):
+                        a = {r["id"]: float(r[key]) for r in data[(early, name)]["rows"]}
+                        b = {r["id"]: float(r[key]) for r in data[(late, name)]["rows"]}
+                        m, lo, hi, n = paired_ci(a, b)
+                        lines.append(f"- {name}: {late} - {early} {what} {m:+.3f} [{lo:+.3f}, {hi:+.3f}] "
+                                     f"(paired, {n} problems)")
     for (w, name), res in data.items():
-        if w == "sft":
-            lines.append(f"- id check, SFT on {name}: {res['ids_checked']} rollouts compared with the chat template "
+        if w != "base":
+            lines.append(f"- id check, {w} on {name}: {res['ids_checked']} rollouts compared with the chat template "
                          f"and `appo serve`'s rendering, {len(res['id_mismatches'])} mismatches")
     sf = out / "serve.json"
     if sf.is_file():
         s = json.loads(sf.read_text())
-        lines.append(f"- `appo serve` + `appo eval --endpoint`, first {s['k']} word problems: accuracy "
+        lines.append(f"- `appo serve` {s.get('model', 'sft')} + `appo eval --endpoint`, first {s['k']} word problems: "
+                     f"same answer text as the local evaluation on {s.get('same_response_as_local', '?')} of "
+                     f"{s['k']}; accuracy "
                      f"{s['summary']['all'].get('acc', float('nan')):.3f}, tool calls / answer "
                      f"{s['summary']['all']['tool_calls']:.2f}; same correctness as the local evaluation on "
                      f"{s['same_acc_as_local']} of {s['k']}")
@@ -246,29 +276,34 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/smollm2")
     ap.add_argument("--stages", default="data,sft,eval,serve,report")
-    ap.add_argument("--sft-examples", type=int, default=48)
-    ap.add_argument("--models", default="base,sft", help="which models the eval stage runs")
+    ap.add_argument("--sft-examples", type=int, default=160, help="demonstrations the SFT stage trains on")
+    ap.add_argument("--word-share", type=float, default=0.8, help="share of procedural word problems in them")
+    ap.add_argument("--models", default="base,sft", help="which models the eval stage runs (base, sft, name=path)")
+    ap.add_argument("--sets", default="gsm8k,word", help="held-out sets in the order their chunks alternate")
     ap.add_argument("--gsm8k", type=int, default=200, help="held-out GSM8K problems (rows 0..N-1)")
     ap.add_argument("--word", type=int, default=100, help="held-out word problems")
     ap.add_argument("--max-tokens", type=int, default=160, help="response budget (model and tool tokens)")
+    ap.add_argument("--report-models", default="", help="models in the report, in order (default: --models)")
     ap.add_argument("--chunk", type=int, default=25, help="problems per engine batch (and per saved chunk)")
     ap.add_argument("--serve-k", type=int, default=10)
+    ap.add_argument("--serve-model", default="sft", help="the --models entry the serve stage serves")
     ap.add_argument("overrides", nargs="*", help="config overrides for the SFT stage (sft.lr=...)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stages = args.stages.split(",")
     if "data" in stages:
-        _timed(out, "data", stage_data, out, args.sft_examples)
+        _timed(out, "data", stage_data, out, args.sft_examples, args.word_share)
     if "sft" in stages:
         _timed(out, "sft", stage_sft, out, args.overrides)
     if "eval" in stages:
         _timed(out, "eval", stage_eval, out, args.models.split(","), args.gsm8k, args.word, args.max_tokens,
-               args.chunk)
+               args.chunk, tuple(args.sets.split(",")))
     if "serve" in stages:
-        _timed(out, "serve", stage_serve, out, args.serve_k, args.max_tokens)
+        _timed(out, "serve", stage_serve, out, args.serve_k, args.max_tokens, model=args.serve_model)
     if "report" in stages:
-        stage_report(out)
+        stage_report(out, tuple(args.report_models.split(",")) if args.report_models
+                     else tuple(model_paths(out, args.models.split(","))))
     return 0
 
 

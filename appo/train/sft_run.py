@@ -124,11 +124,21 @@ def run_sft(cfg: Config, log_fn=None, progress: bool = False) -> SftResult:
             bar.close()
     out = Path(s.output_dir or run_dir / "sft_model")
     say(f"saving {out}")
-    model.save_pretrained(out)
+    full_model(model).save_pretrained(out)
     tokenizer.save_pretrained(out)
     for tool in tools:
         tool.close()
     return SftResult(model_dir=out, metrics=metrics, num_examples=len(examples))
+
+
+def full_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The model whose ``save_pretrained`` writes a complete ``from_pretrained`` folder: a peft (LoRA) model
+    with its adapters merged into the base weights (``W + B A * alpha / r``, peft's ``merge_and_unload``),
+    anything else as is. peft's own ``save_pretrained`` writes only the adapter, which ``appo eval``,
+    ``appo serve`` and ``appo train`` (``model.path=<sft_model>``) cannot load as a model."""
+    if hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model
 
 
 def sft_then_train(cfg: Config, progress: bool = False):

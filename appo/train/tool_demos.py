@@ -301,6 +301,12 @@ def write_heldout_word_problems(path: str | Path, n: int = 200, seed: int = 0) -
     return path
 
 
+def _write_subset(path: Path, rows: Sequence[dict], n: int, word_share: float, seed: int) -> None:
+    with open(path, "w") as f:
+        for r in sft_subset(rows, n, word_share, seed):
+            f.write(json.dumps(r) + "\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m appo.train.tool_demos --out DIR``: write ``DIR/demos.jsonl`` (for ``appo sft``),
     ``DIR/demos_sft.jsonl`` (``--sft-examples`` of them, the ones ``appo sft`` trains on),
@@ -311,17 +317,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--word-heldout", type=int, default=200, help="procedural held-out problems to write")
     ap.add_argument("--gsm8k-limit", type=int, default=None, help="GSM8K rows to try (from row 200 on; all)")
     ap.add_argument("--sft-examples", type=int, default=128, help="demonstrations written to demos_sft.jsonl")
+    ap.add_argument("--word-share", type=float, default=0.25, help="share of word problems in demos_sft.jsonl")
+    ap.add_argument("--sft-file", default="demos_sft.jsonl", help="name of the SFT subset file in --out")
+    ap.add_argument("--subset-only", action="store_true",
+                    help="only draw the SFT subset from an existing DIR/demos.jsonl (no sandbox runs)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.subset_only:
+        rows = [json.loads(line) for line in (out / "demos.jsonl").read_text().splitlines() if line.strip()]
+        _write_subset(out / args.sft_file, rows, args.sft_examples, args.word_share, args.seed)
+        return 0
     rows, report = build(args.word, args.gsm8k_limit, args.seed)
     with open(out / "demos.jsonl", "w") as f:
         for r in rows:
             f.write(json.dumps(r) + "\n")
-    with open(out / "demos_sft.jsonl", "w") as f:
-        for r in sft_subset(rows, args.sft_examples, seed=args.seed):
-            f.write(json.dumps(r) + "\n")
+    _write_subset(out / args.sft_file, rows, args.sft_examples, args.word_share, args.seed)
     write_heldout_word_problems(out / "word_heldout.jsonl", args.word_heldout, args.seed)
     summary = {"kept": dict(report.kept), "rejected": dict(report.rejected), "total": len(rows),
                "sft_examples": args.sft_examples, "gsm8k_rows_held_out": GSM8K_HELD_OUT,

@@ -34,3 +34,31 @@ def test_readme_sft_then_train_paths_chain(tmp_path, tiny_model, capsys):
     code, out, err = run_main(["train", *tiny_train_args(sft_dir / "sft_model", tmp_path / "demo" / "train",
                                                          "trainer.total_training_steps=1")], capsys)
     assert code == 0 and "trained 1 steps" in out, err
+
+
+def test_lora_sft_saves_the_merged_model_that_eval_serve_and_train_load(tmp_path, tiny_model, capsys):
+    """A LoRA SFT (``model.lora_rank>0``) saves a full model folder with the adapters merged: peft's own
+    ``save_pretrained`` would write only ``adapter_config.json`` + adapter weights, which the loaders behind
+    ``appo eval``, ``appo serve`` and ``appo train`` refuse (no config.json)."""
+    import torch
+
+    from appo.models.loading import load_model_and_tokenizer
+    from appo.serve.model import load_served, resolve_source
+
+    sft_dir = tmp_path / "sft"
+    sft = ["sft.num_examples=8", "sft.epochs=1", "sft.batch_size=4", "sft.lr=1e-2", "model.lora_rank=4"]
+    code, _, err = run_main(["sft", *tiny_train_args(tiny_model, sft_dir), *sft], capsys)
+    assert code == 0, err
+    out = sft_dir / "sft_model"
+    assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
+    merged, _ = load_model_and_tokenizer(out, device="cpu")
+    base, _ = load_model_and_tokenizer(tiny_model, device="cpu")
+    m, b = merged.state_dict(), base.state_dict()
+    assert set(m) == set(b)  # plain model keys: no lora_A / base_layer left
+    changed = [k for k in b if not torch.equal(m[k], b[k])]
+    assert changed and all(k.endswith("proj.weight") for k in changed)  # only the adapted linears moved
+    served, _ = load_served(resolve_source(out), device="cpu")
+    assert all(torch.equal(served.state_dict()[k], m[k]) for k in m)
+    code, out_txt, err = run_main(["train", *tiny_train_args(out, tmp_path / "rl", "trainer.total_training_steps=1")],
+                                  capsys)
+    assert code == 0 and "trained 1 steps" in out_txt, err

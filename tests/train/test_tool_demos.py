@@ -66,3 +66,10 @@ def test_cli_writes_the_files_appo_sft_and_appo_eval_read(tmp_path):
 
     held = load_dataset(str(tmp_path / "word_heldout.jsonl"))
     assert len(held) == 5 and all(ex.metric == "math_equiv" for ex in held)
+    # a second, word-heavy SFT subset drawn from the same demos.jsonl, without rebuilding (no sandbox runs)
+    before = [(tmp_path / f).read_text() for f in ("demos.jsonl", "demos_sft.jsonl")]
+    assert main(["--out", str(tmp_path), "--subset-only", "--sft-examples", "8", "--word-share", "0.75",
+                 "--sft-file", "word_heavy.jsonl"]) == 0
+    heavy = [json.loads(line) for line in (tmp_path / "word_heavy.jsonl").read_text().splitlines()]
+    assert [d["source"] for d in heavy].count("word") == 6 and len(heavy) == 8
+    assert [(tmp_path / f).read_text() for f in ("demos.jsonl", "demos_sft.jsonl")] == before  # left as they were
