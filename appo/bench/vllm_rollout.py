@@ -7,7 +7,8 @@ Two shapes per batch size B (rows per call):
 - ``forks``: B/K parent rows generated first (untimed, each engine its own), then the timed call: K forks of
   each parent from the middle of its response (prefix = prompt + ``new_tokens // 2`` sampled ids), each
   continued for ``new_tokens // 2`` tokens. HFEngine copies the parents' kept KV (``cache_key``); vLLM finds
-  the same prefixes in its prefix cache by content (the hit counter is recorded).
+  the same prefixes in its prefix cache by content (its hit counter, and HFEngine's reused and prefilled
+  prefix tokens, are recorded per call).
 
 Tokens/s counts generated tokens only (prefill included in the time). Both engines are fp32 on the CPU with the
 same number of threads: HFEngine ``threads`` torch threads, vLLM's engine-core worker (its own process) bound
@@ -125,7 +126,7 @@ def iter_vllm_rollout_figures(model_name: str, threads: int, batch_sizes=(32, 12
                   cache_budget_tokens=top * (prompt_len + 2 * new_tokens))
     cpu = not torch.cuda.is_available()
     bind = cpu_bind(threads) if cpu else None
-    kv = kv_cache_bytes(model.config, 2 * top * max_len)
+    kv = kv_cache_bytes(model.config, top * max_len)
     try:
         with _env("VLLM_CPU_OMP_THREADS_BIND", bind):  # read when vLLM starts its worker process
             vl = VLLMEngine(folder, dtype="float32", eos_token_ids=(), seed=0, max_model_len=max_len,
@@ -162,16 +163,23 @@ def _batch_figures(model_name, threads, hf, vl, tok, B, new_tokens, half, prompt
                             zip(par_prompts, parents) for _ in range(forks)]
     for shape in ("plain", "forks"):
         hits: list[float] = []
+        hf_reused: list[float] = []
+        hf_prefilled: list[float] = []
         n_new = new_tokens if shape == "plain" else half
         n_tok = (B if shape == "plain" else n_par * forks) * n_new
 
-        def run(label, eng, r, shape=shape, n_tok=n_tok, n_new=n_new, hits=hits):
+        def run(label, eng, r, shape=shape, n_tok=n_tok, n_new=n_new, hits=hits, hf_reused=hf_reused,
+                hf_prefilled=hf_prefilled):
             reqs = plain if shape == "plain" else fork_reqs[label]
             params = SamplingParams(temperature=1.0, max_new_tokens=n_new, seed=r + 1)
             before = vl.prefix_cache_counters()["hits"] if label == "vllm" and shape == "forks" else None
+            hf_before = (hf.stats.reused_tokens, hf.stats.prefill_tokens)
             dt = timed(lambda: eng.generate(reqs, params))
             if before is not None:
                 hits.append(vl.prefix_cache_counters()["hits"] - before)
+            if label == "hf":
+                hf_reused.append(hf.stats.reused_tokens - hf_before[0])
+                hf_prefilled.append(hf.stats.prefill_tokens - hf_before[1])
             return n_tok / dt
 
         ours = Contender("VLLMEngine.generate (vLLM CPU)", lambda r, run=run: run("vllm", vl, r))
@@ -181,7 +189,11 @@ def _batch_figures(model_name, threads, hf, vl, tok, B, new_tokens, half, prompt
                      higher_is_better=True, target=None, target_text="",
                      details={**common, "batch": B, "shape": shape, "rows": n_tok // n_new, "new_tokens": n_new,
                               "forks_per_parent": forks if shape == "forks" else None,
-                              "vllm_prefix_cache_hit_tokens": statistics.median(hits) if hits else None})
+                              "prompt_tokens": sum(len(q.prefix_ids) for q in (plain if shape == "plain"
+                                                                                   else fork_reqs["vllm"])),
+                              "vllm_prefix_cache_hit_tokens": statistics.median(hits) if hits else None,
+                              "hf_reused_tokens": statistics.median(hf_reused),
+                              "hf_prefilled_tokens": statistics.median(hf_prefilled)})
 
 
 def vllm_rollout_figures(model_name: str, threads: int, batch_sizes=(32, 128), new_tokens: int = 64,
