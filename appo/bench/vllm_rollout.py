@@ -3,7 +3,9 @@
 
 Two shapes per batch size B (rows per call):
 
-- ``plain``: B prompts (lengths in ``[prompt_len/2, prompt_len]``), ``new_tokens`` each, EOS off;
+- ``plain``: B prompts (lengths in ``[prompt_len/2, prompt_len]``), ``new_tokens`` each, EOS off, every call
+  from empty caches (``release()`` before it, untimed: vLLM's prefix cache would otherwise serve the previous
+  repeat's prompts);
 - ``forks``: B/K parent rows generated first (untimed, each engine its own), then the timed call: K forks of
   each parent from the middle of its response (prefix = prompt + ``new_tokens // 2`` sampled ids), each
   continued for ``new_tokens // 2`` tokens. HFEngine copies the parents' kept KV (``cache_key``); vLLM finds
@@ -154,14 +156,19 @@ def _batch_figures(model_name, threads, hf, vl, tok, B, new_tokens, half, prompt
     n_par = max(1, B // forks)
     par_prompts = [tuple(p) for p in ids[:n_par]]
     fork_reqs: dict[str, list[GenerationRequest]] = {}
-    for label, eng in (("hf", hf), ("vllm", vl)):
-        eng.release()
-        keys = [f"p{i}" for i in range(n_par)]
-        parents = eng.generate([GenerationRequest(p, cache_key=k) for p, k in zip(par_prompts, keys)],
-                               SamplingParams(temperature=1.0, max_new_tokens=new_tokens, seed=0))
-        fork_reqs[label] = [GenerationRequest(p + g.token_ids[:half], cache_key=None) for p, g in
-                            zip(par_prompts, parents) for _ in range(forks)]
+
+    def make_parents():  # after the plain shape: its calls start from empty caches
+        for label, eng in (("hf", hf), ("vllm", vl)):
+            eng.release()
+            keys = [f"p{i}" for i in range(n_par)]
+            parents = eng.generate([GenerationRequest(p, cache_key=k) for p, k in zip(par_prompts, keys)],
+                                   SamplingParams(temperature=1.0, max_new_tokens=new_tokens, seed=0))
+            fork_reqs[label] = [GenerationRequest(p + g.token_ids[:half]) for p, g in zip(par_prompts, parents)
+                                for _ in range(forks)]
+
     for shape in ("plain", "forks"):
+        if shape == "forks":
+            make_parents()
         hits: list[float] = []
         hf_reused: list[float] = []
         hf_prefilled: list[float] = []
@@ -172,6 +179,8 @@ def _batch_figures(model_name, threads, hf, vl, tok, B, new_tokens, half, prompt
                 hf_prefilled=hf_prefilled):
             reqs = plain if shape == "plain" else fork_reqs[label]
             params = SamplingParams(temperature=1.0, max_new_tokens=n_new, seed=r + 1)
+            if shape == "plain":  # untimed: no KV kept from earlier calls (vLLM would hit the last repeat's blocks)
+                eng.release()
             before = vl.prefix_cache_counters()["hits"] if label == "vllm" and shape == "forks" else None
             hf_before = (hf.stats.reused_tokens, hf.stats.prefill_tokens)
             dt = timed(lambda: eng.generate(reqs, params))
@@ -190,7 +199,7 @@ def _batch_figures(model_name, threads, hf, vl, tok, B, new_tokens, half, prompt
                      details={**common, "batch": B, "shape": shape, "rows": n_tok // n_new, "new_tokens": n_new,
                               "forks_per_parent": forks if shape == "forks" else None,
                               "prompt_tokens": sum(len(q.prefix_ids) for q in (plain if shape == "plain"
-                                                                                   else fork_reqs["vllm"])),
+                                                                                   else fork_reqs["hf"])),
                               "vllm_prefix_cache_hit_tokens": statistics.median(hits) if hits else None,
                               "hf_reused_tokens": statistics.median(hf_reused),
                               "hf_prefilled_tokens": statistics.median(hf_prefilled)})
