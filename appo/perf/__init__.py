@@ -257,12 +257,14 @@ def run_bench(opts: BenchOptions = BenchOptions(), progress=print, on_section=No
                               max_tokens=4 if opts.smoke else 32, repeats=opts.repeats,
                               baseline_url=opts.serve_baseline_url, baseline_model=opts.serve_baseline_model),
                 "serve", model_name, threads[0], load)
-        if "vllm" in opts.sections:  # vLLM takes every core for itself: HFEngine gets the largest thread count
-            from appo.perf.vllm_rollout import vllm_rollout_figures
+        if "vllm" in opts.sections:  # both engines at the largest thread count; each figure saved as it comes
+            from appo.perf.vllm_rollout import iter_vllm_rollout_figures
 
             load = harness.load_average()
-            add(vllm_rollout_figures(model_name, threads[-1], s.vllm_batches, s.new_tokens, s.prompt_len,
-                                     repeats=opts.repeats), "vllm", model_name, threads[-1], load)
+            for fig in iter_vllm_rollout_figures(model_name, threads[-1], s.vllm_batches, s.new_tokens, s.prompt_len,
+                                                 repeats=opts.repeats):
+                add([fig], "vllm", model_name, threads[-1], load)
+                load = harness.load_average()
     if "memory" in opts.sections:
         from appo.perf.memory import memory_figure
 
@@ -296,6 +298,9 @@ def format_line(f: dict) -> str:
     """One table line for a figure record."""
     if "skipped" in f:
         return f"{f['section']:<9} {f['name']:<42} skipped: {f['skipped']}"
+    if "check" in f:  # a correctness check recorded beside the figures (e.g. vLLM's log-probs vs ours)
+        return (f"{f['section']:<9} {f['name']:<42} {f['check']}: max |diff| {f['max_abs_diff']:.2e}, "
+                f"mean {f['mean_abs_diff']:.2e} over {f['tokens']} tokens")
     o, b, u = f["ours"], f.get("baseline"), f["unit"]
     ours = f"{_num(o['median'], u)} [{_num(o['min'], u)}-{_num(o['max'], u)}]"
     base = f"{_num(b['median'], u)} [{_num(b['min'], u)}-{_num(b['max'], u)}]" if b else "-"

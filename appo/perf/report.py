@@ -39,6 +39,10 @@ def markdown_table(results: list[dict]) -> str:
             if "skipped" in f:
                 lines.append(f"| {f['section']} | {f['name']} | | skipped: {f['skipped']} | | | | | |")
                 continue
+            if "check" in f:
+                lines.append(f"| {f['section']} | {f['name']} | nats | {f['check']}: max {f['max_abs_diff']:.1e}, "
+                             f"mean {f['mean_abs_diff']:.1e} ({f['tokens']} tokens) | | | | | |")
+                continue
             u = f["unit"]
             sp = "-" if f["speedup"] is None else f"{f['speedup']:.2f}x"
             if f["speedup"] is not None and f.get("speedup_min") is not None:
