@@ -167,13 +167,19 @@ def _raise_stop(*_) -> None:
 
 def serve_vllm(model: str, options: VLLMServeOptions = VLLMServeOptions()) -> int:
     """``appo vllm-serve``: start vLLM's server (:func:`start_vllm_server`) and wait for it; Ctrl-C or SIGTERM
-    stops its whole process group (SIGTERM, then SIGKILL after 20 s). Returns the server's exit code."""
+    stops its whole process group (SIGTERM, then SIGKILL after 20 s). Returns a shell exit code: the server's own
+    when it exits by itself (128 + N when a signal N ended it), 130 after Ctrl-C, 143 after SIGTERM."""
     with tempfile.TemporaryDirectory(prefix="appo-vllm-serve-") as workdir:
         proc = start_vllm_server(model, options, workdir)
         previous = signal.signal(signal.SIGTERM, _raise_stop)
         try:
-            return proc.wait()
-        except (KeyboardInterrupt, _Stop):
-            return stop_vllm_server(proc)
+            code = proc.wait()
+            return code if code >= 0 else 128 - code
+        except KeyboardInterrupt:
+            stop_vllm_server(proc)
+            return 128 + signal.SIGINT
+        except _Stop:
+            stop_vllm_server(proc)
+            return 128 + signal.SIGTERM
         finally:
             signal.signal(signal.SIGTERM, previous)

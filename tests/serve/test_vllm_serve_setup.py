@@ -145,3 +145,34 @@ def test_cli_without_vllm_is_one_line_and_exit_2(tiny_model_dir):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "make vllm-env" in lines[0], out.stderr
+
+
+def test_sigterm_stops_the_whole_server_group(tmp_path):
+    """``serve_vllm`` (the CLI's call) on SIGTERM stops the server's process group and returns; the server here is a
+    stand-in child (``sleep``) with a grandchild, started the way :func:`start_vllm_server` starts vLLM."""
+    import signal
+    import time
+
+    pids = tmp_path / "pids"
+    script = f"""
+import subprocess, sys
+import appo.serve.vllm_serve as vs
+
+def fake_start(model, options, workdir, **popen):
+    proc = subprocess.Popen(["sh", "-c", "sleep 300 & echo $! > {pids}; wait"], start_new_session=True)
+    return proc
+
+vs.start_vllm_server = fake_start
+sys.exit(vs.serve_vllm("unused"))
+"""
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.time() + 60
+    while not (pids.exists() and pids.read_text().strip()) and time.time() < deadline:
+        time.sleep(0.1)
+    grandchild = int(pids.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    status = Path(f"/proc/{grandchild}/status")
+    state = status.read_text().split("State:")[1].split()[0] if status.exists() else "gone"
+    assert state in ("gone", "Z"), f"the server's grandchild is still running ({state})"  # Z: dead, not yet reaped
