@@ -265,3 +265,12 @@ def cmd_serve(args) -> int:
           num_threads=args.num_threads or None, log_level=args.log_level, api_key=args.api_key,
           max_body_bytes=args.max_body_bytes)
     return 0
+
+
+def cmd_vllm_serve(args) -> int:
+    from appo.serve.vllm_serve import VLLMServeOptions, serve_vllm
+
+    return serve_vllm(args.model, VLLMServeOptions(
+        host=args.host, port=args.port, name=args.name, protocol=args.protocol, dtype=args.dtype,
+        gpu_memory_utilization=args.gpu_memory_utilization, kv_cache_memory_bytes=args.kv_cache_memory_bytes,
+        max_model_len=args.max_model_len, seed=args.seed, api_key=args.api_key, extra_args=tuple(args.vllm_args)))

@@ -19,6 +19,7 @@ from appo.cli.commands import (
     cmd_sft_train,
     cmd_study,
     cmd_train,
+    cmd_vllm_serve,
 )
 from appo.cli_errors import one_line
 
@@ -116,6 +117,26 @@ def _add_serve_parser(sub) -> None:
     s.set_defaults(fn=cmd_serve)
 
 
+def _add_vllm_serve_parser(sub) -> None:
+    s = sub.add_parser("vllm-serve", help="vLLM's own OpenAI server (vllm serve) for a model trained here: our "
+                                          "tool-call parser and chat template, CPU settings (needs .venv-vllm)")
+    s.add_argument("model", help="HF model folder, a checkpoint RUN/checkpoints/step_N, or a run directory")
+    s.add_argument("vllm_args", nargs="*", help="more `vllm serve` arguments, after `--` (e.g. -- --max-num-seqs 8)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--name", default=None, help="model id clients send (default: RUN/step_N or the folder name)")
+    s.add_argument("--protocol", default="auto", choices=["auto", "tags", "hermes"],
+                   help="tool-call protocol: auto (the run's, else tags)")
+    s.add_argument("--dtype", default="float32")
+    s.add_argument("--gpu-memory-utilization", type=float, default=0.07,
+                   help="share of the device's memory vLLM reserves (on CPU: of host RAM)")
+    s.add_argument("--kv-cache-memory-bytes", type=int, default=None, help="KV cache in bytes instead of a share")
+    s.add_argument("--max-model-len", type=int, default=None)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
+    s.set_defaults(fn=cmd_vllm_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (each ``--help`` shows the defaults)."""
     p = ArgumentParser(prog="appo", description="RL for tool-using LLM agents (APPO, GRPO, ARPO, Tree-GRPO)",
@@ -177,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_eval)
 
     _add_serve_parser(sub)
+    _add_vllm_serve_parser(sub)
 
     s = sub.add_parser("report", help="static HTML report of a run's decision points and curves")
     s.add_argument("run_dir")

@@ -5,6 +5,9 @@
   :func:`~appo.serve.app.create_app` builds the app around any engine.
 - :mod:`appo.serve.client`: the OpenAI client side: a chat-level agent loop with our tools and
   rewards (``appo eval --endpoint``), used by the LLM-judge reward too.
+- :func:`~appo.serve.vllm_serve.serve_vllm`: ``appo vllm-serve``, vLLM's own OpenAI server with our tool-call
+  parser plugin (:mod:`appo.serve.vllm_parser`, imported only by a vLLM server) and, for ``tags``, our chat
+  template (:mod:`appo.serve.tags_template`).
 
 Names are imported lazily (FastAPI and openai load only when used).
 
@@ -27,6 +30,9 @@ _EXPORTS = {
     "evaluate_endpoint": "appo.serve.client",
     "evaluate_endpoint_benchmarks": "appo.serve.client",
     "ChatAgent": "appo.serve.client",
+    "serve_vllm": "appo.serve.vllm_serve",
+    "VLLMServeOptions": "appo.serve.vllm_serve",
+    "tags_chat_template": "appo.serve.tags_template",
 }
 
 __all__ = sorted(_EXPORTS)
