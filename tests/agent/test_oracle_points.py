@@ -22,7 +22,7 @@ from appo.data.procedural.depth import DECISIVE_PATTERN
 
 SPEC = DecisiveSpec(DECISIVE_PATTERN, occurrence=1, group=1)
 TURNS = ["<think>Step 1: + 3.</think>\n<python>print(42 + 3)</python>",
-         "<think>Check 2: - 4.</think>\n<python>print(45 - 4)</python>",
+         "<think>Step 2: Check - 4.</think>\n<python>print(45 - 4)</python>",
          "<think>I have the result.</think>\n<answer>\\boxed{41}</answer>"]
 
 

@@ -1,13 +1,18 @@
 """``depth``: an L-step tool task whose one decisive decision sits at a chosen step (issue 24).
 
-Question (L = 5, decisive step 3; the decisive step is named ``Check`` instead of ``Step``)::
+Question (L = 5, decisive step 3; the decisive step's listing says ``Check``)::
 
-    Start with 42. Step 1: + 3. Step 2: - 5. Check 3: + 4. Step 4: - 1. Step 5: + 7. What is the result?
+    Start with 4. Step 1: + 1. Step 2: + 1. Step 3: Check - 6. Step 4: + 1. Step 5: + 1. What is the result?
 
-Demonstration: one labelled thought and one ``print(<running value> <op> <operand>)`` call per step
-(the running value copied from the previous tool result), then the answer, as in ``chain`` with
-``labels``. Every operand is one digit and every operator ``+`` or ``-``, so the copies are easy for the
-demo's 1M-parameter model and every step but one is near-certain after SFT.
+Demonstration: one labelled thought (a copy of the step's listing) and one ``print(<running value> <op>
+<operand>)`` call per step, the running value copied from the previous tool result, then the answer, as in
+``chain`` with ``labels``. Every step but the decisive one is a *plain* step, ``+ 1``, and the start value
+has one digit, so the carried values are one or two digits copied from the
+result just above and there is nothing else to copy: every plain step is near-certain for the demo's
+1M-parameter model after a short SFT. (The first version listed five random one-digit steps after a
+two-digit start; the same model, after 4000 x 4 SFT, copied the start value wrong in 91-94% of rollouts and
+never finished a question right, so every reward was 0.) The decisive step draws its operator from ``+-``
+and its operand from 1-9.
 
 The decisive step is hard *by construction of the start model*: in a share ``noise`` of the SFT
 demonstrations (chosen per example by a hash of its id) the call at the ``Check`` step writes the
@@ -40,9 +45,10 @@ DECISIVE_PATTERN = r"<python>print\(-?\d+ ([+-])"
 
 
 def step_text(k: int, op: str, operand: int, decisive: bool) -> str:
-    """``Step <k+1>: <op> <operand>.`` (``Check`` for the decisive step): the question's listing of step k
-    (0-based) and its thought's copy."""
-    return f"{'Check' if decisive else 'Step'} {k + 1}: {op} {operand}."
+    """``Step <k+1>: <op> <operand>.`` (``Step <k+1>: Check <op> <operand>.`` for the decisive step): the
+    question's listing of step k (0-based) and its thought's copy. The thought starts with the step's number,
+    so which step is decisive is a copy keyed on ``Step <k+1>:``, as in ``chain`` with ``labels``."""
+    return f"Step {k + 1}: {'Check ' if decisive else ''}{op} {operand}."
 
 
 def flip(op: str) -> str:
@@ -52,16 +58,17 @@ def flip(op: str) -> str:
 
 @register_task
 class DepthTask(Task):
-    """L additions/subtractions of one-digit operands, one Python call each; one decisive step."""
+    """L steps of ``+ 1`` and one decisive ``Check`` step (``+``/``-`` a digit), one Python call each."""
 
     name = "depth"
     tools = ("python",)
 
     def __init__(self, steps: int = 5, depth: tuple[int, ...] = (3,), noise: float = 0.45,
-                 start_digits: int = 2, held_out: float = 0.1):
+                 start_digits: int = 1, held_out: float = 0.1):
         """``steps``: L, the operations per question; ``depth``: 1-based steps the decisive step is drawn from
         (each in ``1..steps``); ``noise``: share of SFT demonstrations whose decisive call writes the wrong
-        operator (the start model's target error there); ``start_digits``: digits of the start value."""
+        operator (the start model's target error there); ``start_digits``: digits of the start value. Every
+        other step is ``+ 1``."""
         super().__init__(held_out)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"depth: steps={steps!r} must be an int >= 1")
@@ -76,8 +83,9 @@ class DepthTask(Task):
 
     def _draw(self, rng: random.Random) -> tuple[str, Callable[[str], Example]]:
         start = rng.randint(10 ** (self.start_digits - 1), 10 ** self.start_digits - 1)
-        ops = [(rng.choice("+-"), rng.randint(1, 9)) for _ in range(self.steps)]
         d = rng.choice(self.depth)
+        ops = [(rng.choice("+-"), rng.randint(1, 9)) if k + 1 == d else ("+", 1)
+               for k in range(self.steps)]
         values, x = [], start
         for op, a in ops:
             x = x + a if op == "+" else x - a
