@@ -20,7 +20,7 @@ from appo.study.analysis import (
     t975,
     table,
 )
-from appo.study.runner import TASK_OVERRIDES, StudySettings, plan
+from appo.study.runner import TASK_OVERRIDES, StudySettings, plan, smoke_settings, start_model_sft_config
 
 
 def _run(variant: str, seed: int, correct: dict[str, float], start: float = 0.2) -> RunResult:
@@ -215,3 +215,38 @@ def test_precision_columns_only_for_tasks_with_a_decisive_token():
     assert md[2].startswith("| grpo") and md[2].endswith("| – | – |") and md[3].endswith("| 25.0 | 12.5 |")
     plain = format_rows(table([run("appo", 0, float("nan"))], "depth_middle")).splitlines()
     assert "oracle" not in plain[0] and plain[1].count("---") == 12
+
+
+def test_point_arms_run_on_every_depth_task_and_other_ablations_on_the_first_only(tmp_path):
+    settings = StudySettings(tasks=("arith", "depth_middle", "depth_late", "chain"), seeds=(0,), ablations=True)
+    by_task: dict[str, list[str]] = {}
+    for r in plan(settings, tmp_path):
+        by_task.setdefault(r.task, []).append(r.variant.name)
+    main = ["grpo", "arpo", "tree_grpo", "appo"]
+    points = [v for v in by_task["arith"] if v.startswith("appo/points=")]
+    assert len(points) == 5 and "appo/M=on" in by_task["arith"]  # the first task: every ablation
+    for depth in ("depth_middle", "depth_late"):  # later depth tasks: the point arms too, no other ablation
+        assert by_task[depth] == main + points
+    assert by_task["chain"] == main  # a later task without a decisive token: no ablation
+    chosen = StudySettings(tasks=("depth_middle", "depth_late"), seeds=(0,),
+                           variants=("grpo", "appo", "appo/points=oracle"))
+    assert [(r.task, r.variant.name) for r in plan(chosen, tmp_path)] == [
+        (t, v) for t in chosen.tasks for v in chosen.variants]
+    off = StudySettings(tasks=("depth_middle", "depth_late"), seeds=(0,), ablations=False)
+    assert {r.variant.name for r in plan(off, tmp_path)} == set(main)
+
+
+def test_smoke_sft_size_wins_over_a_tasks_own(tmp_path):
+    # depth_middle's own overrides set a 2400 x 2 SFT; the smoke run's 32 x 1 must win, and a normal study keeps
+    # the task's size
+    settings = StudySettings(tasks=("depth_middle", "arith"), seeds=(0, 1), steps=60)
+    smoke = smoke_settings(settings, ("actor.optim.lr=1e-4",))
+    assert (smoke.tasks, smoke.seeds, smoke.steps, smoke.ablations) == (("depth_middle",), (0,), 2, False)
+    cfg = start_model_sft_config("depth_middle", tmp_path / "base", tmp_path, smoke)
+    assert (cfg.sft.num_examples, cfg.sft.epochs) == (32, 1)
+    assert cfg.actor.optim.lr == 1e-4  # the command line's overrides come last
+    full = start_model_sft_config("depth_middle", tmp_path / "base", tmp_path, settings)
+    assert (full.sft.num_examples, full.sft.epochs) == (2400, 2)
+    assert "proc:depth?steps=5&depth=[1,3,5]" in full.data.train_files
+    arith = start_model_sft_config("arith", tmp_path / "base", tmp_path, settings)
+    assert (arith.sft.num_examples, arith.sft.epochs) == (settings.sft_examples, settings.sft_epochs)
