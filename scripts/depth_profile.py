@@ -3,7 +3,9 @@ temperature 1 with the Python tool, find each response's first wrong step (:func
 first_wrong_step`) and print the conditional error rate of every step, of the answer, and at the decisive
 step, one row per decisive depth.
 
-    python scripts/depth_profile.py runs/depth/sft_depth/sft/sft_model --problems 64 --samples 4
+    python scripts/depth_profile.py runs/study/depth_middle/sft/sft_model --depths 3 --problems 32 --samples 2
+
+(each depth task has its own start model; give the depths it was SFT'd on)
 """
 
 from __future__ import annotations

@@ -82,22 +82,23 @@ through 3 Python calls where mid-trajectory copies decide, two-hop questions tha
 operation at all (0.4% held-out); with labels, 3 steps and one-digit operands it starts at about 77%
 sampled / 86% greedy, with its failures in the middle of the trajectory (a carried value or an operand
 copied wrong).
-``depth_early`` / ``depth_middle`` / ``depth_late`` (:mod:`appo.data.procedural.depth`, issue 24): five one-digit
-additions/subtractions, one Python call each, whose one decisive token (the operator of the call at step 1,
-3 or 5) is known by construction; every other step is near-certain for the start model."""
+``depth_early`` / ``depth_middle`` / ``depth_late`` (:mod:`appo.data.procedural.depth`, issue 24): five ``+ 1``
+steps but one ``Check`` step (``+ 1`` or ``- 1``), one Python call each, whose one decisive token (the operator
+of the call at step 1, 3 or 5) is known by construction; every other step is near-certain for the start model."""
 
-SFT_TASKS = {name: "proc:depth?steps=5&depth=[1,3,5]" for name in ("depth_early", "depth_middle", "depth_late")}
-"""Tasks whose start model is SFT'd on another spec, shared by every task that names the same spec: the three
-depths share one start model SFT'd with the decisive step drawn from 1, 3 and 5, so the depths differ only
-in where the RL task puts the decisive step."""
+SFT_TASKS: dict[str, str] = {}
+"""Tasks whose start model is SFT'd on another spec, shared by every task that names the same spec (none at
+present: the depth tasks each SFT their own start model, whose tiny model would otherwise have to find the
+decisive step's position in the question, a positional copy it does not learn at these sizes)."""
 
 TASK_OVERRIDES = {"chain": ("rollout.max_tool_calls=4", "sft.num_examples=4000", "sft.epochs=4"),
-                  **{name: ("rollout.max_tool_calls=6", "sft.num_examples=2400", "sft.epochs=2") for name in SFT_TASKS}}
+                  **{name: ("rollout.max_tool_calls=6", "sft.num_examples=1600", "sft.epochs=2")
+                     for name in ("depth_early", "depth_middle", "depth_late")}}
 """Config overrides a task needs on top of the study's base config (its runs and its start model's SFT):
 ``chain`` needs 3 tool calls (4 allowed), and its demonstrations are about twice as long as ``arith``'s;
 4000 x 4 epochs (about 11 CPU-minutes) is what took its start model from nothing right (2000 x 2: 0%) to a
-start with room to improve. The ``depth`` tasks make 5 calls (6 allowed); their plain steps are ``+ 1``, and
-2400 x 2 epochs takes their start model to near-certain plain steps (docs/results.md has its profile)."""
+start with room to improve. The ``depth`` tasks make 5 calls (6 allowed); 1600 x 2 epochs SFTs their
+start model (docs/results.md has its profile)."""
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,7 @@ def variants_of(settings: StudySettings, first_task: bool, task: str | None = No
 def smoke_settings(settings: StudySettings, overrides: tuple[str, ...] = ()) -> StudySettings:
     """``appo study --smoke``: the first task, seed 0, 2 steps, a 32 x 1 SFT and small batches, a pipeline check
     in about a minute. The SFT size is also passed as an override, after the task's own
-    (:data:`TASK_OVERRIDES`, e.g. the depth tasks' 2400 x 2), so the smoke's 32 x 1 wins; ``overrides``
+    (:data:`TASK_OVERRIDES`, e.g. the depth tasks' 1600 x 2), so the smoke's 32 x 1 wins; ``overrides``
     (the command line's) come last."""
     return StudySettings(tasks=settings.tasks[:1], seeds=(0,), steps=2, test_freq=1, val_examples=4, val_samples=2,
                          final_evals=2, ablations=False, workers=1, sft_examples=32, sft_epochs=1,

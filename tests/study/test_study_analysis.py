@@ -185,14 +185,12 @@ def test_report_only_writes_tables_from_finished_runs_and_trains_nothing(tmp_pat
     assert "--out" in capsys.readouterr().err
 
 
-def test_depth_tasks_share_one_start_model_and_run_the_point_arms(tmp_path):
-    from appo.study.runner import SFT_TASKS, TASKS, start_model_dir
+def test_depth_tasks_each_sft_their_own_start_model_and_run_the_point_arms(tmp_path):
+    from appo.study.runner import TASKS, start_model_dir
 
     names = ("depth_early", "depth_middle", "depth_late")
-    assert {TASKS[n] for n in names} == {f"proc:depth?steps=5&depth=[{d}]" for d in (1, 3, 5)}
-    dirs = {start_model_dir(n, tmp_path) for n in names}
-    assert dirs == {tmp_path / "sft_depth"} and start_model_dir("chain", tmp_path) == tmp_path / "chain"
-    assert SFT_TASKS["depth_late"] == "proc:depth?steps=5&depth=[1,3,5]"
+    assert [TASKS[n] for n in names] == [f"proc:depth?steps=5&depth=[{d}]" for d in (1, 3, 5)]
+    assert [start_model_dir(n, tmp_path) for n in names] == [tmp_path / n for n in names]
     settings = StudySettings(tasks=("depth_middle",), seeds=(0,), variants=(
         "grpo", "appo", "appo/points=oracle", "appo/points=entropy", "appo/points=random"))
     runs = plan(settings, tmp_path)
@@ -237,7 +235,7 @@ def test_point_arms_run_on_every_depth_task_and_other_ablations_on_the_first_onl
 
 
 def test_smoke_sft_size_wins_over_a_tasks_own(tmp_path):
-    # depth_middle's own overrides set a 2400 x 2 SFT; the smoke run's 32 x 1 must win, and a normal study keeps
+    # depth_middle's own overrides set a 1600 x 2 SFT; the smoke run's 32 x 1 must win, and a normal study keeps
     # the task's size
     settings = StudySettings(tasks=("depth_middle", "arith"), seeds=(0, 1), steps=60)
     smoke = smoke_settings(settings, ("actor.optim.lr=1e-4",))
@@ -246,7 +244,7 @@ def test_smoke_sft_size_wins_over_a_tasks_own(tmp_path):
     assert (cfg.sft.num_examples, cfg.sft.epochs) == (32, 1)
     assert cfg.actor.optim.lr == 1e-4  # the command line's overrides come last
     full = start_model_sft_config("depth_middle", tmp_path / "base", tmp_path, settings)
-    assert (full.sft.num_examples, full.sft.epochs) == (2400, 2)
-    assert "proc:depth?steps=5&depth=[1,3,5]" in full.data.train_files
+    assert (full.sft.num_examples, full.sft.epochs) == (1600, 2)
+    assert "proc:depth?steps=5&depth=[3]" in full.data.train_files
     arith = start_model_sft_config("arith", tmp_path / "base", tmp_path, settings)
     assert (arith.sft.num_examples, arith.sft.epochs) == (settings.sft_examples, settings.sft_epochs)
