@@ -248,3 +248,25 @@ def test_smoke_sft_size_wins_over_a_tasks_own(tmp_path):
     assert "proc:depth?steps=5&depth=[3]" in full.data.train_files
     arith = start_model_sft_config("arith", tmp_path / "base", tmp_path, settings)
     assert (arith.sft.num_examples, arith.sft.epochs) == (settings.sft_examples, settings.sft_epochs)
+
+
+def test_contrasts_pair_oracle_with_grpo_and_the_score_arms_with_the_oracle():
+    from appo.study.analysis import contrast_rows, format_contrasts
+
+    def run(variant, seed, correct):
+        return RunResult("depth_middle", variant, "main", seed, curve={0: 0.5, 10: 0.6}, final_correct=correct,
+                         oracle_precision=0.5)
+
+    results = [run("grpo", s, {"p": 0.0, "q": 0.5}) for s in (0, 1)]
+    results += [run("appo/points=oracle", s, {"p": 1.0, "q": 0.5}) for s in (0, 1)]
+    results += [run("appo", 0, {"p": 0.0, "q": 0.0})]  # one seed only
+    rows = {(r["a"], r["b"]): r for r in contrast_rows(results, "depth_middle")}
+    assert set(rows) == {("appo/points=oracle", "grpo"), ("appo", "grpo"), ("appo", "appo/points=oracle")}
+    o = rows[("appo/points=oracle", "grpo")]
+    assert (o["seeds"], o["diff"]) == (2, pytest.approx(0.5)) and o["lo"] <= 0.5 <= o["hi"]
+    assert o["width"] == pytest.approx(o["hi"] - o["lo"])
+    b = rows[("appo", "appo/points=oracle")]
+    assert (b["seeds"], b["diff"]) == (1, pytest.approx(-0.75))
+    md = format_contrasts(list(rows.values())).splitlines()
+    assert md[0].startswith("| a − b |") and md[2].startswith("| appo/points=oracle − grpo | 2 | 50.0 [")
+    assert contrast_rows(results, "chain") == []
