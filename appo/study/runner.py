@@ -92,13 +92,21 @@ present: the depth tasks each SFT their own start model, whose tiny model would 
 decisive step's position in the question, a positional copy it does not learn at these sizes)."""
 
 TASK_OVERRIDES = {"chain": ("rollout.max_tool_calls=4", "sft.num_examples=4000", "sft.epochs=4"),
-                  **{name: ("rollout.max_tool_calls=6", "sft.num_examples=1600", "sft.epochs=2")
-                     for name in ("depth_early", "depth_middle", "depth_late")}}
+                  **{name: ("rollout.max_tool_calls=6",) for name in ("depth_early", "depth_middle", "depth_late")}}
 """Config overrides a task needs on top of the study's base config (its runs and its start model's SFT):
 ``chain`` needs 3 tool calls (4 allowed), and its demonstrations are about twice as long as ``arith``'s;
 4000 x 4 epochs (about 11 CPU-minutes) is what took its start model from nothing right (2000 x 2: 0%) to a
-start with room to improve. The ``depth`` tasks make 5 calls (6 allowed); 1600 x 2 epochs SFTs their
-start model (docs/results.md has its profile)."""
+start with room to improve. The ``depth`` tasks make 5 calls (6 allowed); their SFT is in two stages
+(:data:`SFT_STAGES`)."""
+
+SFT_STAGES = {name: (("sft.num_examples=1600", "sft.epochs=2"),
+                     ("sft.num_examples=400", "sft.epochs=10", "sft.lr=1e-3"))
+              for name in ("depth_early", "depth_middle", "depth_late")}
+"""Tasks whose start model is SFT'd in stages, each from the previous stage's model (overrides on top of
+:data:`TASK_OVERRIDES`). The depth tasks: 1600 x 2 epochs at the study's lr 3e-3 leaves the tiny model
+unsure of tokens it must always write (``(`` after ``print``: p = 0.06-0.39; 0.8% solved at temperature 1),
+and a constant lr does not settle there; 400 x 10 more at 1e-3 takes the loss from 0.023 to 0.006 and the
+model to the profile the task is built for (docs/results.md)."""
 
 
 @dataclass(frozen=True)
@@ -192,19 +200,26 @@ def prepare_start_model(task: str, out: Path, settings: StudySettings) -> Path:
     base = build_demo_base(out / "base", [task_of(spec)], resolve_system_prompt(cfg.rollout.system_prompt) or "",
                            vocab_size=d.vocab_size, hidden_size=d.hidden_size, num_layers=d.num_layers,
                            num_heads=d.num_heads, seed=d.seed)
-    run_sft(start_model_sft_config(task, base, out, settings))
+    stages = SFT_STAGES.get(task, ((),))
+    for k in range(len(stages)):
+        run_sft(start_model_sft_config(task, base, out, settings, k))
+        base = out / ("sft" if k == len(stages) - 1 else f"sft_stage{k + 1}") / "sft_model"
     return model_dir
 
 
-def start_model_sft_config(task: str, base: Path, out: Path, settings: StudySettings):
-    """The config of a task's start-model SFT: the study config on the task's (or its :data:`SFT_TASKS`)
-    spec, ``settings``' SFT size, then the task's own overrides (:data:`TASK_OVERRIDES`, which may set another
-    size), then ``settings.extra_overrides`` (which win: the smoke run's 32 x 1 goes there)."""
+def start_model_sft_config(task: str, base: Path, out: Path, settings: StudySettings, stage: int = 0):
+    """The config of a task's start-model SFT (stage ``stage`` of :data:`SFT_STAGES`, from model ``base``): the
+    study config on the task's (or its :data:`SFT_TASKS`) spec, ``settings``' SFT size, then the task's own
+    overrides (:data:`TASK_OVERRIDES`) and the stage's, which may set another size, then
+    ``settings.extra_overrides`` (which win: the smoke run's 32 x 1 goes there). Every stage but the last writes
+    to ``<out>/sft_stage<k+1>``, the last to ``<out>/sft``."""
     spec = SFT_TASKS.get(task, task_spec(task))
+    stages = SFT_STAGES.get(task, ((),))
+    run_dir = out / ("sft" if stage == len(stages) - 1 else f"sft_stage{stage + 1}")
     return load_config(shipped_config_path("study"), [
-        f'data.train_files=["{spec}"]', f"model.path={base}", f"trainer.default_local_dir={out / 'sft'}",
+        f'data.train_files=["{spec}"]', f"model.path={base}", f"trainer.default_local_dir={run_dir}",
         f"sft.num_examples={settings.sft_examples}", f"sft.epochs={settings.sft_epochs}", *TASK_OVERRIDES.get(task, ()),
-        *settings.extra_overrides])
+        *stages[stage], *settings.extra_overrides])
 
 
 def records_decisive_token(task: str) -> bool:
@@ -231,7 +246,7 @@ def variants_of(settings: StudySettings, first_task: bool, task: str | None = No
 def smoke_settings(settings: StudySettings, overrides: tuple[str, ...] = ()) -> StudySettings:
     """``appo study --smoke``: the first task, seed 0, 2 steps, a 32 x 1 SFT and small batches, a pipeline check
     in about a minute. The SFT size is also passed as an override, after the task's own
-    (:data:`TASK_OVERRIDES`, e.g. the depth tasks' 1600 x 2), so the smoke's 32 x 1 wins; ``overrides``
+    (:data:`TASK_OVERRIDES`, :data:`SFT_STAGES`), so the smoke's 32 x 1 wins; ``overrides``
     (the command line's) come last."""
     return StudySettings(tasks=settings.tasks[:1], seeds=(0,), steps=2, test_freq=1, val_examples=4, val_samples=2,
                          final_evals=2, ablations=False, workers=1, sft_examples=32, sft_epochs=1,

@@ -235,17 +235,22 @@ def test_point_arms_run_on_every_depth_task_and_other_ablations_on_the_first_onl
 
 
 def test_smoke_sft_size_wins_over_a_tasks_own(tmp_path):
-    # depth_middle's own overrides set a 1600 x 2 SFT; the smoke run's 32 x 1 must win, and a normal study keeps
-    # the task's size
+    # depth_middle's own SFT stages are 1600 x 2, then 400 x 10; the smoke run's 32 x 1 must win, and a normal
+    # study keeps the task's sizes
     settings = StudySettings(tasks=("depth_middle", "arith"), seeds=(0, 1), steps=60)
     smoke = smoke_settings(settings, ("actor.optim.lr=1e-4",))
     assert (smoke.tasks, smoke.seeds, smoke.steps, smoke.ablations) == (("depth_middle",), (0,), 2, False)
     cfg = start_model_sft_config("depth_middle", tmp_path / "base", tmp_path, smoke)
     assert (cfg.sft.num_examples, cfg.sft.epochs) == (32, 1)
     assert cfg.actor.optim.lr == 1e-4  # the command line's overrides come last
+    assert (start_model_sft_config("depth_middle", tmp_path / "b", tmp_path, smoke, 1).sft.num_examples,) == (32,)
     full = start_model_sft_config("depth_middle", tmp_path / "base", tmp_path, settings)
-    assert (full.sft.num_examples, full.sft.epochs) == (1600, 2)
+    assert (full.sft.num_examples, full.sft.epochs, full.sft.lr) == (1600, 2, 3e-3)
     assert "proc:depth?steps=5&depth=[3]" in full.data.train_files
+    assert full.trainer.default_local_dir == str(tmp_path / "sft_stage1")
+    second = start_model_sft_config("depth_middle", tmp_path / "sft_stage1" / "sft_model", tmp_path, settings, 1)
+    assert (second.sft.num_examples, second.sft.epochs, second.sft.lr) == (400, 10, 1e-3)
+    assert second.trainer.default_local_dir == str(tmp_path / "sft") and "sft_stage1" in second.model.path
     arith = start_model_sft_config("arith", tmp_path / "base", tmp_path, settings)
     assert (arith.sft.num_examples, arith.sft.epochs) == (settings.sft_examples, settings.sft_epochs)
 
