@@ -1,7 +1,7 @@
 """Per-step error profile of a model on the ``depth`` task (issue 24): sample each held-out problem at
 ``--temperature`` (default 1) with the Python tool, find each response's first wrong step
-(:func:`appo.data.procedural.depth.first_wrong_step`) and print the conditional error rate of every step, of the answer, and at the decisive
-step, one row per decisive depth.
+(:func:`appo.data.procedural.depth.first_wrong_step`) and print the conditional error rate of every step, of
+the answer, and at the decisive step, one row per decisive depth.
 
     python scripts/depth_profile.py runs/study/depth_middle/sft/sft_model --depths 3 --problems 32 --samples 2
 
