@@ -110,3 +110,22 @@ def test_prompt_specs_carry_the_tasks_decisive_spec(tiny_tokenizer):
     assert specs[0].decisive == DecisiveSpec(DECISIVE_PATTERN, 1, 1)
     chain = get_task("chain").generate(1, 0)
     assert prompt_specs(ctx, chain)[0].decisive is None
+
+
+def test_branch_disagreement_counts_branches_whose_reward_differs_from_their_parent(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "depth_branch_contrast.py"
+    spec = importlib.util.spec_from_file_location("depth_branch_contrast", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = [{"uid": 0, "origin": "initial", "parent": None, "reward": 1.0},
+            {"uid": 1, "origin": "initial", "parent": None, "reward": 0.0},
+            {"uid": 2, "origin": "branch", "parent": 0, "reward": 1.0},
+            {"uid": 3, "origin": "branch", "parent": 0, "reward": 0.0},
+            {"uid": 4, "origin": "branch", "parent": 1, "reward": 1.0}]
+    dump = tmp_path / "step_000001.json"
+    dump.write_text(json.dumps({"step": 1, "algorithm": "appo", "prompts": [{"rows": rows}, {"rows": rows[:2]}]}))
+    assert mod.branch_disagreement(dump) == (2, 3)
