@@ -218,6 +218,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 def cmd_study(args) -> int:
     from appo.study import StudySettings, run_study
     from appo.study.analysis import write_results
+    from appo.study.runner import smoke_settings
 
     try:
         settings = StudySettings(
@@ -230,12 +231,7 @@ def cmd_study(args) -> int:
         print(f"appo study: {e}", file=sys.stderr)
         return 2
     if args.smoke:
-        settings = StudySettings(tasks=settings.tasks[:1], seeds=(0,), steps=2, test_freq=1, val_examples=4,
-                                 val_samples=2, final_evals=2, ablations=False, workers=1, sft_examples=32,
-                                 sft_epochs=1, variants=settings.variants,
-                                 extra_overrides=("data.train_batch_size=2", "actor.ppo_mini_batch_size=2",
-                                                  "rollout.n=4", "rollout.n_initial=2", "sft.num_examples=32",
-                                                  "sft.epochs=1", *args.overrides))  # over a task's own SFT size
+        settings = smoke_settings(settings, tuple(args.overrides))
 
     def on_done(spec, seconds, code):
         print(f"{'done' if code == 0 else f'FAILED ({code})'}: {spec.task} {spec.variant.name} seed {spec.seed} "

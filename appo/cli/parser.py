@@ -210,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("study", help="APPO vs GRPO/ARPO/Tree-GRPO and ablations at equal budget (CPU, ~2 h)")
     s.add_argument("--out", default="runs/study")
     s.add_argument("--tasks", default="arith",
-                   help="comma-separated: arith, chain, multihop, mix or proc: specs")
+                   help="comma-separated: arith, chain, multihop, mix, depth_early, depth_middle, depth_late "
+                        "or proc: specs")
     s.add_argument("--seeds", default="0,1,2", help="comma-separated seeds, or a range like 0-9")
     s.add_argument("--steps", type=int, default=60)
     s.add_argument("--test-freq", type=int, default=10)

@@ -373,6 +373,40 @@ def format_rows(rows: Sequence[dict]) -> str:
     return "\n".join(out)
 
 
+CONTRASTS = (("appo/points=oracle", "grpo"), ("appo", "grpo"), ("appo", "appo/points=oracle"),
+             ("appo/points=entropy", "appo/points=oracle"), ("appo/points=random", "appo/points=oracle"),
+             ("appo/points=oracle,train_branches=on", "appo/points=oracle"),
+             ("appo/points=oracle,n_initial=6", "appo/points=oracle"))
+"""The pairs issue 24 asks about on a task with a known decisive token: does branching there beat GRPO at
+equal budget (oracle - GRPO), does the Branching Score (``appo``) or entropy or random reach the oracle, and
+do the budget split or the branch rows' credit change the oracle arm."""
+
+
+def contrast_rows(results: Sequence[RunResult], task: str,
+                  pairs: Sequence[tuple[str, str]] = CONTRASTS) -> list[dict]:
+    """Paired differences ``a - b`` of final sampled accuracy on ``task`` for each pair of :data:`CONTRASTS`
+    whose both arms ran: :func:`paired_bootstrap` (mean, 95% interval), the seeds shared and the interval's
+    width. Leaves out pairs with a missing arm."""
+    rows = []
+    for a, b in pairs:
+        ra = [r for r in results if r.task == task and r.variant == a]
+        rb = [r for r in results if r.task == task and r.variant == b]
+        d = differences(ra, rb)
+        if not d:
+            continue
+        diff, lo, hi = bootstrap(d)
+        rows.append({"a": a, "b": b, "seeds": len(d), "diff": diff, "lo": lo, "hi": hi, "width": hi - lo})
+    return rows
+
+
+def format_contrasts(rows: Sequence[dict]) -> str:
+    """A Markdown table of :func:`contrast_rows`."""
+    out = ["| a − b | seeds | difference, pts [95% CI] | interval width, pts |", "| --- | --- | --- | --- |"]
+    out += [f"| {r['a']} − {r['b']} | {r['seeds']} | {_ci(r, 'diff', 'lo', 'hi')} | {_pct(r['width'])} |"
+            for r in rows]
+    return "\n".join(out)
+
+
 def run_summaries(results: Sequence[RunResult]) -> list[dict]:
     """Small JSON-ready records of every run (curves, token counts, finals; no per-problem scores)."""
     def rnd(d):
@@ -401,18 +435,22 @@ def write_results(out: str | Path, settings: StudySettings, doc: str | Path, com
     else:
         lead = f"Reproduce: `{command}`"
     lines = [f"{lead} (settings: {json.dumps(settings.__dict__, default=list)}).", ""]
-    first = True
     for task in settings.tasks:
         rows = table(results, task, "main")
         if rows:
             png = plot_curves(results, task, figs / f"{task}_main.png", [v.name for v in MAIN])
             lines += [f"### {task}", "", format_rows(rows), "", f"![{task}]({figs.name}/{png.name})", ""]
-        abl = table(results, task, "ablation") if first and settings.ablations else []
-        if len(abl) > 1:
+        abl = table(results, task, "ablation") if settings.ablations else []
+        if len(abl) > 1:  # every ablation on the first task; the point arms on later depth tasks too
             png = plot_curves(results, task, figs / f"{task}_ablations.png", ["appo"] + [v.name for v in ABLATIONS])
             lines += [f"### APPO ablations ({task})", "", format_rows(abl), "",
                       f"![ablations]({figs.name}/{png.name})", ""]
-        first = False
+        contrasts = contrast_rows(results, task) if any(
+            not math.isnan(r.oracle_precision) for r in results if r.task == task) else []
+        if contrasts:
+            lines += [f"### Branch points against GRPO and the oracle ({task})", "",
+                      "Paired by seed and held-out problem, final sampled accuracy, equal rollout budget.", "",
+                      format_contrasts(contrasts), ""]
     figs.mkdir(parents=True, exist_ok=True)
     (figs / "summary.json").write_text(json.dumps(run_summaries(results), indent=0) + "\n")
     doc.parent.mkdir(parents=True, exist_ok=True)

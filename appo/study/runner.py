@@ -82,21 +82,31 @@ through 3 Python calls where mid-trajectory copies decide, two-hop questions tha
 operation at all (0.4% held-out); with labels, 3 steps and one-digit operands it starts at about 77%
 sampled / 86% greedy, with its failures in the middle of the trajectory (a carried value or an operand
 copied wrong).
-``depth_early`` / ``depth_middle`` / ``depth_late`` (:mod:`appo.data.procedural.depth`, issue 24): five one-digit
-additions/subtractions, one Python call each, whose one decisive token (the operator of the call at step 1,
-3 or 5) is known by construction; every other step is near-certain for the start model."""
+``depth_early`` / ``depth_middle`` / ``depth_late`` (:mod:`appo.data.procedural.depth`, issue 24): five ``+ 1``
+steps but one ``Check`` step (``+ 1`` or ``- 1``), one Python call each, whose one decisive token (the operator
+of the call at step 1, 3 or 5) is known by construction; every other step is near-certain for the start model."""
 
-SFT_TASKS = {name: "proc:depth?steps=5&depth=[1,3,5]" for name in ("depth_early", "depth_middle", "depth_late")}
-"""Tasks whose start model is SFT'd on another spec, shared by every task that names the same spec: the three
-depths share one start model SFT'd with the decisive step drawn from 1, 3 and 5, so the depths differ only
-in where the RL task puts the decisive step."""
+SFT_TASKS: dict[str, str] = {}
+"""Tasks whose start model is SFT'd on another spec, shared by every task that names the same spec (none at
+present: the depth tasks each SFT their own start model, whose tiny model would otherwise have to find the
+decisive step's position in the question, a positional copy it does not learn at these sizes)."""
 
 TASK_OVERRIDES = {"chain": ("rollout.max_tool_calls=4", "sft.num_examples=4000", "sft.epochs=4"),
-                  **{name: ("rollout.max_tool_calls=6", "sft.num_examples=4000", "sft.epochs=4") for name in SFT_TASKS}}
+                  **{name: ("rollout.max_tool_calls=6",) for name in ("depth_early", "depth_middle", "depth_late")}}
 """Config overrides a task needs on top of the study's base config (its runs and its start model's SFT):
 ``chain`` needs 3 tool calls (4 allowed), and its demonstrations are about twice as long as ``arith``'s;
 4000 x 4 epochs (about 11 CPU-minutes) is what took its start model from nothing right (2000 x 2: 0%) to a
-start with room to improve. The ``depth`` tasks make 5 calls (6 allowed) and are SFT'd like ``chain``."""
+start with room to improve. The ``depth`` tasks make 5 calls (6 allowed); their SFT is in two stages
+(:data:`SFT_STAGES`)."""
+
+SFT_STAGES = {name: (("sft.num_examples=1600", "sft.epochs=2"),
+                     ("sft.num_examples=400", "sft.epochs=10", "sft.lr=1e-3"))
+              for name in ("depth_early", "depth_middle", "depth_late")}
+"""Tasks whose start model is SFT'd in stages, each from the previous stage's model (overrides on top of
+:data:`TASK_OVERRIDES`). The depth tasks: 1600 x 2 epochs at the study's lr 3e-3 leaves the tiny model
+unsure of tokens it must always write (``(`` after ``print``: p = 0.06-0.39; 0.8% solved at temperature 1),
+and a constant lr does not settle there; 400 x 10 more at 1e-3 takes the loss from 0.023 to 0.006 and the
+model to the profile the task is built for (docs/results.md)."""
 
 
 @dataclass(frozen=True)
@@ -122,7 +132,7 @@ class StudySettings:
     final_evals: int = 3
     """The final score averages the last this many evaluations (after step 0), per problem."""
     ablations: bool = True
-    """Also run the APPO ablations (on the first task only)."""
+    """Also run the APPO ablations (all on the first task; the branch-point arms on every depth task)."""
     variants: tuple[str, ...] = ()
     """Run only these variants (names of :data:`MAIN` / :data:`ABLATIONS`); empty runs them all."""
     workers: int = 2
@@ -190,18 +200,59 @@ def prepare_start_model(task: str, out: Path, settings: StudySettings) -> Path:
     base = build_demo_base(out / "base", [task_of(spec)], resolve_system_prompt(cfg.rollout.system_prompt) or "",
                            vocab_size=d.vocab_size, hidden_size=d.hidden_size, num_layers=d.num_layers,
                            num_heads=d.num_heads, seed=d.seed)
-    run_sft(load_config(shipped_config_path("study"), [
-        f'data.train_files=["{spec}"]', f"model.path={base}", f"trainer.default_local_dir={out / 'sft'}",
-        f"sft.num_examples={settings.sft_examples}", f"sft.epochs={settings.sft_epochs}", *TASK_OVERRIDES.get(task, ()),
-        *settings.extra_overrides]))
+    stages = SFT_STAGES.get(task, ((),))
+    for k in range(len(stages)):
+        run_sft(start_model_sft_config(task, base, out, settings, k))
+        base = out / ("sft" if k == len(stages) - 1 else f"sft_stage{k + 1}") / "sft_model"
     return model_dir
 
 
-def variants_of(settings: StudySettings, first_task: bool) -> tuple[Variant, ...]:
-    """The variants run on a task: the main ones, the ablations on the first task (when enabled), kept to
-    ``settings.variants`` when that is set."""
-    vs = MAIN + (ABLATIONS if settings.ablations and first_task else ())
-    return tuple(v for v in vs if not settings.variants or v.name in settings.variants)
+def start_model_sft_config(task: str, base: Path, out: Path, settings: StudySettings, stage: int = 0):
+    """The config of a task's start-model SFT (stage ``stage`` of :data:`SFT_STAGES`, from model ``base``): the
+    study config on the task's (or its :data:`SFT_TASKS`) spec, ``settings``' SFT size, then the task's own
+    overrides (:data:`TASK_OVERRIDES`) and the stage's, which may set another size, then
+    ``settings.extra_overrides`` (which win: the smoke run's 32 x 1 goes there). Every stage but the last writes
+    to ``<out>/sft_stage<k+1>``, the last to ``<out>/sft``."""
+    spec = SFT_TASKS.get(task, task_spec(task))
+    stages = SFT_STAGES.get(task, ((),))
+    run_dir = out / ("sft" if stage == len(stages) - 1 else f"sft_stage{stage + 1}")
+    return load_config(shipped_config_path("study"), [
+        f'data.train_files=["{spec}"]', f"model.path={base}", f"trainer.default_local_dir={run_dir}",
+        f"sft.num_examples={settings.sft_examples}", f"sft.epochs={settings.sft_epochs}", *TASK_OVERRIDES.get(task, ()),
+        *stages[stage], *settings.extra_overrides])
+
+
+def records_decisive_token(task: str) -> bool:
+    """Whether a task's rows record their decisive token (the ``depth`` tasks), so the branch-point arms
+    (``appo/points=...``) and their precision against the oracle mean something on it."""
+    return task_spec(task).startswith("proc:depth")
+
+
+def variants_of(settings: StudySettings, first_task: bool, task: str | None = None) -> tuple[Variant, ...]:
+    """The variants run on a task: the main ones; when ablations are enabled, every ablation on the first task
+    and the branch-point arms (``appo/points=...``) on every later task that records its decisive token (each
+    depth is its own question about where the point goes); kept to ``settings.variants`` when that is set."""
+    if not settings.ablations:
+        extra: tuple[Variant, ...] = ()
+    elif first_task:
+        extra = ABLATIONS
+    elif task is not None and records_decisive_token(task):
+        extra = tuple(v for v in ABLATIONS if v.name.startswith("appo/points="))
+    else:
+        extra = ()
+    return tuple(v for v in MAIN + extra if not settings.variants or v.name in settings.variants)
+
+
+def smoke_settings(settings: StudySettings, overrides: tuple[str, ...] = ()) -> StudySettings:
+    """``appo study --smoke``: the first task, seed 0, 2 steps, a 32 x 1 SFT and small batches, a pipeline check
+    in about a minute. The SFT size is also passed as an override, after the task's own
+    (:data:`TASK_OVERRIDES`, :data:`SFT_STAGES`), so the smoke's 32 x 1 wins; ``overrides``
+    (the command line's) come last."""
+    return StudySettings(tasks=settings.tasks[:1], seeds=(0,), steps=2, test_freq=1, val_examples=4, val_samples=2,
+                         final_evals=2, ablations=False, workers=1, sft_examples=32, sft_epochs=1,
+                         variants=settings.variants,
+                         extra_overrides=("data.train_batch_size=2", "actor.ppo_mini_batch_size=2", "rollout.n=4",
+                                          "rollout.n_initial=2", "sft.num_examples=32", "sft.epochs=1", *overrides))
 
 
 def validation_overrides(settings: StudySettings) -> list[str]:
@@ -220,7 +271,7 @@ def plan(settings: StudySettings, out: Path) -> list[RunSpec]:
     val = validation_overrides(settings)
     for seed in settings.seeds:
         for ti, task in enumerate(settings.tasks):
-            for v in variants_of(settings, ti == 0):
+            for v in variants_of(settings, ti == 0, task):
                 run_dir = out / task / "runs" / v.name.replace("/", "__") / f"seed{seed}"
                 spec = task_spec(task)
                 runs.append(RunSpec(task, v, seed, run_dir, [

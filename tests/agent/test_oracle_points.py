@@ -22,7 +22,7 @@ from appo.data.procedural.depth import DECISIVE_PATTERN
 
 SPEC = DecisiveSpec(DECISIVE_PATTERN, occurrence=1, group=1)
 TURNS = ["<think>Step 1: + 3.</think>\n<python>print(42 + 3)</python>",
-         "<think>Check 2: - 4.</think>\n<python>print(45 - 4)</python>",
+         "<think>Step 2: Check - 4.</think>\n<python>print(45 - 4)</python>",
          "<think>I have the result.</think>\n<answer>\\boxed{41}</answer>"]
 
 
@@ -110,3 +110,22 @@ def test_prompt_specs_carry_the_tasks_decisive_spec(tiny_tokenizer):
     assert specs[0].decisive == DecisiveSpec(DECISIVE_PATTERN, 1, 1)
     chain = get_task("chain").generate(1, 0)
     assert prompt_specs(ctx, chain)[0].decisive is None
+
+
+def test_branch_disagreement_counts_branches_whose_reward_differs_from_their_parent(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "depth_branch_contrast.py"
+    spec = importlib.util.spec_from_file_location("depth_branch_contrast", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rows = [{"uid": 0, "origin": "initial", "parent": None, "reward": 1.0},
+            {"uid": 1, "origin": "initial", "parent": None, "reward": 0.0},
+            {"uid": 2, "origin": "branch", "parent": 0, "reward": 1.0},
+            {"uid": 3, "origin": "branch", "parent": 0, "reward": 0.0},
+            {"uid": 4, "origin": "branch", "parent": 1, "reward": 1.0}]
+    dump = tmp_path / "step_000001.json"
+    dump.write_text(json.dumps({"step": 1, "algorithm": "appo", "prompts": [{"rows": rows}, {"rows": rows[:2]}]}))
+    assert mod.branch_disagreement(dump) == (2, 3)

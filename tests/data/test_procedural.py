@@ -297,7 +297,9 @@ def test_depth_records_its_decisive_step_and_noise_flips_only_that_call():
     for e, flipped in zip(examples[:200], noisy[:200]):
         d = e.extra_info["decisive_step"]
         assert e.extra_info["decisive"] == {"pattern": DECISIVE_PATTERN, "occurrence": d - 1, "group": 1}
-        assert f"Check {d}:" in e.question and e.question.count("Check") == 1
+        assert f"Step {d}: Check " in e.question and e.question.count("Check") == 1
+        plain = [(op, a) for k, (op, a) in enumerate(e.extra_info["steps"]) if k + 1 != d]
+        assert plain == [("+", 1)] * 4  # every other step is + 1: nothing to copy but the carried value
         calls = [re.search(DECISIVE_PATTERN, t) for t in task.demonstration(e)[:-1]]
         ops = [m.group(1) for m in calls]
         want = [op for op, _ in e.extra_info["steps"]]
@@ -323,11 +325,36 @@ def test_depth_knobs_and_verifier():
     assert all(s.score == pytest.approx(1.0) for s in scores)
 
 
+def test_depth_leaves_one_decision_and_nothing_to_copy_by_default():
+    # two start models could not copy digits from the question (first call wrong 91-100%); by default the start
+    # and the decisive operand are fixed, so a question is (decisive step, its operator) and nothing else
+    task = get_task("depth", steps=5, depth=[3], noise=0.0)
+    examples = task.generate(300, seed=3)
+    assert {e.question for e in examples} == {
+        f"Start with 5. Step 1: + 1. Step 2: + 1. Step 3: Check {op} 1. Step 4: + 1. Step 5: + 1. What is the result?"
+        for op in "+-"}
+    assert {e.answers[0] for e in examples} == {"8", "10"}
+    test = task.generate(30, seed=3, split="test")  # both splits draw the same two questions, under disjoint keys
+    assert {e.question for e in test} == {e.question for e in examples}
+    e = examples[0]
+    thoughts = [re.search(r"<think>(.*?)</think>", t).group(1) for t in task.demonstration(e)[:-1]]
+    assert thoughts[2].startswith("Step 3: Check ") and all(t in e.question for t in thoughts)
+    wide = get_task("depth", depth=[1, 3, 5], start=[1, 9], operand=[1, 9], noise=0.0).generate(500, seed=0)
+    assert {x.extra_info["start"] for x in wide} == set(range(1, 10))
+    assert {x.extra_info["steps"][x.extra_info["decisive_step"] - 1][1] for x in wide} == set(range(1, 10))
+    assert all(a == 1 for x in wide for k, (_, a) in enumerate(x.extra_info["steps"])
+               if k + 1 != x.extra_info["decisive_step"])
+    with pytest.raises(ValueError, match="operand"):
+        get_task("depth", operand=[0, 3])
+    with pytest.raises(ValueError, match="start"):
+        get_task("depth", start=[9, 1])
+
+
 def test_depth_from_a_proc_spec():
     from appo.data.sources import task_of
 
-    task = task_of("proc:depth?steps=5&depth=[5]&noise=0.3")
-    assert (task.steps, task.depth, task.noise) == (5, (5,), 0.3)
+    task = task_of("proc:depth?steps=5&depth=[5]&noise=0.3&start=[1,9]&operand=[2,4]")
+    assert (task.steps, task.depth, task.noise, task.start, task.operand) == (5, (5,), 0.3, (1, 9), (2, 4))
 
 
 def test_depth_error_profile_by_hand():

@@ -20,7 +20,7 @@ from appo.study.analysis import (
     t975,
     table,
 )
-from appo.study.runner import TASK_OVERRIDES, StudySettings, plan
+from appo.study.runner import TASK_OVERRIDES, StudySettings, plan, smoke_settings, start_model_sft_config
 
 
 def _run(variant: str, seed: int, correct: dict[str, float], start: float = 0.2) -> RunResult:
@@ -185,14 +185,12 @@ def test_report_only_writes_tables_from_finished_runs_and_trains_nothing(tmp_pat
     assert "--out" in capsys.readouterr().err
 
 
-def test_depth_tasks_share_one_start_model_and_run_the_point_arms(tmp_path):
-    from appo.study.runner import SFT_TASKS, TASKS, start_model_dir
+def test_depth_tasks_each_sft_their_own_start_model_and_run_the_point_arms(tmp_path):
+    from appo.study.runner import TASKS, start_model_dir
 
     names = ("depth_early", "depth_middle", "depth_late")
-    assert {TASKS[n] for n in names} == {f"proc:depth?steps=5&depth=[{d}]" for d in (1, 3, 5)}
-    dirs = {start_model_dir(n, tmp_path) for n in names}
-    assert dirs == {tmp_path / "sft_depth"} and start_model_dir("chain", tmp_path) == tmp_path / "chain"
-    assert SFT_TASKS["depth_late"] == "proc:depth?steps=5&depth=[1,3,5]"
+    assert [TASKS[n] for n in names] == [f"proc:depth?steps=5&depth=[{d}]" for d in (1, 3, 5)]
+    assert [start_model_dir(n, tmp_path) for n in names] == [tmp_path / n for n in names]
     settings = StudySettings(tasks=("depth_middle",), seeds=(0,), variants=(
         "grpo", "appo", "appo/points=oracle", "appo/points=entropy", "appo/points=random"))
     runs = plan(settings, tmp_path)
@@ -215,3 +213,65 @@ def test_precision_columns_only_for_tasks_with_a_decisive_token():
     assert md[2].startswith("| grpo") and md[2].endswith("| – | – |") and md[3].endswith("| 25.0 | 12.5 |")
     plain = format_rows(table([run("appo", 0, float("nan"))], "depth_middle")).splitlines()
     assert "oracle" not in plain[0] and plain[1].count("---") == 12
+
+
+def test_point_arms_run_on_every_depth_task_and_other_ablations_on_the_first_only(tmp_path):
+    settings = StudySettings(tasks=("arith", "depth_middle", "depth_late", "chain"), seeds=(0,), ablations=True)
+    by_task: dict[str, list[str]] = {}
+    for r in plan(settings, tmp_path):
+        by_task.setdefault(r.task, []).append(r.variant.name)
+    main = ["grpo", "arpo", "tree_grpo", "appo"]
+    points = [v for v in by_task["arith"] if v.startswith("appo/points=")]
+    assert len(points) == 5 and "appo/M=on" in by_task["arith"]  # the first task: every ablation
+    for depth in ("depth_middle", "depth_late"):  # later depth tasks: the point arms too, no other ablation
+        assert by_task[depth] == main + points
+    assert by_task["chain"] == main  # a later task without a decisive token: no ablation
+    chosen = StudySettings(tasks=("depth_middle", "depth_late"), seeds=(0,),
+                           variants=("grpo", "appo", "appo/points=oracle"))
+    assert [(r.task, r.variant.name) for r in plan(chosen, tmp_path)] == [
+        (t, v) for t in chosen.tasks for v in chosen.variants]
+    off = StudySettings(tasks=("depth_middle", "depth_late"), seeds=(0,), ablations=False)
+    assert {r.variant.name for r in plan(off, tmp_path)} == set(main)
+
+
+def test_smoke_sft_size_wins_over_a_tasks_own(tmp_path):
+    # depth_middle's own SFT stages are 1600 x 2, then 400 x 10; the smoke run's 32 x 1 must win, and a normal
+    # study keeps the task's sizes
+    settings = StudySettings(tasks=("depth_middle", "arith"), seeds=(0, 1), steps=60)
+    smoke = smoke_settings(settings, ("actor.optim.lr=1e-4",))
+    assert (smoke.tasks, smoke.seeds, smoke.steps, smoke.ablations) == (("depth_middle",), (0,), 2, False)
+    cfg = start_model_sft_config("depth_middle", tmp_path / "base", tmp_path, smoke)
+    assert (cfg.sft.num_examples, cfg.sft.epochs) == (32, 1)
+    assert cfg.actor.optim.lr == 1e-4  # the command line's overrides come last
+    assert (start_model_sft_config("depth_middle", tmp_path / "b", tmp_path, smoke, 1).sft.num_examples,) == (32,)
+    full = start_model_sft_config("depth_middle", tmp_path / "base", tmp_path, settings)
+    assert (full.sft.num_examples, full.sft.epochs, full.sft.lr) == (1600, 2, 3e-3)
+    assert "proc:depth?steps=5&depth=[3]" in full.data.train_files
+    assert full.trainer.default_local_dir == str(tmp_path / "sft_stage1")
+    second = start_model_sft_config("depth_middle", tmp_path / "sft_stage1" / "sft_model", tmp_path, settings, 1)
+    assert (second.sft.num_examples, second.sft.epochs, second.sft.lr) == (400, 10, 1e-3)
+    assert second.trainer.default_local_dir == str(tmp_path / "sft") and "sft_stage1" in second.model.path
+    arith = start_model_sft_config("arith", tmp_path / "base", tmp_path, settings)
+    assert (arith.sft.num_examples, arith.sft.epochs) == (settings.sft_examples, settings.sft_epochs)
+
+
+def test_contrasts_pair_oracle_with_grpo_and_the_score_arms_with_the_oracle():
+    from appo.study.analysis import contrast_rows, format_contrasts
+
+    def run(variant, seed, correct):
+        return RunResult("depth_middle", variant, "main", seed, curve={0: 0.5, 10: 0.6}, final_correct=correct,
+                         oracle_precision=0.5)
+
+    results = [run("grpo", s, {"p": 0.0, "q": 0.5}) for s in (0, 1)]
+    results += [run("appo/points=oracle", s, {"p": 1.0, "q": 0.5}) for s in (0, 1)]
+    results += [run("appo", 0, {"p": 0.0, "q": 0.0})]  # one seed only
+    rows = {(r["a"], r["b"]): r for r in contrast_rows(results, "depth_middle")}
+    assert set(rows) == {("appo/points=oracle", "grpo"), ("appo", "grpo"), ("appo", "appo/points=oracle")}
+    o = rows[("appo/points=oracle", "grpo")]
+    assert (o["seeds"], o["diff"]) == (2, pytest.approx(0.5)) and o["lo"] <= 0.5 <= o["hi"]
+    assert o["width"] == pytest.approx(o["hi"] - o["lo"])
+    b = rows[("appo", "appo/points=oracle")]
+    assert (b["seeds"], b["diff"]) == (1, pytest.approx(-0.75))
+    md = format_contrasts(list(rows.values())).splitlines()
+    assert md[0].startswith("| a − b |") and md[2].startswith("| appo/points=oracle − grpo | 2 | 50.0 [")
+    assert contrast_rows(results, "chain") == []

@@ -1,13 +1,21 @@
 """``depth``: an L-step tool task whose one decisive decision sits at a chosen step (issue 24).
 
-Question (L = 5, decisive step 3; the decisive step is named ``Check`` instead of ``Step``)::
+Question (L = 5, decisive step 3; the decisive step's listing says ``Check``)::
 
-    Start with 42. Step 1: + 3. Step 2: - 5. Check 3: + 4. Step 4: - 1. Step 5: + 7. What is the result?
+    Start with 5. Step 1: + 1. Step 2: + 1. Step 3: Check - 1. Step 4: + 1. Step 5: + 1. What is the result?
 
-Demonstration: one labelled thought and one ``print(<running value> <op> <operand>)`` call per step
-(the running value copied from the previous tool result), then the answer, as in ``chain`` with
-``labels``. Every operand is one digit and every operator ``+`` or ``-``, so the copies are easy for the
-demo's 1M-parameter model and every step but one is near-certain after SFT.
+Demonstration: one labelled thought (a copy of the step's listing) and one ``print(<running value> <op>
+<operand>)`` call per step, the running value carried from the previous tool result, then the answer, as in
+``chain`` with ``labels``. Every step but the decisive one is a *plain* step, ``+ 1``. By default the start
+(``start``) and the decisive operand (``operand``) are fixed too (5 and 1), so a question is its decisive step
+and that step's operator, and the whole trajectory but one token is determined by them: nothing has to be
+copied digit by digit. That is deliberate. The demo's 1M-parameter model does not learn to copy digits from
+the question at the SFT sizes this machine affords: the first version (five random one-digit steps after a
+two-digit start, 4000 x 4 SFT) copied the start wrong in 91-94% of rollouts, and a second (a one-digit start,
+plain ``+ 1`` steps, operand 1-9, 2400 x 2) in 91-100% (chance), so both solved 0% and every reward was 0.
+A stronger model can widen ``start`` and ``operand`` for more varied questions. Because so few questions
+exist, each draw gets its own split key: the held-out stream draws the same questions as the training one
+(the task measures learning one decision, not generalisation).
 
 The decisive step is hard *by construction of the start model*: in a share ``noise`` of the SFT
 demonstrations (chosen per example by a hash of its id) the call at the ``Check`` step writes the
@@ -22,8 +30,8 @@ Every example records where that token is (``extra_info["decisive"]``): the regu
 ``DECISIVE_PATTERN`` (the operator of a ``<python>print(<value> <op>`` call), which match
 (``occurrence`` = decisive step - 1, 0-based) and which group; :func:`appo.agent.oracle.decisive_token`
 maps it to a token position of a rollout. ``depth`` is a list of 1-based steps to draw the decisive
-step from (one per question): the study's start model is SFT'd on ``[1, 3, 5]`` (one model for every
-depth) and each study arm trains on one of them (``depth=[1]`` early, ``[3]`` middle, ``[5]`` late).
+step from (one per question); the study's tasks use one each (``depth=[1]`` early, ``[3]`` middle, ``[5]``
+late), each with its own start model SFT'd on its own spec.
 """
 
 from __future__ import annotations
@@ -40,9 +48,10 @@ DECISIVE_PATTERN = r"<python>print\(-?\d+ ([+-])"
 
 
 def step_text(k: int, op: str, operand: int, decisive: bool) -> str:
-    """``Step <k+1>: <op> <operand>.`` (``Check`` for the decisive step): the question's listing of step k
-    (0-based) and its thought's copy."""
-    return f"{'Check' if decisive else 'Step'} {k + 1}: {op} {operand}."
+    """``Step <k+1>: <op> <operand>.`` (``Step <k+1>: Check <op> <operand>.`` for the decisive step): the
+    question's listing of step k (0-based) and its thought's copy. The thought starts with the step's number,
+    so which step is decisive is a copy keyed on ``Step <k+1>:``, as in ``chain`` with ``labels``."""
+    return f"Step {k + 1}: {'Check ' if decisive else ''}{op} {operand}."
 
 
 def flip(op: str) -> str:
@@ -52,16 +61,17 @@ def flip(op: str) -> str:
 
 @register_task
 class DepthTask(Task):
-    """L additions/subtractions of one-digit operands, one Python call each; one decisive step."""
+    """L steps of ``+ 1`` and one decisive ``Check`` step (``+``/``-`` its operand), one Python call each."""
 
     name = "depth"
     tools = ("python",)
 
     def __init__(self, steps: int = 5, depth: tuple[int, ...] = (3,), noise: float = 0.45,
-                 start_digits: int = 2, held_out: float = 0.1):
+                 start: tuple[int, int] = (5, 5), operand: tuple[int, int] = (1, 1), held_out: float = 0.1):
         """``steps``: L, the operations per question; ``depth``: 1-based steps the decisive step is drawn from
         (each in ``1..steps``); ``noise``: share of SFT demonstrations whose decisive call writes the wrong
-        operator (the start model's target error there); ``start_digits``: digits of the start value."""
+        operator (the start model's target error there); ``start``: (min, max) of the start value; ``operand``:
+        (min, max) of the decisive step's operand. Every other step is ``+ 1``."""
         super().__init__(held_out)
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise ValueError(f"depth: steps={steps!r} must be an int >= 1")
@@ -70,21 +80,24 @@ class DepthTask(Task):
             raise ValueError(f"depth: depth={list(depth)} must be a non-empty list of steps in 1..{steps}")
         if not 0.0 <= float(noise) < 1.0:
             raise ValueError(f"depth: noise={noise} must be a share in [0, 1)")
-        if isinstance(start_digits, bool) or not isinstance(start_digits, int) or start_digits < 1:
-            raise ValueError(f"depth: start_digits={start_digits!r} must be an int >= 1")
-        self.steps, self.depth, self.noise, self.start_digits = steps, depth, float(noise), start_digits
+        for name, pair, low in (("start", start, 0), ("operand", operand, 1)):
+            if len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair) \
+                    or not low <= pair[0] <= pair[1]:
+                raise ValueError(f"depth: {name}={list(pair)} must be [min, max] integers with {low} <= min <= max")
+        self.steps, self.depth, self.noise = steps, depth, float(noise)
+        self.start, self.operand = (int(start[0]), int(start[1])), (int(operand[0]), int(operand[1]))
 
     def _draw(self, rng: random.Random) -> tuple[str, Callable[[str], Example]]:
-        start = rng.randint(10 ** (self.start_digits - 1), 10 ** self.start_digits - 1)
-        ops = [(rng.choice("+-"), rng.randint(1, 9)) for _ in range(self.steps)]
+        start = rng.randint(*self.start)
         d = rng.choice(self.depth)
+        ops = [(rng.choice("+-"), rng.randint(*self.operand)) if k + 1 == d else ("+", 1) for k in range(self.steps)]
         values, x = [], start
         for op, a in ops:
             x = x + a if op == "+" else x - a
             values.append(x)
         listed = " ".join(step_text(k, op, a, k + 1 == d) for k, (op, a) in enumerate(ops))
         question = f"Start with {start}. {listed} What is the result?"
-        key = f"{start}:{ops}:{d}"
+        key = f"{rng.random()}:{start}:{ops}:{d}"  # a draw's own key: both splits draw the same few questions
 
         def build(example_id: str) -> Example:
             return Example(
