@@ -33,7 +33,7 @@ from typing import ClassVar
 
 import torch
 
-from appo.models.lm_logits import keep_logits
+from appo.models.tree_attention import layout_from_mask, tree_forward_logits
 from appo.train.batching import Layout, MicroBatch, select_rows
 from appo.train.logprobs import scatter_response_stats
 from appo.types import Batch
@@ -179,8 +179,9 @@ def tree_logprobs(
     else:
         dtype = params.dtype if params.is_floating_point() else torch.float32
         mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
-    z_GUV = keep_logits(model, tree.logit_cols_U.to(device), input_ids=tree.input_ids_GS.to(device),
-                        position_ids=tree.position_ids_GS.to(device), attention_mask=mask, use_cache=False)
+    layout = layout_from_mask(tree.allowed_GSS, tree.position_ids_GS) if impl == "sdpa" else None  # issue 26
+    z_GUV, _ = tree_forward_logits(model, tree.logit_cols_U.to(device), tree.input_ids_GS.to(device),
+                                   tree.position_ids_GS.to(device), mask, layout)
     z_KV = z_GUV[tree.logit_group_K.to(device), tree.logit_u_K.to(device)]
     b = tree.batch
     rows, cols = tree.target_row_K.to(device), tree.target_col_K.to(device)
