@@ -109,10 +109,9 @@ def layout_from_parents(parent_N: list[int], depth_N: list[int], chunk: int = DE
     return TreeAttentionLayout(q_idx, k_idx, mask[:, None], src, N)
 
 
-def layout_from_mask(allowed_GSS: torch.Tensor, position_ids_GS: torch.Tensor,
-                     chunk: int = DEFAULT_CHUNK) -> TreeAttentionLayout | None:
-    """The layout of a trie given as its ancestor mask (``allowed[g, i, j]``: j is i or an ancestor of i) and
-    node depths; None when the mask is not a creation-ordered trie (the caller keeps dense attention)."""
+def _flat_parents(allowed_GSS: torch.Tensor, position_ids_GS: torch.Tensor) -> torch.Tensor | None:
+    """Flat parent index of every node of a ``[G, S]`` trie (-1 for a root) read off its ancestor mask, or None
+    when the mask is not a trie with ``depth = number of ancestors`` (see :func:`layout_from_mask`)."""
     G, S, _ = allowed_GSS.shape
     a = allowed_GSS.cpu()
     pos = position_ids_GS.cpu()
@@ -121,9 +120,18 @@ def layout_from_mask(allowed_GSS: torch.Tensor, position_ids_GS: torch.Tensor,
     if (parent_cand.sum(-1) > 1).any() or (a.sum(-1) != torch.where(has, pos + 1, 1)).any():
         return None
     local = parent_cand.to(torch.uint8).argmax(-1)
-    flat = torch.where(has, local + torch.arange(G)[:, None] * S, torch.full_like(local, -1))
+    return torch.where(has, local + torch.arange(G)[:, None] * S, torch.full_like(local, -1)).reshape(-1)
+
+
+def layout_from_mask(allowed_GSS: torch.Tensor, position_ids_GS: torch.Tensor,
+                     chunk: int = DEFAULT_CHUNK) -> TreeAttentionLayout | None:
+    """The layout of a trie given as its ancestor mask (``allowed[g, i, j]``: j is i or an ancestor of i) and
+    node depths; None when the mask is not a creation-ordered trie (the caller keeps dense attention)."""
+    parent = _flat_parents(allowed_GSS, position_ids_GS)
+    if parent is None:
+        return None
     try:
-        return layout_from_parents(flat.reshape(-1).tolist(), pos.reshape(-1).tolist(), chunk)
+        return layout_from_parents(parent.tolist(), position_ids_GS.cpu().reshape(-1).tolist(), chunk)
     except ValueError:
         return None
 
@@ -191,6 +199,47 @@ def tree_forward_logits(model: torch.nn.Module, keep: torch.Tensor, input_ids_GS
     config = getattr(getattr(model, "module", model), "config", None)
     layers = getattr(config, "num_hidden_layers", None)
     return logits, layers is not None and _STATE["calls"] - before == layers
+
+
+def tree_response_logits(model: torch.nn.Module, tree, mask, sparse: bool) -> torch.Tensor:
+    """The logits ``[K, V]`` that predict a shared-prefix micro-batch's K response tokens
+    (:class:`appo.train.shared_prefix.TreeMicroBatch`: ``logit_group_K``, ``logit_u_K`` into
+    ``logit_cols_U`` of its ``[G, S]`` layout).
+
+    ``sparse`` (sdpa models): every group's real nodes in one sequence (the ``[G, S]`` layout's padding
+    nodes dropped; groups never attend to each other here, so they need not be separate rows) through
+    :func:`tree_attention`; if the model does not pass the layout to every attention layer, or the mask is
+    not a trie, the dense forward over ``[G, S]`` with ``mask`` runs instead. Same numbers either way, to
+    float rounding."""
+    from appo.models.lm_logits import keep_logits
+
+    device = next(model.parameters()).device
+    G, S = tree.input_ids_GS.shape
+    flat_K = tree.logit_group_K * S + tree.logit_cols_U[tree.logit_u_K]
+    parent = _flat_parents(tree.allowed_GSS, tree.position_ids_GS) if sparse else None
+    if parent is not None:
+        seen_by_other = tree.allowed_GSS.cpu().sum(-2).reshape(-1) > 1  # has a descendant
+        real = (parent >= 0) | seen_by_other
+        real[flat_K] = True
+        keep_N = torch.nonzero(real).flatten()
+        new_of = torch.full((G * S,), -1, dtype=torch.long)
+        new_of[keep_N] = torch.arange(len(keep_N))
+        par = parent[keep_N]
+        par = torch.where(par >= 0, new_of[par.clamp(min=0)], par)
+        depth = tree.position_ids_GS.cpu().reshape(-1)[keep_N]
+        try:
+            layout = layout_from_parents(par.tolist(), depth.tolist())
+        except ValueError:
+            layout = None
+        if layout is not None:
+            cols_U, u_K = torch.unique(new_of[flat_K], sorted=True, return_inverse=True)
+            ids = tree.input_ids_GS.reshape(-1)[keep_N][None].to(device)
+            logits, ok = tree_forward_logits(model, cols_U.to(device), ids, depth[None].to(device), None, layout)
+            if ok:
+                return logits[0, u_K.to(device)]
+    z_GUV = keep_logits(model, tree.logit_cols_U.to(device), input_ids=tree.input_ids_GS.to(device),
+                        position_ids=tree.position_ids_GS.to(device), attention_mask=mask, use_cache=False)
+    return z_GUV[tree.logit_group_K.to(device), tree.logit_u_K.to(device)]
 
 
 @dataclass(frozen=True)

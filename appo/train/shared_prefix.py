@@ -33,7 +33,7 @@ from typing import ClassVar
 
 import torch
 
-from appo.models.tree_attention import layout_from_mask, tree_forward_logits
+from appo.models.tree_attention import tree_response_logits
 from appo.train.batching import Layout, MicroBatch, select_rows
 from appo.train.logprobs import scatter_response_stats
 from appo.types import Batch
@@ -179,10 +179,7 @@ def tree_logprobs(
     else:
         dtype = params.dtype if params.is_floating_point() else torch.float32
         mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
-    layout = layout_from_mask(tree.allowed_GSS, tree.position_ids_GS) if impl == "sdpa" else None  # issue 26
-    z_GUV, _ = tree_forward_logits(model, tree.logit_cols_U.to(device), tree.input_ids_GS.to(device),
-                                   tree.position_ids_GS.to(device), mask, layout)
-    z_KV = z_GUV[tree.logit_group_K.to(device), tree.logit_u_K.to(device)]
+    z_KV = tree_response_logits(model, tree, mask, sparse=impl == "sdpa")  # sdpa: sparse trie attention (issue 26)
     b = tree.batch
     rows, cols = tree.target_row_K.to(device), tree.target_col_K.to(device)
     return scatter_response_stats(z_KV, b.responses_BR, rows, cols, temperature, with_entropy, entropy_grad)

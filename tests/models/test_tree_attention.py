@@ -112,3 +112,34 @@ def test_shared_prefix_logprobs_run_the_sparse_path(tiny_model, tree_batch):
     with torch.no_grad():
         tree_logprobs(tiny_model, tree_batch)
     assert tree_attention._STATE["calls"] - before == tiny_model.config.num_hidden_layers
+
+
+def test_response_logits_one_sequence_without_padding_nodes(tiny_model, tree_batch, monkeypatch):
+    from appo.models import tree_attention
+    from appo.models.tree_attention import tree_response_logits
+
+    t = tree_batch
+    G, S = t.input_ids_GS.shape
+    real = int((t.allowed_GSS.sum(-1) > 1).sum()) + G  # non-root nodes plus one root per group
+    assert real < G * S  # the groups differ in size: the [G, S] layout pads
+    shapes = []
+    forward = tree_attention.tree_forward_logits
+
+    def spy(model, keep, ids, *a):
+        shapes.append(tuple(ids.shape))
+        return forward(model, keep, ids, *a)
+
+    monkeypatch.setattr(tree_attention, "tree_forward_logits", spy)
+    tiny_model.train()
+    out = []
+    for sparse in (False, True):
+        tiny_model.zero_grad(set_to_none=True)
+        z = tree_response_logits(tiny_model, t, t.allowed_GSS[:, None], sparse=sparse)
+        (z.float() ** 2).mean().backward()
+        out.append((z.detach(), {k: p.grad.clone() for k, p in tiny_model.named_parameters()}))
+    assert shapes == [(1, real)]
+    (z0, g0), (z1, g1) = out
+    assert z0.shape == (len(t.logit_group_K), tiny_model.config.vocab_size)
+    torch.testing.assert_close(z1, z0, atol=1e-5, rtol=0)
+    for k in g0:
+        torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=0, msg=k)
