@@ -143,3 +143,25 @@ def test_response_logits_one_sequence_without_padding_nodes(tiny_model, tree_bat
     torch.testing.assert_close(z1, z0, atol=1e-5, rtol=0)
     for k in g0:
         torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=0, msg=k)
+
+
+def test_sparse_path_under_gradient_checkpointing(tiny_model, tree_batch):
+    """The recomputed forward of a checkpointed layer gets the same keywords, so it takes the sparse path too."""
+    from appo.models import tree_attention
+    from appo.models.tree_attention import tree_response_logits
+
+    t = tree_batch
+    out = []
+    for sparse, ckpt in ((False, False), (True, True)):
+        if ckpt:
+            tiny_model.gradient_checkpointing_enable()
+        tiny_model.train()
+        tiny_model.zero_grad(set_to_none=True)
+        before = tree_attention._STATE["calls"]
+        z = tree_response_logits(tiny_model, t, t.allowed_GSS[:, None], sparse=sparse)
+        (z.float() ** 2).mean().backward()
+        calls = tree_attention._STATE["calls"] - before
+        out.append({k: p.grad.clone() for k, p in tiny_model.named_parameters()})
+    assert calls == 2 * tiny_model.config.num_hidden_layers  # forward, then the recompute in the backward
+    for k in out[0]:
+        torch.testing.assert_close(out[1][k], out[0][k], atol=1e-6, rtol=0, msg=k)
