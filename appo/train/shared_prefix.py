@@ -19,11 +19,12 @@ row's. The logit that predicts row ``r``'s response token ``t`` is node ``path_r
 node shared by several rows serves each of them (its gradient sums theirs, as autograd does through
 the padded rows' copies).
 
-Cost: attention is dense over a group's nodes (``S_g^2`` pairs per layer instead of ``sum_r L_r^2``
-over its rows), so sharing pays where the shared part is large (long prompts, branches from late
-points); :func:`tree_wins` compares a flop estimate of both layouts (``actor.shared_prefix=auto``).
-Left out: sharing across groups (a common system prompt: cross-group attention pairs would cost more
-than they save), flash-attention (no arbitrary masks), and a sparse (two-part) attention kernel.
+Cost: with ``eager`` attention, attention is dense over a group's nodes (``S_g^2`` pairs per layer instead
+of ``sum_r L_r^2`` over its rows); with ``sdpa`` every node attends to its root path only
+(:mod:`appo.models.tree_attention`, all groups as one sequence without the padding nodes), so sharing
+pays where the shared part is large (long prompts, branches from late points); :func:`tree_wins` compares a
+flop estimate of both layouts with dense attention (``actor.shared_prefix=auto``; conservative for ``sdpa``).
+Left out: sharing across groups (a common system prompt), flash-attention (no arbitrary masks).
 """
 
 from __future__ import annotations
