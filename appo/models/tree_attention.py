@@ -25,12 +25,14 @@ against 4 x 570^2 = 1.3M pairs per head.
 
 How it is reached: :func:`install` wraps transformers' ``sdpa`` attention function once (idempotent) with
 a function that takes the layout as the keyword argument ``appo_tree`` (models pass extra forward
-keywords down to their attention function) and runs the original ``sdpa`` otherwise, unchanged. Callers
-also pass the dense ancestor mask, so a model that does not pass the keyword down still computes the
-right numbers, densely; :func:`tree_forward_logits` counts the attention calls that used the layout and
-reports whether every layer did. Gradient checkpointing recomputes a layer with the same keywords, so the
-recompute takes the same path. Left out: ``eager`` attention (callers keep the dense path), sliding
-windows, attention softcapping (the wrapper defers to ``sdpa``, which refuses softcap).
+keywords down to their attention function) and runs the original ``sdpa`` otherwise, unchanged.
+:func:`tree_forward_logits` counts the attention calls that used the layout and reports whether every
+layer did; when one did not (a model that drops the keyword), the callers discard that forward and run
+their dense path (:func:`tree_response_logits`: the ``[G, S]`` ancestor mask; ``appo.engine.scoring``: the
+padded batches), so the numbers never depend on it. Gradient checkpointing recomputes a layer with the
+same keywords, so the recompute takes the same path (tested). Left out: ``eager`` attention (callers keep
+the dense path), sliding windows, dropout and attention softcapping (the wrapper defers to ``sdpa`` there;
+the caller then sees that the layout was not used).
 """
 
 from __future__ import annotations
