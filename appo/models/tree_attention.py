@@ -98,18 +98,20 @@ def layout_from_parents(parent_N: list[int], depth_N: list[int], chunk: int = DE
     M = len(chunks)
     C = max((len(c) for c in chunks), default=1)
     K = max((len(p) for p in paths), default=1)
-    q_idx = torch.zeros(M, C, dtype=torch.long)
-    k_idx = torch.zeros(M, K, dtype=torch.long)
-    mask = torch.zeros(M, C, K, dtype=torch.bool)
-    mask[:, :, 0] = True  # pad query slots see key slot 0 (never an all-masked row); real ones overwrite below
-    src = torch.tensor([M * C + n for n in range(N)], dtype=torch.long)
-    col_K = torch.arange(K)
-    for m, (ch, path) in enumerate(zip(chunks, paths)):
-        k_idx[m, : len(path)] = torch.tensor(path)
-        q_idx[m, : len(ch)] = torch.tensor(ch)
-        first = len(path) - len(ch)  # key slot of the chunk's first query (keys are in depth order)
-        mask[m, : len(ch)] = col_K[None, :] <= (first + torch.arange(len(ch)))[:, None]
-        src[torch.tensor(ch)] = m * C + torch.arange(len(ch))
+    q_idx = torch.tensor([c + [0] * (C - len(c)) for c in chunks] or [[0]], dtype=torch.long)[:M]
+    k_idx = torch.tensor([p + [0] * (K - len(p)) for p in paths] or [[0]], dtype=torch.long)[:M]
+    n_M = torch.tensor([len(c) for c in chunks], dtype=torch.long)
+    first_M = torch.tensor([len(p) - len(c) for c, p in zip(chunks, paths)], dtype=torch.long)  # first query's slot
+    c_C, k_K = torch.arange(C), torch.arange(K)
+    real_MC = c_C[None, :] < n_M[:, None]
+    # a real query slot c sees key slots 0 .. first + c (keys are in depth order); a pad slot sees key slot 0
+    mask = torch.where(real_MC[:, :, None], k_K[None, None, :] <= (first_M[:, None] + c_C[None, :])[:, :, None],
+                       k_K[None, None, :] == 0)
+    src_list = list(range(M * C, M * C + N))
+    for m, ch in enumerate(chunks):
+        for c, n in enumerate(ch):
+            src_list[n] = m * C + c
+    src = torch.tensor(src_list, dtype=torch.long)
     return TreeAttentionLayout(q_idx, k_idx, mask[:, None], src, N)
 
 
@@ -146,6 +148,10 @@ def tree_attention(query_BHSD: torch.Tensor, key_BHSD: torch.Tensor, value_BHSD:
     layout transformers' attention functions return)."""
     G, H, S, D = query_BHSD.shape
     Hk = key_BHSD.shape[1]
+    own = value_BHSD.transpose(1, 2).reshape(G * S, Hk, -1)
+    own = own if H == Hk else own.repeat_interleave(H // Hk, dim=1)  # a root's output: its value
+    if layout.q_idx_MC.shape[0] == 0:  # roots only
+        return own.view(G, S, H, -1)
     q_N = query_BHSD.transpose(1, 2).reshape(G * S, H, D)
     k_N = key_BHSD.transpose(1, 2).reshape(G * S, Hk, D)
     v_N = value_BHSD.transpose(1, 2).reshape(G * S, Hk, D)
@@ -154,7 +160,6 @@ def tree_attention(query_BHSD: torch.Tensor, key_BHSD: torch.Tensor, value_BHSD:
     v = v_N[layout.k_idx_MK].transpose(1, 2)
     o = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.mask_M1CK, scale=scaling, enable_gqa=H != Hk)
     M, _, C, _ = o.shape
-    own = v_N if H == Hk else v_N.repeat_interleave(H // Hk, dim=1)  # a root's output: its value
     out = torch.cat([o.transpose(1, 2).reshape(M * C, H, D), own]).index_select(0, layout.src_N)
     return out.view(G, S, H, D)
 

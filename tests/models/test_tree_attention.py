@@ -165,3 +165,10 @@ def test_sparse_path_under_gradient_checkpointing(tiny_model, tree_batch):
     assert calls == 2 * tiny_model.config.num_hidden_layers  # forward, then the recompute in the backward
     for k in out[0]:
         torch.testing.assert_close(out[1][k], out[0][k], atol=1e-6, rtol=0, msg=k)
+
+
+def test_roots_only_trie_outputs_the_values():
+    layout = layout_from_parents([-1, -1, -1], [0, 0, 0])
+    v = torch.randn(1, 2, 3, 4)
+    out = tree_attention(torch.randn(1, 4, 3, 4), torch.randn(1, 2, 3, 4), v, layout, None)
+    torch.testing.assert_close(out, v.repeat_interleave(2, dim=1).transpose(1, 2))
