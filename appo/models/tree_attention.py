@@ -210,16 +210,32 @@ def tree_forward_logits(model: torch.nn.Module, keep: torch.Tensor, input_ids_GS
     return logits, layers is not None and _STATE["calls"] - before == layers
 
 
+SPARSE_PAIR_COST = 2.5
+"""Cost of one attention pair of :func:`tree_attention` (padded chunk slot, with its gathers and their
+scatter-add backward) relative to one pair of dense flash attention under the ancestor mask; measured on the
+tiny model's trie (``benchmarks/tree_attention_kernels.py``: 4.0x fewer pairs took 0.62x the time)."""
+
+
+def sparse_pays(layout: TreeAttentionLayout, groups: int, nodes: int) -> bool:
+    """Whether the chunked attention (``M x C x K`` slots, each :data:`SPARSE_PAIR_COST`) is cheaper than dense
+    attention over ``groups`` rows of ``nodes`` nodes (``G x S^2`` pairs). Long responses under a shared
+    prompt win (the tiny bench's 4 x 8 x 64 tokens: 0.29M slots against 1.3M pairs); short ones padded to a
+    chunk do not (the study's 4 x 8 x ~30 tokens under a 53-token prompt: 0.19M slots against 0.18M pairs,
+    where the sparse update measured slower), and the dense ``[G, S]`` path runs."""
+    M, C = layout.q_idx_MC.shape
+    return SPARSE_PAIR_COST * M * C * layout.k_idx_MK.shape[1] < groups * nodes * nodes
+
+
 def tree_response_logits(model: torch.nn.Module, tree, mask, sparse: bool) -> torch.Tensor:
     """The logits ``[K, V]`` that predict a shared-prefix micro-batch's K response tokens
     (:class:`appo.train.shared_prefix.TreeMicroBatch`: ``logit_group_K``, ``logit_u_K`` into
     ``logit_cols_U`` of its ``[G, S]`` layout).
 
-    ``sparse`` (sdpa models): every group's real nodes in one sequence (the ``[G, S]`` layout's padding
-    nodes dropped; groups never attend to each other here, so they need not be separate rows) through
-    :func:`tree_attention`; if the model does not pass the layout to every attention layer, or the mask is
-    not a trie, the dense forward over ``[G, S]`` with ``mask`` runs instead. Same numbers either way, to
-    float rounding."""
+    ``sparse`` (sdpa models), where :func:`sparse_pays`: every group's real nodes in one sequence (the
+    ``[G, S]`` layout's padding nodes dropped; groups never attend to each other here, so they need not be
+    separate rows) through :func:`tree_attention`; otherwise, or if the model does not pass the layout to
+    every attention layer, or the mask is not a trie, the dense forward over ``[G, S]`` with ``mask``. Same
+    numbers either way, to float rounding."""
     from appo.models.lm_logits import keep_logits
 
     device = next(model.parameters()).device
@@ -240,7 +256,7 @@ def tree_response_logits(model: torch.nn.Module, tree, mask, sparse: bool) -> to
             layout = layout_from_parents(par.tolist(), depth.tolist())
         except ValueError:
             layout = None
-        if layout is not None:
+        if layout is not None and sparse_pays(layout, G, S):
             cols_U, u_K = torch.unique(new_of[flat_K], sorted=True, return_inverse=True)
             ids = tree.input_ids_GS.reshape(-1)[keep_N][None].to(device)
             logits, ok = tree_forward_logits(model, cols_U.to(device), ids, depth[None].to(device), None, layout)

@@ -104,9 +104,11 @@ def test_model_forward_sparse_equals_dense(tiny_model, tree_batch):
         torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=0, msg=k)
 
 
-def test_shared_prefix_logprobs_run_the_sparse_path(tiny_model, tree_batch):
+def test_shared_prefix_logprobs_run_the_sparse_path(tiny_model, tree_batch, monkeypatch):
     from appo.models import tree_attention
     from appo.train.shared_prefix import tree_logprobs
+
+    monkeypatch.setattr(tree_attention, "SPARSE_PAIR_COST", 0.0)
 
     before = tree_attention._STATE["calls"]
     with torch.no_grad():
@@ -117,6 +119,8 @@ def test_shared_prefix_logprobs_run_the_sparse_path(tiny_model, tree_batch):
 def test_response_logits_one_sequence_without_padding_nodes(tiny_model, tree_batch, monkeypatch):
     from appo.models import tree_attention
     from appo.models.tree_attention import tree_response_logits
+
+    monkeypatch.setattr(tree_attention, "SPARSE_PAIR_COST", 0.0)  # take the sparse path on this small batch
 
     t = tree_batch
     G, S = t.input_ids_GS.shape
@@ -145,10 +149,12 @@ def test_response_logits_one_sequence_without_padding_nodes(tiny_model, tree_bat
         torch.testing.assert_close(g1[k], g0[k], atol=1e-6, rtol=0, msg=k)
 
 
-def test_sparse_path_under_gradient_checkpointing(tiny_model, tree_batch):
+def test_sparse_path_under_gradient_checkpointing(tiny_model, tree_batch, monkeypatch):
     """The recomputed forward of a checkpointed layer gets the same keywords, so it takes the sparse path too."""
     from appo.models import tree_attention
     from appo.models.tree_attention import tree_response_logits
+
+    monkeypatch.setattr(tree_attention, "SPARSE_PAIR_COST", 0.0)
 
     t = tree_batch
     out = []
@@ -172,3 +178,17 @@ def test_roots_only_trie_outputs_the_values():
     v = torch.randn(1, 2, 3, 4)
     out = tree_attention(torch.randn(1, 4, 3, 4), torch.randn(1, 2, 3, 4), v, layout, None)
     torch.testing.assert_close(out, v.repeat_interleave(2, dim=1).transpose(1, 2))
+
+
+def test_sparse_pays_for_long_responses_under_a_prompt_only():
+    from appo.models.tree_attention import sparse_pays
+
+    def group(prompt: int, rows: int, n: int) -> tuple:
+        seqs = [[1] * prompt + [2 + r] + [0] * (n - 1) for r in range(rows)]  # rows diverge at their first token
+        t = trie_of_sequences(seqs)
+        return layout_from_parents(t.parent_S, t.depth_S), len(t.ids_S)
+
+    long_layout, S = group(57, 8, 64)  # the bench's shape: one group
+    assert sparse_pays(long_layout, 1, S)
+    short_layout, S = group(53, 8, 20)  # short responses padded to a chunk: dense is cheaper
+    assert not sparse_pays(short_layout, 1, S)
