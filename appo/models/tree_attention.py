@@ -176,12 +176,14 @@ def install() -> None:
 
     original = AttentionInterface._global_mapping["sdpa"]
 
-    def sdpa_or_tree(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    def sdpa_or_tree(module, query, key, value, attention_mask, *args, **kwargs):
         layout = kwargs.pop("appo_tree", None)
-        if layout is None:
-            return original(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+        if layout is None:  # every other caller: the original, with its arguments as given
+            return original(module, query, key, value, attention_mask, *args, **kwargs)
+        dropout = args[0] if args else kwargs.get("dropout", 0.0)
+        scaling = args[1] if len(args) > 1 else kwargs.get("scaling")
         if dropout or kwargs.get("softcap") is not None or getattr(module, "sliding_window", None):
-            return original(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+            return original(module, query, key, value, attention_mask, *args, **kwargs)
         _STATE["calls"] += 1
         return tree_attention(query, key, value, layout, scaling), None
 

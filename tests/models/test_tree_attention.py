@@ -192,3 +192,25 @@ def test_sparse_pays_for_long_responses_under_a_prompt_only():
     assert sparse_pays(long_layout, 1, S)
     short_layout, S = group(53, 8, 20)  # short responses padded to a chunk: dense is cheaper
     assert not sparse_pays(short_layout, 1, S)
+
+
+def test_the_sdpa_wrapper_passes_other_calls_through_unchanged(tiny_model):
+    """Installed once, the wrapper leaves a plain forward (no layout keyword) exactly as transformers' sdpa."""
+    from transformers.modeling_utils import AttentionInterface
+
+    from appo.models import tree_attention
+
+    ids = torch.tensor([[5, 6, 7, 8, 9]])
+    tree_attention.install()
+    wrapped = AttentionInterface._global_mapping["sdpa"]
+    assert wrapped.appo_original is not wrapped
+    with torch.no_grad():
+        calls = tree_attention._STATE["calls"]
+        after = tiny_model(input_ids=ids).logits
+        assert tree_attention._STATE["calls"] == calls
+        AttentionInterface._global_mapping["sdpa"] = wrapped.appo_original
+        try:
+            before = tiny_model(input_ids=ids).logits
+        finally:
+            AttentionInterface._global_mapping["sdpa"] = wrapped
+    assert torch.equal(before, after)
