@@ -215,7 +215,7 @@ def tree_forward_logits(model: torch.nn.Module, keep: torch.Tensor, input_ids_GS
 SPARSE_PAIR_COST = 2.5
 """Cost of one attention pair of :func:`tree_attention` (padded chunk slot, with its gathers and their
 scatter-add backward) relative to one pair of dense flash attention under the ancestor mask; measured on the
-tiny model's trie (``benchmarks/tree_attention_kernels.py``: 4.0x fewer pairs took 0.62x the time)."""
+tiny model's trie (``perf/tree_attention_kernels.py``: 4.0x fewer pairs took 0.62x the time)."""
 
 
 def sparse_pays(layout: TreeAttentionLayout, groups: int, nodes: int) -> bool:
