@@ -158,6 +158,9 @@ def test_module_imports_without_vllm_and_the_engine_names_the_extra(monkeypatch)
     monkeypatch.setitem(sys.modules, "vllm", None)  # `import vllm` now raises ImportError, installed or not
     monkeypatch.setitem(sys.modules, "vllm.inputs", None)
     monkeypatch.delitem(sys.modules, "appo.engine.vllm")
+    # the re-import also rebinds the package attribute `appo.engine.vllm`; restore it with sys.modules, or later
+    # tests' `import appo.engine.vllm as V` would patch another module object than the one the code imports
+    monkeypatch.setattr(sys.modules["appo.engine"], "vllm", V)
     import appo.engine.vllm as fresh  # importing the module needs no vLLM
 
     assert "pip install 'appo[vllm]'" in fresh.INSTALL_HINT and "make vllm-env" in fresh.INSTALL_HINT
