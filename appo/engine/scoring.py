@@ -12,10 +12,18 @@ distribution). This is what the trainer needs for old/anchor/reference log-probs
 Score needs for ``delta_k`` and ``H_t``; it runs without gradients (the trainer's differentiable
 log-probs come from its own forward).
 
-Batching: sequences are sorted by length, left-padded into batches of ``batch_size`` with an explicit 4D
-mask and per-row positions (pad queries attend only to themselves, so no mask row is empty), and only the
-last ``max response length + 1`` positions' logits are computed (``logits_to_keep``). Peak memory of the
-logits is about ``batch_size * max_response_len * vocab * 4`` bytes.
+Batching, ``sdpa`` models (issue 26): the sequences, in the order given, become one token trie per
+forward (:func:`appo.models.tree_attention.trie_of_sequences`: a prompt shared by a group's rows, or a
+branch's copy of its parent's prefix, is computed once), run as one sequence with depth positions and the
+sparse root-path attention of :mod:`appo.models.tree_attention`; only the nodes that predict a response
+token reach the LM head. A forward takes rows until it holds :data:`TRIE_MAX_NODES` nodes or
+:data:`TRIE_MAX_LOGITS` logits (``kept positions x vocab``), so ``batch_size`` does not apply. Should the
+model not pass the layout down to its attention (every layer is counted), the batch is scored again the
+padded way. Other attention implementations (``eager``): sequences sorted by length, left-padded into
+batches of ``batch_size`` with an explicit 4D mask and per-row positions (pad queries attend only to
+themselves, so no mask row is empty), and only the last ``max response length + 1`` positions' logits
+are computed (``logits_to_keep``); peak memory of the logits about ``batch_size * max_response_len *
+vocab * 4`` bytes. Both give the same numbers to float rounding (tests/engine/test_scoring.py).
 """
 
 from __future__ import annotations
@@ -26,6 +34,13 @@ import torch
 
 from appo.core.token_stats import token_stats
 from appo.models.lm_logits import keep_logits
+from appo.models.tree_attention import layout_from_parents, tree_forward_logits, trie_of_sequences
+
+TRIE_MAX_NODES = 8192
+"""Most trie nodes (tokens after sharing) one scoring forward holds."""
+
+TRIE_MAX_LOGITS = 1 << 24
+"""Most kept logits (positions x vocabulary, float32: 64 MB) one scoring forward holds."""
 
 
 def score_sequences(
@@ -58,8 +73,14 @@ def score_sequences(
     model.eval()
     try:
         with torch.inference_mode():
-            for b0 in range(0, len(order), batch_size):
-                idx = order[b0 : b0 + batch_size]
+            batches = [order[b0 : b0 + batch_size] for b0 in range(0, len(order), batch_size)]
+            if impl == "sdpa":
+                vocab = int(getattr(model.config, "vocab_size", 0) or 1)
+                batches = []
+                for idx in _trie_batches(sequences, response_starts, vocab):
+                    if not _score_trie(model, sequences, response_starts, idx, temp, device, results):
+                        batches += [idx[b0 : b0 + batch_size] for b0 in range(0, len(idx), batch_size)]
+            for idx in batches:
                 seqs = [list(sequences[i]) for i in idx]
                 T = max(len(s) for s in seqs)
                 K = max(len(s) - response_starts[i] for s, i in zip(seqs, idx)) + 1
@@ -84,3 +105,48 @@ def score_sequences(
     finally:
         model.train(was_training)
     return results  # type: ignore[return-value]
+
+
+def _trie_batches(sequences, starts, vocab: int) -> list[list[int]]:
+    """Sequence indices in order, cut where a forward would pass :data:`TRIE_MAX_NODES` tokens (counted before
+    sharing: an upper bound) or :data:`TRIE_MAX_LOGITS` kept logits."""
+    out: list[list[int]] = []
+    nodes = logits = 0
+    for i, (seq, s) in enumerate(zip(sequences, starts)):
+        n, k = len(seq), (len(seq) - s) * vocab
+        if out and out[-1] and (nodes + n > TRIE_MAX_NODES or logits + k > TRIE_MAX_LOGITS):
+            out.append([])
+            nodes = logits = 0
+        if not out:
+            out.append([])
+        out[-1].append(i)
+        nodes, logits = nodes + n, logits + k
+    return out
+
+
+def _score_trie(model, sequences, starts, idx: list[int], temp: float, device, results) -> bool:
+    """Score ``sequences[idx]`` as one trie (module docstring) into ``results``; False when the model did not
+    take the sparse path (nothing written)."""
+    trie = trie_of_sequences([sequences[i] for i in idx])
+    layout = layout_from_parents(trie.parent_S, trie.depth_S)
+    nodes_K, targets_K, spans = [], [], []
+    for path, i in zip(trie.paths, idx):
+        s = starts[i]
+        spans.append((i, len(nodes_K), len(path) - s))
+        nodes_K += path[s - 1 : len(path) - 1]  # the node before response token t predicts it
+        targets_K += list(sequences[i][s:])
+    if not nodes_K:
+        for i, _, _ in spans:
+            results[i] = (torch.zeros(0), torch.zeros(0))
+        return True
+    keep_U, u_K = torch.unique(torch.tensor(nodes_K), sorted=True, return_inverse=True)
+    ids = torch.tensor([trie.ids_S], device=device)
+    pos = torch.tensor([trie.depth_S], device=device)
+    logits_1UV, sparse = tree_forward_logits(model, keep_U.to(device), ids, pos, None, layout)
+    if not sparse:
+        return False
+    logp_K, ent_K = token_stats(logits_1UV[0, u_K.to(device)], torch.tensor(targets_K, device=device), temp)
+    logp_K, ent_K = logp_K.cpu(), ent_K.cpu()
+    for i, a, n in spans:
+        results[i] = (logp_K[a : a + n].clone(), ent_K[a : a + n].clone())
+    return True

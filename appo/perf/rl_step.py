@@ -260,6 +260,7 @@ def rl_step_figures(model_name: str, threads: int, *, prompts: int, rows: int, m
                                    "max_response": max_response, "micro_rows": micro_rows,
                                    "grad_accumulation": prompts * rows // micro_rows,
                                    "ratio_ours_over_trl_median": statistics.median(ratios) if ratios else None,
+                                   "ratios_ours_over_trl": [round(r, 4) for r in ratios],
                                    "tokens_ours": tokens[alg][:n], "tokens_trl": tokens["trl"][:n],
                                    "phases_median_s": _median_phases(phases[alg][:n]),
                                    "trl_phases_median_s": _median_phases(trl_phases[:n]), "device": device,

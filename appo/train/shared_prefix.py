@@ -19,11 +19,12 @@ row's. The logit that predicts row ``r``'s response token ``t`` is node ``path_r
 node shared by several rows serves each of them (its gradient sums theirs, as autograd does through
 the padded rows' copies).
 
-Cost: attention is dense over a group's nodes (``S_g^2`` pairs per layer instead of ``sum_r L_r^2``
-over its rows), so sharing pays where the shared part is large (long prompts, branches from late
-points); :func:`tree_wins` compares a flop estimate of both layouts (``actor.shared_prefix=auto``).
-Left out: sharing across groups (a common system prompt: cross-group attention pairs would cost more
-than they save), flash-attention (no arbitrary masks), and a sparse (two-part) attention kernel.
+Cost: with ``eager`` attention, attention is dense over a group's nodes (``S_g^2`` pairs per layer instead
+of ``sum_r L_r^2`` over its rows); with ``sdpa`` every node attends to its root path only
+(:mod:`appo.models.tree_attention`, all groups as one sequence without the padding nodes), so sharing
+pays where the shared part is large (long prompts, branches from late points); :func:`tree_wins` compares a
+flop estimate of both layouts with dense attention (``actor.shared_prefix=auto``; conservative for ``sdpa``).
+Left out: sharing across groups (a common system prompt), flash-attention (no arbitrary masks).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import ClassVar
 
 import torch
 
-from appo.models.lm_logits import keep_logits
+from appo.models.tree_attention import tree_response_logits
 from appo.train.batching import Layout, MicroBatch, select_rows
 from appo.train.logprobs import scatter_response_stats
 from appo.types import Batch
@@ -179,9 +180,7 @@ def tree_logprobs(
     else:
         dtype = params.dtype if params.is_floating_point() else torch.float32
         mask = torch.zeros(allowed.shape, dtype=dtype, device=device).masked_fill_(~allowed, torch.finfo(dtype).min)
-    z_GUV = keep_logits(model, tree.logit_cols_U.to(device), input_ids=tree.input_ids_GS.to(device),
-                        position_ids=tree.position_ids_GS.to(device), attention_mask=mask, use_cache=False)
-    z_KV = z_GUV[tree.logit_group_K.to(device), tree.logit_u_K.to(device)]
+    z_KV = tree_response_logits(model, tree, mask, sparse=impl == "sdpa")  # sdpa: sparse trie attention (issue 26)
     b = tree.batch
     rows, cols = tree.target_row_K.to(device), tree.target_col_K.to(device)
     return scatter_response_stats(z_KV, b.responses_BR, rows, cols, temperature, with_entropy, entropy_grad)

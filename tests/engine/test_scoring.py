@@ -38,3 +38,42 @@ def test_bad_starts_are_named(sharp_model):
         score_sequences(sharp_model, [[1, 2, 3]], [0])
     with pytest.raises(ValueError, match="differ in length"):
         score_sequences(sharp_model, [[1, 2, 3]], [1, 2])
+
+
+def _shared_prefix_sequences(tok):
+    """Two prompts, each with rows that share it and a branch that copies a row's first response tokens."""
+    a = tok("What is 12 * 34 + 5?")["input_ids"]
+    b = tok("Who wrote the book?")["input_ids"]
+    ra, rb = tok(" <think>I need to compute this.</think>")["input_ids"], tok(" <search>author</search>")["input_ids"]
+    seqs = [a + ra, a + rb, a + ra[:3] + rb[:4], b + rb, b + ra[:2], b]
+    return seqs, [len(a), len(a), len(a), len(b), len(b), len(b)]
+
+
+def test_shared_prefixes_score_through_the_sparse_trie(sharp_model, tiny_tokenizer, monkeypatch):
+    from appo.engine import scoring
+    from appo.models import tree_attention
+
+    seqs, starts = _shared_prefix_sequences(tiny_tokenizer)
+    before = tree_attention._STATE["calls"]
+    got = score_sequences(sharp_model, seqs, starts, temperature=0.8)
+    assert tree_attention._STATE["calls"] - before == sharp_model.config.num_hidden_layers  # one trie forward
+    for s, r, (lp, ent) in zip(seqs, starts, got):
+        ref_lp, ref_ent, _ = teacher_forced(sharp_model, s[:r], s[r:], temperature=0.8)
+        assert lp.shape == (len(s) - r,)
+        torch.testing.assert_close(lp, ref_lp, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ent, ref_ent, atol=1e-5, rtol=0)
+    # a model that does not pass the layout to its attention is scored the padded way, same numbers
+    monkeypatch.setattr(scoring, "tree_forward_logits", lambda *a, **k: (None, False))
+    for (lp, ent), (lp2, ent2) in zip(got, score_sequences(sharp_model, seqs, starts, temperature=0.8)):
+        torch.testing.assert_close(lp2, lp, atol=1e-5, rtol=0)
+        torch.testing.assert_close(ent2, ent, atol=1e-5, rtol=0)
+
+
+def test_trie_batches_respect_the_node_and_logit_budgets(monkeypatch):
+    from appo.engine import scoring
+
+    monkeypatch.setattr(scoring, "TRIE_MAX_NODES", 10)
+    assert scoring._trie_batches([[1] * 4, [1] * 4, [1] * 4, [1] * 12], [1, 1, 1, 1], 5) == [[0, 1], [2], [3]]
+    monkeypatch.setattr(scoring, "TRIE_MAX_NODES", 100)
+    monkeypatch.setattr(scoring, "TRIE_MAX_LOGITS", 30)
+    assert scoring._trie_batches([[1] * 4, [1] * 4, [1] * 4], [1, 1, 1], 5) == [[0, 1], [2]]

@@ -28,6 +28,9 @@ def test_rl_step_runs_both_sides_with_the_same_checkpointing(ckpt):
     word = "on" if ckpt else "off"
     assert [f["details"]["gradient_checkpointing"] for f in figs] == [{"ours": ckpt, "trl": ckpt}] * 2
     assert all(f["name"].endswith(f"grad ckpt {word}") for f in figs), [f["name"] for f in figs]
+    for f in figs:  # the per-repeat ratios behind the median (issue 26: quoted with their spread)
+        r = f["details"]["ratios_ours_over_trl"]
+        assert len(r) == f["repeats"] and abs(f["details"]["ratio_ours_over_trl_median"] - sorted(r)[0]) < 1e-3
 
 
 def test_trl_side_passes_checkpointing_explicitly():
