@@ -381,7 +381,9 @@ CONTRASTS = (("appo/points=oracle", "grpo"), ("appo", "grpo"), ("appo", "appo/po
              ("appo/fork=redraw", "appo/points=oracle,fork=redraw"),
              ("appo/points=entropy,fork=redraw", "appo/points=oracle,fork=redraw"),
              ("appo/points=random,fork=redraw", "appo/points=oracle,fork=redraw"),
-             ("appo/points=oracle,fork=redraw", "appo/points=oracle"), ("appo/fork=redraw", "appo"))
+             ("appo/points=oracle,fork=redraw", "appo/points=oracle"), ("appo/fork=redraw", "appo"),
+             ("appo/points=oracle,fork=redraw,train_branches=on", "grpo"),
+             ("appo/points=oracle,fork=redraw,train_branches=on", "appo/points=oracle,fork=redraw"))
 """The pairs issue 24 asks about on a task with a known decisive token: does branching there beat GRPO at
 equal budget (oracle - GRPO), does the Branching Score (``appo``) or entropy or random reach the oracle, and
 do the budget split or the branch rows' credit change the oracle arm; then the same with ``fork=redraw``

@@ -61,6 +61,9 @@ ABLATIONS = (
     *(Variant(f"appo/points={p},fork=redraw", ("algorithm.name=appo", f"algorithm.appo.points={p}",
                                                 "algorithm.appo.fork=redraw"), "ablation")
       for p in ("oracle", "entropy", "random")),
+    Variant("appo/points=oracle,fork=redraw,train_branches=on", (
+        "algorithm.name=appo", "algorithm.appo.points=oracle", "algorithm.appo.fork=redraw",
+        "algorithm.appo.train_on_branches=true"), "ablation"),
     Variant("appo/prefix=mean", ("algorithm.name=appo", "algorithm.appo.prefix_combine=mean"), "ablation"),
     Variant("appo/omega=clipped", ("algorithm.name=appo", "algorithm.appo.omega_form=clipped"), "ablation"),
     Variant("appo/omega=sum", ("algorithm.name=appo", "algorithm.appo.omega_form=sum"), "ablation"),
@@ -70,7 +73,8 @@ their decisive token) also with the branch rows trained and with 6 initial rows 
 to see whether the budget split or the credit keeps oracle branching from beating GRPO. The ``fork=redraw`` arms
 (``appo/fork=redraw`` is the Branching Score's) re-sample the chosen token itself and give it the branch contrast
 (docs/algorithm.md 6.3); with ``after`` the oracle's branches re-sample the decisive token, but its contrast lands
-on the shared prefix before it."""
+on the shared prefix before it. ``appo/points=oracle,fork=redraw,train_branches=on`` trains all 8 rows as GRPO does,
+to separate the credit from the trained-row count."""
 
 TASKS = {
     "arith": "proc:arith?n_operands=[2,2]&digits=[1,2]&direct_p=0.5",

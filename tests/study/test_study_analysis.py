@@ -222,7 +222,7 @@ def test_point_arms_run_on_every_depth_task_and_other_ablations_on_the_first_onl
         by_task.setdefault(r.task, []).append(r.variant.name)
     main = ["grpo", "arpo", "tree_grpo", "appo"]
     points = [v for v in by_task["arith"] if v.startswith("appo/points=") or v == "appo/fork=redraw"]
-    assert len(points) == 9 and "appo/M=on" in by_task["arith"]  # the first task: every ablation
+    assert len(points) == 10 and "appo/M=on" in by_task["arith"]  # the first task: every ablation
     assert {"appo/points=oracle,fork=redraw", "appo/fork=redraw"} <= set(points)  # the re-draw arms (issue 24)
     for depth in ("depth_middle", "depth_late"):  # later depth tasks: the point arms too, no other ablation
         assert by_task[depth] == main + points
