@@ -12,7 +12,10 @@ decisive token (the operator of the decisive ``print(<value> <op>`` call,
 - ``credit/ktok``: the same per 1,000 trained tokens of the prompt: under the ``token-mean`` loss every trained
   token of a mini-batch has the same weight, so this is the comparable push when arms train different token
   counts (APPO trains its 4 initial rows, GRPO all 8);
-- ``wrong-sign``: share of rows whose ``s * A_dec < 0`` (credit pushing toward the wrong operator).
+- ``wrong-sign``: share of rows whose ``s * A_dec < 0`` (credit pushing toward the wrong operator);
+- ``same prefix``: share of the prompt's initial (GRPO: all) rows that reach the decisive token whose text before
+  it equals the prompt's most common one. Near 100% means independent rows already re-draw the decision from one
+  and the same state, so a branch there adds no sample that an independent row would not have given.
 
     python scripts/depth_decisive_credit.py runs/study_depth2/depth_middle/runs/{grpo,appo__fork=redraw}/seed*
 """
@@ -39,7 +42,13 @@ def prompt_credit(prompt: dict) -> dict | None:
         return None
     occurrence, right = int(m.group(1)) - 1, m.group(2)
     rows = credit = wrong = tokens = 0.0
+    prefixes: list[str] = []
     for r in prompt["rows"]:
+        if r["origin"] == "initial":
+            text = "".join(r["tokens"])
+            found = list(re.finditer(DECISIVE_PATTERN, text))
+            if occurrence < len(found):
+                prefixes.append(text[: found[occurrence].start(1)])
         if not r["trained"]:
             continue
         toks, adv, mask = r["tokens"], r["advantage"], r["loss_mask"]
@@ -54,7 +63,8 @@ def prompt_credit(prompt: dict) -> dict | None:
         rows += 1
         credit += s * adv[t]
         wrong += s * adv[t] < 0
-    return {"rows": rows, "credit": credit, "wrong": wrong, "tokens": tokens}
+    same = max((prefixes.count(x) for x in prefixes), default=0)
+    return {"rows": rows, "credit": credit, "wrong": wrong, "tokens": tokens, "same": same, "reach": len(prefixes)}
 
 
 def main(paths: list[str]) -> None:
@@ -65,14 +75,15 @@ def main(paths: list[str]) -> None:
                 if (c := prompt_credit(p)) is not None:
                     by_arm[Path(run).parent.name].append(c)
     print("| arm | prompts | trained rows with the decisive token / prompt | credit / prompt | credit / 1k trained "
-          "tokens | wrong-sign rows |")
-    print("| --- | --- | --- | --- | --- | --- |")
+          "tokens | wrong-sign rows | same prefix before it |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for arm, cs in by_arm.items():
         n_rows = sum(c["rows"] for c in cs)
         print(f"| {arm} | {len(cs)} | {statistics.fmean(c['rows'] for c in cs):.2f} | "
               f"{statistics.fmean(c['credit'] for c in cs):.2f} | "
               f"{statistics.fmean(1000 * c['credit'] / c['tokens'] for c in cs if c['tokens']):.2f} | "
-              f"{100 * sum(c['wrong'] for c in cs) / max(n_rows, 1):.0f}% |")
+              f"{100 * sum(c['wrong'] for c in cs) / max(n_rows, 1):.0f}% | "
+              f"{100 * sum(c['same'] for c in cs) / max(sum(c['reach'] for c in cs), 1):.0f}% |")
 
 
 if __name__ == "__main__":
