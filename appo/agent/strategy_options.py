@@ -53,8 +53,8 @@ class AppoConfig:
     scored the point (its credit: ``redraw_credit``)."""
     redraw_credit: Literal["contrast", "none"] = "contrast"
     """``fork=redraw`` only: ``contrast`` gives the parent's re-drawn token t ``(R_i - mean R of its
-    re-draws) / std_branch`` on top of its advantage; ``none`` (ablation) leaves the decision itself
-    without branch signal unless ``train_on_branches``."""
+    re-draws) / std of the prompt's rewards`` on top of its advantage; ``none`` (ablation) leaves the decision
+    itself without branch signal unless ``train_on_branches``."""
     prefix_combine: Literal["sum", "mean"] = "sum"
     """Shared-prefix tokens of the dual-group advantage: ``sum`` ``A_init + mean A_branch`` (the paper,
     up to twice the scale of the tokens after the split), ``mean`` ``(A_init + mean A_branch) / 2``."""

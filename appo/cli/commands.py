@@ -218,14 +218,14 @@ def _int_list(text: str) -> tuple[int, ...]:
 def cmd_study(args) -> int:
     from appo.study import StudySettings, run_study
     from appo.study.analysis import write_results
-    from appo.study.runner import smoke_settings
+    from appo.study.runner import smoke_settings, split_variants
 
     try:
         settings = StudySettings(
             tasks=tuple(args.tasks.split(",")), seeds=_int_list(args.seeds), steps=args.steps,
             test_freq=args.test_freq, val_examples=args.val_examples, val_samples=args.val_samples,
             val_greedy=not args.no_greedy, final_evals=args.final_evals, ablations=not args.no_ablations,
-            variants=tuple(v for v in (args.variants or "").split(",") if v), workers=args.workers,
+            variants=split_variants(args.variants or ""), workers=args.workers,
             sft_examples=args.sft_examples, sft_epochs=args.sft_epochs, extra_overrides=tuple(args.overrides))
     except ValueError as e:
         print(f"appo study: {e}", file=sys.stderr)

@@ -167,9 +167,12 @@ def appo_advantage(
 
     ``redraw_contrast=True`` (for ``fork=redraw``, where a child c re-samples the parent's token
     ``d_c = split_c + 1`` and so does not share it) adds to the parent's token d the contrast of the
-    choice it made against its re-draws there: ``(R_r - mean_{c: d_c = d} R_c) / (std_branch + eps)``
-    (``std_branch`` = population std of the prompt's branch rewards; without ``norm_by_std`` no division;
-    0 when the prompt has fewer than 2 branch rows, as for any one-row group).
+    choice it made against its re-draws there: ``(R_r - mean_{c: d_c = d} R_c) / (std_prompt + eps)``
+    (``std_prompt`` = population std of all the prompt's rewards, initial and branch rows, GRPO's scale;
+    without ``norm_by_std`` no division; 0 when the prompt has fewer than 2 branch rows). Until issue 24 the
+    divisor was the branch rows' std, which is 0 whenever every branch scores the same while a parent differs:
+    the contrast was then ``+-1 / eps = +-1e6`` (measured: grad norms 4e3-5e4 before clipping on the depth task).
+    The prompt's std is > 0 whenever the numerator is not 0, so ``|contrast| <= max |R - R'| / std_prompt``.
 
     ``proximity_scaling=True`` multiplies the token advantage of every row with children by
     ``M_t = mean_{c in C(r), t <= split_c} [1 + rho_c * decay^(split_c - t)]`` (1 where no child is
@@ -242,7 +245,7 @@ def _redraw_contrast(R: torch.Tensor, g: torch.Tensor, is_branch: torch.Tensor, 
                      split_B: torch.Tensor, kids: torch.Tensor, N: int, T: int, eps: float,
                      norm_by_std: bool) -> torch.Tensor:
     """``[N, T]`` float64: on each parent's re-drawn token ``d = split + 1``, ``(R_parent - mean R of the
-    children re-drawn there) / (std of the prompt's branch rewards + eps)``; 0 elsewhere and for prompts
+    children re-drawn there) / (std of all the prompt's rewards + eps)``; 0 elsewhere and for prompts
     with fewer than 2 branch rows."""
     Rd = R.double()
     out = torch.zeros(N, T, dtype=torch.float64, device=R.device)
@@ -255,7 +258,7 @@ def _redraw_contrast(R: torch.Tensor, g: torch.Tensor, is_branch: torch.Tensor, 
             continue
         diff = Rd[p] - Rd[kids[sel]].mean()
         if norm_by_std:
-            diff = diff / (Rd[br].std(unbiased=False) + eps)
+            diff = diff / (Rd[g == g[p]].std(unbiased=False) + eps)
         out[p, d] = diff
     return out
 

@@ -376,10 +376,19 @@ def format_rows(rows: Sequence[dict]) -> str:
 CONTRASTS = (("appo/points=oracle", "grpo"), ("appo", "grpo"), ("appo", "appo/points=oracle"),
              ("appo/points=entropy", "appo/points=oracle"), ("appo/points=random", "appo/points=oracle"),
              ("appo/points=oracle,train_branches=on", "appo/points=oracle"),
-             ("appo/points=oracle,n_initial=6", "appo/points=oracle"))
+             ("appo/points=oracle,n_initial=6", "appo/points=oracle"),
+             ("appo/points=oracle,fork=redraw", "grpo"), ("appo/fork=redraw", "grpo"),
+             ("appo/fork=redraw", "appo/points=oracle,fork=redraw"),
+             ("appo/points=entropy,fork=redraw", "appo/points=oracle,fork=redraw"),
+             ("appo/points=random,fork=redraw", "appo/points=oracle,fork=redraw"),
+             ("appo/points=oracle,fork=redraw", "appo/points=oracle"), ("appo/fork=redraw", "appo"),
+             ("appo/points=oracle,fork=redraw,train_branches=on", "grpo"),
+             ("appo/points=oracle,fork=redraw,train_branches=on", "appo/points=oracle,fork=redraw"))
 """The pairs issue 24 asks about on a task with a known decisive token: does branching there beat GRPO at
 equal budget (oracle - GRPO), does the Branching Score (``appo``) or entropy or random reach the oracle, and
-do the budget split or the branch rows' credit change the oracle arm."""
+do the budget split or the branch rows' credit change the oracle arm; then the same with ``fork=redraw``
+(the chosen token re-sampled and credited with its branches' contrast), and what re-drawing changes
+against ``after`` for the oracle and for the Branching Score."""
 
 
 def contrast_rows(results: Sequence[RunResult], task: str,

@@ -58,13 +58,23 @@ ABLATIONS = (
     Variant("appo/fork=redraw", ("algorithm.name=appo", "algorithm.appo.fork=redraw"), "ablation"),
     Variant("appo/fork=redraw,credit=none", ("algorithm.name=appo", "algorithm.appo.fork=redraw",
                                              "algorithm.appo.redraw_credit=none"), "ablation"),
+    *(Variant(f"appo/points={p},fork=redraw", ("algorithm.name=appo", f"algorithm.appo.points={p}",
+                                                "algorithm.appo.fork=redraw"), "ablation")
+      for p in ("oracle", "entropy", "random")),
+    Variant("appo/points=oracle,fork=redraw,train_branches=on", (
+        "algorithm.name=appo", "algorithm.appo.points=oracle", "algorithm.appo.fork=redraw",
+        "algorithm.appo.train_on_branches=true"), "ablation"),
     Variant("appo/prefix=mean", ("algorithm.name=appo", "algorithm.appo.prefix_combine=mean"), "ablation"),
     Variant("appo/omega=clipped", ("algorithm.name=appo", "algorithm.appo.omega_form=clipped"), "ablation"),
     Variant("appo/omega=sum", ("algorithm.name=appo", "algorithm.appo.omega_form=sum"), "ablation"),
 )
 """APPO's choices, each changed alone from the defaults; the ``points=oracle`` arms (issue 24, tasks that record
 their decisive token) also with the branch rows trained and with 6 initial rows + 2 branches instead of 4 + 4,
-to see whether the budget split or the credit keeps oracle branching from beating GRPO."""
+to see whether the budget split or the credit keeps oracle branching from beating GRPO. The ``fork=redraw`` arms
+(``appo/fork=redraw`` is the Branching Score's) re-sample the chosen token itself and give it the branch contrast
+(docs/algorithm.md 6.3); with ``after`` the oracle's branches re-sample the decisive token, but its contrast lands
+on the shared prefix before it. ``appo/points=oracle,fork=redraw,train_branches=on`` trains all 8 rows as GRPO does,
+to separate the credit from the trained-row count."""
 
 TASKS = {
     "arith": "proc:arith?n_operands=[2,2]&digits=[1,2]&direct_p=0.5",
@@ -222,6 +232,23 @@ def start_model_sft_config(task: str, base: Path, out: Path, settings: StudySett
         *stages[stage], *settings.extra_overrides])
 
 
+def split_variants(text: str) -> tuple[str, ...]:
+    """Comma-separated variant names as a tuple. Some names hold commas themselves
+    (``appo/points=oracle,fork=redraw``), so at each position the longest run of comma-separated pieces that is a
+    known name (:data:`MAIN` / :data:`ABLATIONS`) is taken; a piece that starts no known name is kept alone (and
+    :class:`StudySettings` rejects it by name)."""
+    pieces = [p.strip() for p in text.split(",")]
+    known = {v.name for v in MAIN + ABLATIONS}
+    out: list[str] = []
+    i = 0
+    while i < len(pieces):
+        j = next((j for j in range(len(pieces), i, -1) if ",".join(pieces[i:j]) in known), i + 1)
+        if name := ",".join(pieces[i:j]):
+            out.append(name)
+        i = j
+    return tuple(out)
+
+
 def records_decisive_token(task: str) -> bool:
     """Whether a task's rows record their decisive token (the ``depth`` tasks), so the branch-point arms
     (``appo/points=...``) and their precision against the oracle mean something on it."""
@@ -237,7 +264,7 @@ def variants_of(settings: StudySettings, first_task: bool, task: str | None = No
     elif first_task:
         extra = ABLATIONS
     elif task is not None and records_decisive_token(task):
-        extra = tuple(v for v in ABLATIONS if v.name.startswith("appo/points="))
+        extra = tuple(v for v in ABLATIONS if v.name.startswith("appo/points=") or v.name == "appo/fork=redraw")
     else:
         extra = ()
     return tuple(v for v in MAIN + extra if not settings.variants or v.name in settings.variants)

@@ -131,7 +131,7 @@ def test_appo_prefix_mean_keeps_prefix_scale_of_suffix():
 
 def test_appo_redraw_contrast_by_hand():
     # prompt 0: initial rows 0 (R 1), 1 (R 0). Redraw forks of row 0 at token d = split + 1 = 2: rows 2 (R 0)
-    # and 3 (R 1); of row 1 at d = 1: row 4 (R 1). Branch rewards [0, 1, 1]: mean 2/3, std sqrt(2)/3 = .4714.
+    # and 3 (R 1); of row 1 at d = 1: row 4 (R 1). The prompt's rewards [1, 0, 0, 1, 1]: std sqrt(.24) = .4899.
     inp = AdvantageInputs(
         rewards_N=torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0]),
         group_N=torch.zeros(5, dtype=torch.long),
@@ -141,16 +141,34 @@ def test_appo_redraw_contrast_by_hand():
     )
     base, _ = get_advantage_estimator("appo")(inp)
     adv, _ = get_advantage_estimator("appo")(inp, redraw_contrast=True)
-    sd = math.sqrt(2) / 3
-    # row 0's token 2: (R_0 - mean(R_2, R_3)) / sd = (1 - .5) / .4714 = 1.0607; other tokens unchanged
+    sd = math.sqrt(0.24)
+    # row 0's token 2: (R_0 - mean(R_2, R_3)) / sd = (1 - .5) / .4899 = 1.0206; other tokens unchanged
     delta = (adv - base).tolist()
     assert delta[0] == pytest.approx([0, 0, 0.5 / sd, 0], abs=1e-5)
-    # row 1's token 1: (0 - 1) / sd = -2.1213
+    # row 1's token 1: (0 - 1) / sd = -2.0412
     assert delta[1] == pytest.approx([0, -1 / sd, 0, 0], abs=1e-5)
     assert delta[2:] == [[0.0] * 4] * 3  # branch rows: unchanged
     adv_raw, _ = get_advantage_estimator("appo")(inp, redraw_contrast=True, norm_by_std=False)
     base_raw, _ = get_advantage_estimator("appo")(inp, norm_by_std=False)
     assert float(adv_raw[0, 2] - base_raw[0, 2]) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_appo_redraw_contrast_stays_bounded_when_every_branch_scores_the_same():
+    # issue 24: initial rows [1, 0, 1, 0], each re-drawn once at its token 2, every re-draw scores 0. The branch
+    # rows' std is 0, so the old divisor (std_branch + eps) made the parents' contrast 1 / 1e-6 = 1e6; the
+    # prompt's std over all 8 rows, sqrt(.25 - .0625) = .4330, gives (1 - 0) / .4330 = 2.3094.
+    inp = AdvantageInputs(
+        rewards_N=torch.tensor([1.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]),
+        group_N=torch.zeros(8, dtype=torch.long),
+        mask_NT=torch.ones(8, 4),
+        parent_N=torch.tensor([-1, -1, -1, -1, 0, 1, 2, 3]),
+        split_N=torch.tensor([-1, -1, -1, -1, 1, 1, 1, 1]),
+    )
+    delta = get_advantage_estimator("appo")(inp, redraw_contrast=True)[0] - get_advantage_estimator("appo")(inp)[0]
+    sd = math.sqrt(0.25 - 0.0625)
+    assert delta[0].tolist() == pytest.approx([0, 0, 1 / sd, 0], abs=1e-5)  # the right choice, its re-draw failed
+    assert delta[1].abs().max() == 0  # parent and re-draw both failed: no contrast
+    assert delta.abs().max() == pytest.approx(1 / sd, abs=1e-5)
 
 
 def test_appo_redraw_contrast_needs_two_branch_rows():

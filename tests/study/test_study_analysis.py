@@ -221,8 +221,9 @@ def test_point_arms_run_on_every_depth_task_and_other_ablations_on_the_first_onl
     for r in plan(settings, tmp_path):
         by_task.setdefault(r.task, []).append(r.variant.name)
     main = ["grpo", "arpo", "tree_grpo", "appo"]
-    points = [v for v in by_task["arith"] if v.startswith("appo/points=")]
-    assert len(points) == 5 and "appo/M=on" in by_task["arith"]  # the first task: every ablation
+    points = [v for v in by_task["arith"] if v.startswith("appo/points=") or v == "appo/fork=redraw"]
+    assert len(points) == 10 and "appo/M=on" in by_task["arith"]  # the first task: every ablation
+    assert {"appo/points=oracle,fork=redraw", "appo/fork=redraw"} <= set(points)  # the re-draw arms (issue 24)
     for depth in ("depth_middle", "depth_late"):  # later depth tasks: the point arms too, no other ablation
         assert by_task[depth] == main + points
     assert by_task["chain"] == main  # a later task without a decisive token: no ablation
@@ -275,3 +276,53 @@ def test_contrasts_pair_oracle_with_grpo_and_the_score_arms_with_the_oracle():
     md = format_contrasts(list(rows.values())).splitlines()
     assert md[0].startswith("| a − b |") and md[2].startswith("| appo/points=oracle − grpo | 2 | 50.0 [")
     assert contrast_rows(results, "chain") == []
+
+
+def test_variant_names_with_commas_survive_the_command_line(tmp_path):
+    """``--variants`` is comma-separated and some names hold commas; before split_variants the re-draw arms and
+    ``appo/points=oracle,train_branches=on`` could not be named there at all."""
+    from appo.cli import main
+    from appo.study.runner import split_variants
+
+    assert split_variants("grpo,appo/points=oracle,fork=redraw,appo/fork=redraw") == (
+        "grpo", "appo/points=oracle,fork=redraw", "appo/fork=redraw")
+    assert split_variants("appo/points=oracle,train_branches=on,appo") == (
+        "appo/points=oracle,train_branches=on", "appo")
+    assert split_variants("grpo,bogus,") == ("grpo", "bogus") and split_variants("") == ()
+    settings = StudySettings(tasks=("depth_middle",), seeds=(0,), steps=2, test_freq=1, final_evals=2,
+                             variants=("grpo", "appo/points=oracle,fork=redraw"))
+    for spec in plan(settings, tmp_path):
+        _write_run(spec.run_dir, val={0: {"p": [0, 1]}, 1: {"p": [1, 1]}, 2: {"p": [1, 0]}}, greedy={}, tokens={1: 10})
+    doc = tmp_path / "r.md"
+    assert main(["study", "--report-only", "--out", str(tmp_path), "--tasks", "depth_middle", "--seeds", "0",
+                 "--variants", "grpo,appo/points=oracle,fork=redraw", "--steps", "2", "--test-freq", "1",
+                 "--final-evals", "2", "--no-greedy", "--doc", str(doc)]) == 0
+    ran = {(r["variant"], r["seed"]) for r in json.loads((tmp_path / "r" / "summary.json").read_text())}
+    assert ran == {("grpo", 0), ("appo/points=oracle,fork=redraw", 0)}
+
+
+def test_redraw_point_arms_set_the_fork_and_are_contrasted_with_grpo_and_the_after_arms(tmp_path):
+    from appo.config import load_config
+    from appo.presets import shipped_config_path
+    from appo.study.analysis import contrast_rows
+
+    settings = StudySettings(tasks=("depth_middle",), seeds=(0,), variants=(
+        "appo/fork=redraw", "appo/points=oracle,fork=redraw", "appo/points=random,fork=redraw"))
+    points = {"appo/fork=redraw": "score", "appo/points=oracle,fork=redraw": "oracle",
+              "appo/points=random,fork=redraw": "random"}
+    for spec in plan(settings, tmp_path):
+        cfg = load_config(shipped_config_path("study"), list(spec.overrides))
+        assert (cfg.algorithm.appo.fork, cfg.algorithm.appo.points) == ("redraw", points[spec.variant.name])
+
+    def run(variant, seed, correct):
+        return RunResult("depth_middle", variant, "ablation", seed, curve={0: 0.5, 8: 0.6}, final_correct=correct,
+                         oracle_precision=0.5)
+
+    results = [run(v, s, {"p": x, "q": 0.5}) for s in (0, 1) for v, x in (
+        ("grpo", 0.0), ("appo", 0.5), ("appo/points=oracle", 0.5), ("appo/points=oracle,fork=redraw", 1.0),
+        ("appo/fork=redraw", 1.0))]
+    rows = {(r["a"], r["b"]): r["diff"] for r in contrast_rows(results, "depth_middle")}
+    assert rows[("appo/points=oracle,fork=redraw", "grpo")] == pytest.approx(0.5)
+    assert rows[("appo/points=oracle,fork=redraw", "appo/points=oracle")] == pytest.approx(0.25)
+    assert rows[("appo/fork=redraw", "appo/points=oracle,fork=redraw")] == pytest.approx(0.0)
+    assert rows[("appo/fork=redraw", "appo")] == pytest.approx(0.25)
