@@ -34,6 +34,8 @@ from pathlib import Path
 SYSTEM = "Use <python>code</python> to compute; answer as <answer>\\boxed{answer}</answer>."
 """The system prompt of the demonstrations, the evaluations and the served model (configs/smollm2_coldstart.yaml)."""
 BASE = "smollm2-135m-instruct"
+SETS = ("gsm8k", "word", "wordnew")
+"""Held-out sets: GSM8K rows 0..N-1, the demonstrations' word-problem templates, the RL task's variants."""
 
 
 def _timed(out: Path, stage: str, fn, *args, **kw):
@@ -50,9 +52,11 @@ def _timed(out: Path, stage: str, fn, *args, **kw):
 def stage_data(out: Path, sft_examples: int, word_share: float) -> None:
     """Build the demonstrations and the held-out word problems (``<out>/data``); ``sft_examples`` of them,
     ``word_share`` procedural, go to ``demos_sft.jsonl`` for the SFT stage."""
+    from appo.train import word_rl
     from appo.train.tool_demos import main
 
     main(["--out", str(out / "data"), "--sft-examples", str(sft_examples), "--word-share", str(word_share)])
+    word_rl.main(["--out", str(out / "data")])
 
 
 def stage_sft(out: Path, overrides: list[str]) -> None:
@@ -64,6 +68,47 @@ def stage_sft(out: Path, overrides: list[str]) -> None:
                                             f"trainer.default_local_dir={out / 'sft'}", *overrides])
     res = run_sft(cfg, progress=True)
     (out / "sft_metrics.json").write_text(json.dumps({"num_examples": res.num_examples, **res.metrics}))
+
+
+def rl_run_dir(out: Path, arm: str, seed: int) -> Path:
+    """Where the RL stage's run of ``arm`` (``appo`` or ``grpo``) and ``seed`` writes (``<out>/rl/<arm>_s<seed>``)."""
+    return out / "rl" / f"{arm}_s{seed}"
+
+
+def rl_model(out: Path, arm: str, seed: int) -> Path:
+    """The final policy of that run: its newest checkpoint's ``model`` folder (what eval and serve load)."""
+    ckpts = sorted((rl_run_dir(out, arm, seed) / "checkpoints").glob("step_*"))
+    if not ckpts:
+        raise SystemExit(f"no checkpoint under {rl_run_dir(out, arm, seed)}; run the rl stage first")
+    return ckpts[-1] / "model"
+
+
+def rl_overrides(out: Path, start: str, arm: str, seed: int, steps: int) -> list[str]:
+    """The ``appo train -c smollm2_rl`` overrides of one arm and seed: the same start model, prompts, rollout
+    budget (``rollout.n`` rows per prompt: GRPO samples them all, APPO ``n_initial`` and branches the rest)
+    and steps for both arms; only ``algorithm.name`` and the seed differ. The last step is saved."""
+    return [f"model.path={start}", f"algorithm.name={arm}", f"trainer.seed={seed}", f"data.seed={seed}",
+            f"data.train_files=[{out / 'data' / 'word_new_train.jsonl'}]",
+            f"data.val_files=[{out / 'data' / 'word_new_heldout.jsonl'}]",
+            f"trainer.total_training_steps={steps}", f"trainer.save_freq={steps}",
+            f"trainer.default_local_dir={rl_run_dir(out, arm, seed)}",
+            f"trainer.experiment_name=smollm2_rl_{arm}_s{seed}"]
+
+
+def stage_rl(out: Path, start: str, arms: list[str], seeds: list[int], steps: int, overrides: list[str]) -> None:
+    """APPO and GRPO (``arms``) from the SFT model ``start`` on the variant word problems
+    (:mod:`appo.train.word_rl`), one run per seed and arm, arms interleaved within a seed (arm A seed 0, arm B
+    seed 0, then seed 1 ...), each through :func:`appo.train.trainer.train` with ``-c smollm2_rl``."""
+    from appo.config import load_config
+    from appo.train.trainer import train
+
+    for seed in seeds:
+        for arm in arms:
+            t0 = time.perf_counter()
+            cfg = load_config("smollm2_rl", [*rl_overrides(out, start, arm, seed, steps), *overrides])
+            train(cfg)
+            print(f"[rl] {arm} seed {seed}: {steps} steps in {time.perf_counter() - t0:.0f} s", file=sys.stderr,
+                  flush=True)
 
 
 def load_engine(model: str, batch_size: int):
@@ -109,19 +154,24 @@ def eval_chunk(engine, tok, examples, start: int, max_tokens: int, check_ids: bo
 
 def model_paths(out: Path, which: list[str]) -> dict[str, str]:
     """``name -> model`` for the eval stage's ``--models`` entries: ``base`` (SmolLM2), ``sft``
-    (``<out>/sft/sft_model``), or ``name=path`` (another SFT or RL model)."""
+    (``<out>/sft/sft_model``), ``appo_s0`` / ``grpo_s1`` ... (the RL stage's final policy of that arm and seed,
+    :func:`rl_model`), or ``name=path`` (another SFT or RL model)."""
     known = {"base": BASE, "sft": str(out / "sft" / "sft_model")}
     paths = {}
     for w in which:
         name, _, path = w.partition("=")
+        arm, _, seed = name.partition("_s")
+        if not path and arm in ("appo", "grpo") and seed.isdigit():
+            paths[name] = str(rl_model(out, arm, int(seed)))
+            continue
         if not path and name not in known:
-            raise SystemExit(f"--models entry {w!r}: use base, sft or name=path")
+            raise SystemExit(f"--models entry {w!r}: use base, sft, appo_s<seed>, grpo_s<seed> or name=path")
         paths[name] = path or known[name]
     return paths
 
 
 def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: int, chunk: int,
-               order: tuple[str, ...] = ("gsm8k", "word")) -> None:
+               order: tuple[str, ...] = ("gsm8k", "word"), word_new: int = 0) -> None:
     """Evaluate ``which`` (see :func:`model_paths`) on the same held-out problems, ``chunk`` problems at a
     time, alternating models and sets (in ``order``: GSM8K rows 0..gsm8k-1, word problems), so that whatever
     has finished when the run is stopped is a paired comparison; each model's rows so far are rewritten to
@@ -134,7 +184,9 @@ def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: i
     engines = {w: load_engine(models[w], chunk) for w in which}
     loaders = {"gsm8k": lambda: load_examples(["gsm8k"], "test", gsm8k) if gsm8k > 0 else [],
                "word": lambda: (load_examples([str(out / "data" / "word_heldout.jsonl")], "test", word)
-                                if word > 0 else [])}
+                                if word > 0 else []),
+               "wordnew": lambda: (load_examples([str(out / "data" / "word_new_heldout.jsonl")], "test", word_new)
+                                   if word_new > 0 else [])}
     sets = {name: loaders[name]() for name in order}
     results = {(w, name): {"model": models[w], "set": name, "max_tokens": max_tokens, "rows": [],
                            "ids_checked": 0, "id_mismatches": []} for w in which for name in sets}
@@ -227,7 +279,7 @@ def stage_report(out: Path, names: tuple[str, ...] = ("base", "sft")) -> None:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     data: dict = {}
     for w in names:
-        for name in ("gsm8k", "word"):
+        for name in SETS:
             f = out / f"eval_{w}_{name}.json"
             if not f.is_file():
                 continue
@@ -241,7 +293,7 @@ def stage_report(out: Path, names: tuple[str, ...] = ("base", "sft")) -> None:
             lines.append(f"| {w} | {name} | {len(rows)} | {acc[0]:.3f} [{acc[1]:.3f}, {acc[2]:.3f}] | "
                          f"{calls[0]:.2f} [{calls[1]:.2f}, {calls[2]:.2f}] | {fmt:.2f} | {trunc:.2f} |")
     lines.append("")
-    for name in ("gsm8k", "word"):
+    for name in SETS:
         for i, early in enumerate(names):
             for late in names[i + 1:]:
                 if (early, name) in data and (late, name) in data:
@@ -275,11 +327,17 @@ def stage_report(out: Path, names: tuple[str, ...] = ("base", "sft")) -> None:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="runs/smollm2")
-    ap.add_argument("--stages", default="data,sft,eval,serve,report")
+    ap.add_argument("--stages", default="data,sft,rl,eval,serve,report")
     ap.add_argument("--sft-examples", type=int, default=160, help="demonstrations the SFT stage trains on")
     ap.add_argument("--word-share", type=float, default=0.8, help="share of procedural word problems in them")
-    ap.add_argument("--models", default="base,sft", help="which models the eval stage runs (base, sft, name=path)")
-    ap.add_argument("--sets", default="gsm8k,word", help="held-out sets in the order their chunks alternate")
+    ap.add_argument("--rl-start", default="", help="the RL stage's start model (default: the SFT stage's model)")
+    ap.add_argument("--arms", default="appo,grpo", help="RL algorithms, run one after the other per seed")
+    ap.add_argument("--seeds", default="0", help="RL seeds (comma-separated)")
+    ap.add_argument("--rl-steps", type=int, default=10, help="RL steps per run (4 prompts x 8 rows each)")
+    ap.add_argument("--models", default="base,sft,appo_s0,grpo_s0",
+                    help="which models the eval stage runs (base, sft, appo_s<seed>, grpo_s<seed>, name=path)")
+    ap.add_argument("--sets", default="wordnew,gsm8k,word", help="held-out sets in the order their chunks alternate")
+    ap.add_argument("--word-new", type=int, default=100, help="held-out variant word problems (the RL task)")
     ap.add_argument("--gsm8k", type=int, default=200, help="held-out GSM8K problems (rows 0..N-1)")
     ap.add_argument("--word", type=int, default=100, help="held-out word problems")
     ap.add_argument("--max-tokens", type=int, default=160, help="response budget (model and tool tokens)")
@@ -287,6 +345,8 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk", type=int, default=25, help="problems per engine batch (and per saved chunk)")
     ap.add_argument("--serve-k", type=int, default=10)
     ap.add_argument("--serve-model", default="sft", help="the --models entry the serve stage serves")
+    ap.add_argument("--rl-override", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for the RL stage (repeatable): actor.optim.lr=2e-5")
     ap.add_argument("overrides", nargs="*", help="config overrides for the SFT stage (sft.lr=...)")
     args = ap.parse_args(argv)
     out = Path(args.out)
@@ -296,9 +356,12 @@ def main(argv=None) -> int:
         _timed(out, "data", stage_data, out, args.sft_examples, args.word_share)
     if "sft" in stages:
         _timed(out, "sft", stage_sft, out, args.overrides)
+    if "rl" in stages:
+        _timed(out, "rl", stage_rl, out, args.rl_start or str(out / "sft" / "sft_model"), args.arms.split(","),
+               [int(x) for x in args.seeds.split(",")], args.rl_steps, args.rl_override)
     if "eval" in stages:
         _timed(out, "eval", stage_eval, out, args.models.split(","), args.gsm8k, args.word, args.max_tokens,
-               args.chunk, tuple(args.sets.split(",")))
+               args.chunk, tuple(args.sets.split(",")), args.word_new)
     if "serve" in stages:
         _timed(out, "serve", stage_serve, out, args.serve_k, args.max_tokens, model=args.serve_model)
     if "report" in stages:

@@ -52,3 +52,43 @@ def test_models_accepts_base_sft_and_named_paths(demo, tmp_path):
     assert paths == {"base": demo.BASE, "sft": str(tmp_path / "sft" / "sft_model"), "rl": "runs/x/model"}
     with pytest.raises(SystemExit, match="name=path"):
         demo.model_paths(tmp_path, ["nonsense"])
+
+
+def test_rl_stage_runs_both_arms_at_the_same_rollout_budget_and_eval_finds_their_models(demo, tmp_path,
+                                                                                        tiny_model_dir, one_thread):
+    """The RL stage trains APPO then GRPO from one start (here the tiny model, 1 step each, a few tokens): both
+    runs save their last step, their saved configs differ only in the algorithm, seed-free names and folders,
+    and ``--models appo_s0,grpo_s0`` resolves to those checkpoints' model folders."""
+    import yaml
+
+    from appo.train import word_rl
+
+    word_rl.main(["--out", str(tmp_path / "data"), "--train", "16", "--heldout", "4"])
+    small = ["data.train_batch_size=2", "rollout.n=4", "rollout.n_initial=2", "data.max_response_length=12",
+             "actor.ppo_mini_batch_size=2", "trainer.logger=[jsonl]",
+             "rollout.max_batch_size=8"]
+    demo.stage_rl(tmp_path, str(tiny_model_dir), ["appo", "grpo"], [0], 1, small)
+    paths = demo.model_paths(tmp_path, ["appo_s0", "grpo_s0"])
+    cfgs = {}
+    for arm in ("appo", "grpo"):
+        model_dir = Path(paths[f"{arm}_s0"])
+        assert model_dir == tmp_path / "rl" / f"{arm}_s0" / "checkpoints" / "step_000001" / "model"
+        assert (model_dir / "config.json").is_file()
+        cfgs[arm] = yaml.safe_load((tmp_path / "rl" / f"{arm}_s0" / "config.yaml").read_text())
+        rows = [json.loads(line) for line in (tmp_path / "rl" / f"{arm}_s0" / "metrics.jsonl").read_text().splitlines()]
+        assert rows and rows[-1]["step"] == 1
+    assert cfgs["appo"]["algorithm"]["name"] == "appo" and cfgs["grpo"]["algorithm"]["name"] == "grpo"
+    for key in ("n", "temperature", "max_tool_calls"):
+        assert cfgs["appo"]["rollout"][key] == cfgs["grpo"]["rollout"][key]
+    assert cfgs["appo"]["data"] == cfgs["grpo"]["data"] and cfgs["appo"]["model"] == cfgs["grpo"]["model"]
+    assert cfgs["appo"]["actor"] == cfgs["grpo"]["actor"]
+    with pytest.raises(SystemExit, match="run the rl stage"):
+        demo.model_paths(tmp_path, ["appo_s1"])
+    # the eval stage runs both RL models on the variants' held-out set, and the report pairs them
+    demo.stage_eval(tmp_path, ["appo_s0", "grpo_s0"], 0, 0, 8, 2, ("wordnew",), word_new=3)
+    for arm in ("appo", "grpo"):
+        res = json.loads((tmp_path / f"eval_{arm}_s0_wordnew.json").read_text())
+        assert [r["id"] for r in res["rows"]] == [f"word_new_heldout/{i}" for i in range(3)]
+    demo.stage_report(tmp_path, ("appo_s0", "grpo_s0"))
+    text = (tmp_path / "report.md").read_text()
+    assert "| grpo_s0 | wordnew | 3 |" in text and "- wordnew: grpo_s0 - appo_s0 accuracy" in text
