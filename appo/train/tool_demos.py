@@ -154,26 +154,32 @@ def _problem(rng: random.Random) -> tuple[str, str]:
             f"added = {c} * {b}\ntotal = {a} + added\nprint(total)")
 
 
-def word_problems(n: int, seed: int = 0, split: str = "train") -> list[tuple[str, str]]:
-    """``n`` distinct (question, program) pairs; ``split`` ``train`` or ``test`` draws from disjoint seeded
-    streams, and ``test`` drops any question that the first 20,000 train questions of the same seed contain."""
+def draw_split(problem, stream: str, n: int, seed: int = 0, split: str = "train") -> list[tuple[str, str]]:
+    """``n`` distinct (question, program) pairs from ``problem(rng)``; ``split`` ``train`` or ``test`` draws from
+    disjoint seeded streams (``f"{stream}/{split}/{seed}"``), and ``test`` drops any question that the first
+    20,000 train questions of the same seed contain."""
     if split not in ("train", "test"):
         raise ValueError(f"split {split!r} must be 'train' or 'test'")
-    rng = random.Random(f"word-problems/{split}/{seed}")
+    rng = random.Random(f"{stream}/{split}/{seed}")
     banned: set[str] = set()
     if split == "test":
-        train_rng = random.Random(f"word-problems/train/{seed}")
-        banned = {_problem(train_rng)[0] for _ in range(20_000)}
+        train_rng = random.Random(f"{stream}/train/{seed}")
+        banned = {problem(train_rng)[0] for _ in range(20_000)}
     out: dict[str, str] = {}
     tries = 0
     while len(out) < n:
         tries += 1
         if tries > 50 * n + 1000:
             raise ValueError(f"could not draw {n} distinct word problems")
-        q, prog = _problem(rng)
+        q, prog = problem(rng)
         if q not in banned and q not in out:
             out[q] = prog
     return list(out.items())
+
+
+def word_problems(n: int, seed: int = 0, split: str = "train") -> list[tuple[str, str]]:
+    """``n`` distinct (question, program) pairs of the demonstrations' templates (:func:`draw_split`)."""
+    return draw_split(_problem, "word-problems", n, seed, split)
 
 
 # ------------------------------------------------------------------------------------------- build

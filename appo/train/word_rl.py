@@ -25,7 +25,7 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from appo.train.tool_demos import _ITEMS, _NAMES, _run_local
+from appo.train.tool_demos import _ITEMS, _NAMES, _run_local, draw_split
 
 NEW_TEMPLATES = 8
 """How many story templates :func:`_new_problem` draws from (none of them is a demonstration template)."""
@@ -89,24 +89,9 @@ def _new_problem(rng: random.Random) -> tuple[str, str]:
 
 def new_word_problems(n: int, seed: int = 0, split: str = "train") -> list[tuple[str, str]]:
     """``n`` distinct (question, program) pairs of the new templates; ``train`` and ``test`` are disjoint
-    seeded streams, and ``test`` drops any question among the first 20,000 of the ``train`` stream."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split {split!r} must be 'train' or 'test'")
-    rng = random.Random(f"word-new/{split}/{seed}")
-    banned: set[str] = set()
-    if split == "test":
-        train_rng = random.Random(f"word-new/train/{seed}")
-        banned = {_new_problem(train_rng)[0] for _ in range(20_000)}
-    out: dict[str, str] = {}
-    tries = 0
-    while len(out) < n:
-        tries += 1
-        if tries > 50 * n + 1000:
-            raise ValueError(f"could not draw {n} distinct word problems")
-        q, prog = _new_problem(rng)
-        if q not in banned and q not in out:
-            out[q] = prog
-    return list(out.items())
+    seeded streams, and ``test`` drops any question among the first 20,000 of the ``train`` stream
+    (:func:`appo.train.tool_demos.draw_split`)."""
+    return draw_split(_new_problem, "word-new", n, seed, split)
 
 
 def write_split(path: str | Path, n: int, split: str, seed: int = 0) -> Path:
