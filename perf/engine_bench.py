@@ -36,6 +36,7 @@ import torch
 
 from appo.engine.base import GenerationRequest, SamplingParams
 from appo.engine.hf import HFEngine
+from appo.perf.models import cut_windows
 
 
 def _corpus(n: int, seed: int = 0) -> list[str]:
@@ -71,13 +72,7 @@ def prompts(tok, n: int, lo: int, hi: int, seed: int = 0) -> list[list[int]]:
     """``n`` token prompts with lengths spread over [lo, hi]."""
     rng = random.Random(seed)
     text = " ".join(_corpus(50, seed=1))
-    ids = tok(text)["input_ids"]
-    out = []
-    for _ in range(n):
-        length = rng.randint(lo, hi)
-        start = rng.randint(0, len(ids) - length - 1)
-        out.append(ids[start : start + length])
-    return out
+    return cut_windows(tok(text)["input_ids"], n, lo, hi, rng)
 
 
 def summary(xs: list[float]) -> dict:

@@ -69,6 +69,12 @@ def text_prompts(tok, n: int, lo: int, hi: int, seed: int = 0) -> list[list[int]
     ids = tok(text)["input_ids"]
     while len(ids) < 2 * hi + 2:
         ids = ids + ids
+    return cut_windows(ids, n, lo, hi, rng)
+
+
+def cut_windows(ids: list[int], n: int, lo: int, hi: int, rng: random.Random) -> list[list[int]]:
+    """``n`` contiguous windows of ``ids``, each of a length drawn uniformly from ``[lo, hi]`` and starting at
+    a uniform offset (``rng`` draws length then start, per window); ``ids`` must be longer than ``hi``."""
     out = []
     for _ in range(n):
         length = rng.randint(lo, hi)
@@ -91,4 +97,4 @@ def pad_id(tok) -> int:
 
 
 __all__ = ["arith_examples", "chat_prompt_ids", "left_pad", "load_bench_model", "model_path", "pad_id",
-           "text_prompts"]
+           "text_prompts", "cut_windows"]
