@@ -299,10 +299,16 @@ def sft_subset(rows: Sequence[dict], n: int, word_share: float = 0.25, seed: int
 def write_heldout_word_problems(path: str | Path, n: int = 200, seed: int = 0) -> Path:
     """The procedural held-out set as a JSONL benchmark file for ``appo eval``: ``{question, answer, ability:
     math}`` rows, so they are scored by math equivalence (a bare number answer would load as QA/F1)."""
+    return write_math_rows(path, word_problems(n, seed, "test"))
+
+
+def write_math_rows(path: str | Path, pairs: Sequence[tuple[str, str]]) -> Path:
+    """(question, program) pairs as ``{question, answer, ability: math}`` JSONL, the answer being what the
+    program prints (run locally); the folder is created."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as f:
-        for q, prog in word_problems(n, seed, "test"):
+        for q, prog in pairs:
             f.write(json.dumps({"question": q, "answer": _run_local(prog), "ability": "math"}) + "\n")
     return path
 

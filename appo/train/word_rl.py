@@ -20,12 +20,11 @@ Left out: templates that need division with remainders, fractions or more than t
 from __future__ import annotations
 
 import argparse
-import json
 import random
 from pathlib import Path
 from typing import Sequence
 
-from appo.train.tool_demos import _ITEMS, _NAMES, _run_local, draw_split
+from appo.train.tool_demos import _ITEMS, _NAMES, draw_split, write_math_rows
 
 NEW_TEMPLATES = 8
 """How many story templates :func:`_new_problem` draws from (none of them is a demonstration template)."""
@@ -97,12 +96,7 @@ def new_word_problems(n: int, seed: int = 0, split: str = "train") -> list[tuple
 def write_split(path: str | Path, n: int, split: str, seed: int = 0) -> Path:
     """``n`` problems of ``split`` as ``{question, answer, ability: math}`` JSONL (answer: what the program
     prints)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        for q, prog in new_word_problems(n, seed, split):
-            f.write(json.dumps({"question": q, "answer": _run_local(prog), "ability": "math"}) + "\n")
-    return path
+    return write_math_rows(path, new_word_problems(n, seed, split))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
