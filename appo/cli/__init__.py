@@ -31,6 +31,7 @@ May import: :mod:`appo.analysis`, :mod:`appo.catalog`, :mod:`appo.cli_errors`, :
 
 from __future__ import annotations
 
+import os
 import sys
 
 from appo.cli.parser import build_parser, positive_int, spec_list
@@ -41,13 +42,19 @@ __all__ = ["build_parser", "main", "positive_int", "spec_list"]
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``appo`` script. A usage or input error prints ``appo <command>: error: <one
-    line>`` and returns 2; Ctrl-C returns 130 (:mod:`appo.cli_errors`; ``APPO_TRACEBACK=1`` re-raises)."""
+    line>`` and returns 2; Ctrl-C returns 130 (:mod:`appo.cli_errors`; ``APPO_TRACEBACK=1`` re-raises). A reader
+    that closes stdout early (``appo list configs | head -1``) ends the command quietly with 141 (128 + SIGPIPE,
+    what a shell reports for a command stopped by a closed pipe) instead of a traceback; a broken pipe anywhere
+    else (a socket) is an error as before."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
     try:
         return args.fn(args)
     except BaseException as exc:  # mapped below; anything unmapped is re-raised
+        if isinstance(exc, BrokenPipeError) and stdout_reader_gone():
+            quiet_closed_stdout()
+            return 141
         if isinstance(exc, SystemExit) or full_traceback_wanted():
             raise
         err = describe_error(exc)
@@ -55,6 +62,33 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"appo {args.command}: error: {one_line(err.message)}", file=sys.stderr)
         return err.code
+
+
+def stdout_reader_gone() -> bool:
+    """True when stdout is a pipe whose read end is closed: ``poll`` reports ``POLLERR`` on such a write end
+    (Linux and macOS). False for a terminal, a file, or a pipe still being read, so a BrokenPipeError from a
+    socket is not mistaken for the reader of stdout going away."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows), or stdout not a real file
+        return False
+
+
+def quiet_closed_stdout() -> None:
+    """Point stdout at /dev/null after its reader went away, so the interpreter's final flush at exit does
+    not raise a second BrokenPipeError (the recipe in Python's ``signal`` documentation, "Note on
+    SIGPIPE"). Leaves stderr alone: errors still reach the terminal."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout already closed or not a real file (pytest capture)
+        pass
+    finally:
+        os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
+import subprocess
+import sys
 
 import pytest
-from cli_helpers import assert_input_error, run_cli, run_main
+from cli_helpers import ROOT, assert_input_error, run_cli, run_main
 
 from appo.cli import spec_list
 
@@ -139,3 +142,33 @@ def test_output_folder_that_cannot_be_written_names_the_path(tmp_path, capsys, m
 def test_unwritable_output_as_a_subprocess():
     res = run_cli("build-tiny", "/sys/appo_cannot_write_here", timeout=120)
     assert_input_error(res.returncode, res.stderr, "build-tiny", "/sys/appo_cannot_write_here", "choose a folder")
+
+
+def test_a_reader_that_closes_the_pipe_early_ends_the_command_quietly(tmp_path):
+    """`appo list configs | head -1`: the reader is gone before we write. The command ends with 141 (128 +
+    SIGPIPE) and nothing on stderr; before the fix it printed a BrokenPipeError traceback (and exited 1)."""
+    read_fd, write_fd = os.pipe()
+    os.close(read_fd)  # the reader went away before the command printed anything
+    try:
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        env.pop("APPO_TRACEBACK", None)
+        res = subprocess.run([sys.executable, "-m", "appo", "list", "configs"], cwd=tmp_path, env=env,
+                             stdout=write_fd, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_fd)
+    assert res.stderr == ""
+    assert res.returncode == 141
+
+
+def test_a_broken_pipe_that_is_not_stdout_is_still_an_error(monkeypatch, capsys):
+    """Only a closed stdout is quiet: a BrokenPipeError from a socket (a server that went away mid-request)
+    must not turn into a silent exit 141: it keeps the one-line error it had before."""
+    import appo.cli.parser as parser
+
+    def cmd_list(args):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(parser, "cmd_list", cmd_list)
+    code, _, err = run_main(["list", "configs"], capsys)
+    assert code not in (0, 141)
+    assert err.startswith("appo list: error:") and "Broken pipe" in err
