@@ -63,10 +63,21 @@ def cmd_sft(args) -> int:
     if args.print_config:
         return _print_config(cfg)
     result = run_sft(cfg, progress=True)
-    loss = result.metrics["epoch_loss"]
-    print(f"SFT on {result.num_examples} demonstrations: loss {loss[0]:.3f} -> {loss[-1]:.3f}; "
-          f"model {result.model_dir}")
+    print(_sft_summary(result))
     return 0
+
+
+def _sft_summary(result) -> str:
+    """The line ``appo sft`` / ``sft-train`` end with: over several epochs the first and last epoch's mean loss;
+    in one epoch the first and last step's loss (an epoch's mean against itself says nothing), with the mean."""
+    m = result.metrics
+    epochs, steps = m["epoch_loss"], m.get("step_loss", [])
+    if len(epochs) > 1 or not steps:
+        loss = f"epoch loss {epochs[0]:.3f} -> {epochs[-1]:.3f}" if epochs else "no loss recorded"
+    else:
+        loss = f"step loss {steps[0]:.3f} -> {steps[-1]:.3f} (one epoch, mean {epochs[0]:.3f})"
+    return f"SFT on {result.num_examples} demonstrations, {m.get('steps', len(steps))} steps: {loss}; " \
+           f"model {result.model_dir}"
 
 
 def cmd_sft_train(args) -> int:
@@ -78,8 +89,7 @@ def cmd_sft_train(args) -> int:
     if args.print_config:
         return _print_config(cfg)
     sft = run_sft(sft_stage_config(cfg), progress=True)  # sft_then_train's two halves, with a line between
-    loss = sft.metrics["epoch_loss"]
-    print(f"SFT on {sft.num_examples} demonstrations: loss {loss[0]:.3f} -> {loss[-1]:.3f}; model {sft.model_dir}")
+    print(_sft_summary(sft))
     try:
         result = train(sft_train_config(cfg, sft.model_dir))
     except TrainingInterrupted as stop:

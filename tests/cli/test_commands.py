@@ -20,7 +20,8 @@ def test_build_tiny_then_sft_train(tmp_path, capsys):
     assert code == 0, err
     model = run / "sft" / "sft_model"
     assert (model / "config.json").is_file()
-    assert f"trained 1 steps from {model}" in out and "SFT on 8 demonstrations" in out
+    assert f"trained 1 steps from {model}" in out and "SFT on 8 demonstrations, 2 steps: step loss " in out
+    assert "(one epoch, mean " in out  # one epoch: first and last step, not the epoch mean against itself
     assert "[sft] rendering 8 demonstrations" in err and "[sft] training" in err and "[sft] saving" in err
     saved = (run / "config.yaml").read_text()
     assert f"path: {model}" in saved  # the RL half trained the SFT'd model
@@ -28,9 +29,10 @@ def test_build_tiny_then_sft_train(tmp_path, capsys):
 
 def test_readme_sft_then_train_paths_chain(tmp_path, tiny_model, capsys):
     sft_dir = tmp_path / "demo" / "sft"
-    sft = ["sft.num_examples=8", "sft.epochs=1", "sft.batch_size=4"]
-    code, _, err = run_main(["sft", *tiny_train_args(tiny_model, sft_dir), *sft], capsys)
+    sft = ["sft.num_examples=8", "sft.epochs=2", "sft.batch_size=4"]
+    code, out, err = run_main(["sft", *tiny_train_args(tiny_model, sft_dir), *sft], capsys)
     assert code == 0, err
+    assert "SFT on 8 demonstrations, 4 steps: epoch loss " in out  # two epochs: first and last epoch's mean
     code, out, err = run_main(["train", *tiny_train_args(sft_dir / "sft_model", tmp_path / "demo" / "train",
                                                          "trainer.total_training_steps=1")], capsys)
     assert code == 0 and "trained 1 steps" in out, err
