@@ -97,13 +97,23 @@ def check_vllm(cfg: Any) -> None:
                          "rollout.workers=0")
     if r.logprobs_k < 1:
         raise ValueError(f"rollout.logprobs_k={r.logprobs_k} must be >= 1")
-    if not 0 < r.gpu_memory_utilization <= 1:
-        raise ValueError(f"rollout.gpu_memory_utilization={r.gpu_memory_utilization} must be in (0, 1]")
-    free = host_memory_fraction_free()
-    if free is not None and r.gpu_memory_utilization > free:
-        raise ValueError(f"rollout.gpu_memory_utilization={r.gpu_memory_utilization}: on vLLM's CPU build that is "
-                         f"the share of host RAM reserved for its KV cache, and only {free:.2f} of it is free; fix: "
-                         "rollout.gpu_memory_utilization=0.05")
+    check_memory_share(r.gpu_memory_utilization, "rollout.gpu_memory_utilization={}")
+
+
+def check_memory_share(share: float, setting: str, fix: float = 0.05, against_free: bool = True) -> None:
+    """vLLM's ``gpu_memory_utilization`` in (0, 1] and, without CUDA (vLLM's CPU build reserves that share of
+    host RAM for its KV cache), at most the share of host RAM free now. ``setting`` is how the user spells it,
+    with ``{}`` for the value (``"rollout.gpu_memory_utilization={}"``, ``"--gpu-memory-utilization {}"``);
+    ``fix`` the share the message suggests; ``against_free=False`` checks the range alone (a KV cache given in
+    bytes replaces the share). Raises ValueError naming the setting and the fix. Checks only the
+    free share at this moment, not what the model's weights and context need."""
+    said = setting.format(share)
+    if not 0 < share <= 1:
+        raise ValueError(f"{said} must be in (0, 1]; fix: {setting.format(fix)} on a shared CPU machine")
+    free = host_memory_fraction_free() if against_free else None
+    if free is not None and share > free:
+        raise ValueError(f"{said}: on vLLM's CPU build that is the share of host RAM reserved for its KV cache, "
+                         f"and only {free:.2f} of it is free; fix: {setting.format(fix)}")
 
 
 def host_memory_fraction_free() -> float | None:

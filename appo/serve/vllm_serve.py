@@ -76,19 +76,14 @@ def _cuda() -> bool:
 def check_vllm_serve(options: VLLMServeOptions) -> None:
     """vLLM importable and the memory share in (0, 1] and, without CUDA, within the host RAM that is free;
     ImportError / ValueError naming the fix (the CLI prints one line, exit 2)."""
-    from appo.engine.registry import host_memory_fraction_free, vllm_importable
+    from appo.engine.registry import check_memory_share, vllm_importable
     from appo.engine.vllm import INSTALL_HINT
 
     if not vllm_importable():
         raise ImportError(f"appo vllm-serve needs vLLM, which this Python ({sys.executable}) cannot import; fix: "
                           f"{INSTALL_HINT}, or serve with `appo serve MODEL` (no vLLM)")
-    u = options.gpu_memory_utilization
-    if not 0 < u <= 1:
-        raise ValueError(f"--gpu-memory-utilization {u} must be in (0, 1]; fix: 0.07 on a shared CPU machine")
-    free = host_memory_fraction_free()
-    if options.kv_cache_memory_bytes is None and free is not None and u > free:
-        raise ValueError(f"--gpu-memory-utilization {u}: on vLLM's CPU build that share of host RAM is reserved, "
-                         f"and only {free:.2f} of it is free; fix: --gpu-memory-utilization 0.07")
+    check_memory_share(options.gpu_memory_utilization, "--gpu-memory-utilization {}", fix=0.07,
+                       against_free=options.kv_cache_memory_bytes is None)  # bytes replace the share
 
 
 def vllm_serve_args(model: str, options: VLLMServeOptions, workdir: str | Path) -> list[str]:

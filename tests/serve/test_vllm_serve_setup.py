@@ -176,3 +176,23 @@ sys.exit(vs.serve_vllm("unused"))
     status = Path(f"/proc/{grandchild}/status")
     state = status.read_text().split("State:")[1].split()[0] if status.exists() else "gone"
     assert state in ("gone", "Z"), f"the server's grandchild is still running ({state})"  # Z: dead, not yet reaped
+
+
+def test_vllm_serve_memory_share_is_checked_like_trainings(monkeypatch):
+    """`appo vllm-serve`'s share check is the engine's (`check_memory_share`), spelled as the flag: out of
+    (0, 1] always refused; over the free share of host RAM refused unless a KV cache in bytes replaces it."""
+    import appo.engine.registry as R
+    from appo.serve.vllm_serve import check_vllm_serve
+
+    monkeypatch.setattr(R, "vllm_importable", lambda: True)
+    monkeypatch.setattr(R, "host_memory_fraction_free", lambda: 0.3)
+    with pytest.raises(ValueError, match=r"^--gpu-memory-utilization 1.5 must be in \(0, 1\]; fix: "
+                                         r"--gpu-memory-utilization 0.07"):
+        check_vllm_serve(VLLMServeOptions(gpu_memory_utilization=1.5))
+    with pytest.raises(ValueError, match=r"--gpu-memory-utilization 0.4: .*only 0.30 of it is free; fix: "
+                                         r"--gpu-memory-utilization 0.07"):
+        check_vllm_serve(VLLMServeOptions(gpu_memory_utilization=0.4))
+    check_vllm_serve(VLLMServeOptions(gpu_memory_utilization=0.4, kv_cache_memory_bytes=1 << 28))
+    check_vllm_serve(VLLMServeOptions(gpu_memory_utilization=0.07))
+    with pytest.raises(ValueError, match=r"must be in \(0, 1\]"):
+        check_vllm_serve(VLLMServeOptions(gpu_memory_utilization=0, kv_cache_memory_bytes=1 << 28))
