@@ -441,6 +441,16 @@ class VLLMEngine:
                 "hits": counter_value(metrics, "vllm:prefix_cache_hits"),
                 "prompt_tokens": float(self.prompt_tokens), "cached_prompt_tokens": float(self.cached_prompt_tokens)}
 
+    def close(self) -> None:
+        """Stop vLLM's engine processes now (V1's ``EngineCore`` and its workers, through the client's own
+        ``shutdown``), instead of at interpreter exit; idempotent, and a no-op for an ``llm`` without them (a
+        stand-in). The trainer calls it when a run ends, SIGTERM included: a process killed before vLLM's exit
+        hooks run leaves those processes orphaned, holding their share of host RAM."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
     # -- protocol ---------------------------------------------------------------------------------------------
     def release(self, keys: Sequence[str] | None = None) -> None:
         """vLLM's prefix cache is content-addressed: named keys need no release; None resets the whole cache."""

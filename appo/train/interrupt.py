@@ -4,9 +4,12 @@
 written, then the loop stops); a second SIGINT raises ``KeyboardInterrupt`` at once (the step is
 abandoned: nothing of it is saved, the last checkpoint stays the resume point). Either way the trainer
 raises :class:`TrainingInterrupted`, which names the step, the checkpoint and the config overrides the
-resume needs. Left out: SIGTERM (schedulers send it; the process still dies at once, and resuming from
-the last checkpoint works as after a crash), and graceful stops under torchrun (ranks could stop at
-different steps, so there the first Ctrl-C abandons the step).
+resume needs. SIGTERM (what schedulers and ``kill`` send) stops at once: it raises ``SystemExit(143)``, so the
+step is abandoned as after a second Ctrl-C, but the run's ``finally`` blocks still run and stop what the run
+started (vLLM's engine processes, Ray workers), which the default action (die at once) left orphaned;
+resuming from the last checkpoint works as after a crash. Left out: a checkpoint on SIGTERM (a scheduler's
+grace period may be shorter than a step), and graceful stops under torchrun (ranks could stop at different
+steps, so there the first Ctrl-C abandons the step and SIGTERM keeps its default action).
 """
 
 from __future__ import annotations
@@ -35,13 +38,16 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 class StopRequest:
     """Context manager: while active, the first SIGINT sets :attr:`requested` (and prints one line to
-    stderr) instead of raising; the next one raises ``KeyboardInterrupt``. Inactive (a no-op) when
+    stderr) instead of raising; the next one raises ``KeyboardInterrupt``; SIGTERM raises ``SystemExit(143)``
+    (module docstring). Inactive (a no-op) when
     ``enabled`` is False or outside the main thread (Python delivers signals to the main thread only)."""
 
     def __init__(self, enabled: bool = True):
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
         self.requested = False
-        self._previous = None
+        self.terminated = False
+        """SIGTERM arrived: the caller turns whatever exception unwinds its loop into ``SystemExit(143)``."""
+        self._previous = self._previous_term = None
 
     def _handle(self, signum, frame) -> None:
         if self.requested:
@@ -50,11 +56,19 @@ class StopRequest:
         print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop now, "
               "losing this step)", file=sys.stderr, flush=True)
 
+    def _terminate(self, signum, frame) -> None:
+        self.terminated = True  # the raise below can surface as another exception inside library code
+        print("\nSIGTERM: stopping now (this step is not saved; the last checkpoint is the resume point)",
+              file=sys.stderr, flush=True)
+        raise SystemExit(128 + signal.SIGTERM)
+
     def __enter__(self) -> StopRequest:
         if self.enabled:
             self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous_term = signal.signal(signal.SIGTERM, self._terminate)
         return self
 
     def __exit__(self, *exc) -> None:
         if self.enabled:
             signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.default_int_handler)
+            signal.signal(signal.SIGTERM, self._previous_term if self._previous_term is not None else signal.SIG_DFL)

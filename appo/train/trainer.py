@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -291,10 +292,12 @@ class Trainer:
                     self.save(done)
                 if stop.requested and done < t.total_training_steps:
                     raise self.interrupted(done)
-        except KeyboardInterrupt as exc:  # a second Ctrl-C (or the first under torchrun): the step is abandoned
-            if isinstance(exc, TrainingInterrupted):
-                raise
-            raise self.interrupted(result.steps) from None
+        except BaseException as exc:
+            if stop.terminated:  # SIGTERM: whatever the exception became inside library code, exit 143
+                raise SystemExit(128 + signal.SIGTERM) from None
+            if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, TrainingInterrupted):
+                raise self.interrupted(result.steps) from None  # a second Ctrl-C (or the first under torchrun)
+            raise
         finally:
             stop.__exit__(None, None, None)
             progress.close()
@@ -310,10 +313,14 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ checkpointing
     def close(self) -> None:
-        """Stop the Ray rollout workers (if any) and leave the process group (if this run joined one)."""
+        """Stop the Ray rollout workers (if any), the engine's own processes (an engine with ``close``, e.g.
+        vLLM's), and leave the process group (if this run joined one)."""
         if self.rollout_pool is not None:
             self.rollout_pool.close()
             self.rollout_pool = None
+        close_engine = getattr(self.c.engine, "close", None)
+        if close_engine is not None:
+            close_engine()
         self.dist.close()
 
     def save(self, step: int) -> Path | None:

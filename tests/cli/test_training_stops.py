@@ -60,6 +60,53 @@ def test_stop_request_turns_the_first_sigint_into_a_request_and_the_second_into_
     assert signal.getsignal(signal.SIGINT) == before  # the handler it found is put back
 
 
+class _GuardSigterm(Exception):
+    """Raised by the test's own SIGTERM handler: a StopRequest that does not take SIGTERM fails the test
+    instead of letting the default action kill the test run."""
+
+
+def test_stop_request_turns_sigterm_into_exit_143_and_puts_the_handler_back(capsys):
+    def guard(signum, frame):
+        raise _GuardSigterm
+
+    before = signal.signal(signal.SIGTERM, guard)
+    try:
+        with StopRequest() as stop:
+            with pytest.raises(SystemExit) as exited:
+                signal.raise_signal(signal.SIGTERM)
+            assert exited.value.code == 143 and stop.terminated and not stop.requested
+        assert "SIGTERM: stopping now" in capsys.readouterr().err
+        assert signal.getsignal(signal.SIGTERM) is guard  # the handler it found is put back
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
+def test_sigterm_stops_training_at_once_with_143_and_no_traceback(tmp_path, tiny_model):
+    """What a scheduler or `kill` sends: the run stops mid-step (no new checkpoint), exits 143 (128 + SIGTERM)
+    with one line and no traceback, after its `finally` blocks ran (the real-vLLM test checks that vLLM's
+    engine processes are gone: tests/vllm_real/test_vllm_train_real.py). The default action killed the process
+    before any cleanup."""
+    import os
+
+    run = tmp_path / "run"
+    args = tiny_train_args(tiny_model, run, "trainer.total_training_steps=50", "trainer.save_freq=1")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "appo", "train", *args], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:  # first step logged: send SIGTERM
+        metrics = run / "metrics.jsonl"
+        if metrics.is_file() and metrics.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=240)
+    assert proc.returncode == 143, (out, err)
+    assert "Traceback" not in err, err
+    assert "SIGTERM: stopping now" in err
+    assert "trained 50 steps" not in out
+
+
 def test_resume_refuses_trajectory_changes_unless_allowed(tmp_path, tiny_model, capsys):
     run = tmp_path / "run"
     base = tiny_train_args(tiny_model, run, "trainer.total_training_steps=1")
