@@ -481,3 +481,17 @@ def test_gpu_check_refuses_without_cuda(tmp_path):
     assert res.returncode != 0
     assert "CUDA is not available" in res.stderr
     assert not (tmp_path / "check.json").exists()
+
+
+def test_vllm_context_is_the_runs_longest_sequence_capped_at_the_models():
+    """`build_vllm` gives vLLM `max_model_len` = prompt + response budget, so its KV cache need not hold the
+    model's whole context (the real-vLLM train test reads vLLM's own `max_seq_len` line)."""
+    from appo.engine.registry import max_sequence_length
+
+    cfg = load_config("demo", ["data.max_prompt_length=128", "data.max_response_length=96"])
+    model = types.SimpleNamespace(config=types.SimpleNamespace(max_position_embeddings=8192))
+    assert max_sequence_length(cfg, model) == 224
+    model.config.max_position_embeddings = 200
+    assert max_sequence_length(cfg, model) == 200  # vLLM refuses a max_model_len beyond the model's
+    assert max_sequence_length(cfg, None) == 224
+    assert max_sequence_length(cfg, types.SimpleNamespace(config=types.SimpleNamespace())) == 224
