@@ -17,20 +17,27 @@ from cli_helpers import ROOT, assert_input_error, run_cli, run_main, tiny_train_
 from appo.train.interrupt import StopRequest
 
 
-def test_ctrl_c_finishes_the_step_saves_and_prints_the_resume_command(tmp_path, tiny_model):
-    run = tmp_path / "run"
-    args = tiny_train_args(tiny_model, run, "trainer.total_training_steps=8", "trainer.save_freq=100")
-    env_cmd = [sys.executable, "-m", "appo", "train", *args]
+def train_until_first_step(tmp_path, tiny_model, *overrides: str) -> tuple[subprocess.Popen, object]:
+    """`appo train` on the tiny model in a subprocess (pipes for stdout and stderr), returned once its first
+    step is logged (at most 240 s), with the run folder."""
     import os
 
+    run = tmp_path / "run"
+    args = tiny_train_args(tiny_model, run, *overrides)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(env_cmd, cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen([sys.executable, "-m", "appo", "train", *args], cwd=tmp_path, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:  # first step logged: send Ctrl-C
+    while proc.poll() is None and time.monotonic() < deadline:
         metrics = run / "metrics.jsonl"
         if metrics.is_file() and metrics.read_text().count("\n") >= 1:
             break
         time.sleep(0.05)
+    return proc, run
+
+
+def test_ctrl_c_finishes_the_step_saves_and_prints_the_resume_command(tmp_path, tiny_model):
+    proc, run = train_until_first_step(tmp_path, tiny_model, "trainer.total_training_steps=8", "trainer.save_freq=100")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 130, (out, err)
@@ -86,19 +93,7 @@ def test_sigterm_stops_training_at_once_with_143_and_no_traceback(tmp_path, tiny
     with one line and no traceback, after its `finally` blocks ran (the real-vLLM test checks that vLLM's
     engine processes are gone: tests/vllm_real/test_vllm_train_real.py). The default action killed the process
     before any cleanup."""
-    import os
-
-    run = tmp_path / "run"
-    args = tiny_train_args(tiny_model, run, "trainer.total_training_steps=50", "trainer.save_freq=1")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "appo", "train", *args], cwd=tmp_path, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while proc.poll() is None and time.monotonic() < deadline:  # first step logged: send SIGTERM
-        metrics = run / "metrics.jsonl"
-        if metrics.is_file() and metrics.read_text().count("\n") >= 1:
-            break
-        time.sleep(0.05)
+    proc, _ = train_until_first_step(tmp_path, tiny_model, "trainer.total_training_steps=50", "trainer.save_freq=1")
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=240)
     assert proc.returncode == 143, (out, err)
