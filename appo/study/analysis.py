@@ -381,13 +381,15 @@ CONTRASTS = (("appo/points=oracle", "grpo"), ("appo", "grpo"), ("appo", "appo/po
              ("appo/fork=redraw", "appo/points=oracle,fork=redraw"),
              ("appo/points=entropy,fork=redraw", "appo/points=oracle,fork=redraw"),
              ("appo/points=random,fork=redraw", "appo/points=oracle,fork=redraw"),
+             ("appo/points=entropy,fork=redraw", "grpo"), ("appo/points=random,fork=redraw", "grpo"),
              ("appo/points=oracle,fork=redraw", "appo/points=oracle"), ("appo/fork=redraw", "appo"),
              ("appo/points=oracle,fork=redraw,train_branches=on", "grpo"),
              ("appo/points=oracle,fork=redraw,train_branches=on", "appo/points=oracle,fork=redraw"))
 """The pairs issue 24 asks about on a task with a known decisive token: does branching there beat GRPO at
 equal budget (oracle - GRPO), does the Branching Score (``appo``) or entropy or random reach the oracle, and
 do the budget split or the branch rows' credit change the oracle arm; then the same with ``fork=redraw``
-(the chosen token re-sampled and credited with its branches' contrast), and what re-drawing changes
+(the chosen token re-sampled and credited with its branches' contrast; every re-draw point arm also against
+GRPO, the issue's equal-budget question for each), and what re-drawing changes
 against ``after`` for the oracle and for the Branching Score."""
 
 

@@ -320,8 +320,11 @@ def test_redraw_point_arms_set_the_fork_and_are_contrasted_with_grpo_and_the_aft
 
     results = [run(v, s, {"p": x, "q": 0.5}) for s in (0, 1) for v, x in (
         ("grpo", 0.0), ("appo", 0.5), ("appo/points=oracle", 0.5), ("appo/points=oracle,fork=redraw", 1.0),
-        ("appo/fork=redraw", 1.0))]
+        ("appo/fork=redraw", 1.0), ("appo/points=entropy,fork=redraw", 0.5),
+        ("appo/points=random,fork=redraw", 0.0))]
     rows = {(r["a"], r["b"]): r["diff"] for r in contrast_rows(results, "depth_middle")}
+    assert rows[("appo/points=entropy,fork=redraw", "grpo")] == pytest.approx(0.25)
+    assert rows[("appo/points=random,fork=redraw", "grpo")] == pytest.approx(0.0)
     assert rows[("appo/points=oracle,fork=redraw", "grpo")] == pytest.approx(0.5)
     assert rows[("appo/points=oracle,fork=redraw", "appo/points=oracle")] == pytest.approx(0.25)
     assert rows[("appo/fork=redraw", "appo/points=oracle,fork=redraw")] == pytest.approx(0.0)
