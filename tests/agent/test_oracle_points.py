@@ -129,3 +129,29 @@ def test_branch_disagreement_counts_branches_whose_reward_differs_from_their_par
     dump = tmp_path / "step_000001.json"
     dump.write_text(json.dumps({"step": 1, "algorithm": "appo", "prompts": [{"rows": rows}, {"rows": rows[:2]}]}))
     assert mod.branch_disagreement(dump) == (2, 3)
+
+
+def test_thought_vs_call_labels_where_the_decisive_operator_went_wrong(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "depth_thought_vs_call.py"
+    spec = importlib.util.spec_from_file_location("depth_thought_vs_call", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    q = "Start with 5. Step 1: + 1. Step 2: Check - 1. What is the result?"
+    step1 = "<think>Step 1: + 1.</think>\n<python>print(5 + 1)</python>\n<result>\n6\n</result>\n"
+    assert mod.thought_and_call(q, step1 + "<think>Step 2: Check - 1.</think>\n<python>print(6 - 1)") == (
+        "thought right, call right")
+    assert mod.thought_and_call(q, step1 + "<think>Step 2: Check + 1.</think>\n<python>print(6 - 1)") == (
+        "thought WRONG, call right")
+    assert mod.thought_and_call(q, step1 + "<think>Step 2: Check - 1.</think>\n<python>print(6 + 1)") == (
+        "thought right, call WRONG")
+    assert mod.thought_and_call(q, step1) == "no decisive step"
+    assert mod.thought_and_call("Start with 5. Step 1: + 1. What is the result?", step1) is None
+    rows = [{"tokens": [step1, "<think>Step 2: Check + 1.</think>\n", "<python>print(6 + 1)"]},
+            {"tokens": [step1, "<think>Step 2: Check - 1.</think>\n<python>print(6 - 1)"]}]
+    dump = tmp_path / "step_000001.json"
+    dump.write_text(json.dumps({"prompts": [{"question": q, "rows": rows}]}))
+    assert mod.count(dump) == {"thought WRONG, call WRONG": 1, "thought right, call right": 1}
