@@ -28,5 +28,5 @@ for a in arms[1:]:
     means = [statistics.fmean(v) for v in d.values()]
     se = statistics.fmean(statistics.pstdev(v) / len(v) ** 0.5 for v in d.values())
     sd = 100 * statistics.stdev(means) if len(means) > 1 else float("nan")
-    print(f"{a} - grpo: seeds {len(d)}, {100 * diff:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] width {100 * (hi - lo):.1f}; "
-          f"sd of per-seed means {sd:.1f} pts, mean within-seed SE {100 * se:.1f} pts")
+    print(f"{a} - grpo: seeds {len(d)}, {100 * diff:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] "
+          f"width {100 * (hi - lo):.1f}; sd of per-seed means {sd:.1f} pts, mean within-seed SE {100 * se:.1f} pts")
