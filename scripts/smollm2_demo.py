@@ -291,6 +291,44 @@ def paired_ci(a: dict[str, float], b: dict[str, float], reps: int = 10_000, seed
     return bootstrap_ci([b[i] - a[i] for i in ids], reps, seed) + (len(ids),)
 
 
+def pooled_seeds(data: dict, names: tuple[str, ...], held_out: str) -> list[str]:
+    """Report lines for RL arms with 2+ seeds among ``names`` on ``held_out``: each arm's per-problem accuracy
+    averaged over its seeds (``appo_s*``), paired with every other model (``appo_s* - sft``) and with the other
+    arm's average (``grpo_s* - appo_s*``), on the problems every model involved answered. The bootstrap resamples
+    problems, so the interval holds the problem sampling of these seeds, not the seed-to-seed spread."""
+    arms: dict[str, list[str]] = {}
+    for w in names:
+        arm, _, seed = w.partition("_s")
+        if arm in ("appo", "grpo") and seed.isdigit() and (w, held_out) in data:
+            arms.setdefault(arm, []).append(w)
+    arms = {a: ws for a, ws in arms.items() if len(ws) >= 2}
+    if not arms:
+        return []
+
+    def acc(w: str) -> dict[str, float]:
+        return {r["id"]: float(r["acc"]) for r in data[(w, held_out)]["rows"]}
+
+    pooled = {}
+    for arm, ws in arms.items():
+        per = [acc(w) for w in ws]
+        ids = set.intersection(*(set(a) for a in per))
+        pooled[f"{arm}_s*"] = ({i: sum(a[i] for a in per) / len(per) for i in ids}, ws)
+    others = [w for w in names if (w, held_out) in data and not any(w in ws for _, ws in pooled.values())]
+    lines = []
+    for name, (vals, ws) in pooled.items():
+        m, lo, hi = bootstrap_ci(list(vals.values()))
+        lines.append(f"- {held_out}: {name} (mean of {', '.join(ws)}) accuracy {m:.3f} [{lo:.3f}, {hi:.3f}] "
+                     f"({len(vals)} problems)")
+        for w in others:
+            m, lo, hi, n = paired_ci(acc(w), vals)
+            lines.append(f"- {held_out}: {name} - {w} accuracy {m:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired, {n} problems)")
+    if len(pooled) == 2:
+        (na, (va, _)), (nb, (vb, _)) = sorted(pooled.items())
+        m, lo, hi, n = paired_ci(va, vb)
+        lines.append(f"- {held_out}: {nb} - {na} accuracy {m:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired, {n} problems)")
+    return lines
+
+
 def stage_report(out: Path, names: tuple[str, ...] = ("base", "sft")) -> None:
     """``<out>/report.md`` from the stages' JSON files: one row per model in ``names`` and set, the paired
     difference of every later model against every earlier one (``sft - base``, ...)."""
@@ -324,6 +362,8 @@ def stage_report(out: Path, names: tuple[str, ...] = ("base", "sft")) -> None:
                         m, lo, hi, n = paired_ci(a, b)
                         lines.append(f"- {name}: {late} - {early} {what} {m:+.3f} [{lo:+.3f}, {hi:+.3f}] "
                                      f"(paired, {n} problems)")
+    for name in SETS:
+        lines += pooled_seeds(data, names, name)
     for (w, name), res in data.items():
         if w != "base":
             lines.append(f"- id check, {w} on {name}: {res['ids_checked']} rollouts compared with the chat template "
