@@ -184,9 +184,10 @@ def model_paths(out: Path, which: list[str]) -> dict[str, str]:
 
 
 def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: int, chunk: int,
-               order: tuple[str, ...] = ("gsm8k", "word"), word_new: int = 0) -> None:
+               order: tuple[str, ...] = ("gsm8k", "word"), word_new: int = 0, gsm8k_from: int = 0) -> None:
     """Evaluate ``which`` (see :func:`model_paths`) on the same held-out problems, ``chunk`` problems at a
-    time, alternating models and sets (in ``order``: GSM8K rows 0..gsm8k-1, word problems), so that whatever
+    time, alternating models and sets (in ``order``: GSM8K test rows ``gsm8k_from`` .. ``gsm8k_from + gsm8k - 1``
+    (a later range can run in another process beside an earlier one), word problems), so that whatever
     has finished when the run is stopped is a paired comparison; each model's rows so far are rewritten to
     ``<out>/eval_<model>_<set>.json`` after every chunk. Every model but ``base`` gets the id check."""
     from appo.data.sources import load_examples
@@ -195,7 +196,7 @@ def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: i
     models = model_paths(out, which)
     which = list(models)
     engines = {w: load_engine(models[w], chunk) for w in which}
-    loaders = {"gsm8k": lambda: load_examples(["gsm8k"], "test", gsm8k) if gsm8k > 0 else [],
+    loaders = {"gsm8k": lambda: load_examples(["gsm8k"], "test", gsm8k_from + gsm8k)[gsm8k_from:] if gsm8k > 0 else [],
                "word": lambda: (load_examples([str(out / "data" / "word_heldout.jsonl")], "test", word)
                                 if word > 0 else []),
                "wordnew": lambda: (load_examples([str(out / "data" / "word_new_heldout.jsonl")], "test", word_new)
@@ -400,7 +401,8 @@ def main(argv=None) -> int:
                     help="which models the eval stage runs (base, sft, appo_s<seed>, grpo_s<seed>, name=path)")
     ap.add_argument("--sets", default="wordnew", help="held-out sets in the order their chunks alternate")
     ap.add_argument("--word-new", type=int, default=200, help="held-out variant word problems (the RL task)")
-    ap.add_argument("--gsm8k", type=int, default=200, help="held-out GSM8K problems (rows 0..N-1)")
+    ap.add_argument("--gsm8k", type=int, default=200, help="held-out GSM8K problems (test rows F..F+N-1)")
+    ap.add_argument("--gsm8k-from", type=int, default=0, help="first GSM8K test row F (default 0)")
     ap.add_argument("--word", type=int, default=100, help="held-out word problems")
     ap.add_argument("--max-tokens", type=int, default=160, help="response budget (model and tool tokens)")
     ap.add_argument("--report-models", default="", help="models in the report, in order (default: --models)")
@@ -426,7 +428,7 @@ def main(argv=None) -> int:
                [int(x) for x in args.seeds.split(",")], args.rl_steps, args.rl_override)
     if "eval" in stages:
         _timed(out, "eval", stage_eval, out, args.models.split(","), args.gsm8k, args.word, args.max_tokens,
-               args.chunk, tuple(args.sets.split(",")), args.word_new)
+               args.chunk, tuple(args.sets.split(",")), args.word_new, args.gsm8k_from)
     if "serve" in stages:
         _timed(out, "serve", stage_serve, out, args.serve_k, args.max_tokens, model=args.serve_model,
                held_out=args.serve_set)
