@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 runs, dest = Path(sys.argv[1]), Path(sys.argv[2])
-spec = importlib.util.spec_from_file_location("demo", Path(__file__).resolve().parents[4] / "scripts" / "smollm2_demo.py")
+SCRIPT = Path(__file__).resolve().parents[4] / "scripts" / "smollm2_demo.py"
+spec = importlib.util.spec_from_file_location("demo", SCRIPT)
 demo = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(demo)
 for m in ("sft160", "appo_s0", "grpo_s0", "appo_s1", "grpo_s1"):
