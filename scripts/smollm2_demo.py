@@ -25,7 +25,8 @@ report read what earlier ones measured):
                later model against every earlier one (``appo_s0 - sft``, ...), the id check, the wall time of
                each stage -> ``<out>/report.md``.
 
-The defaults are the one-command shape (``make smollm2-demo``, about 80 minutes on a shared 2-core CPU); the
+The defaults are the one-command shape (``make smollm2-demo``: about 92 minutes summed from stage times measured at
+load 6-10 on the shared 2-core CPU, not yet timed end to end); the
 full-size measurements of docs/results.md (SmolLM2 section: stage times, results, the exact commands) add
 seeds (``--seeds 0,1``), models (``--models base,...``) and sets (``--sets wordnew,gsm8k --gsm8k 200``).
 """
