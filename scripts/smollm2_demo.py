@@ -12,18 +12,23 @@ report read what earlier ones measured):
                seed (``--seeds``), ``--rl-steps`` steps of 4 prompts x 8 rows each on the variants' train
                stream, the same rollout budget for both arms (:func:`stage_rl`); final policies in
                ``<out>/rl/<arm>_s<seed>``.
-4. ``eval``   - the base, SFT and RL models, greedy, on the variants' held-out problems, held-out GSM8K (rows
-               0..N-1, never trained on) and the demonstrations' held-out word problems, through the same
+4. ``eval``   - the models of ``--models`` (default SFT, APPO s0, GRPO s0; add ``base``), greedy, on the sets of
+               ``--sets`` (default the variants' 200 held-out problems; also held-out GSM8K (rows
+               0..N-1, never trained on) and the demonstrations' held-out word problems), through the same
                agent loop as training and ``appo eval``, chunk by chunk (models and sets interleaved, results
                saved after each chunk); every rollout of a trained model is also checked id for id against
                the chat template and ``appo serve``'s rendering (:func:`appo.agent.render_check.check_rollout`).
-5. ``serve``  - ``appo serve`` the SFT model and ``appo eval --endpoint`` it on the first K word problems; the
-               answers must equal the local evaluation's (greedy, same ids).
+5. ``serve``  - ``appo serve`` the trained model (``--serve-model``, default ``grpo_s0``) and ``appo eval
+               --endpoint`` it on the first K problems of ``--serve-set`` (default the variants); the answers
+               must equal the local evaluation's (greedy, same ids).
 6. ``report`` - accuracy and tool calls per answer with 95% bootstrap intervals, the paired difference of every
                later model against every earlier one (``appo_s0 - sft``, ...), the id check, the wall time of
                each stage -> ``<out>/report.md``.
 
-Measured stage times and results: docs/results.md (SmolLM2 section).
+The defaults are the one-command shape (``make smollm2-demo``: about 92 minutes summed from stage times measured at
+load 6-10 on the shared 2-core CPU, not yet timed end to end); the
+full-size measurements of docs/results.md (SmolLM2 section: stage times, results, the exact commands) add
+seeds (``--seeds 0,1``), models (``--models base,...``) and sets (``--sets wordnew,gsm8k --gsm8k 200``).
 """
 
 from __future__ import annotations
@@ -54,13 +59,17 @@ def _timed(out: Path, stage: str, fn, *args, **kw):
     return result
 
 
-def stage_data(out: Path, sft_examples: int, word_share: float) -> None:
-    """Build the demonstrations and the held-out word problems (``<out>/data``); ``sft_examples`` of them,
-    ``word_share`` procedural, go to ``demos_sft.jsonl`` for the SFT stage."""
+def stage_data(out: Path, sft_examples: int, word_share: float, sft_seed: int = 1) -> None:
+    """Build the demonstrations and the held-out word problems (``<out>/data``, seed 0); ``sft_examples`` of
+    them, ``word_share`` procedural, drawn with ``sft_seed``, go to ``demos_sft.jsonl`` for the SFT stage (seed 1,
+    160, 0.8 is the documented ``sft_word160`` set, byte for byte)."""
     from appo.train import word_rl
     from appo.train.tool_demos import main
 
     main(["--out", str(out / "data"), "--sft-examples", str(sft_examples), "--word-share", str(word_share)])
+    if sft_seed != 0:
+        main(["--out", str(out / "data"), "--subset-only", "--sft-examples", str(sft_examples), "--word-share",
+              str(word_share), "--seed", str(sft_seed)])
     word_rl.main(["--out", str(out / "data")])
 
 
@@ -176,9 +185,10 @@ def model_paths(out: Path, which: list[str]) -> dict[str, str]:
 
 
 def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: int, chunk: int,
-               order: tuple[str, ...] = ("gsm8k", "word"), word_new: int = 0) -> None:
+               order: tuple[str, ...] = ("gsm8k", "word"), word_new: int = 0, gsm8k_from: int = 0) -> None:
     """Evaluate ``which`` (see :func:`model_paths`) on the same held-out problems, ``chunk`` problems at a
-    time, alternating models and sets (in ``order``: GSM8K rows 0..gsm8k-1, word problems), so that whatever
+    time, alternating models and sets (in ``order``: GSM8K test rows ``gsm8k_from`` .. ``gsm8k_from + gsm8k - 1``
+    (a later range can run in another process beside an earlier one), word problems), so that whatever
     has finished when the run is stopped is a paired comparison; each model's rows so far are rewritten to
     ``<out>/eval_<model>_<set>.json`` after every chunk. Every model but ``base`` gets the id check."""
     from appo.data.sources import load_examples
@@ -187,7 +197,7 @@ def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: i
     models = model_paths(out, which)
     which = list(models)
     engines = {w: load_engine(models[w], chunk) for w in which}
-    loaders = {"gsm8k": lambda: load_examples(["gsm8k"], "test", gsm8k) if gsm8k > 0 else [],
+    loaders = {"gsm8k": lambda: load_examples(["gsm8k"], "test", gsm8k_from + gsm8k)[gsm8k_from:] if gsm8k > 0 else [],
                "word": lambda: (load_examples([str(out / "data" / "word_heldout.jsonl")], "test", word)
                                 if word > 0 else []),
                "wordnew": lambda: (load_examples([str(out / "data" / "word_new_heldout.jsonl")], "test", word_new)
@@ -219,14 +229,22 @@ def stage_eval(out: Path, which: list[str], gsm8k: int, word: int, max_tokens: i
             t.close()
 
 
-def stage_serve(out: Path, k: int, max_tokens: int, port: int = 8765, model: str = "sft") -> None:
-    """``appo serve`` the SFT model (``model``: a ``--models`` entry), evaluate the first ``k`` word problems
-    through ``appo eval --endpoint``'s Python call, and compare each answer (correctness and text) with the
-    local evaluation's ``<out>/eval_<name>_word.json`` (``<out>/serve.json``)."""
+SET_FILES = {"word": "word_heldout.jsonl", "wordnew": "word_new_heldout.jsonl"}
+"""The held-out sets the serve stage can send through the endpoint (files under ``<out>/data``)."""
+
+
+def stage_serve(out: Path, k: int, max_tokens: int, port: int = 8765, model: str = "grpo_s0",
+                held_out: str = "wordnew") -> None:
+    """``appo serve`` a model (``model``: a ``--models`` entry, by default the trained GRPO policy), evaluate the
+    first ``k`` problems of the ``held_out`` set through ``appo eval --endpoint``'s Python call
+    (:func:`appo.serve.client.evaluate_endpoint_benchmarks`), and compare each answer (correctness and text) with
+    the local evaluation's ``<out>/eval_<name>_<held_out>.json`` (``<out>/serve.json``)."""
     from appo.serve.client import evaluate_endpoint_benchmarks
 
+    if held_out not in SET_FILES:
+        raise SystemExit(f"--serve-set {held_out!r}: use one of {', '.join(SET_FILES)}")
     (name, path), = model_paths(out, [model]).items()
-    spec = str(out / "data" / "word_heldout.jsonl")
+    spec = str(out / "data" / SET_FILES[held_out])
     proc = subprocess.Popen([sys.executable, "-m", "appo", "serve", path, "--port", str(port), "--protocol", "tags",
                              "--device", "cpu", "--log-level", "warning"])
     try:
@@ -247,12 +265,12 @@ def stage_serve(out: Path, k: int, max_tokens: int, port: int = 8765, model: str
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-    local_file = out / f"eval_{name}_word.json"
+    local_file = out / f"eval_{name}_{held_out}.json"
     local = {r["id"]: r for r in json.loads(local_file.read_text())["rows"]} if local_file.is_file() else {}
     same = [r.id in local and local[r.id]["acc"] == r.metrics.get("acc", 0.0) for r in res.rows]
     same_text = [r.id in local and local[r.id]["response"] == r.response for r in res.rows]
     (out / "serve.json").write_text(json.dumps({
-        "model": name, "path": path, "k": k, "summary": res.summary, "same_acc_as_local": sum(same),
+        "model": name, "path": path, "set": held_out, "k": k, "summary": res.summary, "same_acc_as_local": sum(same),
         "same_response_as_local": sum(same_text), "local_rows": sum(r.id in local for r in res.rows),
         "rows": [{"id": r.id, "acc": r.metrics.get("acc"), "tool_calls": r.tool_calls, "response": r.response,
                   "local_response": local.get(r.id, {}).get("response")} for r in res.rows]}, indent=1))
@@ -273,6 +291,44 @@ def paired_ci(a: dict[str, float], b: dict[str, float], reps: int = 10_000, seed
     """Mean of ``b - a`` over the ids both have, with its 95% bootstrap interval (rows resampled in pairs)."""
     ids = sorted(set(a) & set(b))
     return bootstrap_ci([b[i] - a[i] for i in ids], reps, seed) + (len(ids),)
+
+
+def pooled_seeds(data: dict, names: tuple[str, ...], held_out: str) -> list[str]:
+    """Report lines for RL arms with 2+ seeds among ``names`` on ``held_out``: each arm's per-problem accuracy
+    averaged over its seeds (``appo_s*``), paired with every other model (``appo_s* - sft``) and with the other
+    arm's average (``grpo_s* - appo_s*``), on the problems every model involved answered. The bootstrap resamples
+    problems, so the interval holds the problem sampling of these seeds, not the seed-to-seed spread."""
+    arms: dict[str, list[str]] = {}
+    for w in names:
+        arm, _, seed = w.partition("_s")
+        if arm in ("appo", "grpo") and seed.isdigit() and (w, held_out) in data:
+            arms.setdefault(arm, []).append(w)
+    arms = {a: ws for a, ws in arms.items() if len(ws) >= 2}
+    if not arms:
+        return []
+
+    def acc(w: str) -> dict[str, float]:
+        return {r["id"]: float(r["acc"]) for r in data[(w, held_out)]["rows"]}
+
+    pooled = {}
+    for arm, ws in arms.items():
+        per = [acc(w) for w in ws]
+        ids = set.intersection(*(set(a) for a in per))
+        pooled[f"{arm}_s*"] = ({i: sum(a[i] for a in per) / len(per) for i in ids}, ws)
+    others = [w for w in names if (w, held_out) in data and not any(w in ws for _, ws in pooled.values())]
+    lines = []
+    for name, (vals, ws) in pooled.items():
+        m, lo, hi = bootstrap_ci(list(vals.values()))
+        lines.append(f"- {held_out}: {name} (mean of {', '.join(ws)}) accuracy {m:.3f} [{lo:.3f}, {hi:.3f}] "
+                     f"({len(vals)} problems)")
+        for w in others:
+            m, lo, hi, n = paired_ci(acc(w), vals)
+            lines.append(f"- {held_out}: {name} - {w} accuracy {m:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired, {n} problems)")
+    if len(pooled) == 2:
+        (na, (va, _)), (nb, (vb, _)) = sorted(pooled.items())
+        m, lo, hi, n = paired_ci(va, vb)
+        lines.append(f"- {held_out}: {nb} - {na} accuracy {m:+.3f} [{lo:+.3f}, {hi:+.3f}] (paired, {n} problems)")
+    return lines
 
 
 def stage_report(out: Path, names: tuple[str, ...] = ("base", "sft")) -> None:
@@ -308,6 +364,8 @@ def stage_report(out: Path, names: tuple[str, ...] = ("base", "sft")) -> None:
                         m, lo, hi, n = paired_ci(a, b)
                         lines.append(f"- {name}: {late} - {early} {what} {m:+.3f} [{lo:+.3f}, {hi:+.3f}] "
                                      f"(paired, {n} problems)")
+    for name in SETS:
+        lines += pooled_seeds(data, names, name)
     for (w, name), res in data.items():
         if w != "base":
             lines.append(f"- id check, {w} on {name}: {res['ids_checked']} rollouts compared with the chat template "
@@ -315,7 +373,8 @@ def stage_report(out: Path, names: tuple[str, ...] = ("base", "sft")) -> None:
     sf = out / "serve.json"
     if sf.is_file():
         s = json.loads(sf.read_text())
-        lines.append(f"- `appo serve` {s.get('model', 'sft')} + `appo eval --endpoint`, first {s['k']} word problems: "
+        lines.append(f"- `appo serve` {s.get('model', 'sft')} + `appo eval --endpoint`, first {s['k']} "
+                     f"{s.get('set', 'word')} problems: "
                      f"same answer text as the local evaluation on {s.get('same_response_as_local', '?')} of "
                      f"{s['k']}; accuracy "
                      f"{s['summary']['all'].get('acc', float('nan')):.3f}, tool calls / answer "
@@ -339,17 +398,21 @@ def main(argv=None) -> int:
     ap.add_argument("--arms", default="appo,grpo", help="RL algorithms, run one after the other per seed")
     ap.add_argument("--seeds", default="0", help="RL seeds (comma-separated)")
     ap.add_argument("--rl-steps", type=int, default=6, help="RL steps per run (4 prompts x 8 rows each)")
-    ap.add_argument("--models", default="base,sft,appo_s0,grpo_s0",
+    ap.add_argument("--models", default="sft,appo_s0,grpo_s0",
                     help="which models the eval stage runs (base, sft, appo_s<seed>, grpo_s<seed>, name=path)")
-    ap.add_argument("--sets", default="wordnew,gsm8k,word", help="held-out sets in the order their chunks alternate")
-    ap.add_argument("--word-new", type=int, default=100, help="held-out variant word problems (the RL task)")
-    ap.add_argument("--gsm8k", type=int, default=200, help="held-out GSM8K problems (rows 0..N-1)")
+    ap.add_argument("--sets", default="wordnew", help="held-out sets in the order their chunks alternate")
+    ap.add_argument("--word-new", type=int, default=200, help="held-out variant word problems (the RL task)")
+    ap.add_argument("--gsm8k", type=int, default=200, help="held-out GSM8K problems (test rows F..F+N-1)")
+    ap.add_argument("--gsm8k-from", type=int, default=0, help="first GSM8K test row F (default 0)")
     ap.add_argument("--word", type=int, default=100, help="held-out word problems")
     ap.add_argument("--max-tokens", type=int, default=160, help="response budget (model and tool tokens)")
     ap.add_argument("--report-models", default="", help="models in the report, in order (default: --models)")
     ap.add_argument("--chunk", type=int, default=25, help="problems per engine batch (and per saved chunk)")
     ap.add_argument("--serve-k", type=int, default=10)
-    ap.add_argument("--serve-model", default="sft", help="the --models entry the serve stage serves")
+    ap.add_argument("--serve-model", default="grpo_s0", help="the --models entry the serve stage serves")
+    ap.add_argument("--serve-set", default="wordnew", choices=sorted(SET_FILES),
+                    help="the held-out set it sends through the endpoint")
+    ap.add_argument("--sft-seed", type=int, default=1, help="seed of the SFT subset's draw (1: sft_word160's)")
     ap.add_argument("--rl-override", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override for the RL stage (repeatable): actor.optim.lr=2e-5")
     ap.add_argument("overrides", nargs="*", help="config overrides for the SFT stage (sft.lr=...)")
@@ -358,7 +421,7 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     stages = args.stages.split(",")
     if "data" in stages:
-        _timed(out, "data", stage_data, out, args.sft_examples, args.word_share)
+        _timed(out, "data", stage_data, out, args.sft_examples, args.word_share, args.sft_seed)
     if "sft" in stages:
         _timed(out, "sft", stage_sft, out, args.overrides)
     if "rl" in stages:
@@ -366,9 +429,10 @@ def main(argv=None) -> int:
                [int(x) for x in args.seeds.split(",")], args.rl_steps, args.rl_override)
     if "eval" in stages:
         _timed(out, "eval", stage_eval, out, args.models.split(","), args.gsm8k, args.word, args.max_tokens,
-               args.chunk, tuple(args.sets.split(",")), args.word_new)
+               args.chunk, tuple(args.sets.split(",")), args.word_new, args.gsm8k_from)
     if "serve" in stages:
-        _timed(out, "serve", stage_serve, out, args.serve_k, args.max_tokens, model=args.serve_model)
+        _timed(out, "serve", stage_serve, out, args.serve_k, args.max_tokens, model=args.serve_model,
+               held_out=args.serve_set)
     if "report" in stages:
         stage_report(out, tuple(args.report_models.split(",")) if args.report_models
                      else tuple(model_paths(out, args.models.split(","))))

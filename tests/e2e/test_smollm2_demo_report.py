@@ -92,3 +92,40 @@ def test_rl_stage_runs_both_arms_at_the_same_rollout_budget_and_eval_finds_their
     demo.stage_report(tmp_path, ("appo_s0", "grpo_s0"))
     text = (tmp_path / "report.md").read_text()
     assert "| grpo_s0 | wordnew | 3 |" in text and "- wordnew: grpo_s0 - appo_s0 accuracy" in text
+
+
+def test_report_pools_the_seeds_of_each_rl_arm_per_problem(demo, tmp_path):
+    """Two seeds per arm: each arm's per-problem accuracy is the mean over its seeds, paired with the SFT model
+    and with the other arm on the same problems; a single-seed arm gets no pooled line."""
+    _write(tmp_path, "sft", [0.0] * 40, [1] * 40)
+    _write(tmp_path, "appo_s0", [1.0] * 10 + [0.0] * 30, [1] * 40)
+    _write(tmp_path, "appo_s1", [0.0] * 10 + [1.0] * 10 + [0.0] * 20, [1] * 40)
+    _write(tmp_path, "grpo_s0", [1.0] * 20 + [0.0] * 20, [1] * 40)
+    _write(tmp_path, "grpo_s1", [1.0] * 20 + [0.0] * 20, [1] * 40)
+    demo.stage_report(tmp_path, ("sft", "appo_s0", "grpo_s0", "appo_s1", "grpo_s1"))
+    text = (tmp_path / "report.md").read_text()
+    assert "- word: appo_s* (mean of appo_s0, appo_s1) accuracy 0.250 [" in text
+    assert "- word: grpo_s* (mean of grpo_s0, grpo_s1) accuracy 0.500 [" in text
+    assert "- word: appo_s* - sft accuracy +0.250 [" in text and "- word: grpo_s* - sft accuracy +0.500 [" in text
+    line = next(t for t in text.splitlines() if t.startswith("- word: grpo_s* - appo_s* accuracy"))
+    assert line.startswith("- word: grpo_s* - appo_s* accuracy +0.250 [") and "(paired, 40 problems)" in line
+    demo.stage_report(tmp_path, ("sft", "appo_s0", "grpo_s0", "grpo_s1"))
+    text = (tmp_path / "report.md").read_text()
+    assert "grpo_s* (mean of grpo_s0, grpo_s1)" in text and "appo_s*" not in text
+
+
+def test_eval_stage_runs_the_gsm8k_rows_from_the_given_offset(demo, tmp_path, monkeypatch):
+    """``--gsm8k-from F --gsm8k N`` evaluates GSM8K test rows F..F+N-1 in chunks (so a second process can take a
+    later range beside a first one); the engine is replaced by a recorder, the selection is what is tested."""
+    seen = []
+    monkeypatch.setattr(demo, "load_engine", lambda model, batch: (None, None))
+
+    def fake_chunk(engine, tok, examples, start, max_tokens, check_ids, tools):
+        seen.append([ex.id for ex in examples])
+        return [{"id": ex.id, "acc": 0.0, "tool_calls": 0} for ex in examples], 0, []
+
+    monkeypatch.setattr(demo, "eval_chunk", fake_chunk)
+    demo.stage_eval(tmp_path, ["m=some/path"], 5, 0, 8, 2, ("gsm8k",), 0, gsm8k_from=3)
+    assert seen == [["gsm8k/3", "gsm8k/4"], ["gsm8k/5", "gsm8k/6"], ["gsm8k/7"]]
+    rows = json.loads((tmp_path / "eval_m_gsm8k.json").read_text())["rows"]
+    assert [r["id"] for r in rows] == [f"gsm8k/{i}" for i in range(3, 8)]
