@@ -19,6 +19,9 @@ import sys
 import threading
 from pathlib import Path
 
+SIGTERM_EXIT = 128 + signal.SIGTERM
+"""The exit code after SIGTERM (143): what a shell reports for a process that SIGTERM ended."""
+
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped by Ctrl-C. ``checkpoint`` is where it resumes from (None: no checkpoint yet, a
@@ -60,7 +63,7 @@ class StopRequest:
         self.terminated = True  # the raise below can surface as another exception inside library code
         print("\nSIGTERM: stopping now (this step is not saved; the last checkpoint is the resume point)",
               file=sys.stderr, flush=True)
-        raise SystemExit(128 + signal.SIGTERM)
+        raise SystemExit(SIGTERM_EXIT)
 
     def __enter__(self) -> StopRequest:
         if self.enabled:

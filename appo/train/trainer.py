@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import random
-import signal
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,7 +40,7 @@ from appo.train.components import (
     loop_limits,
     sampling_params,
 )
-from appo.train.interrupt import StopRequest, TrainingInterrupted
+from appo.train.interrupt import SIGTERM_EXIT, StopRequest, TrainingInterrupted
 from appo.train.layout import Layout, batched_logprobs, choose_layout
 from appo.train.metrics_log import MetricsLogger, batch_metrics, reduce_metrics, timer
 from appo.train.progress import ProgressDisplay
@@ -294,7 +293,7 @@ class Trainer:
                     raise self.interrupted(done)
         except BaseException as exc:
             if stop.terminated:  # SIGTERM: whatever the exception became inside library code, exit 143
-                raise SystemExit(128 + signal.SIGTERM) from None
+                raise SystemExit(SIGTERM_EXIT) from None
             if isinstance(exc, KeyboardInterrupt) and not isinstance(exc, TrainingInterrupted):
                 raise self.interrupted(result.steps) from None  # a second Ctrl-C (or the first under torchrun)
             raise
